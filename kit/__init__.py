@@ -1,0 +1,11 @@
+"""kit: leak-free TFRecords, k-fold training, TTA and exact submissions for Kaggle medical imaging.
+
+Importing ``kit`` is cheap: TensorFlow and Keras are imported only by the modules that need them
+(records, pipeline, models, train, predict), so ``kit check`` and ``kit blend`` start fast.
+"""
+
+__version__ = "0.1.0"
+
+from kit.errors import KitError
+
+__all__ = ["KitError", "__version__"]

@@ -1,0 +1,297 @@
+"""The ``kit`` command: parsing and printing only; every verb is one call into a kit module.
+
+Verbs import their module lazily, so ``kit --help``, ``kit check`` and ``kit blend`` never import
+TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from kit.errors import KitError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _csv_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def _add_records(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
+    p.add_argument("source", help="the competition folder (or its train CSV with --images)")
+    p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
+    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"])
+    p.add_argument("--id-col", help="id column (csv layout)")
+    p.add_argument("--label-col", help="label column (csv layout)")
+    p.add_argument("--group-col", help="patient/lesion column folds must not split (csv layout)")
+    p.add_argument("--images", help="image folder (csv layout, or to override a layout's default)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels after resizing (default 256)")
+    p.add_argument("--shards", type=int, help="number of shards (default: about 100 MB each, at least one per fold)")
+    p.add_argument("--test", action="store_true", help="write the test split (fold -1) instead of train")
+    p.add_argument("--seed", type=int, default=42, help="fold-assignment seed (default 42)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the manifest")
+    p.set_defaults(func=_run_records)
+
+
+def _run_records(args: argparse.Namespace) -> int:
+    from kit import records
+
+    manifest = records.write_from_source(
+        args.source,
+        args.out,
+        layout=args.layout,
+        id_col=args.id_col,
+        label_col=args.label_col,
+        group_col=args.group_col,
+        images=args.images,
+        n_folds=args.folds,
+        size=args.size,
+        n_shards=args.shards,
+        test=args.test,
+        seed=args.seed,
+        skip_bad=args.skip_bad,
+    )
+    print(records.format_summary(manifest))
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="k-fold training with out-of-fold predictions")
+    p.add_argument("--records", required=True, help="folder written by `kit records`")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", help="TOML file of settings; flags given here override it")
+    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: all)")
+    p.add_argument("--model", help="backbone name (see `kit models`)")
+    p.add_argument("--size", type=int, help="image side; must match the records")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int, help="batch size per replica")
+    p.add_argument("--lr-max", type=float, help="peak learning rate per replica")
+    p.add_argument("--augment", help="none|default|pcam|... (or a preset from the config)")
+    p.add_argument("--weights", help="local weights file for the backbone")
+    p.add_argument("--loss", help="bce|cce|focal")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", help="auto|tpu|mirrored|gpu|cpu")
+    p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from kit import train
+
+    result = train.train_from_cli(args)
+    print(train.format_result(result))
+    return 0
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the backbone names kit knows")
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from kit import models
+
+    print("\n".join(models.list_models()))
+    return 0
+
+
+# --- predict / check / blend ---------------------------------------------------------------------
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="TTA prediction with every fold model; a submission aligned to the sample")
+    p.add_argument("--run", required=True, help="run folder written by `kit train`")
+    p.add_argument("--records", required=True, help="test records folder (`kit records --test`)")
+    p.add_argument("--sample-submission", help="the competition's sample_submission.csv")
+    p.add_argument("--out", required=True, help="submission CSV to write")
+    p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
+    p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from kit import predict
+
+    report = predict.predict_from_cli(args)
+    print(predict.format_report(report))
+    return 0
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check a submission against sample_submission.csv")
+    p.add_argument("submission")
+    p.add_argument("--sample-submission", required=True)
+    p.set_defaults(func=_run_check)
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from kit import check
+
+    problems = check.check_submission(args.submission, args.sample_submission)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{args.submission}: OK")
+    return 0
+
+
+def _add_blend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
+    p.add_argument("inputs", nargs="+", help="submission CSVs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"])
+    p.add_argument("--weights", type=_csv_floats, help="one weight per input")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power")
+    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
+    p.add_argument("--fit", action="store_true", help="fit weights on --oof")
+    p.add_argument("--rank-per-fold", action="store_true", help="rank OOF within each fold before pooling")
+    p.set_defaults(func=_run_blend)
+
+
+def _run_blend(args: argparse.Namespace) -> int:
+    from kit import blend
+
+    report = blend.blend_from_cli(args)
+    print(blend.format_report(report))
+    return 0
+
+
+# --- kaggle --------------------------------------------------------------------------------------
+
+
+def _add_kaggle(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("push", help="push a notebook as a Kaggle kernel with the kaggle client")
+    p.add_argument("notebook")
+    p.add_argument("--accelerator", default="t4", choices=["t4", "tpu", "cpu"])
+    p.add_argument("--competition", help="competition slug to attach")
+    p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
+    p.add_argument("--slug", help="kernel slug (default from the notebook name)")
+    p.add_argument("--title", help="kernel title (default from the notebook name)")
+    p.add_argument("--public", action="store_true", help="make the kernel public (default private)")
+    p.add_argument("--internet", action="store_true", help="enable internet in the kernel (default off)")
+    p.add_argument("--kit-dataset", help="owner/slug of a dataset holding the kit wheel (default: bundle the wheel)")
+    p.add_argument("--dry-run", action="store_true", help="render the kernel folder and show it; send nothing")
+    p.add_argument("--folder", help="where to render the kernel folder (default: a temporary one)")
+    p.set_defaults(func=_run_push)
+
+    p = sub.add_parser("status", help="status of a Kaggle kernel")
+    p.add_argument("kernel", help="owner/slug")
+    p.add_argument("--wait", action="store_true", help="poll until complete or error")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait")
+    p.set_defaults(func=_run_status)
+
+    p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
+    p.add_argument("kernel", help="owner/slug")
+    p.add_argument("--out", help="folder for the outputs (default runs/kernels/OWNER-SLUG)")
+    p.set_defaults(func=_run_output)
+
+    p = sub.add_parser("submit", help="submit a CSV to a competition (runs `kit check` first when it can)")
+    p.add_argument("submission")
+    p.add_argument("--competition", required=True)
+    p.add_argument("--message", required=True)
+    p.add_argument("--sample-submission", help="check against this sample before submitting")
+    p.set_defaults(func=_run_submit)
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    from kit import kaggle
+
+    print(kaggle.format_push(kaggle.push_from_cli(args)))
+    return 0
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from kit import kaggle
+
+    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval)
+    print(f"{args.kernel}: {status}")
+    return 0 if status != "error" else 1
+
+
+def _run_output(args: argparse.Namespace) -> int:
+    from kit import kaggle
+
+    print(kaggle.format_output(kaggle.kernel_output(args.kernel, out=args.out)))
+    return 0
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    from kit import kaggle
+
+    print(kaggle.submit(args.submission, args.competition, args.message, sample=args.sample_submission))
+    return 0
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole loop on a built-in synthetic competition")
+    p.add_argument("--out", default="demo", help="folder for everything the demo writes (default ./demo)")
+    p.add_argument("--tiny", action="store_true", help="a reduced size, for tests")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from kit import demo
+
+    demo.run_demo(args.out, tiny=args.tiny)
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``kit`` argument parser (one subcommand per verb of the CLI contract)."""
+    parser = argparse.ArgumentParser(
+        prog="kit",
+        description="Kaggle medical-image classification: records, k-fold training, TTA, submissions, blends.",
+    )
+    from kit import __version__
+
+    parser.add_argument("--version", action="version", version=f"kit {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KitError as exc:
+        print(f"kit {args.verb}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"kit {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
