@@ -146,9 +146,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from kit import check
+    from kit import submission
 
-    problems = check.check_submission(args.submission, args.sample_submission)
+    problems = submission.check_submission(args.submission, args.sample_submission)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
