@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+
+from kit.imaging import example_bytes, write_tfrecord
 
 LAYOUTS = ("siim", "ham10000", "pcam", "isic9", "melanoma10k")
 
@@ -368,66 +369,6 @@ PUBLIC_SIIM_FIELDS = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= (1 << 64) - 1  # int64 in protobuf: two's complement, 10 bytes for negatives
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(num: int, payload: bytes) -> bytes:
-    return _varint((num << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _example_bytes(features: dict[str, bytes | int]) -> bytes:
-    """Serialize a tf.train.Example by hand (protobuf wire format), so no TensorFlow import is needed."""
-    entries = b""
-    for key, value in features.items():
-        if isinstance(value, bytes):
-            feature = _field(1, _field(1, value))  # Feature.bytes_list(1) -> BytesList.value(1)
-        else:
-            packed = _varint(int(value))
-            feature = _field(3, _field(1, packed))  # Feature.int64_list(3) -> Int64List.value(1, packed)
-        entry = _field(1, key.encode()) + _field(2, feature)
-        entries += _field(1, entry)  # Features.feature map entry
-    return _field(1, entries)  # Example.features(1)
-
-
-def _masked_crc(data: bytes) -> int:
-    crc = _crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-_CRC_TABLE: list[int] = []
-
-
-def _crc32c(data: bytes) -> int:
-    if not _CRC_TABLE:
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            _CRC_TABLE.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _write_tfrecord(path: Path, records: list[bytes]) -> None:
-    """Write TFRecord framing (length, masked CRC32C of length, data, masked CRC32C of data)."""
-    with open(path, "wb") as f:
-        for data in records:
-            length = struct.pack("<Q", len(data))
-            f.write(length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data)))
-
-
 def write_public_siim_tfrecords(
     folder: str | Path,
     *,
@@ -476,11 +417,11 @@ def write_public_siim_tfrecords(
             if split == "train":
                 feats["diagnosis"] = 4 if target else int(rng.integers(0, 4))
                 feats["target"] = target
-            per_shard[shard_of_group[g]].append(_example_bytes(feats))
+            per_shard[shard_of_group[g]].append(example_bytes(feats))
             i += 1
     paths = []
     for s, recs in enumerate(per_shard):
         path = folder / f"{split}{s:02d}-{len(recs)}.tfrec"
-        _write_tfrecord(path, recs)
+        write_tfrecord(path, recs)
         paths.append(path)
     return paths
