@@ -72,26 +72,33 @@ def on_kaggle() -> bool:
 
 @dataclass(frozen=True)
 class NotebookPaths:
-    """Where a notebook reads its inputs and writes its outputs."""
+    """Where a notebook reads its inputs, writes its outputs, and keeps what must not become an output."""
 
     input: Path
-    working: Path
+    working: Path  # kept as the kernel's output on Kaggle: submission.csv, the run folder
+    scratch: Path  # records and other bulk (Kaggle keeps /kaggle/temp for the session only)
     on_kaggle: bool
 
 
 def notebook_paths(local_input: str | os.PathLike | None = None,
                    local_working: str | os.PathLike | None = None) -> NotebookPaths:
-    """On Kaggle: /kaggle/input and /kaggle/working; locally: the given folders (or KIT_INPUT / KIT_WORKING).
+    """On Kaggle: /kaggle/input, /kaggle/working, /kaggle/temp; locally: the given folders (or KIT_INPUT / KIT_WORKING).
 
-    Locally the working folder defaults to ``./runs/notebook`` and is created; the input folder
-    defaults to the current folder.
+    Locally the working folder defaults to ``./runs/notebook`` and scratch is its ``scratch/``; both are
+    created. The input folder defaults to the current folder.
     """
     if on_kaggle():
-        return NotebookPaths(Path("/kaggle/input"), Path("/kaggle/working"), True)
+        scratch = Path("/kaggle/temp")
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+        except OSError:  # an image without /kaggle/temp: /tmp is not saved either
+            scratch = Path(tempfile.gettempdir()) / "kit"
+            scratch.mkdir(parents=True, exist_ok=True)
+        return NotebookPaths(Path("/kaggle/input"), Path("/kaggle/working"), scratch, True)
     inp = Path(local_input or os.environ.get("KIT_INPUT") or ".").resolve()
     work = Path(local_working or os.environ.get("KIT_WORKING") or "runs/notebook").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    return NotebookPaths(inp, work, False)
+    (work / "scratch").mkdir(parents=True, exist_ok=True)
+    return NotebookPaths(inp, work, work / "scratch", False)
 
 
 def find_input(name: str, paths: NotebookPaths | None = None) -> Path:
@@ -159,6 +166,44 @@ def install_cell(wheel: str | os.PathLike | None = None) -> Any:
     import nbformat
 
     return nbformat.v4.new_code_cell(install_cell_source(wheel), metadata={"tags": [INSTALL_TAG]})
+
+
+def locate(root: str | os.PathLike, entry: str, max_depth: int = 3) -> Path:
+    """The shallowest folder under ``root`` that holds ``entry`` (a file or folder name).
+
+    Kaggle datasets often wrap a download in one or two extra folders; this finds the layout's root.
+    """
+    level = [Path(root)]
+    for _ in range(max_depth + 1):
+        for folder in level:
+            if (folder / entry).exists():
+                return folder
+        level = sorted(p for folder in level for p in folder.iterdir() if p.is_dir())
+    raise KitError(f"{root}: no {entry!r} within {max_depth} folder levels")
+
+
+def link_shards(src: str | os.PathLike, dest: str | os.PathLike, split: str) -> Path:
+    """Link the ``{split}*.tfrec`` shards of ``src`` into ``dest`` (public folders mix train and test)."""
+    shards = sorted(Path(src).glob(f"{split}*.tfrec"))
+    if not shards:
+        raise KitError(f"{src}: no {split}*.tfrec shards")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        link = dest / shard.name
+        if not link.exists():
+            link.symlink_to(shard.resolve())
+    return dest
+
+
+def run_kit(*argv: Any) -> None:
+    """Run a ``kit`` command from a notebook, exactly as in a terminal; stops the notebook if it fails."""
+    from kit import cli
+
+    args = [str(a) for a in argv]
+    code = cli.main(args)
+    if code:
+        raise KitError(f"kit {' '.join(args[:1])} failed with status {code} (its message is above)")
 
 
 # --- credentials: the user name only; secrets are only ever compared, to keep them out ------------
@@ -461,6 +506,25 @@ def default_metadata(root: str | os.PathLike | None = None) -> dict[str, Any] | 
         raise KitError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
+def notebook_kernel_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
+    """Kernel settings a notebook carries in ``metadata.kit`` (title, slug, accelerator, competition,
+    datasets), as kernel-metadata.json keys; {} when it carries none."""
+    kit_meta = _read_notebook(Path(notebook)).metadata.get("kit", {})
+    if not kit_meta:
+        return {}
+    out: dict[str, Any] = {"code_file": Path(notebook).name}
+    if kit_meta.get("title"):
+        out["title"] = kit_meta["title"]
+    if kit_meta.get("slug"):
+        out["id"] = f"{OWNER_PLACEHOLDER}/{kit_meta['slug']}"
+    if kit_meta.get("accelerator"):
+        out["machine_shape"] = accelerator_settings(kit_meta["accelerator"])["machine_shape"]
+    if kit_meta.get("competition"):
+        out["competition_sources"] = [kit_meta["competition"]]
+    out["dataset_sources"] = list(kit_meta.get("datasets", []))
+    return out
+
+
 def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, owner: str,
                   slug: str | None = None, title: str | None = None, accelerator: str | None = None,
                   competition: str | None = None, datasets: Sequence[str] = (), kernels: Sequence[str] = (),
@@ -469,7 +533,8 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     """Render a kernel folder for ``notebook``: checked metadata, the notebook, the kit wheel.
 
     ``defaults`` (a kernel-metadata.json dict whose code_file names the same notebook, e.g. the
-    repository's default kernel) fills the title, slug, accelerator and sources not given here.
+    repository's default kernel), else the notebook's own ``metadata.kit``, fills the title, slug,
+    accelerator and sources not given here.
     With ``kit_dataset`` the kernel installs kit from that attached dataset; otherwise (``bundle``)
     the wheel is built and embedded in the install cell.
     """
@@ -477,6 +542,7 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     if not notebook.is_file():
         raise KitError(f"{notebook}: notebook not found")
     d = defaults if defaults and Path(str(defaults.get("code_file", ""))).name == notebook.name else {}
+    d = d or notebook_kernel_defaults(notebook)
     if d:
         title = title if title is not None else d.get("title")
         slug = slug or str(d.get("id", "")).partition("/")[2] or None
@@ -807,7 +873,7 @@ def submit_from_cli(args: Any) -> str:
 __all__: Iterable[str] = [
     "ACCELERATORS", "KernelFolder", "KernelOutput", "KernelStatus", "NotebookPaths", "PushResult",
     "accelerator_settings", "build_wheel", "check_metadata", "client_path", "default_metadata", "find_input",
-    "format_output", "format_push", "format_status", "install_cell", "install_cell_source", "kaggle_username",
+    "format_output", "format_push", "link_shards", "locate", "notebook_kernel_defaults", "run_kit", "format_status", "install_cell", "install_cell_source", "kaggle_username",
     "kernel_metadata", "kernel_output", "kernel_status", "notebook_paths", "on_kaggle", "prepare_notebook",
     "push", "push_from_cli", "redact", "render_kernel", "run_client", "slugify", "submit", "submit_from_cli",
     "write_wheel_dataset",

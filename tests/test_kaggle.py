@@ -426,18 +426,45 @@ def test_notebook_paths_locally_and_on_kaggle(tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     assert kaggle.on_kaggle() is False
     paths = kaggle.notebook_paths(tmp_path / "comp", tmp_path / "out")
-    assert paths == kaggle.NotebookPaths((tmp_path / "comp").resolve(), (tmp_path / "out").resolve(), False)
-    assert paths.working.is_dir()
+    out = (tmp_path / "out").resolve()
+    assert paths == kaggle.NotebookPaths((tmp_path / "comp").resolve(), out, out / "scratch", False)
+    assert paths.scratch.is_dir()
     (tmp_path / "inp" / "competitions" / COMPETITION).mkdir(parents=True)
     (tmp_path / "inp" / "datasets" / "cdeotte" / "melanoma-256x256").mkdir(parents=True)
-    local = kaggle.NotebookPaths(tmp_path / "inp", tmp_path, False)
+    local = kaggle.NotebookPaths(tmp_path / "inp", tmp_path, tmp_path, False)
     assert kaggle.find_input(COMPETITION, local) == tmp_path / "inp" / "competitions" / COMPETITION
     assert kaggle.find_input("cdeotte/melanoma-256x256", local) == tmp_path / "inp/datasets/cdeotte/melanoma-256x256"
     with pytest.raises(KitError, match="no input named 'ham10000'"):
-        kaggle.find_input("ham10000", kaggle.NotebookPaths(tmp_path / "empty", tmp_path, True))
+        kaggle.find_input("ham10000", kaggle.NotebookPaths(tmp_path / "empty", tmp_path, tmp_path, True))
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
     assert kaggle.on_kaggle() is True
-    assert kaggle.notebook_paths(tmp_path) == kaggle.NotebookPaths(Path("/kaggle/input"), Path("/kaggle/working"), True)
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: None)  # do not create /kaggle/temp on this machine
+    on = kaggle.notebook_paths(tmp_path)
+    assert (on.input, on.working, on.scratch, on.on_kaggle) == (
+        Path("/kaggle/input"), Path("/kaggle/working"), Path("/kaggle/temp"), True)
+
+
+def test_locate_and_link_shards(tmp_path):
+    root = tmp_path / "skin-cancer9-classesisic"
+    (root / "Skin cancer ISIC The International Skin Imaging Collaboration" / "Train" / "melanoma").mkdir(parents=True)
+    assert kaggle.locate(root, "Train") == root / "Skin cancer ISIC The International Skin Imaging Collaboration"
+    with pytest.raises(KitError, match="no 'train.csv' within 3 folder levels"):
+        kaggle.locate(root, "train.csv")
+    public = tmp_path / "melanoma-256x256"
+    public.mkdir()
+    for name in ("train00-2182.tfrec", "train01-2185.tfrec", "test00-687.tfrec"):
+        (public / name).write_bytes(b"x")
+    train = kaggle.link_shards(public, tmp_path / "train", "train")
+    assert sorted(p.name for p in train.iterdir()) == ["train00-2182.tfrec", "train01-2185.tfrec"]
+    assert (train / "train00-2182.tfrec").resolve() == (public / "train00-2182.tfrec").resolve()
+    with pytest.raises(KitError, match="no valid\\*.tfrec shards"):
+        kaggle.link_shards(public, tmp_path / "v", "valid")
+
+
+def test_run_kit_raises_when_the_command_fails(capsys):
+    with pytest.raises(KitError, match="kit status failed with status 1"):
+        kaggle.run_kit("status", "not-a-kernel")
+    assert capsys.readouterr().err.strip() == "kit status: error: kernel 'not-a-kernel' is not owner/slug (or owner/slug/version)"
 
 
 def test_install_cells_compile_and_run_locally_without_installing(tmp_path, monkeypatch, capsys):
