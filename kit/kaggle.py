@@ -258,13 +258,9 @@ def redact(text: str) -> str:
     return text
 
 
-def _refuse_secrets(folder: Path) -> None:
-    secrets = _secrets()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix != ".whl":
-            text = path.read_text(errors="replace")
-            if any(s in text for s in secrets):
-                raise KitError(f"{path.name}: holds a Kaggle credential of this machine; remove it before pushing")
+def _refuse_secrets(name: str, text: str) -> None:
+    if any(secret in text for secret in _secrets()):
+        raise KitError(f"{name}: holds a Kaggle credential of this machine; remove it before pushing")
 
 
 # --- kernel metadata ----------------------------------------------------------------------------
@@ -375,6 +371,17 @@ def check_metadata(meta: dict[str, Any], folder: str | os.PathLike | None = None
 
 
 _WHEELS: dict[str, Path] = {}
+_CACHE: list[Path] = []
+
+
+def _wheel_cache() -> Path:
+    """A folder for this process's wheels, removed when the process ends."""
+    if not _CACHE:
+        import atexit
+
+        _CACHE.append(Path(tempfile.mkdtemp(prefix="kit-wheels-")))
+        atexit.register(shutil.rmtree, _CACHE[0], True)
+    return _CACHE[0]
 
 
 def _project_root() -> Path:
@@ -401,20 +408,23 @@ def build_wheel(dest: str | os.PathLike) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     cached = _WHEELS.get(key)
     if cached is None or not cached.is_file():
-        scratch = Path(tempfile.mkdtemp(prefix="kit-wheel-"))
-        src = scratch / "src"
-        for path in files:
-            target = src / path.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-               "--quiet", "--wheel-dir", str(scratch / "dist"), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted((scratch / "dist").glob("kit-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel written"]
-            raise KitError(f"{root}: building the kit wheel failed: {last[0]}")
-        cached = _WHEELS[key] = wheels[0]
+        with tempfile.TemporaryDirectory(prefix="kit-wheel-") as scratch:
+            src = Path(scratch) / "src"
+            for path in files:
+                target = src / path.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                   "--quiet", "--wheel-dir", str(Path(scratch) / "dist"), str(src)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted((Path(scratch) / "dist").glob("kit-*.whl"))
+            if proc.returncode != 0 or not wheels:
+                last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no wheel written"]
+                raise KitError(f"{root}: building the kit wheel failed: {last[0]}")
+            cached = _wheel_cache() / key[:16] / wheels[0].name
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(wheels[0], cached)
+        _WHEELS[key] = cached
     out = dest / cached.name
     shutil.copyfile(cached, out)
     return out
@@ -558,6 +568,8 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
                            competition=competition, datasets=[*datasets, *([kit_dataset] if kit_dataset else [])],
                            kernels=kernels, private=private, internet=internet)
     check_metadata(meta)  # before any file is written or wheel built
+    _refuse_secrets(notebook.name, notebook.read_text(errors="replace"))
+    _refuse_secrets(METADATA_FILE, json.dumps(meta))
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / METADATA_FILE).is_file():
         raise KitError(f"{folder}: exists and is not a kernel folder; choose an empty or new folder")
@@ -568,7 +580,6 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     prepare_notebook(notebook, folder / notebook.name, wheel)
     check_metadata(meta, folder)
     fsutil.write_json(folder / METADATA_FILE, meta)
-    _refuse_secrets(folder)
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
     return KernelFolder(folder, meta, wheel, files)
 
@@ -602,6 +613,9 @@ class ClientRun:
 
     def failure(self) -> str:
         """One line saying why the client failed."""
+        if any(ln.startswith("Authentication required") for ln in self.lines()):
+            return ("Authentication required: Kaggle refused the credentials or found none "
+                    "(run `kaggle auth login`, or put an API token in ~/.kaggle/kaggle.json)")
         text = [ln for ln in self.lines() if not ln.startswith("Warning:")] or self.lines()
         return text[-1] if text else f"exited with status {self.returncode}"
 

@@ -265,9 +265,25 @@ def test_a_notebook_holding_the_key_is_refused(stub, home, tmp_path):
     nb.cells = [nbformat.v4.new_code_cell(f"import os\nos.environ['KAGGLE_KEY'] = '{KEY}'")]
     path = tmp_path / "leaky_notebook.ipynb"
     nbformat.write(nb, str(path))
-    with pytest.raises(KitError, match="leaky_notebook.ipynb: holds a Kaggle credential of this machine"):
-        kaggle.push(path)
-    assert stub.requests == []
+    with pytest.raises(KitError, match="^leaky_notebook.ipynb: holds a Kaggle credential of this machine"):
+        kaggle.push(path, folder=tmp_path / "k")
+    assert stub.requests == [] and not (tmp_path / "k").exists()
+
+
+def test_missing_or_refused_credentials_are_one_line(stub, notebook, home, capsys):
+    (home / ".kaggle" / "kaggle.json").unlink()
+    assert main(["push", str(notebook)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "kit push: error: no Kaggle user name: set KAGGLE_USERNAME, add it to ~/.kaggle/kaggle.json, or pass --owner")
+    assert main(["push", str(notebook), "--owner", USER]) == 1
+    auth = ("Authentication required: Kaggle refused the credentials or found none "
+            "(run `kaggle auth login`, or put an API token in ~/.kaggle/kaggle.json)")
+    assert capsys.readouterr().err.strip() == f"kit push: error: kaggle kernels push: {auth}"
+    assert stub.calls("SaveKernel") == []
+    fake_credentials(home, USER, KEY)
+    stub.responses["SaveKernel"] = (401, {"code": 401, "message": "Unauthenticated"})
+    assert main(["push", str(notebook)]) == 1
+    assert capsys.readouterr().err.strip() == f"kit push: error: kaggle kernels push: {auth}"
 
 
 # --- status / output / submit -------------------------------------------------------------------
