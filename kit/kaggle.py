@@ -1,11 +1,12 @@
 """Kaggle kernels from kit: kernel-metadata.json, a notebook bundled with the kit wheel, and
 push / status / output / submit through the real ``kaggle`` client.
 
-kit never talks to Kaggle itself and never reads, prints or writes an API key: the ``kaggle``
-client (run as a subprocess, the one installed beside this Python) finds the credentials in its own
-places (``~/.kaggle/kaggle.json``, ``KAGGLE_USERNAME`` / ``KAGGLE_KEY``, an access token). kit only
-reads the user name, to build a kernel id. The client exits 0 when the server answers with an error
-and ``kernels status`` exits 0 on a failed kernel, so every call here reads what the client printed.
+kit never talks to Kaggle itself and never passes, prints, logs or writes a credential: the
+``kaggle`` client (run as a subprocess, the one installed beside this Python) finds them in its own
+places (``~/.kaggle/kaggle.json``, ``KAGGLE_USERNAME`` / ``KAGGLE_KEY``, an access token). kit uses
+the user name to build a kernel id, and compares the secret values only to keep them out of a kernel
+folder and out of what it prints. The client exits 0 when the server answers with an error and
+``kernels status`` exits 0 on a failed kernel, so every call here reads what the client printed.
 
 A kernel folder, as rendered by :func:`render_kernel`::
 
@@ -14,7 +15,8 @@ A kernel folder, as rendered by :func:`render_kernel`::
     FOLDER/kit-X.Y.Z-py3-none-any.whl   the wheel embedded in the install cell (when bundled)
 
 The same module gives notebooks their machinery: :func:`on_kaggle`, :func:`notebook_paths`,
-:func:`find_input` and the install cell text (:func:`install_cell_source`).
+:func:`find_input`, :func:`locate`, :func:`link_shards`, :func:`run_kit` and the install cell text
+(:func:`install_cell_source`).
 """
 
 from __future__ import annotations
