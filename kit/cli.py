@@ -230,7 +230,8 @@ def _run_push(args: argparse.Namespace) -> int:
 def _run_status(args: argparse.Namespace) -> int:
     from kit import kaggle
 
-    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval)
+    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval,
+                                  on_change=lambda s: print(kaggle.format_status(s), file=sys.stderr, flush=True))
     print(kaggle.format_status(status))
     return 1 if status.status == "error" else 0
 

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from kit import fsutil
 from kit.errors import KitError
@@ -743,12 +743,16 @@ def _kernel_ref(kernel: str) -> tuple[str, str, int | None]:
     raise KitError(f"kernel {kernel!r} is not owner/slug (or owner/slug/version)")
 
 
-def kernel_status(kernel: str, wait: bool = False, interval: float = 30.0,
-                  timeout: float | None = None) -> KernelStatus:
-    """The kernel's status from ``kaggle kernels status``; with ``wait``, poll until it is final."""
+def kernel_status(kernel: str, wait: bool = False, interval: float = 30.0, timeout: float | None = None,
+                  on_change: Callable[[KernelStatus], None] | None = None) -> KernelStatus:
+    """The kernel's status from ``kaggle kernels status``; with ``wait``, poll until it is final.
+
+    ``on_change`` is called with each new status seen while waiting (e.g. to print progress).
+    """
     owner, slug, _ = _kernel_ref(kernel)
     ref = f"{owner}/{slug}"
     start = time.monotonic()
+    last = None
     while True:
         run = run_client(["kernels", "status", ref])
         text = "\n".join(run.lines())
@@ -760,6 +764,9 @@ def kernel_status(kernel: str, wait: bool = False, interval: float = 30.0,
         result = KernelStatus(ref, status, failure.group(1) if failure else None)
         if not wait or status in FINAL_STATUSES:
             return result
+        if on_change is not None and status != last:
+            on_change(result)
+        last = status
         if timeout is not None and time.monotonic() - start + interval > timeout:
             raise KitError(f"{ref}: still {status} after {timeout:.0f} s")
         time.sleep(interval)

@@ -296,6 +296,11 @@ def test_status_waits_until_complete(stub, capsys):
     calls = stub.calls("GetKernelSessionStatus")
     assert len(calls) == 3
     assert calls[0].json() == {"userName": "alice", "kernelSlug": "melanoma-tpu"}
+    stub.responses["GetKernelSessionStatus"] = [{"status": "RUNNING"}, {"status": "RUNNING"}, {"status": "COMPLETE"}]
+    assert main(["status", "alice/melanoma-tpu", "--wait", "--interval", "0.05"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "alice/melanoma-tpu: running\n"  # each new status once while waiting
+    assert captured.out == "alice/melanoma-tpu: complete\n"
 
 
 def test_failed_kernel_is_a_non_zero_status(stub, capsys):
