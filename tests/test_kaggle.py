@@ -495,3 +495,27 @@ def test_install_cells_compile_and_run_locally_without_installing(tmp_path, monk
         assert "--no-deps" in source and "--no-index" in source
         exec(compile(source, "install-cell", "exec"), {})  # off Kaggle: imports the installed kit only
     assert capsys.readouterr().out == "kit 0.1.0\nkit 0.1.0\n"
+
+
+def test_bundled_install_cell_installs_the_embedded_wheel_offline(tmp_path):
+    wheel = kaggle.build_wheel(tmp_path / "wheel")
+    target = tmp_path / "site"
+    # As on Kaggle, but pip installs into a scratch folder (PIP_TARGET) instead of this environment.
+    env = {**__import__("os").environ, "KAGGLE_KERNEL_RUN_TYPE": "Batch", "PIP_TARGET": str(target),
+           "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", kaggle.install_cell_source(wheel)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "kit 0.1.0"
+    assert (target / "kit" / "kaggle.py").read_text() == (REPO / "kit" / "kaggle.py").read_text()
+    installed = {p.name for p in target.iterdir()}
+    assert installed == {"kit", "kit-0.1.0.dist-info"} | ({"bin"} if (target / "bin").exists() else set())
+
+
+def test_wheel_dataset_folder(tmp_path):
+    folder = kaggle.write_wheel_dataset(tmp_path / "ds", "alice/kit-wheel")
+    assert sorted(p.name for p in folder.iterdir()) == ["dataset-metadata.json", "kit-0.1.0-py3-none-any.whl"]
+    meta = json.loads((folder / "dataset-metadata.json").read_text())
+    assert meta == {"title": "kit wheel", "id": "alice/kit-wheel", "licenses": [{"name": "CC0-1.0"}]}
+    with pytest.raises(KitError, match="dataset 'kit-wheel' is not owner/slug"):
+        kaggle.write_wheel_dataset(tmp_path / "bad", "kit-wheel")
