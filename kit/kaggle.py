@@ -671,11 +671,16 @@ def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None
         if not dry_run:
             raise KitError("no Kaggle user name: set KAGGLE_USERNAME, add it to ~/.kaggle/kaggle.json, or pass --owner")
         owner = OWNER_PLACEHOLDER
+    scratch = not folder and not dry_run  # a folder nobody asked to see: removed once sent
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="kit-kernel-"))
-    kernel = render_kernel(notebook, folder, owner=owner, **render)
-    if dry_run:
-        return PushResult(kernel, sent=False)
-    run = run_client(["kernels", "push", "-p", str(kernel.folder)], timeout=timeout)
+    try:
+        kernel = render_kernel(notebook, folder, owner=owner, **render)
+        if dry_run:
+            return PushResult(kernel, sent=False)
+        run = run_client(["kernels", "push", "-p", str(kernel.folder)], timeout=timeout)
+    finally:
+        if scratch:
+            shutil.rmtree(folder, ignore_errors=True)
     lines = run.lines()
     errors = [ln for ln in lines if ln.startswith("Kernel push error")]
     refused = [ln for ln in lines if ln.startswith("The following are not valid")]

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def home(tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # kit's scratch folders stay in this test's folder
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "KAGGLE_KERNEL_RUN_TYPE"):
         monkeypatch.delenv(name, raising=False)
     return home
@@ -134,8 +136,9 @@ def test_push_t4_public_with_internet_and_kit_dataset(stub, notebook, capsys):
     assert "/kaggle/input/**/kit-*.whl" in install and "_KIT_WHEEL_B64" not in install
 
 
-def test_push_cpu_sends_no_machine_shape(stub, notebook, capsys):
+def test_push_cpu_sends_no_machine_shape(stub, notebook, tmp_path, capsys):
     assert main(["push", str(notebook), "--accelerator", "cpu"]) == 0
+    assert list(tmp_path.glob("kit-kernel-*")) == []  # the scratch kernel folder is gone once sent
     body = stub.calls("SaveKernel")[0].json()
     assert "machineShape" not in body and body["enableGpu"] is False and body["enableTpu"] is False
 
