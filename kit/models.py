@@ -269,7 +269,9 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
     if n_meta:
         meta = keras.Input((int(n_meta),), name="meta", dtype="float32")
         inputs["meta"] = meta
-        m = L.Dense(32, activation="relu", name="meta_dense1")(meta)
+        # Raw metadata mixes scales (age 0-90, 0/1 codes): a BatchNorm first keeps the branch stable.
+        m = L.BatchNormalization(name="meta_bn")(meta)
+        m = L.Dense(32, activation="relu", name="meta_dense1")(m)
         m = L.Dense(16, activation="relu", name="meta_dense2")(m)
         features = L.Concatenate(name="join_meta")([features, m])
     if dropout:

@@ -49,11 +49,33 @@ def test_cheap_backbones_binary_and_multiclass_heads(name):
     p = _predict(binary, x)
     assert p.shape == (3, 1) and p.dtype == np.float32
     assert np.all((p > 0) & (p < 1))
+    assert binary.get_layer("head").activation.__name__ == "sigmoid"
+    if "cnn" not in name:
+        return  # one build of each large backbone is enough; the head code is shared
     multi = models.build_model(name, n_classes=7, size=size, dropout=0.0)
     q = _predict(multi, x)
     assert q.shape == (3, 7)
     np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
     assert multi.get_layer("head").activation.__name__ == "softmax"
+
+
+def test_head_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        m = models.build_model("tiny_cnn", n_classes=7, size=32, n_meta=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert m.get_layer("tiny_cnn").get_layer("tiny_conv0").compute_dtype == "float16"
+    out = m({"image": _images(2, 32), "meta": np.zeros((2, 2), "float32")}, training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_kit_models_cli_lists_the_registry(capsys):
+    from kit.cli import main
+
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.split() == sorted(EXPECTED)
 
 
 def test_tiny_cnn_is_tiny_and_small_cnn_is_the_seed_shape():
@@ -73,6 +95,7 @@ def test_metadata_branch_joins_image_features():
     b = _predict(m, {"image": img, "meta": np.full((4, 3), 5.0, "float32")})
     assert a.shape == (4, 1) and not np.allclose(a, b)  # the meta input reaches the head
     assert m.get_layer("join_meta").output.shape[-1] == 32 + 16
+    assert isinstance(m.get_layer("meta_bn"), keras.layers.BatchNormalization)  # raw ages, 0/1 codes
 
 
 def test_frozen_backbone_and_batchnorm_frozen_when_fine_tuning(tmp_path):
@@ -187,7 +210,7 @@ def test_keras_applications_file_predicts_like_weights_imagenet(tmp_path, monkey
                                               input_shape=(size, size, 3), pooling="avg")
 
     def stem(m):
-        return _predict(keras.Model(m.inputs, m.get_layer("stem_conv").output), x)
+        return _predict(keras.Model(m.input, m.get_layer("stem_conv").output), x)
 
     np.testing.assert_allclose(stem(model.get_layer("efficientnetb0")), stem(ref), rtol=1e-4, atol=1e-4)
     ratio = np.abs(stem(naive)).mean() / np.abs(stem(ref)).mean()
