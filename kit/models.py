@@ -190,7 +190,9 @@ def _load_backbone_weights(backbone: keras.Model, spec: Backbone, path: str | os
         backbone.load_weights(str(path))
     except (ValueError, OSError, KeyError, TypeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise KitError(f"{path}: weights do not fit {spec.name} at {size}px ({reason[:300]})") from err
+        hint = ("; an `efficientnet` package file must first go through "
+                "kit.models.convert_efficientnet_weights" if spec.family == "efficientnet" else "")
+        raise KitError(f"{path}: weights do not fit {spec.name} at {size}px ({reason[:300]}){hint}") from err
     if spec.family == "efficientnet":
         _match_imagenet_preprocessing(backbone)
 
