@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from kit.errors import KitError
+from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

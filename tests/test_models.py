@@ -134,10 +134,16 @@ def test_bad_names_and_weights_files(tmp_path):
 
 def test_saved_model_reloads_and_predicts_the_same(tmp_path):
     m = models.build_model("tiny_cnn", n_classes=7, size=32, n_meta=2)
+    sched = models.RampExpDecay(lr_start=1e-4, lr_max=1e-3, lr_min=1e-5, ramp_epochs=1,
+                                sustain_epochs=0, decay=0.8, steps_per_epoch=5)
+    m.compile(optimizer=keras.optimizers.Adam(sched), loss="sparse_categorical_crossentropy")
     x = {"image": _images(2, 32), "meta": np.ones((2, 2), "float32")}
+    m.train_on_batch(x, np.array([0, 3]))  # builds the optimizer state that the file then carries
     m.save(tmp_path / "best.keras")
-    back = keras.saving.load_model(tmp_path / "best.keras")
+    back = keras.saving.load_model(tmp_path / "best.keras")  # custom objects: `import kit.models`
     np.testing.assert_allclose(_predict(back, x), _predict(m, x), rtol=1e-6)
+    assert isinstance(back.optimizer._learning_rate, models.RampExpDecay)
+    assert back.optimizer._learning_rate.get_config() == sched.get_config()
 
 
 def test_caffe_preprocess_matches_keras_and_serializes():
