@@ -252,3 +252,49 @@ def test_cli_records_bad_csv_exits_1_naming_the_column(written, tmp_path, capsys
                                                                                  index=False)
     assert main(["records", str(root), "--out", str(tmp_path / "r")]) == 1
     assert "train_labels.csv: missing column 'label'" in capsys.readouterr().err
+
+
+def test_killed_write_leaves_no_complete_looking_folder(written, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import sys, time\n"
+        "from kit import imaging, records\n"
+        "real = imaging.make_records\n"
+        "def slow(*a, **k):\n    time.sleep(0.4)\n    return real(*a, **k)\n"
+        "imaging.make_records = slow\n"
+        "records.write_from_source(sys.argv[1], sys.argv[2], size=16, n_folds=3, workers=1, progress=False)\n"
+    )
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", script, str(written["siim"][0]), str(out)], env=env)
+    try:
+        deadline = time.time() + 60
+        while not list(tmp_path.glob(".out.*.partial/train00-*.tfrec")):
+            assert proc.poll() is None and time.time() < deadline, "writer ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not out.exists()  # the complete name never appears
+    (partial,) = tmp_path.glob(".out.*.partial")
+    assert not (partial / "manifest.json").exists()
+    with pytest.raises(KitError, match="no such records folder"):
+        records.read_manifest(out)
+
+
+def test_missing_image_with_skip_bad_is_listed(written, tmp_path):
+    import shutil
+
+    root = shutil.copytree(written["pcam"][0], tmp_path / "pcam")
+    gone = pd.read_csv(root / "train_labels.csv", dtype={"id": str}).id[0]
+    (root / "train" / f"{gone}.tif").unlink()
+    with pytest.raises(KitError, match=rf"train_labels\.csv: line 2: image '{gone}' not found"):
+        records.write_from_source(root, tmp_path / "a", size=SIZE, progress=False)
+    m = records.write_from_source(root, tmp_path / "b", size=SIZE, skip_bad=True, progress=False)
+    assert m["count"] == 29 and [s["path"].endswith(gone) for s in m["skipped"]] == [True]
