@@ -133,27 +133,32 @@ def lesion_image(
     """A uint8 HxWx3 dermoscopy-like image: one lesion of ``style`` on a ``skin`` background."""
     colour, radius, irregular, asym = style
     side = min(height, width)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    # float32 and broadcast 1-D axes throughout: tests and benchmarks make thousands of these.
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
     cy = height / 2 + rng.uniform(-0.08, 0.08) * side
     cx = width / 2 + rng.uniform(-0.08, 0.08) * side
     r = radius * side * rng.uniform(0.85, 1.15)
-    theta = np.arctan2(yy - cy, xx - cx)
+    theta = np.arctan2(y - cy, x - cx)
     lobes = rng.integers(4, 8)
-    rim = r * (1 + irregular * np.sin(lobes * theta + rng.uniform(0, 2 * np.pi))
-               + 0.5 * irregular * np.sin((lobes + 3) * theta + rng.uniform(0, 2 * np.pi)))
-    dist = np.hypot(yy - cy, xx - cx)
-    mask = np.clip((rim - dist) / max(1.0, 0.06 * side) + 0.5, 0, 1)
+    rim = r * (1 + irregular * np.sin(lobes * theta + np.float32(rng.uniform(0, 2 * np.pi)))
+               + 0.5 * irregular * np.sin((lobes + 3) * theta + np.float32(rng.uniform(0, 2 * np.pi))))
+    dist = np.hypot(y - cy, x - cx)
+    soft = np.float32(max(1.0, 0.06 * side))
+    mask = np.clip((rim - dist) / soft + 0.5, 0, 1)
     if asym > 0:
         a = rng.uniform(0, 2 * np.pi)
         cy2, cx2 = cy + np.sin(a) * asym * 2 * side, cx + np.cos(a) * asym * 2 * side
-        dist2 = np.hypot(yy - cy2, xx - cx2)
-        mask = np.maximum(mask, np.clip((0.6 * r - dist2) / max(1.0, 0.06 * side) + 0.5, 0, 1))
+        dist2 = np.hypot(y - cy2, x - cx2)
+        mask = np.maximum(mask, np.clip((np.float32(0.6 * r) - dist2) / soft + 0.5, 0, 1))
     # A darker core, as pigment network concentrates towards the centre.
-    core = np.clip(1 - dist / max(r, 1.0), 0, 1)[..., None] * 0.25
-    lesion = np.asarray(colour, np.float32) * rng.uniform(0.9, 1.1, 3) * (1 - core)
-    background = skin * (1 + 0.04 * np.sin(xx / side * rng.uniform(2, 5) + rng.uniform(0, 6)))[..., None]
-    img = background * (1 - mask[..., None]) + lesion * mask[..., None]
-    img += rng.normal(0, 5, img.shape)
+    core = np.clip(1 - dist / np.float32(max(r, 1.0)), 0, 1)[..., None] * np.float32(0.25)
+    lesion = (np.asarray(colour, np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)) * (1 - core)
+    shade = 1 + 0.04 * np.sin(x / side * rng.uniform(2, 5) + rng.uniform(0, 6)).astype(np.float32)
+    background = skin.astype(np.float32) * shade[..., None]
+    m = mask[..., None]
+    img = background * (1 - m) + lesion * m
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(5)
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     # A hair or two in some images: realistic clutter that says nothing about the class.
     draw = ImageDraw.Draw(pil)
