@@ -319,10 +319,20 @@ def _paths(paths: Sequence[str | Path]) -> list[str]:
     return paths
 
 
+def _read_ordered(paths: list[str]) -> tf.data.Dataset:
+    # One file after another: the record order is the order of ``paths`` and of each file.
+    ds = tf.data.TFRecordDataset(paths, buffer_size=_READ_BUFFER)
+    try:
+        n = records.count_data_items(paths)
+    except ValueError:  # shards named otherwise: length unknown until read
+        return ds
+    # Known length from the shard names: Keras sizes its progress and steps without a first pass.
+    return ds.apply(tf.data.experimental.assert_cardinality(n))
+
+
 def _read(paths: list[str], training: bool, seed: int) -> tf.data.Dataset:
     if not training:
-        # One file after another: the record order is the order of ``paths`` and of each file.
-        return tf.data.TFRecordDataset(paths, buffer_size=_READ_BUFFER)
+        return _read_ordered(paths)
     files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     return files.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
@@ -431,7 +441,7 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
         raise KitError(f"tta: unknown view {view!r} (known: {', '.join(TTA_VIEWS)}, or an index >= 8)")
 
     prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"])
-    ds = tf.data.TFRecordDataset(_paths(paths), buffer_size=_READ_BUFFER)
+    ds = _read_ordered(_paths(paths))
     ds = ds.map(_parser(kw["meta_numeric"], kw["meta_categorical"]), num_parallel_calls=AUTOTUNE)
     if random_view:
         view_seed = tf.constant(int(view), tf.int64)
