@@ -14,7 +14,7 @@ The run folder (``cfg.out``)::
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
-killed kernel) keeps what finished. Example::
+killed kernel) keeps what finished; the plots are drawn at the end. Example::
 
     res = train_folds(Config(records="records/siim256", out="runs/b0", model="efficientnet_b0"))
     res.scores[-1]   # the overall out-of-fold metric
@@ -291,14 +291,18 @@ def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> d
 # --- one fold --------------------------------------------------------------------------------------
 
 
+def _build(cfg: Config) -> keras.Model:
+    return models.build_model(
+        cfg.model, n_classes=cfg.n_classes, size=cfg.size, weights=cfg.weights or None,
+        n_meta=pipeline.meta_width(cfg.meta_numeric, cfg.meta_categorical) if cfg.meta else 0,
+        dropout=cfg.dropout, trainable_backbone=cfg.trainable_backbone,
+    )
+
+
 def build_and_compile(cfg: Config, acc: Any) -> keras.Model:
     """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope."""
     with acc.scope():
-        model = models.build_model(
-            cfg.model, n_classes=cfg.n_classes, size=cfg.size, weights=cfg.weights or None,
-            n_meta=pipeline.meta_width(cfg.meta_numeric, cfg.meta_categorical) if cfg.meta else 0,
-            dropout=cfg.dropout, trainable_backbone=cfg.trainable_backbone,
-        )
+        model = _build(cfg)
         if cfg.augment_on == "device":
             model = pipeline.with_device_augmentation(
                 model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
@@ -368,8 +372,9 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         f"{batch}), validating on {records.count_data_items(valid_paths)} images")
 
     guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch)
-    callbacks = [_EpochLR(lr_at(cfg, acc.replicas)), guard, ckpt,
-                 keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0)]
+    # history before checkpoints: a run killed between the two repeats the epoch and drops its row
+    callbacks = [_EpochLR(lr_at(cfg, acc.replicas)), guard,
+                 keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
     if initial_epoch < cfg.epochs:
         model.fit(
@@ -401,7 +406,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
 
 
 def _truncate_history(path: Path, keep_epochs: int) -> None:
-    if path.is_file():
+    if path.is_file() and path.stat().st_size:
         hist = pd.read_csv(path)
         fsutil.write_csv(path, hist[hist["epoch"] < keep_epochs])
 
@@ -424,12 +429,13 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     cfg, manifest = resolve(cfg)
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
+    if cfg.weights:
+        _build(cfg)  # a weights file that does not fit fails here, before anything is written
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
 
     metric = metrics.metric_for(cfg.n_classes)
     done: dict[int, tuple[pd.DataFrame, float]] = {}
-    summary = None
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
         if resume and (fdir / "done.json").is_file() and (fdir / "oof.csv").is_file():
@@ -438,20 +444,18 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
         done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
-        summary = _write_summary(run, cfg, metric, done, acc.replicas)
-    if summary is None:  # every fold had finished before
-        summary = _write_summary(run, cfg, metric, done, acc.replicas)
-    oof, scores = summary
+        _write_summary(run, cfg, metric, done)
+    oof, scores = _write_summary(run, cfg, metric, done)
+    _plots(run, cfg, oof, sorted(done), acc.replicas)
     return FoldResult(oof, scores, list(done), metric, run)
 
 
-def _write_summary(run: Path, cfg: Config, metric: str, done: dict, replicas: int) -> tuple[pd.DataFrame, list[float]]:
+def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
     overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
     fsutil.write_csv(run / "oof.csv", oof)
     fsutil.write_json(run / "cv.json", {"metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)},
                                         "overall": overall})
-    _plots(run, cfg, oof, sorted(done), replicas)
     return oof, [done[k][1] for k in sorted(done)] + [overall]
 
 
