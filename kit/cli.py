@@ -47,6 +47,9 @@ def _add_records(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", action="store_true", help="write the test split (fold -1) instead of train")
     p.add_argument("--seed", type=int, default=42, help="fold-assignment seed (default 42)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the manifest")
+    p.add_argument("--resize", default="crop", choices=["crop", "squash"],
+                   help="crop: shorter side to --size, centred square (default); squash: ignore aspect ratio")
+    p.add_argument("--workers", type=int, help="image-preparing processes (default: one per core)")
     p.set_defaults(func=_run_records)
 
 
@@ -67,8 +70,11 @@ def _run_records(args: argparse.Namespace) -> int:
         test=args.test,
         seed=args.seed,
         skip_bad=args.skip_bad,
+        resize=args.resize,
+        workers=args.workers,
     )
     print(records.format_summary(manifest))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -198,11 +204,15 @@ def _run_blend(args: argparse.Namespace) -> int:
 def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("push", help="push a notebook as a Kaggle kernel with the kaggle client")
     p.add_argument("notebook")
-    p.add_argument("--accelerator", default="t4", choices=["t4", "tpu", "cpu"])
+    p.add_argument("--accelerator", choices=["t4", "tpu", "cpu"],
+                   help="t4 (two T4 GPUs), tpu (TPU v5e-8) or cpu (default: the repository's kernel-metadata.json "
+                        "for its notebook, else t4)")
     p.add_argument("--competition", help="competition slug to attach")
     p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
-    p.add_argument("--slug", help="kernel slug (default from the notebook name)")
-    p.add_argument("--title", help="kernel title (default from the notebook name)")
+    p.add_argument("--kernel-source", action="append", default=[], help="owner/slug kernel to attach (repeatable)")
+    p.add_argument("--owner", help="Kaggle user name for the kernel id (default: the kaggle client's configuration)")
+    p.add_argument("--slug", help="kernel slug (default from the title)")
+    p.add_argument("--title", help="kernel title, at least 5 characters (default from the notebook name)")
     p.add_argument("--public", action="store_true", help="make the kernel public (default private)")
     p.add_argument("--internet", action="store_true", help="enable internet in the kernel (default off)")
     p.add_argument("--kit-dataset", help="owner/slug of a dataset holding the kit wheel (default: bundle the wheel)")
@@ -217,15 +227,16 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_status)
 
     p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
-    p.add_argument("kernel", help="owner/slug")
-    p.add_argument("--out", help="folder for the outputs (default runs/kernels/OWNER-SLUG)")
+    p.add_argument("kernel", help="owner/slug, or owner/slug/VERSION to name the files by that version")
+    p.add_argument("--out", help="folder for the outputs (default runs/kernels/OWNER-SLUG/vN)")
     p.set_defaults(func=_run_output)
 
     p = sub.add_parser("submit", help="submit a CSV to a competition (runs `kit check` first when it can)")
-    p.add_argument("submission")
+    p.add_argument("submission", help="the CSV; for a code competition, the output file name of the kernel")
     p.add_argument("--competition", required=True)
     p.add_argument("--message", required=True)
     p.add_argument("--sample-submission", help="check against this sample before submitting")
+    p.add_argument("--kernel", help="code competitions: submit this kernel's output (owner/slug/VERSION)")
     p.set_defaults(func=_run_submit)
 
 
@@ -239,9 +250,10 @@ def _run_push(args: argparse.Namespace) -> int:
 def _run_status(args: argparse.Namespace) -> int:
     from kit import kaggle
 
-    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval)
-    print(f"{args.kernel}: {status}")
-    return 0 if status != "error" else 1
+    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval,
+                                  on_change=lambda s: print(kaggle.format_status(s), file=sys.stderr, flush=True))
+    print(kaggle.format_status(status))
+    return 1 if status.status == "error" else 0
 
 
 def _run_output(args: argparse.Namespace) -> int:
@@ -254,7 +266,7 @@ def _run_output(args: argparse.Namespace) -> int:
 def _run_submit(args: argparse.Namespace) -> int:
     from kit import kaggle
 
-    print(kaggle.submit(args.submission, args.competition, args.message, sample=args.sample_submission))
+    print(kaggle.submit_from_cli(args))
     return 0
 
 

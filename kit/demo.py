@@ -1,0 +1,137 @@
+"""``kit demo``: the whole loop on a built-in synthetic competition, offline, in minutes on a CPU.
+
+What it writes under ``out`` (the tree printed at the end)::
+
+    competition/            a SIIM-ISIC-shaped download: train.csv, jpeg/train, jpeg/test, sample_submission.csv
+    records/train, records/test   sharded TFRecords with leak-free folds (manifest.json beside them)
+    runs/<member>/          one k-fold run per member: config.toml, fold*/best.keras, oof.csv, cv.json, plots/
+    submissions/<member>.csv, submissions/blend.csv   (+ JSON sidecars)
+    kernel/                 the Kaggle kernel folder `kit push --dry-run` renders for the SIIM-ISIC notebook
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from kit.errors import KitError
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo competition and its training runs are."""
+
+    n_train: int
+    n_test: int
+    image_size: int
+    folds: int
+    epochs: int
+    batch: int
+
+
+FULL = DemoSize(n_train=720, n_test=160, image_size=64, folds=3, epochs=8, batch=32)
+TINY = DemoSize(n_train=240, n_test=48, image_size=48, folds=3, epochs=6, batch=32)
+
+# Two members that learn the synthetic lesions from scratch on a CPU: the seeds' HAM10000 CNN and their
+# PCam CNN. Different architectures make errors that differ, which is what a blend feeds on.
+MEMBERS: dict[str, dict] = {
+    "small_cnn": {"model": "small_cnn", "lr_max": 2e-3, "lr_start": 2e-4, "lr_min": 1e-4},
+    "pcam_cnn": {"model": "pcam_cnn", "lr_max": 1e-3, "lr_start": 1e-4, "lr_min": 5e-5},
+}
+
+
+@dataclass
+class DemoReport:
+    """Where everything the demo wrote lies, and the scores it printed."""
+
+    out: Path
+    cv: dict[str, float] = field(default_factory=dict)
+    submissions: dict[str, Path] = field(default_factory=dict)
+    blend_oof: float = float("nan")
+    blend_weights: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    kernel_folder: Path | None = None
+    seconds: float = 0.0
+
+
+def _step(log: Callable[[str], None], n: int, text: str) -> None:
+    log(f"\n== {n}/5 {text}")
+
+
+def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
+             log: Callable[[str], None] = print) -> DemoReport:
+    """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel."""
+    from kit import blend, kaggle, predict, records, submission, synth, train
+    from kit.config import Config
+
+    t0 = time.perf_counter()
+    size = TINY if tiny else FULL
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise KitError(f"{out}: already exists and is not empty; pass another --out or remove it")
+    report = DemoReport(out=out)
+
+    _step(log, 1, "a synthetic SIIM-ISIC competition (lesions on skin; malignancy in asymmetry, border, colour, size)")
+    comp = synth.make_competition("siim", out / "competition", n_train=size.n_train, n_test=size.n_test,
+                                  size=size.image_size * 2, seed=seed)
+    log(f"wrote {size.n_train} train and {size.n_test} test images under {comp}")
+
+    _step(log, 2, "records with leak-free folds (grouped by patient, checked)")
+    train_dir, test_dir = out / "records" / "train", out / "records" / "test"
+    manifest = records.write_from_source(comp, train_dir, layout="siim", n_folds=size.folds,
+                                         size=size.image_size, seed=seed)
+    log(records.format_summary(manifest))
+    records.write_from_source(comp, test_dir, layout="siim", size=size.image_size, test=True, seed=seed)
+
+    _step(log, 3, f"training {len(MEMBERS)} members over {size.folds} folds")
+    runs: dict[str, Path] = {}
+    for name, settings in MEMBERS.items():
+        cfg = Config(records=str(train_dir), out=str(out / "runs" / name), epochs=size.epochs, batch=size.batch,
+                     lr_ramp_epochs=1, lr_decay=0.8, augment="default", seed=seed, verbose=0, **settings)
+        log(f"-- {name}")
+        result = train.train_folds(cfg, log=log)
+        log(train.format_result(result))
+        runs[name] = result.run
+        report.cv[name] = result.scores[-1]
+
+    _step(log, 4, "predicting the test set with TTA, blending with weights fit on OOF, checking")
+    sample = comp / "sample_submission.csv"
+    subs_dir = out / "submissions"
+    for name, run in runs.items():
+        pred = predict.predict_run(run, test_dir, out=subs_dir / f"{name}.csv", sample_submission=sample, tta=4)
+        log(predict.format_report(pred))
+        report.submissions[name] = subs_dir / f"{name}.csv"
+    fit = blend.fit_weights([runs[n] for n in MEMBERS], method="rank")
+    blended = blend.blend_files([report.submissions[n] for n in MEMBERS], subs_dir / "blend.csv", method="rank",
+                                weights=fit.weights, sample=sample)
+    blended.fit = fit
+    log(blend.format_report(blended))
+    report.submissions["blend"] = subs_dir / "blend.csv"
+    report.blend_oof, report.blend_weights = fit.blend_score, fit.weights
+    report.problems = submission.check_submission(report.submissions["blend"], sample)
+    log(f"kit check {report.submissions['blend']}: " + ("OK" if not report.problems else "; ".join(report.problems)))
+
+    _step(log, 5, "the Kaggle kernel `kit push notebooks/siim_isic_tpu.ipynb --dry-run` would send")
+    notebook = kaggle.bundled_notebook("siim_isic_tpu.ipynb")
+    pushed = kaggle.push(notebook, folder=out / "kernel", dry_run=True, defaults=kaggle.default_metadata())
+    log(kaggle.format_push(pushed))
+    report.kernel_folder = pushed.kernel.folder
+
+    report.seconds = time.perf_counter() - t0
+    log(format_report(report))
+    return report
+
+
+def format_report(report: DemoReport) -> str:
+    """The closing summary: OOF scores of each member and the blend, and where every file is."""
+    lines = ["", "== done in %.0f s" % report.seconds, "out-of-fold AUC:"]
+    lines += [f"  {name:<12} {score:.4f}" for name, score in report.cv.items()]
+    weights = ", ".join(f"{w:.2f}" for w in report.blend_weights)
+    lines.append(f"  {'blend':<12} {report.blend_oof:.4f}   (rank blend, weights {weights})")
+    lines.append("submissions:")
+    lines += [f"  {path}" for path in report.submissions.values()]
+    lines.append(f"plots: {report.out / 'runs' / '*' / 'plots'}")
+    lines.append(f"kernel folder: {report.kernel_folder}")
+    return "\n".join(lines)

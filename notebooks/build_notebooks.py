@@ -1,0 +1,244 @@
+"""Write the kit notebooks (one per competition) with nbformat: `python notebooks/build_notebooks.py`.
+
+Each notebook is thin: the kit install cell, its settings, then calls into kit (records, train,
+predict) and a submission.csv in the working folder. On Kaggle it reads the attached inputs; locally
+it reads KIT_INPUT (a competition download, e.g. one from kit.synth) and writes under KIT_WORKING;
+KIT_TINY=1 shrinks everything to a seconds-long rehearsal. The kernel settings `kit push` uses
+(title, slug, accelerator, competition, datasets) live in each notebook's ``metadata.kit``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from kit.kaggle import KERNELSPEC, install_cell  # noqa: E402
+
+md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+
+LOCAL_RUN = (
+    "Locally (a rehearsal on a synthetic competition):\n\n"
+    "```\n"
+    "python -c \"from kit import synth; synth.make_competition('{layout}', 'data/synth-{layout}')\"\n"
+    "KIT_INPUT=data/synth-{layout} KIT_WORKING=runs/{name} KIT_TINY=1 jupyter nbconvert --execute --to notebook {name}.ipynb\n"
+    "```\n\n"
+    "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled as a wheel)."
+)
+
+
+def _setup(extra_imports: str = "", tpu: bool = False) -> str:
+    lines = ["import os", ""]
+    if tpu:
+        lines += [
+            "# Kaggle's TPU VM ships tensorflow-cpu: the TPU is reached by Keras 3 on JAX, chosen before",
+            "# anything imports keras. tf.data still feeds the input on the host.",
+            "if os.environ.get('ISTPUVM'):",
+            "    os.environ.setdefault('KERAS_BACKEND', 'jax')",
+            "",
+        ]
+    lines += [
+        "from kit import records",
+        "from kit.kaggle import find_input, locate, notebook_paths, run_kit" + extra_imports,
+        "",
+        "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
+        "TINY = os.environ.get('KIT_TINY') == '1'  # a seconds-long rehearsal: tiny model, 32 px, one epoch",
+        "print(paths, 'tiny' if TINY else 'full')",
+    ]
+    return "\n".join(lines)
+
+
+def _settings(input_line: str, model: str, size: int, folds: int, epochs: int, batch: int, tta: int,
+              extra: str = "") -> str:
+    return "\n".join([
+        input_line,
+        f"MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = {model!r}, {size}, {folds}, {epochs}, {batch}, {tta}",
+        "WEIGHTS = ''  # backbone weights from an attached dataset (the kernel is offline); '' trains from scratch",
+        *([extra] if extra else []),
+        "if TINY:",
+        "    MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'tiny_cnn', 32, 2, 1, 8, 2",
+    ])
+
+
+TRAIN = """RUN = paths.working / 'run'  # config, fold models, oof.csv, cv.json, plots: kept as kernel output
+run_kit('train', '--records', RECORDS, '--out', RUN, '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
+        *(['--weights', WEIGHTS] if WEIGHTS else []){augment})"""
+
+RESULT = """import json
+
+import pandas as pd
+
+print(json.loads((RUN / 'cv.json').read_text()))
+pd.read_csv(SUBMISSION).head()"""
+
+
+def _records(layout: str, test: bool = True) -> str:
+    lines = [
+        "RECORDS, TEST_RECORDS = paths.scratch / 'records', paths.scratch / 'records-test'",
+        f"manifest = records.write_from_source(SOURCE, RECORDS, layout={layout!r}, n_folds=FOLDS, size=SIZE)",
+        "print(records.format_summary(manifest))",
+    ]
+    if test:
+        lines += [
+            f"manifest = records.write_from_source(SOURCE, TEST_RECORDS, layout={layout!r}, size=SIZE, test=True)",
+            "print(records.format_summary(manifest))",
+        ]
+    return "\n".join(lines)
+
+
+def _predict(sample: bool) -> str:
+    lines = [
+        "SUBMISSION = paths.working / 'submission.csv'",
+        "run_kit('predict', '--run', RUN, '--records', TEST_RECORDS, '--out', SUBMISSION, '--tta', TTA" +
+        (",\n        '--sample-submission', SOURCE / 'sample_submission.csv')" if sample else ")"),
+    ]
+    if sample:
+        lines.append("run_kit('check', SUBMISSION, '--sample-submission', SOURCE / 'sample_submission.csv')")
+    return "\n".join(lines)
+
+
+def siim_isic_tpu() -> tuple[list, dict]:
+    name, layout = "siim_isic_tpu", "siim"
+    cells = [
+        md("# SIIM-ISIC Melanoma Classification on a TPU v5e-8\n\n"
+           "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
+           "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
+           "number); locally it writes kit's own records from the competition download.\n\n"
+           + LOCAL_RUN.format(layout=layout, name=name)),
+        install_cell(),
+        code(_setup(", link_shards", tpu=True)),
+        code(_settings("COMPETITION = 'siim-isic-melanoma-classification'\n"
+                       "PUBLIC_TFRECORDS = 'cdeotte/melanoma-256x256'  # train00-2182.tfrec ... test15-677.tfrec",
+                       "efficientnet_b0", 256, 5, 12, 32, 8,
+                       "USE_PUBLIC_TFRECORDS = paths.on_kaggle  # their size (256) must equal SIZE")),
+        code("SOURCE = locate(find_input(COMPETITION, paths), 'train.csv')\n"
+             "if USE_PUBLIC_TFRECORDS and not TINY:\n"
+             "    public = find_input(PUBLIC_TFRECORDS, paths)\n"
+             "    RECORDS = link_shards(public, paths.scratch / 'records', 'train')\n"
+             "    TEST_RECORDS = link_shards(public, paths.scratch / 'records-test', 'test')\n"
+             "else:\n" + "\n".join("    " + ln for ln in _records(layout).splitlines())),
+        code(TRAIN.format(augment="")),
+        code(_predict(sample=True)),
+        code(RESULT),
+    ]
+    meta = {"title": "SIIM-ISIC Melanoma TPU", "slug": "siim-isic-melanoma-tpu", "accelerator": "tpu",
+            "competition": "siim-isic-melanoma-classification", "datasets": ["cdeotte/melanoma-256x256"]}
+    return cells, meta
+
+
+def ham10000_t4() -> tuple[list, dict]:
+    name, layout = "ham10000_t4", "ham10000"
+    cells = [
+        md("# HAM10000 (skin-cancer-mnist) on two T4s\n\n"
+           "Seven classes (akiec bcc bkl df mel nv vasc), scored by balanced accuracy as in ISIC 2018 "
+           "task 3; folds are grouped by lesion. The dataset has no test split, so `submission.csv` holds "
+           "the out-of-fold probabilities: one column per class, every image predicted by the fold model "
+           "that never saw it.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
+        install_cell(),
+        code(_setup()),
+        code(_settings("DATASET = 'kmader/skin-cancer-mnist-ham10000'", "efficientnet_b0", 256, 5, 15, 32, 1)),
+        code("SOURCE = locate(find_input(DATASET, paths), 'HAM10000_metadata.csv')\n" + _records(layout, test=False)),
+        code(TRAIN.format(augment="")),
+        code("import pandas as pd\n\n"
+             "from kit import submission\n\n"
+             "SUBMISSION = paths.working / 'submission.csv'\n"
+             "oof = pd.read_csv(RUN / 'oof.csv')\n"
+             "classes = records.read_manifest(RECORDS)['classes']\n"
+             "probs = oof[[f'pred_{c}' for c in classes]].to_numpy()\n"
+             "submission.make_submission(oof['image_name'], probs, classes, None, 'image_id').to_csv(SUBMISSION, index=False)"),
+        code(RESULT),
+    ]
+    meta = {"title": "HAM10000 skin lesions T4", "slug": "ham10000-skin-lesions-t4", "accelerator": "t4",
+            "datasets": ["kmader/skin-cancer-mnist-ham10000"]}
+    return cells, meta
+
+
+def pcam_t4() -> tuple[list, dict]:
+    name, layout = "pcam_t4", "pcam"
+    cells = [
+        md("# Histopathologic Cancer Detection (PCam) on two T4s\n\n"
+           "96x96 tiles, binary, scored by ROC AUC. The label concerns the centre 32x32 only, so the `pcam` "
+           "augmentation preset keeps the centre in view.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
+        install_cell(),
+        code(_setup()),
+        code(_settings("COMPETITION = 'histopathologic-cancer-detection'", "efficientnet_b0", 96, 5, 10, 64, 8)),
+        code("SOURCE = locate(find_input(COMPETITION, paths), 'train_labels.csv')\n" + _records(layout)),
+        code(TRAIN.format(augment=", '--augment', 'pcam'")),
+        code(_predict(sample=True)),
+        code(RESULT),
+    ]
+    meta = {"title": "Histopathologic Cancer Detection T4", "slug": "histopathologic-cancer-detection-t4",
+            "accelerator": "t4", "competition": "histopathologic-cancer-detection"}
+    return cells, meta
+
+
+def isic9_t4() -> tuple[list, dict]:
+    name, layout = "isic9_t4", "isic9"
+    cells = [
+        md("# Skin cancer ISIC, 9 classes, on two T4s\n\n"
+           "Class folders (`Train/<class name>/`, `Test/<class name>/`; the names hold spaces). The test "
+           "folder is labelled: `kit predict` scores it and writes one probability column per class.\n\n"
+           + LOCAL_RUN.format(layout=layout, name=name)),
+        install_cell(),
+        code(_setup()),
+        code(_settings("DATASET = 'nodoubttome/skin-cancer9-classesisic'", "efficientnet_b0", 256, 5, 15, 32, 8)),
+        code("SOURCE = locate(find_input(DATASET, paths), 'Train')\n" + _records("folders")),
+        code(TRAIN.format(augment="")),
+        code(_predict(sample=False)),
+        code(RESULT),
+    ]
+    meta = {"title": "Skin cancer ISIC 9 classes T4", "slug": "skin-cancer-isic-9-classes-t4", "accelerator": "t4",
+            "datasets": ["nodoubttome/skin-cancer9-classesisic"]}
+    return cells, meta
+
+
+def melanoma10k_t4() -> tuple[list, dict]:
+    name, layout = "melanoma10k_t4", "melanoma10k"
+    cells = [
+        md("# Melanoma 10k (benign / malignant) on two T4s\n\n"
+           "Class folders `train/{Benign,Malignant}/` and a labelled `test/`: `kit predict` scores it "
+           "(accuracy, AUC) and writes `id,target`.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
+        install_cell(),
+        code(_setup()),
+        code(_settings("DATASET = 'hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images'",
+                       "efficientnet_b0", 256, 5, 10, 32, 8)),
+        code("SOURCE = locate(find_input(DATASET, paths), 'train')\n" + _records("folders")),
+        code(TRAIN.format(augment="")),
+        code(_predict(sample=False)),
+        code(RESULT),
+    ]
+    meta = {"title": "Melanoma 10k benign malignant T4", "slug": "melanoma-10k-benign-malignant-t4",
+            "accelerator": "t4", "datasets": ["hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"]}
+    return cells, meta
+
+
+NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4)}
+# The synthetic layout each notebook rehearses on (kit.synth.make_competition).
+LAYOUTS = {"siim_isic_tpu": "siim", "ham10000_t4": "ham10000", "pcam_t4": "pcam", "isic9_t4": "isic9",
+           "melanoma10k_t4": "melanoma10k"}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` as nbformat builds it (cell ids derived from the name: stable diffs)."""
+    cells, meta = NOTEBOOKS[name]()
+    nb = nbformat.v4.new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{name.replace('_', '-')}-{i}"
+    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}, "kit": meta}
+    nbformat.validate(nb)
+    return nb
+
+
+def main() -> None:
+    for name in NOTEBOOKS:
+        path = HERE / f"{name}.ipynb"
+        nbformat.write(build(name), str(path))
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
