@@ -98,14 +98,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--strategy", help="auto|tpu|mirrored|gpu|cpu")
+    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training step (device)")
+    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream")
+    p.add_argument("--class-weight", choices=["none", "balanced"])
+    p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
+    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions (default 1)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
     p.set_defaults(func=_run_train)
 
 
+_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "lr_max", "augment", "weights", "loss",
+                "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight", "meta", "tta",
+                "verbose")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from kit import train
+    from kit.config import Config
 
-    result = train.train_from_cli(args)
+    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
+    result = train.train_folds(cfg, resume=args.resume)
     print(train.format_result(result))
     return 0
 

@@ -1,0 +1,476 @@
+"""tf.data input for training, validation and prediction, and the augmentations kit applies.
+
+Stages (keras-io's recipe, prefetch last)::
+
+    shards -> read (parallel interleave when training, sequential otherwise) -> parse
+           -> [train: oversample, shuffle, repeat] -> decode -> batch (drop_remainder only when
+           training) -> [train: augment the batch] -> prefetch
+
+Validation and prediction are never shuffled: shards in the order given (sorted by name), records in
+file order, so the i-th prediction belongs to the i-th id of :func:`record_table`.
+
+Augmentation (:class:`Augment`) draws flips, rotation, shear, zoom and shift per image and applies them
+as ONE affine transform (one resampling, so no compounding blur), then brightness, contrast,
+saturation and hue. Every part is a field; presets are ``none``, ``default`` and ``pcam`` (PCam labels
+describe the centre 32x32 of a 96x96 tile only, so its preset keeps that centre in view).
+
+Two places to augment (``Config.augment_on``):
+
+- ``host``: in tf.data on the CPU, batched and vectorised. Choose it on CPU, and on a GPU when the host
+  has cores to spare.
+- ``device``: the host only decodes, and Keras 3 random layers run inside the training step on the
+  accelerator (:func:`with_device_augmentation`). Choose it on a TPU VM or when the host is the
+  bottleneck (a slow or busy CPU feeding a fast GPU).
+
+Model inputs are ``{"image": float32 [B,S,S,3] 0..255}`` (plus ``"meta": float32 [B,M]`` when metadata
+columns are configured); targets are float32 for binary, int32 class indices otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from kit import records
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    import keras
+
+    from kit.config import Config
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# The eight exact views of the square's symmetry group; more views are seeded random augmentations.
+TTA_VIEWS: list[str] = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "transverse"]
+
+_READ_BUFFER = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Which augmentations run and how strong (0 or False switches a part off).
+
+    rotation and shear are maximum angles in degrees; zoom is the maximum relative magnification change
+    (0.1: x0.9..x1.1); shift is the maximum translation as a fraction of the side; brightness a fraction
+    of 255; contrast and saturation relative factors (0.2: x0.8..x1.2); hue a fraction of the colour
+    circle. fill is how pixels moved in from outside are filled: reflect | nearest | constant | wrap.
+    """
+
+    hflip: bool = False
+    vflip: bool = False
+    rotation: float = 0.0
+    shear: float = 0.0
+    zoom: float = 0.0
+    shift: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    fill: str = "reflect"
+
+    @property
+    def geometric(self) -> bool:
+        """Whether any part of the affine transform is on."""
+        return bool(self.hflip or self.vflip or self.rotation or self.shear or self.zoom or self.shift)
+
+    @property
+    def colour(self) -> bool:
+        """Whether any colour part is on."""
+        return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+    @property
+    def active(self) -> bool:
+        """Whether anything at all is on."""
+        return self.geometric or self.colour
+
+    def centre_reach(self, centre_fraction: float = 1 / 3) -> float:
+        """Farthest, as a fraction of the side from the image centre, that a corner of the centred square
+        of side ``centre_fraction`` can land after the affine part (< 0.5: the square always stays in view)."""
+        half_diag = centre_fraction / 2 * (math.sqrt(2) if self.rotation else 1.0)
+        shear = math.tan(math.radians(self.shear))
+        return half_diag * (1 + self.zoom) * (1 + shear) + self.shift * math.sqrt(2)
+
+
+PRESETS: dict[str, Augment] = {
+    "none": Augment(),
+    # Skin lesions have no up, down, left or right: every flip and rotation is a valid image.
+    "default": Augment(hflip=True, vflip=True, rotation=180.0, shear=2.0, zoom=0.1, shift=0.1,
+                       brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+    # PCam labels the centre 32x32 of 96x96 only: centre_reach() is 0.36 < 0.5, so it never leaves view.
+    # Stain colour varies between labs, hence the colour jitter.
+    "pcam": Augment(hflip=True, vflip=True, rotation=180.0, shear=3.0, zoom=0.1, shift=0.06,
+                    brightness=0.1, contrast=0.15, saturation=0.15, hue=0.04),
+}
+
+_FILL = {"reflect": "REFLECT", "nearest": "NEAREST", "constant": "CONSTANT", "wrap": "WRAP"}
+
+
+def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any] | None = None) -> Augment:
+    """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names."""
+    if isinstance(preset, Augment):
+        base = preset
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise KitError(f"augment: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    options = dict(options or {})
+    fields = {f.name for f in dataclasses.fields(Augment)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise KitError(f"augment_options: unknown part {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    aug = dataclasses.replace(base, **options)
+    if aug.fill not in _FILL:
+        raise KitError(f"augment_options: fill {aug.fill!r} is not one of {', '.join(_FILL)}")
+    return aug
+
+
+# --- augmentation (TensorFlow, vectorised over a batch) --------------------------------------------
+
+_N_RANDOM = 11  # uniform draws per image: hflip vflip rot shear zoom dx dy bright contrast sat hue
+
+
+def _sym(u: tf.Tensor, limit: float) -> tf.Tensor:
+    return (2.0 * u - 1.0) * limit
+
+
+def affine_transforms(u: tf.Tensor, aug: Augment, size: int) -> tf.Tensor:
+    """[B,8] output->input projective transforms from [B,>=7] uniform draws (flip, rotate, shear, zoom, shift)."""
+    one = tf.ones_like(u[:, 0])
+    fx = tf.where(u[:, 0] < 0.5, -one, one) if aug.hflip else one
+    fy = tf.where(u[:, 1] < 0.5, -one, one) if aug.vflip else one
+    theta = _sym(u[:, 2], math.radians(aug.rotation))
+    shear = tf.tan(_sym(u[:, 3], math.radians(aug.shear)))
+    mag = 1.0 + _sym(u[:, 4], aug.zoom)
+    tx = _sym(u[:, 5], aug.shift * size)
+    ty = _sym(u[:, 6], aug.shift * size)
+    # Forward map: out = c + t + R(theta) Sh(shear) mag F (in - c). The op wants its inverse,
+    # in = c + A (out - c - t) with A = F Sh^-1 R(-theta) / mag.
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    r00, r01, r10, r11 = cos, sin, -sin, cos  # R(-theta)
+    s00, s01, s10, s11 = r00 - shear * r10, r01 - shear * r11, r10, r11  # Sh^-1 @ R(-theta)
+    a00, a01 = fx * s00 / mag, fx * s01 / mag
+    a10, a11 = fy * s10 / mag, fy * s11 / mag
+    c = (size - 1) / 2.0
+    a02 = c - a00 * (c + tx) - a01 * (c + ty)
+    a12 = c - a10 * (c + tx) - a11 * (c + ty)
+    zero = tf.zeros_like(a00)
+    return tf.stack([a00, a01, a02, a10, a11, a12, zero, zero], axis=1)
+
+
+def _colour(images: tf.Tensor, u: tf.Tensor, aug: Augment) -> tf.Tensor:
+    if aug.brightness:
+        images = images + _sym(u[:, 7], aug.brightness * 255.0)[:, None, None, None]
+    if aug.contrast:
+        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        images = (images - mean) * (1.0 + _sym(u[:, 8], aug.contrast))[:, None, None, None] + mean
+    if aug.saturation or aug.hue:
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(images, 0.0, 255.0) / 255.0)
+        h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+        if aug.hue:
+            h = tf.math.floormod(h + _sym(u[:, 10], aug.hue)[:, None, None], 1.0)
+        if aug.saturation:
+            s = tf.clip_by_value(s * (1.0 + _sym(u[:, 9], aug.saturation))[:, None, None], 0.0, 1.0)
+        images = tf.image.hsv_to_rgb(tf.stack([h, s, v], axis=-1)) * 255.0
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def augment_batch(images: tf.Tensor, u: tf.Tensor, aug: Augment) -> tf.Tensor:
+    """Augment float32 [B,S,S,3] 0..255 images with per-image uniform draws ``u`` [B,11]."""
+    if aug.geometric:
+        size = int(images.shape[1])
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=affine_transforms(u, aug, size),
+            output_shape=tf.shape(images)[1:3],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode=_FILL[aug.fill],
+        )
+    if aug.colour:
+        images = _colour(images, u, aug)
+    return images
+
+
+def augment_seeded(images: tf.Tensor, seed: tf.Tensor, aug: Augment) -> tf.Tensor:
+    """Augment a batch with draws from a stateless seed (shape [2]): the same seed, the same images."""
+    u = tf.random.stateless_uniform([tf.shape(images)[0], _N_RANDOM], seed=seed)
+    return augment_batch(images, u, aug)
+
+
+def apply_view(images: tf.Tensor, view: str) -> tf.Tensor:
+    """One of the eight exact TTA views of a [B,H,W,C] batch (rot90 turns counter-clockwise)."""
+    if view == "identity":
+        return images
+    if view == "hflip":
+        return tf.reverse(images, axis=[2])
+    if view == "vflip":
+        return tf.reverse(images, axis=[1])
+    if view in ("rot90", "rot180", "rot270"):
+        return tf.image.rot90(images, k={"rot90": 1, "rot180": 2, "rot270": 3}[view])
+    if view == "transpose":
+        return tf.transpose(images, [0, 2, 1, 3])
+    if view == "transverse":
+        return tf.reverse(tf.transpose(images, [0, 2, 1, 3]), axis=[1, 2])
+    raise KitError(f"tta: unknown view {view!r} (known: {', '.join(TTA_VIEWS)}, or an index >= 8)")
+
+
+def device_augmentation(aug: Augment, seed: int | None = None) -> list["keras.layers.Layer"]:
+    """Keras 3 random layers equivalent to ``aug``, to run inside the training step (identity at inference)."""
+    import keras
+
+    L = keras.layers
+    layers: list[keras.layers.Layer] = []
+    mode = {"hflip": "horizontal", "vflip": "vertical"}
+    if aug.hflip and aug.vflip:
+        layers.append(L.RandomFlip("horizontal_and_vertical", seed=seed))
+    elif aug.hflip or aug.vflip:
+        layers.append(L.RandomFlip(mode["hflip" if aug.hflip else "vflip"], seed=seed))
+    fill = aug.fill
+    if aug.rotation:
+        layers.append(L.RandomRotation(aug.rotation / 360.0, fill_mode=fill, seed=seed))
+    if aug.shear:
+        s = math.tan(math.radians(aug.shear))
+        layers.append(L.RandomShear(x_factor=s, y_factor=s, fill_mode=fill, seed=seed))
+    if aug.zoom:
+        layers.append(L.RandomZoom(aug.zoom, fill_mode=fill, seed=seed))
+    if aug.shift:
+        layers.append(L.RandomTranslation(aug.shift, aug.shift, fill_mode=fill, seed=seed))
+    if aug.brightness:
+        layers.append(L.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed))
+    if aug.contrast:
+        layers.append(L.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed))
+    if aug.saturation:
+        layers.append(L.RandomSaturation((0.5 - aug.saturation / 2, 0.5 + aug.saturation / 2),
+                                         value_range=(0, 255), seed=seed))
+    if aug.hue:
+        layers.append(L.RandomHue(aug.hue, value_range=(0, 255), seed=seed))
+    return layers
+
+
+def with_device_augmentation(model: "keras.Model", aug: Augment, seed: int | None = None) -> "keras.Model":
+    """``model`` behind Keras random layers on its "image" input (a no-op at inference, so it saves as is)."""
+    import keras
+
+    layers = device_augmentation(aug, seed)
+    if not layers:
+        return model
+    inputs = {name: keras.Input(shape=t.shape[1:], name=name, dtype=t.dtype)
+              for name, t in _input_dict(model).items()}
+    x = inputs["image"]
+    for layer in layers:
+        x = layer(x)
+    outputs = model({**inputs, "image": x})
+    return keras.Model(inputs, outputs, name=f"{model.name}_augmented")
+
+
+def _input_dict(model: "keras.Model") -> dict[str, Any]:
+    inputs = model.inputs
+    return {t.name.split(":")[0].split("/")[0]: t for t in (inputs.values() if isinstance(inputs, dict) else inputs)}
+
+
+# --- records -> examples ---------------------------------------------------------------------------
+
+
+def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, int] | None = None) -> int:
+    """Width of the "meta" input: one value per numeric column, one-hot codes per categorical one."""
+    return len(meta_numeric) + sum((meta_categorical or {}).values())
+
+
+def _parser(meta_numeric: Sequence[str], meta_categorical: Mapping[str, int]):
+    spec = records.feature_spec(list(meta_numeric), list(meta_categorical))
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        return tf.io.parse_single_example(serialized, spec)
+
+    return parse
+
+
+def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int]):
+    binary = n_classes <= 2
+
+    def prepare(ex: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+        image = records.decode_image(ex["image"])
+        image = tf.cast(tf.ensure_shape(image, [size, size, 3]), tf.float32)
+        inputs = {"image": image}
+        if meta_numeric or meta_categorical:
+            parts = [tf.where(tf.math.is_nan(ex[c]), 0.0, ex[c])[None] for c in meta_numeric]
+            parts += [tf.one_hot(ex[c], n, dtype=tf.float32) for c, n in meta_categorical.items()]
+            inputs["meta"] = tf.concat(parts, axis=0)
+        target = tf.cast(ex["target"], tf.float32) if binary else tf.cast(ex["target"], tf.int32)
+        return inputs, target
+
+    return prepare
+
+
+def _paths(paths: Sequence[str | Path]) -> list[str]:
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise KitError("records: no shards to read")
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise KitError(f"{missing[0]}: shard not found")
+    return paths
+
+
+def _read_ordered(paths: list[str]) -> tf.data.Dataset:
+    # One file after another: the record order is the order of ``paths`` and of each file.
+    ds = tf.data.TFRecordDataset(paths, buffer_size=_READ_BUFFER)
+    try:
+        n = records.count_data_items(paths)
+    except ValueError:  # shards named otherwise: length unknown until read
+        return ds
+    # Known length from the shard names: Keras sizes its progress and steps without a first pass.
+    return ds.apply(tf.data.experimental.assert_cardinality(n))
+
+
+def _read(paths: list[str], training: bool, seed: int) -> tf.data.Dataset:
+    if not training:
+        return _read_ordered(paths)
+    files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    return files.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
+        cycle_length=min(len(paths), 16), block_length=1, num_parallel_calls=AUTOTUNE, deterministic=False,
+    )
+
+
+def make_dataset(
+    paths: Sequence[str | Path],
+    *,
+    size: int,
+    batch: int,
+    training: bool,
+    n_classes: int = 2,
+    augment: Augment | None = None,
+    oversample: float = 0.0,
+    shuffle_buffer: int = 2048,
+    seed: int = 0,
+    meta_numeric: Sequence[str] = (),
+    meta_categorical: Mapping[str, int] | None = None,
+) -> tf.data.Dataset:
+    """Batches of (inputs, target) from shards; training repeats forever, shuffles and augments.
+
+    ``oversample`` (binary only) is the fraction of positives the training stream should hold.
+    """
+    meta_categorical = dict(meta_categorical or {})
+    if size <= 0:
+        raise KitError(f"size: expects the records' image side in pixels, got {size}")
+    ds = _read(_paths(paths), training, seed).map(_parser(meta_numeric, meta_categorical), num_parallel_calls=AUTOTUNE)
+    if training:
+        if oversample:
+            if n_classes > 2:
+                raise KitError("oversample: only binary competitions oversample the positive class")
+            if not 0.0 < oversample < 1.0:
+                raise KitError(f"oversample: expects a fraction in (0, 1), got {oversample}")
+            pos = ds.filter(lambda ex: ex["target"] == 1).repeat()
+            neg = ds.filter(lambda ex: ex["target"] != 1).repeat()
+            ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
+        # Shuffling parsed records (still JPEG bytes) keeps the buffer small in memory.
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(_prepare(size, n_classes, meta_numeric, meta_categorical), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    if training and augment is not None and augment.active:
+        seed_t = tf.constant(seed, tf.int64)
+
+        def aug_batch(i: tf.Tensor, item: tuple) -> tuple:
+            inputs, target = item
+            inputs = dict(inputs, image=augment_seeded(inputs["image"], tf.stack([seed_t, i]), augment))
+            return inputs, target
+
+        ds = ds.enumerate().map(aug_batch, num_parallel_calls=AUTOTUNE)
+    if not training:
+        opts = tf.data.Options()
+        opts.deterministic = True
+        ds = ds.with_options(opts)
+    return ds.prefetch(AUTOTUNE)
+
+
+def _cfg_kwargs(cfg: "Config") -> dict[str, Any]:
+    return dict(size=cfg.size, n_classes=cfg.n_classes or 2, meta_numeric=tuple(cfg.meta_numeric),
+                meta_categorical=dict(cfg.meta_categorical) if cfg.meta else {})
+
+
+def _meta_kwargs(cfg: "Config") -> dict[str, Any]:
+    kw = _cfg_kwargs(cfg)
+    if not cfg.meta:
+        kw["meta_numeric"] = ()
+    return kw
+
+
+def train_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None = None, seed: int | None = None) -> tf.data.Dataset:
+    """Endless shuffled, augmented (unless ``cfg.augment_on == "device"``) training batches."""
+    aug = resolve_augment(cfg.augment, cfg.augment_options)
+    return make_dataset(
+        paths, batch=batch or cfg.batch, training=True, augment=aug if cfg.augment_on == "host" else None,
+        oversample=cfg.oversample, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed if seed is None else seed,
+        **_meta_kwargs(cfg),
+    )
+
+
+def valid_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None = None) -> tf.data.Dataset:
+    """Validation batches in record order (no shuffle, no augmentation, last batch kept)."""
+    return make_dataset(paths, batch=batch or cfg.batch, training=False, **_meta_kwargs(cfg))
+
+
+def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", view: str | int = "identity",
+                    batch: int = 64) -> tf.data.Dataset:
+    """Model inputs (no targets) in record order, seen through one TTA view.
+
+    ``view`` is a name in TTA_VIEWS or an index; indices from 8 on are random augmentations (the
+    config's preset, ``default`` given a bare size) seeded by the view index and each image's id, so a
+    view is the same whatever the batch size or the order of the shards.
+    """
+    if isinstance(cfg_or_size, int):
+        kw: dict[str, Any] = dict(size=cfg_or_size, n_classes=2, meta_numeric=(), meta_categorical={})
+        aug = PRESETS["default"]
+    else:
+        kw = _meta_kwargs(cfg_or_size)
+        aug = resolve_augment(cfg_or_size.augment, cfg_or_size.augment_options)
+    if isinstance(view, (int, np.integer)) and 0 <= view < len(TTA_VIEWS):
+        view = TTA_VIEWS[int(view)]
+    random_view = not isinstance(view, str)
+    if random_view and int(view) < 0:
+        raise KitError(f"tta: view index must be >= 0, got {view}")
+    if isinstance(view, str) and view not in TTA_VIEWS:
+        raise KitError(f"tta: unknown view {view!r} (known: {', '.join(TTA_VIEWS)}, or an index >= 8)")
+
+    prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"])
+    ds = _read_ordered(_paths(paths))
+    ds = ds.map(_parser(kw["meta_numeric"], kw["meta_categorical"]), num_parallel_calls=AUTOTUNE)
+    if random_view:
+        view_seed = tf.constant(int(view), tf.int64)
+
+        def one(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            inputs, _ = prepare(ex)
+            seed = tf.stack([view_seed, tf.strings.to_hash_bucket_fast(ex["image_name"], 2**62)])
+            inputs["image"] = augment_seeded(inputs["image"][None], seed, aug)[0]
+            return inputs
+
+        ds = ds.map(one, num_parallel_calls=AUTOTUNE).batch(batch)
+    else:
+        ds = ds.map(lambda ex: prepare(ex)[0], num_parallel_calls=AUTOTUNE).batch(batch)
+        if view != "identity":
+            ds = ds.map(lambda inputs: dict(inputs, image=apply_view(inputs["image"], view)), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def record_table(paths: Sequence[str | Path]) -> "Any":
+    """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
+    import pandas as pd
+
+    spec = {k: v for k, v in records.CORE_FEATURES.items() if k != "image"}
+    ds = tf.data.TFRecordDataset(_paths(paths), buffer_size=_READ_BUFFER)
+    ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), num_parallel_calls=AUTOTUNE).batch(4096)
+    cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}
+    for b in ds.as_numpy_iterator():
+        cols["image_name"] += [x.decode() for x in b["image_name"]]
+        cols["target"] += b["target"].tolist()
+        cols["fold"] += b["fold"].tolist()
+        cols["group"] += [x.decode() for x in b["group"]]
+    return pd.DataFrame(cols)

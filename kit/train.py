@@ -1,0 +1,535 @@
+"""k-fold training: per fold a model trained on the other folds, the best epoch by the competition metric,
+history, out-of-fold predictions; the run folder that ``kit predict`` and ``kit blend`` read.
+
+The run folder (``cfg.out``)::
+
+    RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
+    RUN/fold{k}/best.keras   the epoch with the best validation metric (never chosen by loss)
+    RUN/fold{k}/history.csv  epoch, loss, val_loss, metric, val_metric, lr
+    RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
+    RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
+    RUN/fold{k}/last.keras   latest epoch and state.json, while the fold runs (``--resume`` restarts there)
+    RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
+    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x}
+    RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
+
+``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
+killed kernel) keeps what finished; the plots are drawn at the end. Example::
+
+    res = train_folds(Config(records="records/siim256", out="runs/b0", model="efficientnet_b0"))
+    res.scores[-1]   # the overall out-of-fold metric
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+
+from kit import fsutil, metrics, models, pipeline, records, schedule, strategy
+from kit.config import Config
+from kit.errors import KitError
+
+
+class FoldResult(NamedTuple):
+    """What train_folds returns: OOF predictions, per-fold scores then the overall score last."""
+
+    oof: pd.DataFrame
+    scores: list[float]
+    folds: list[int]
+    metric: str
+    run: Path
+
+
+# --- losses and metrics (Keras ops only: they run on JAX too) --------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class SparseCategoricalLoss(keras.losses.Loss):
+    """Cross-entropy on integer targets with label smoothing; focal when ``gamma`` > 0."""
+
+    def __init__(self, n_classes: int, label_smoothing: float = 0.0, gamma: float = 0.0,
+                 name: str = "sparse_categorical_loss", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        if n_classes < 2:
+            raise ValueError(f"Argument `n_classes` must be >= 2. Received: n_classes={n_classes}")
+        self.n_classes, self.label_smoothing, self.gamma = int(n_classes), float(label_smoothing), float(gamma)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y = ops.one_hot(ops.cast(ops.reshape(y_true, [-1]), "int32"), self.n_classes)
+        y = y * (1.0 - self.label_smoothing) + self.label_smoothing / self.n_classes
+        p = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
+        ce = -y * ops.log(p)
+        if self.gamma:
+            ce = ce * ops.power(1.0 - p, self.gamma)
+        return ops.sum(ce, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_classes": self.n_classes, "label_smoothing": self.label_smoothing,
+                "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class BalancedAccuracy(keras.metrics.Metric):
+    """Mean recall over the classes present in y_true (ISIC 2018 task 3), accumulated over every batch."""
+
+    def __init__(self, n_classes: int, name: str = "balanced_accuracy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.n_classes = int(n_classes)
+        self.seen = self.add_variable(shape=(self.n_classes,), initializer="zeros", name="seen", dtype="float32")
+        self.hits = self.add_variable(shape=(self.n_classes,), initializer="zeros", name="hits", dtype="float32")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        y = ops.cast(ops.reshape(y_true, [-1]), "int32")
+        pred = ops.cast(ops.argmax(ops.reshape(y_pred, [-1, self.n_classes]), axis=-1), "int32")
+        onehot = ops.one_hot(y, self.n_classes, dtype="float32")
+        self.seen.assign_add(ops.sum(onehot, axis=0))
+        self.hits.assign_add(ops.sum(onehot * ops.cast(ops.expand_dims(ops.equal(pred, y), -1), "float32"), axis=0))
+
+    def result(self) -> Any:
+        present = ops.cast(self.seen > 0, "float32")
+        recall = self.hits / ops.maximum(self.seen, 1.0)
+        return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
+
+    def reset_state(self) -> None:
+        self.seen.assign(ops.zeros_like(self.seen))
+        self.hits.assign(ops.zeros_like(self.hits))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_classes": self.n_classes}
+
+
+def make_loss(cfg: Config) -> keras.losses.Loss:
+    """The loss ``cfg.loss`` names, for the config's number of classes."""
+    binary = cfg.n_classes <= 2
+    kind = cfg.loss if cfg.loss != "auto" else ("bce" if binary else "cce")
+    if kind not in ("bce", "cce", "focal"):
+        raise KitError(f"loss: unknown loss {cfg.loss!r} (known: auto, bce, cce, focal)")
+    if binary and kind == "cce" or not binary and kind == "bce":
+        raise KitError(f"loss: {kind} does not fit {cfg.n_classes} classes (bce is binary, cce multi-class)")
+    if binary:
+        if kind == "focal":
+            return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing)
+        return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
+    return SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, cfg.focal_gamma if kind == "focal" else 0.0)
+
+
+def make_metric(cfg: Config) -> keras.metrics.Metric:
+    """The competition metric as a Keras metric, named "metric" so history reads metric/val_metric."""
+    if cfg.n_classes <= 2:
+        return keras.metrics.AUC(name="metric")
+    return BalancedAccuracy(cfg.n_classes, name="metric")
+
+
+def lr_at(cfg: Config, replicas: int) -> Callable[[int], float]:
+    """Per-epoch learning rate: the ramp/sustain/decay schedule with lr_max scaled by replicas."""
+    kw = dict(lr_start=cfg.lr_start, lr_max=cfg.lr_max * replicas, lr_min=cfg.lr_min,
+              ramp_epochs=cfg.lr_ramp_epochs, sustain_epochs=cfg.lr_sustain_epochs, decay=cfg.lr_decay)
+    return lambda epoch: schedule.ramp_exp_decay(epoch, **kw)
+
+
+# --- callbacks -------------------------------------------------------------------------------------
+
+
+class _EpochLR(keras.callbacks.Callback):
+    """Sets the learning rate at each epoch start and logs it as ``lr``."""
+
+    def __init__(self, fn: Callable[[int], float]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate = self.fn(epoch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _NanGuard(keras.callbacks.Callback):
+    """Stops training when the epoch's loss is not finite (checked per epoch: no per-batch sync)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_epoch: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_epoch = epoch
+            self.model.stop_training = True
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """The model to ship: without device-augmentation layers and without compile state, so that
+    ``keras.saving.load_model`` needs nothing beyond ``import kit.models``."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if model.name.endswith("_augmented") and len(inner) == 1:
+        model = inner[0]
+    return keras.Model(model.input, model.output, name=model.name)
+
+
+def _save_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.partial.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class _Checkpoints(keras.callbacks.Callback):
+    """best.keras when val_metric improves (higher is better; loss never decides), last.keras + state.json
+    every epoch so that an interrupted fold restarts where it stopped. Writes are atomic."""
+
+    def __init__(self, folder: Path, best: float = -math.inf, best_epoch: int = -1) -> None:
+        super().__init__()
+        self.folder, self.best, self.best_epoch = folder, best, best_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        value = float(logs.get("val_metric", float("nan")))
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # a NaN epoch must not overwrite the last good state
+        if math.isfinite(value) and value > self.best:
+            self.best, self.best_epoch = value, epoch
+            _save_atomic(inference_model(self.model), self.folder / "best.keras")
+        _save_atomic(self.model, self.folder / "last.keras")
+        fsutil.write_json(self.folder / "state.json", {"epoch": epoch, "best": self.best, "best_epoch": self.best_epoch})
+
+
+# --- resolving the config against the records ------------------------------------------------------
+
+
+def _read_manifest(folder: Path) -> dict:
+    if hasattr(records, "read_manifest"):
+        return records.read_manifest(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise KitError(f"{path}: not found (is {folder} a folder written by `kit records`?)")
+    return json.loads(path.read_text())
+
+
+def resolve(cfg: Config) -> tuple[Config, dict]:
+    """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
+    if not cfg.records:
+        raise KitError("records: no records folder given (--records DIR)")
+    if not cfg.out:
+        raise KitError("out: no run folder given (--out RUN)")
+    folder = Path(cfg.records)
+    if not folder.is_dir():
+        raise KitError(f"{folder}: records folder not found")
+    manifest = _read_manifest(folder)
+    where = f"{folder / 'manifest.json'}"
+    if not manifest.get("labelled", True) or manifest.get("split") == "test":
+        raise KitError(f"{where}: these are test records (unlabelled); train on the train split")
+    size = int(manifest["image_size"])
+    if cfg.size and cfg.size != size:
+        raise KitError(f"{where}: image_size is {size} but size {cfg.size} was asked; write records at "
+                       f"{cfg.size} px (kit records --size {cfg.size}) or leave size out")
+    available = sorted(int(k) for k in manifest["folds"])
+    if len(available) < 2:
+        raise KitError(f"{where}: {len(available)} fold(s); k-fold training needs at least 2")
+    folds = tuple(cfg.folds) or tuple(available)
+    missing = [k for k in folds if k not in available]
+    if missing:
+        raise KitError(f"folds: fold {missing[0]} is not in {where} (folds there: "
+                       f"{','.join(map(str, available))})")
+    known = models.list_models()
+    if cfg.model not in known:
+        raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise KitError(f"{cfg.weights}: weights file not found")
+    if cfg.augment_on not in ("host", "device"):
+        raise KitError(f"augment_on: expects host or device, got {cfg.augment_on!r}")
+    if cfg.class_weight not in ("none", "balanced"):
+        raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
+    if cfg.tta < 1:
+        raise KitError(f"tta: expects at least 1 view, got {cfg.tta}")
+    pipeline.resolve_augment(cfg.augment, cfg.augment_options)
+    meta = manifest.get("metadata") or {}
+    numeric = tuple(meta.get("numeric") or ())
+    categorical = {c: len(codes) for c, codes in (meta.get("categorical") or {}).items()}
+    if cfg.meta and not (numeric or categorical):
+        raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
+    classes = tuple(str(c) for c in manifest["classes"])
+    resolved = cfg.replace(
+        size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
+        id_name=str(manifest.get("id_name", "image_name")),
+        meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
+    )
+    make_loss(resolved)  # unknown or unfitting loss: fail before anything is written
+    return resolved, manifest
+
+
+def _shards(folder: Path, manifest: dict, folds: Sequence[int]) -> list[Path]:
+    if hasattr(records, "list_shards"):
+        return list(records.list_shards(folder, folds))
+    names = sorted(n for k in folds for n in manifest["folds"][str(k)]["shards"])
+    return [folder / n for n in names]
+
+
+def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
+    if cfg.class_weight == "none":
+        return None
+    counts = np.zeros(max(cfg.n_classes, 2))
+    for k in train_folds:
+        info = manifest["folds"][str(k)]
+        if cfg.n_classes <= 2:
+            counts += [info["images"] - info["positives"], info["positives"]]
+        else:
+            counts += np.asarray(info["class_counts"], float)
+    n, present = counts.sum(), counts > 0
+    return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
+
+
+# --- one fold --------------------------------------------------------------------------------------
+
+
+def _build(cfg: Config) -> keras.Model:
+    return models.build_model(
+        cfg.model, n_classes=cfg.n_classes, size=cfg.size, weights=cfg.weights or None,
+        n_meta=pipeline.meta_width(cfg.meta_numeric, cfg.meta_categorical) if cfg.meta else 0,
+        dropout=cfg.dropout, trainable_backbone=cfg.trainable_backbone,
+    )
+
+
+def build_and_compile(cfg: Config, acc: Any) -> keras.Model:
+    """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope."""
+    with acc.scope():
+        model = _build(cfg)
+        if cfg.augment_on == "device":
+            model = pipeline.with_device_augmentation(
+                model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr_start), loss=make_loss(cfg),
+                      metrics=[make_metric(cfg)])
+    return model
+
+
+def _load(path: Path, acc: Any) -> keras.Model:
+    with acc.scope():
+        return keras.saving.load_model(path)
+
+
+def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int) -> np.ndarray:
+    """Predictions for ``paths`` in record order, averaged over the first ``cfg.tta`` views; [N] or [N,K]."""
+    views: list[str | int] = [*pipeline.TTA_VIEWS, *range(len(pipeline.TTA_VIEWS), max(cfg.tta, 8))][: cfg.tta]
+    total = None
+    for view in views:
+        p = np.asarray(model.predict(pipeline.predict_dataset(paths, cfg, view, batch), verbose=0), np.float64)
+        total = p if total is None else total + p
+    pred = total / len(views)
+    return pred[:, 0] if cfg.n_classes <= 2 else pred
+
+
+def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) -> pd.DataFrame:
+    df = table[["image_name", "target"]].copy()
+    if cfg.n_classes <= 2:
+        df["pred"] = pred
+    else:
+        for i, name in enumerate(cfg.classes):
+            df[f"pred_{name}"] = pred[:, i]
+    df["fold"] = fold
+    return df
+
+
+def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
+    if cfg.n_classes <= 2:
+        return df["pred"].to_numpy()
+    return df[[f"pred_{c}" for c in cfg.classes]].to_numpy()
+
+
+def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, resume: bool = False,
+               log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
+    """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
+    folder, fdir = Path(cfg.records), run / f"fold{fold}"
+    fdir.mkdir(parents=True, exist_ok=True)
+    others = [int(k) for k in manifest["folds"] if int(k) != fold]
+    train_paths, valid_paths = _shards(folder, manifest, others), _shards(folder, manifest, [fold])
+    batch = acc.global_batch(cfg.batch)
+    n_train = records.count_data_items(train_paths)
+    steps = max(1, n_train // batch)
+    keras.utils.set_random_seed(cfg.seed + fold)
+
+    initial_epoch, best, best_epoch = 0, -math.inf, -1
+    state_path = fdir / "state.json"
+    if resume and state_path.is_file() and (fdir / "last.keras").is_file():
+        state = json.loads(state_path.read_text())
+        initial_epoch, best, best_epoch = state["epoch"] + 1, float(state["best"]), int(state["best_epoch"])
+        model = _load(fdir / "last.keras", acc)
+        _truncate_history(fdir / "history.csv", initial_epoch)
+        log(f"fold {fold}: resuming after epoch {initial_epoch} (best val {best:.4f})")
+    else:
+        for stale in ("best.keras", "last.keras", "state.json", "history.csv"):
+            (fdir / stale).unlink(missing_ok=True)
+        model = build_and_compile(cfg, acc)
+    log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
+        f"{batch}), validating on {records.count_data_items(valid_paths)} images")
+
+    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch)
+    # history before checkpoints: a run killed between the two repeats the epoch and drops its row
+    callbacks = [_EpochLR(lr_at(cfg, acc.replicas)), guard,
+                 keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
+    t0 = time.time()
+    if initial_epoch < cfg.epochs:
+        model.fit(
+            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
+            steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            validation_data=pipeline.valid_dataset(valid_paths, cfg, batch=batch),
+            callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
+        )
+    if guard.bad_epoch is not None:
+        raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
+                       f"or check the records (finished folds are kept in {run})")
+    if not (fdir / "best.keras").is_file():
+        # every validation metric was NaN (e.g. one class only in the fold): keep the last epoch
+        _save_atomic(inference_model(model), fdir / "best.keras")
+    best_model = _load(fdir / "best.keras", acc)
+    table = pipeline.record_table(valid_paths)
+    pred = predict_oof(best_model, valid_paths, cfg, batch)
+    metric = metrics.metric_for(cfg.n_classes)
+    score = float(metrics.score(metric, table["target"].to_numpy(), pred))
+    oof = _oof_frame(table, pred, cfg, fold)
+    fsutil.write_csv(fdir / "oof.csv", oof)
+    for temp in ("last.keras", "state.json"):
+        (fdir / temp).unlink(missing_ok=True)
+    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score,
+                                           "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
+                                           "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
+    log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
+    return oof, score
+
+
+def _truncate_history(path: Path, keep_epochs: int) -> None:
+    if path.is_file() and path.stat().st_size:
+        hist = pd.read_csv(path)
+        fsutil.write_csv(path, hist[hist["epoch"] < keep_epochs])
+
+
+# --- the k-fold loop -------------------------------------------------------------------------------
+
+
+def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> FoldResult:
+    """Train every requested fold of ``cfg`` into the run folder ``cfg.out``; returns OOF and scores.
+
+    A run folder that already holds a run is refused unless ``resume``; resuming uses the run's saved
+    config.toml, skips folds with done.json and restarts an unfinished fold from its last epoch.
+    """
+    run = Path(cfg.out)
+    saved = run / "config.toml"
+    if saved.is_file() and not resume:
+        raise KitError(f"{run}: already holds a run (config.toml); pass --resume to continue it or choose another --out")
+    if resume and saved.is_file():
+        cfg = Config.load(saved, **({"records": cfg.records} if cfg.records else {}))
+    cfg, manifest = resolve(cfg)
+    acc = strategy.get_strategy(cfg.strategy)
+    log(acc.describe())
+    if cfg.weights:
+        _build(cfg)  # a weights file that does not fit fails here, before anything is written
+    run.mkdir(parents=True, exist_ok=True)
+    cfg.save(saved)
+
+    metric = metrics.metric_for(cfg.n_classes)
+    done: dict[int, tuple[pd.DataFrame, float]] = {}
+    for fold in cfg.folds:
+        fdir = run / f"fold{fold}"
+        if resume and (fdir / "done.json").is_file() and (fdir / "oof.csv").is_file():
+            done[fold] = (pd.read_csv(fdir / "oof.csv", dtype={"image_name": str}),
+                          float(json.loads((fdir / "done.json").read_text())["score"]))
+            log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
+            continue
+        done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        _write_summary(run, cfg, metric, done)
+    oof, scores = _write_summary(run, cfg, metric, done)
+    _plots(run, cfg, oof, sorted(done), acc.replicas)
+    return FoldResult(oof, scores, list(done), metric, run)
+
+
+def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
+    oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
+    overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
+    fsutil.write_csv(run / "oof.csv", oof)
+    fsutil.write_json(run / "cv.json", {"metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)},
+                                        "overall": overall})
+    return oof, [done[k][1] for k in sorted(done)] + [overall]
+
+
+def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = run / "plots"
+    out.mkdir(exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k in folds:
+        path = run / f"fold{k}" / "history.csv"
+        if not path.is_file():
+            continue
+        h = pd.read_csv(path)
+        for ax, col in zip(axes, ("loss", "metric")):
+            line, = ax.plot(h["epoch"] + 1, h[col], label=f"fold {k} train")
+            if f"val_{col}" in h:
+                ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[1].set(title=metrics.metric_for(cfg.n_classes), xlabel="epoch")
+    axes[1].legend(fontsize="small")
+    _savefig(fig, out / "learning_curves.png")
+
+    y = oof["target"].to_numpy()
+    if cfg.n_classes <= 2:
+        from sklearn.metrics import roc_curve
+
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for k in folds:
+            part = oof[oof["fold"] == k]
+            if part["target"].nunique() == 2:
+                fpr, tpr, _ = roc_curve(part["target"], part["pred"])
+                ax.plot(fpr, tpr, lw=1, label=f"fold {k}")
+        if len(np.unique(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, oof["pred"])
+            ax.plot(fpr, tpr, "k", lw=2, label="all folds")
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
+        ax.legend(fontsize="small")
+        _savefig(fig, out / "roc.png")
+    else:
+        from sklearn.metrics import confusion_matrix
+
+        cm = confusion_matrix(y, _pred_matrix(oof, cfg).argmax(1), labels=range(cfg.n_classes)).astype(float)
+        cm /= np.maximum(cm.sum(1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(1 + 0.6 * cfg.n_classes, 1 + 0.6 * cfg.n_classes))
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(cfg.n_classes), cfg.classes, rotation=90)
+        ax.set_yticks(range(cfg.n_classes), cfg.classes)
+        for i in range(cfg.n_classes):
+            for j in range(cfg.n_classes):
+                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
+        _savefig(fig, out / "confusion.png")
+
+    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), lr_start=cfg.lr_start,
+                           lr_max=cfg.lr_max * replicas, lr_min=cfg.lr_min, ramp_epochs=cfg.lr_ramp_epochs,
+                           sustain_epochs=cfg.lr_sustain_epochs, decay=cfg.lr_decay)
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with fsutil.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def format_result(result: FoldResult) -> str:
+    """Lines for the terminal: one per fold, the overall score and the run folder."""
+    lines = [f"fold {k}: {result.metric} {s:.4f}" for k, s in zip(result.folds, result.scores)]
+    lines.append(f"overall (out of fold): {result.metric} {result.scores[-1]:.4f}")
+    lines.append(f"run: {result.run}")
+    return "\n".join(lines)

@@ -1,0 +1,194 @@
+"""kit.train: the run folder contract, metric-chosen checkpoints, resume, NaN stop, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import metrics, train
+from kit.config import Config
+from kit.errors import KitError
+from records_fixture import write_records
+
+
+def _cfg(recs, run, **kw) -> Config:
+    base = dict(records=str(recs), out=str(run), model="tiny_cnn", epochs=2, batch=8, lr_start=1e-3, lr_max=3e-3,
+                lr_ramp_epochs=1, augment="default", verbose=0, strategy="cpu", seed=1)
+    base.update(kw)
+    return Config(**base)
+
+
+@pytest.fixture(scope="module")
+def binary_recs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bin")
+    write_records(folder, n_folds=3, per_fold=16, size=32)
+    return folder
+
+
+def test_binary_run_writes_the_whole_run_folder(binary_recs, tmp_path):
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(binary_recs, run, tta=2, folds=(0, 2)), log=lambda _: None)
+    assert res.folds == [0, 2] and res.metric == "auc" and len(res.scores) == 3
+    saved = Config.load(run / "config.toml")
+    assert (saved.size, saved.n_classes, saved.classes, saved.id_name, saved.folds, saved.records) == \
+        (32, 2, ("benign", "malignant"), "image_name", (0, 2), str(binary_recs))
+    for k, score in zip(res.folds, res.scores):
+        fold = run / f"fold{k}"
+        assert {p.name for p in fold.iterdir()} == {"best.keras", "history.csv", "oof.csv", "done.json"}
+        hist = pd.read_csv(fold / "history.csv")
+        assert list(hist.columns) == ["epoch", "loss", "lr", "metric", "val_loss", "val_metric"]
+        assert hist["epoch"].tolist() == [0, 1]
+        assert hist["lr"].tolist() == pytest.approx([1e-3, 3e-3])
+        done = json.loads((fold / "done.json").read_text())
+        assert done["fold"] == k and done["metric"] == "auc" and done["score"] == pytest.approx(score)
+        assert done["best_val_metric"] == pytest.approx(hist["val_metric"].max())
+    oof = pd.read_csv(run / "oof.csv")
+    assert list(oof.columns) == ["image_name", "target", "pred", "fold"]
+    assert len(oof) == 32 and oof["image_name"].is_unique and oof["pred"].between(0, 1).all()
+    assert oof.groupby("fold").size().to_dict() == {0: 16, 2: 16}
+    assert (oof["image_name"].str.slice(4, 5).astype(int) == oof["fold"]).all()  # img_{fold}_{i}
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["metric"] == "auc" and set(cv["folds"]) == {"0", "2"}
+    assert cv["overall"] == pytest.approx(metrics.score("auc", oof["target"], oof["pred"]))
+    assert cv["overall"] == pytest.approx(res.scores[-1])
+    assert {p.name for p in (run / "plots").iterdir()} == {"learning_curves.png", "roc.png", "lr.png"}
+    # best.keras loads with kit.models alone (no compile state), input 0..255 dict in, [B,1] out
+    model = keras.saving.load_model(run / "fold0" / "best.keras")
+    assert model.output_shape == (None, 1)
+    with pytest.raises(KitError, match="already holds a run"):
+        train.train_folds(_cfg(binary_recs, run), log=lambda _: None)
+
+
+def test_multiclass_run_oof_columns_and_confusion(tmp_path):
+    write_records(tmp_path / "recs", n_folds=2, per_fold=15, size=32, n_classes=3)
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(tmp_path / "recs", run, epochs=1, folds=(1,), loss="focal", label_smoothing=0.1,
+                                 class_weight="balanced", augment_on="device"), log=lambda _: None)
+    oof = pd.read_csv(run / "oof.csv")
+    assert list(oof.columns) == ["image_name", "target", "pred_c0", "pred_c1", "pred_c2", "fold"]
+    assert len(oof) == 15 and (oof["fold"] == 1).all()
+    np.testing.assert_allclose(oof[["pred_c0", "pred_c1", "pred_c2"]].sum(axis=1), 1.0, atol=1e-4)
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["metric"] == "balanced_accuracy" and list(cv["folds"]) == ["1"]
+    assert res.scores[-1] == pytest.approx(metrics.balanced_accuracy(oof["target"], oof[["pred_c0", "pred_c1", "pred_c2"]].to_numpy()))
+    assert (run / "plots" / "confusion.png").is_file()
+    # device augmentation is not shipped inside best.keras
+    names = [layer.__class__.__name__ for layer in keras.saving.load_model(run / "fold1" / "best.keras").layers]
+    assert not any(n.startswith("Random") for n in names)
+
+
+def test_checkpoint_follows_the_metric_not_the_loss(tmp_path):
+    inp = {"image": keras.Input((4,), name="image")}
+    model = keras.Model(inp, keras.layers.Dense(1, name="d")(inp["image"]))
+    cb = train._Checkpoints(tmp_path)
+    cb.set_model(model)
+    # val_loss is best at epoch 0 and explodes later (the seed notebook's 1e5 jump); val_metric peaks at epoch 2
+    history = [(0.30, 0.70), (5.0, 0.72), (1e5, 0.91), (0.40, 0.80)]
+    for epoch, (val_loss, val_metric) in enumerate(history):
+        model.get_layer("d").set_weights([np.full((4, 1), float(epoch), "float32"), np.zeros(1, "float32")])
+        cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": val_loss, "val_metric": val_metric})
+    assert cb.best_epoch == 2 and cb.best == pytest.approx(0.91)
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    assert best.get_layer("d").get_weights()[0][0, 0] == 2.0
+    assert json.loads((tmp_path / "state.json").read_text()) == {"epoch": 3, "best": pytest.approx(0.91), "best_epoch": 2}
+
+
+def test_resume_skips_finished_fold_and_continues_unfinished(binary_recs, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    cfg = _cfg(binary_recs, run, folds=(0, 1), epochs=2)
+    original = train._Checkpoints.on_epoch_end
+
+    def killed_in_fold1(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if self.folder.name == "fold1" and epoch == 0:
+            raise KeyboardInterrupt  # the kernel dies after fold 1's first epoch was saved
+
+    monkeypatch.setattr(train._Checkpoints, "on_epoch_end", killed_in_fold1)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_folds(cfg, log=lambda _: None)
+    monkeypatch.setattr(train._Checkpoints, "on_epoch_end", original)
+    assert (run / "fold0" / "done.json").is_file() and not (run / "fold1" / "done.json").exists()
+    assert json.loads((run / "fold1" / "state.json").read_text())["epoch"] == 0
+    fold0_mtime = (run / "fold0" / "best.keras").stat().st_mtime_ns
+
+    lines: list[str] = []
+    res = train.train_folds(Config(out=str(run)), resume=True, log=lines.append)
+    assert any(line.startswith("fold 0: finished earlier") for line in lines)
+    assert any(line.startswith("fold 1: resuming after epoch 1") for line in lines)
+    assert (run / "fold0" / "best.keras").stat().st_mtime_ns == fold0_mtime
+    assert pd.read_csv(run / "fold1" / "history.csv")["epoch"].tolist() == [0, 1]
+    assert res.folds == [0, 1] and len(pd.read_csv(run / "oof.csv")) == 32
+    assert not (run / "fold1" / "last.keras").exists()
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_finished_folds(binary_recs, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    built = []
+    original = train.build_and_compile
+
+    def nan_in_second_fold(cfg, acc):
+        model = original(cfg, acc)
+        built.append(model)
+        if len(built) == 2:
+            model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p) * float("nan"),
+                          metrics=[train.make_metric(cfg)])
+        return model
+
+    monkeypatch.setattr(train, "build_and_compile", nan_in_second_fold)
+    with pytest.raises(KitError) as exc:
+        train.train_folds(_cfg(binary_recs, run, folds=(0, 1), epochs=1), log=lambda _: None)
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("fold 1: the training loss became NaN in epoch 1")
+    assert (run / "fold0" / "done.json").is_file() and not (run / "fold1" / "done.json").exists()
+    assert json.loads((run / "cv.json").read_text())["folds"].keys() == {"0"}
+    assert set(pd.read_csv(run / "oof.csv")["fold"]) == {0}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "no_such_net"}, "model: unknown model 'no_such_net'"),
+    ({"folds": (0, 7)}, "folds: fold 7 is not in .*manifest.json \\(folds there: 0,1,2\\)"),
+    ({"size": 48}, "manifest.json: image_size is 32 but size 48 was asked"),
+    ({"loss": "cce"}, "loss: cce does not fit 2 classes"),
+    ({"augment": "wild"}, "augment: unknown preset 'wild'"),
+    ({"weights": "/nonexistent/w.weights.h5"}, "/nonexistent/w.weights.h5: weights file not found"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(binary_recs, tmp_path, change, message):
+    run = tmp_path / "run"
+    with pytest.raises(KitError, match=message):
+        train.train_folds(_cfg(binary_recs, run, **change), log=lambda _: None)
+    assert not run.exists()
+
+
+def test_weights_that_do_not_fit_are_refused_before_the_run_starts(binary_recs, tmp_path):
+    from kit import models
+
+    wrong = tmp_path / "small_cnn.weights.h5"
+    models.build_model("small_cnn", n_classes=2, size=32).save_weights(wrong)
+    run = tmp_path / "run"
+    with pytest.raises(KitError, match="small_cnn.weights.h5"):
+        train.train_folds(_cfg(binary_recs, run, weights=str(wrong)), log=lambda _: None)
+    assert not (run / "config.toml").exists()
+
+
+def test_balanced_accuracy_metric_and_sparse_loss_match_references():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 50)
+    y[y == 3] = 0  # class 3 absent from y_true: it must not count
+    p = rng.dirichlet(np.ones(4), 50).astype("float32")
+    m = train.BalancedAccuracy(4)
+    m.update_state(y[:20], p[:20])
+    m.update_state(y[20:], p[20:])
+    assert float(m.result()) == pytest.approx(metrics.balanced_accuracy(y, p), abs=1e-6)
+    loss = train.SparseCategoricalLoss(4)
+    ref = keras.losses.SparseCategoricalCrossentropy()
+    assert float(loss(y, p)) == pytest.approx(float(ref(y, p)), rel=1e-5)
+    smooth = train.SparseCategoricalLoss(4, label_smoothing=0.2)
+    ref = keras.losses.CategoricalCrossentropy(label_smoothing=0.2)
+    assert float(smooth(y, p)) == pytest.approx(float(ref(np.eye(4)[y], p)), rel=1e-5)
+    focal = train.SparseCategoricalLoss(4, gamma=2.0)
+    ref = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=2.0)
+    assert float(focal(y, p)) == pytest.approx(float(ref(np.eye(4)[y], p)), rel=1e-4)
