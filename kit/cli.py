@@ -167,6 +167,7 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--rank-per-fold", action="store_true", help="rank OOF within each fold before pooling")
+    p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
     p.set_defaults(func=_run_blend)
 
 
