@@ -309,8 +309,8 @@ def load_oof(run: str | os.PathLike) -> Oof:
     return Oof(run, table.ids, target.astype(np.int64), preds, fold.astype(np.int64), classes, metric)
 
 
-def _score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    """The competition metric of predictions ``p`` ``[n, k]`` (AUC binary, balanced accuracy multi-class)."""
+def metric_score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    """``metric`` ("auc", "balanced_accuracy", "accuracy") of probabilities ``p`` ``[n, 1]`` or ``[n, K]``."""
     from sklearn import metrics
 
     if metric == "auc":
@@ -365,7 +365,7 @@ def fit_weights(
     y = ref.target
 
     def score_of(acc: np.ndarray, total: float) -> float:
-        return _score(metric, y, _finish(acc / total, method, power))
+        return metric_score(metric, y, _finish(acc / total, method, power))
 
     member_scores = [score_of(m, 1.0) for m in members]
     best = int(np.argmax(member_scores))

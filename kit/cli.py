@@ -127,6 +127,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
     p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
+    p.add_argument("--batch", type=int, default=64, help="images per prediction batch (default 64)")
     p.set_defaults(func=_run_predict)
 
 
