@@ -47,6 +47,9 @@ def _add_records(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", action="store_true", help="write the test split (fold -1) instead of train")
     p.add_argument("--seed", type=int, default=42, help="fold-assignment seed (default 42)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the manifest")
+    p.add_argument("--resize", default="crop", choices=["crop", "squash"],
+                   help="crop: shorter side to --size, centred square (default); squash: ignore aspect ratio")
+    p.add_argument("--workers", type=int, help="image-preparing processes (default: one per core)")
     p.set_defaults(func=_run_records)
 
 
@@ -67,8 +70,11 @@ def _run_records(args: argparse.Namespace) -> int:
         test=args.test,
         seed=args.seed,
         skip_bad=args.skip_bad,
+        resize=args.resize,
+        workers=args.workers,
     )
     print(records.format_summary(manifest))
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""TFRecord schema, shard naming and reading (the writer is added beside them).
+"""TFRecords: the schema, a parallel sharded writer, and the reader.
 
 One schema serves writing and reading. A record holds:
 
@@ -10,16 +10,46 @@ One schema serves writing and reading. A record holds:
     <metadata>   float32 numeric columns, int64 codes for categorical ones (tables in manifest.json)
 
 Shards are named ``{split}{NN}-{count}.tfrec`` (``train03-412.tfrec``) so that
-``count_data_items`` knows how many images a set of shards holds without reading them.
+``count_data_items`` knows how many images a set of shards holds without reading them. One shard
+never mixes folds.
+
+The writer (``write_from_source`` / ``write_records``) reads a competition download through
+kit.sources, assigns leak-free folds with kit.folds, then decodes, resizes (policy: kit.imaging)
+and re-encodes images on every core, one process per core, while this process writes the shards
+one after another (one ``TFRecordWriter`` per shard). Everything is written into a hidden
+temporary folder beside ``--out`` and renamed onto it only when complete, ``manifest.json`` last:
+
+    OUT/train00-412.tfrec ... train04-409.tfrec
+    OUT/manifest.json   layout, source, split, image_size, classes, n_classes, id_name, labelled,
+                        n_folds, fold_seed, folds {k: images, groups, positives|class_counts,
+                        shards}, shards, count, metadata {numeric, categorical code tables,
+                        numeric_stats}, encoding, skipped [{path, reason}], duplicates
+
+The reader (``read_manifest``, ``list_shards``, ``load_dataset``) also reads a folder of public
+SIIM-ISIC TFRecords as they are: no manifest, no ``fold`` field; the shard number is the fold.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
 import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 import tensorflow as tf
+
+import kit
+from kit import folds as kfolds
+from kit import imaging, sources
+from kit.errors import KitError
+from kit.fsutil import atomic_dir, write_json
 
 CORE_FEATURES: dict[str, tf.io.FixedLenFeature] = {
     "image": tf.io.FixedLenFeature([], tf.string),
@@ -101,3 +131,475 @@ def feature_spec(
 def decode_image(data: tf.Tensor, channels: int = 3) -> tf.Tensor:
     """Decode JPEG/PNG bytes to a uint8 HxWxC tensor."""
     return tf.io.decode_image(data, channels=channels, expand_animations=False)
+
+
+# --- writer --------------------------------------------------------------------------------------
+
+SHARD_BYTES = 100 * 2**20  # default shard size: large enough for fast reads, small enough to stream
+PUBLIC_FORMAT = "siim-isic-public"
+# Above this many images the writer fans out to worker processes; below it, starting them costs
+# more than it saves.
+_PARALLEL_MIN_IMAGES = 96
+
+
+def check_out_folder(out: str | Path) -> None:
+    """Refuse an ``--out`` folder that holds records (or anything else): kit never overwrites."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise KitError(f"{out}: exists and is not a folder")
+    shards = sorted(out.glob("*.tfrec"))
+    if shards or (out / "manifest.json").exists():
+        what = f"{len(shards)} .tfrec shards" if shards else "manifest.json"
+        raise KitError(f"{out}: already holds records ({what}); choose a new --out or remove it")
+    if any(out.iterdir()):
+        raise KitError(f"{out}: folder is not empty; choose a new --out")
+
+
+def write_from_source(
+    source: str | Path,
+    out: str | Path,
+    *,
+    layout: str = "auto",
+    id_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    images: str | Path | None = None,
+    n_folds: int = 5,
+    size: int = 256,
+    n_shards: int | None = None,
+    test: bool = False,
+    seed: int = 42,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    resize: str = "crop",
+    quality: int = imaging.JPEG_QUALITY,
+    progress: bool = True,
+) -> dict:
+    """Read a competition download and write its train (or ``test``) split as records; returns the manifest.
+
+    Example:
+        >>> m = write_from_source("data/siim", "records/siim-256", size=256, n_folds=5)
+        >>> print(format_summary(m))
+    """
+    check_out_folder(out)
+    src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
+                              images=images, test=test, skip_bad=skip_bad)
+    return write_records(src, out, n_folds=n_folds, size=size, n_shards=n_shards, test=test, seed=seed,
+                         skip_bad=skip_bad, workers=workers, resize=resize, quality=quality, progress=progress,
+                         source_path=str(Path(source).resolve()))
+
+
+def write_records(
+    src: sources.Source,
+    out: str | Path,
+    *,
+    n_folds: int = 5,
+    size: int = 256,
+    n_shards: int | None = None,
+    test: bool = False,
+    seed: int = 42,
+    skip_bad: bool = False,
+    workers: int | None = None,
+    resize: str = "crop",
+    quality: int = imaging.JPEG_QUALITY,
+    progress: bool = True,
+    source_path: str | None = None,
+) -> dict:
+    """Write ``src`` as sharded records with folds (fold -1 when ``test``) into ``out``; returns the manifest."""
+    out = Path(out)
+    check_out_folder(out)
+    if size < 8:
+        raise KitError(f"--size {size}: images must be at least 8 pixels")
+    if resize not in imaging.RESIZE_POLICIES:
+        raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
+    split = "test" if test else "train"
+    table = src.table.reset_index(drop=True).copy()
+    digests = kfolds.file_digests(table["path"])
+    if test:
+        table["fold"] = -1
+    else:
+        table["fold"] = kfolds.assign_folds(table, n_folds, seed, digests=digests)
+        kfolds.check_leakage(table, digests=digests)
+    plan = _plan_shards(table, split, n_folds if not test else 0, n_shards, size, quality, seed)
+    rows = _worker_rows(table, src)
+    workers = workers or os.cpu_count() or 1
+    n_chunks_wanted = max(1, workers * 4)
+    chunk = max(1, min(32, -(-len(table) // n_chunks_wanted)))
+    chunks: list[tuple[int, np.ndarray]] = []
+    for shard_idx, idx in enumerate(plan):
+        chunks += [(shard_idx, part) for part in np.array_split(idx, max(1, -(-len(idx) // chunk)))]
+    parallel = workers > 1 and len(table) >= _PARALLEL_MIN_IMAGES
+
+    from tqdm.auto import tqdm
+
+    skipped = list(src.skipped)
+    bad_rows: list[int] = []
+    shard_names: list[str] = []
+    shard_of_row = np.full(len(table), -1)
+    with atomic_dir(out) as tmp:
+        bar = tqdm(total=len(table), unit="img", desc=f"kit records {split}", disable=not progress,
+                   file=sys.stderr, mininterval=0.5)
+        current, writer, part, count = -1, None, None, 0
+        results = _run_chunks([[rows[i] for i in idx] for _, idx in chunks], size, resize, quality,
+                              workers if parallel else 1)
+
+        def close_shard() -> None:
+            if writer is None:
+                return
+            writer.close()
+            if count:
+                name = shard_name(split, len(shard_names), count)
+                os.replace(part, tmp / name)
+                shard_names.append(name)
+            else:
+                part.unlink()
+
+        try:
+            for (shard_idx, idx), res in zip(chunks, results):
+                if shard_idx != current:
+                    close_shard()
+                    current, count = shard_idx, 0
+                    part = tmp / f".{split}{shard_idx:02d}.part"
+                    writer = tf.io.TFRecordWriter(str(part))
+                for i, (blob, reason) in zip(idx, res):
+                    if blob is None:
+                        path = table.at[i, "path"]
+                        if not skip_bad:
+                            raise KitError(f"{path}: {reason} (pass --skip-bad to leave it out)")
+                        skipped.append({"path": path, "reason": reason})
+                        bad_rows.append(int(i))
+                        continue
+                    writer.write(blob)
+                    shard_of_row[i] = len(shard_names)
+                    count += 1
+                bar.update(len(idx))
+            close_shard()
+            writer = None
+        finally:
+            results.close()  # stops the workers at once on an error or Ctrl-C
+            if writer is not None:
+                writer.close()
+            bar.close()
+        written = table.drop(index=bad_rows)
+        if written.empty:
+            raise KitError(f"{src.root}: every image was bad; nothing to write")
+        manifest = _manifest(src, written, table, split, size, n_folds if not test else 0, seed, shard_names,
+                             shard_of_row, skipped, digests, resize, quality, source_path)
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def _plan_shards(table: pd.DataFrame, split: str, n_folds: int, n_shards: int | None, size: int, quality: int,
+                 seed: int) -> list[np.ndarray]:
+    """Row indices per shard, in shard order: folds in order, one fold per shard, rows shuffled in a fold."""
+    per_image = imaging.jpeg_size_estimate(size, quality)
+    if split == "test":
+        k = n_shards or max(1, -(-len(table) * per_image // SHARD_BYTES))
+        k = max(1, min(k, len(table)))
+        # Test shards keep the source's order (e.g. sample_submission.csv's).
+        return [part for part in np.array_split(np.arange(len(table)), k)]
+    sizes = table.groupby("fold").size().reindex(range(n_folds), fill_value=0).to_numpy()
+    if n_shards is None:
+        per_fold = [max(1, -(-int(n) * per_image // SHARD_BYTES)) for n in sizes]
+    else:
+        if n_shards < n_folds:
+            raise KitError(f"--shards {n_shards}: need at least one shard per fold (--folds {n_folds})")
+        # One shard per fold, the rest shared out by fold size (largest remainder).
+        extra = n_shards - n_folds
+        share = sizes / sizes.sum() * extra
+        per_fold = np.floor(share).astype(int)
+        for f in np.argsort(-(share - per_fold), kind="stable")[: extra - per_fold.sum()]:
+            per_fold[f] += 1
+        per_fold = [int(min(1 + p, max(1, n))) for p, n in zip(per_fold, sizes)]
+    rng = np.random.default_rng(seed)
+    plan = []
+    folds = table["fold"].to_numpy()
+    for f in range(n_folds):
+        idx = rng.permutation(np.flatnonzero(folds == f))
+        plan += [part for part in np.array_split(idx, per_fold[f])]
+    return plan
+
+
+def _worker_rows(table: pd.DataFrame, src: sources.Source) -> list[tuple[str, dict]]:
+    """(path, features other than the image) per row, as plain Python values for the workers."""
+    codes = {c: {v: i for i, v in enumerate(src.categories.get(c, []))} for c in src.categorical}
+    rows = []
+    for rec in table.to_dict("records"):
+        fields: dict[str, object] = {
+            "image_name": rec["image_name"],
+            "target": int(rec["target"]),
+            "fold": int(rec["fold"]),
+            "group": rec["group"],
+        }
+        for c in src.numeric:
+            fields[c] = float(rec[c])  # NaN stays NaN: readers decide how to fill
+        for c in src.categorical:
+            v = rec[c]
+            fields[c] = codes[c].get(v, -1) if v is not None else -1
+        rows.append((rec["path"], fields))
+    return rows
+
+
+def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, workers: int) -> Iterator[list]:
+    """Prepared records per chunk, in chunk order, from ``workers`` processes (or this one)."""
+    if workers <= 1:
+        for c in chunks:
+            yield imaging.make_records(c, size, policy, quality)
+        return
+    # Fork on Linux: workers run only kit.imaging (Pillow), never TensorFlow, so TensorFlow's
+    # threads in this process are harmless to them, and forking (unlike spawn or a fork server)
+    # does not re-run the caller's script, which a user's plain script without a __main__ guard
+    # would need. Elsewhere spawn is the only safe choice.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        n = len(chunks)
+        yield from pool.map(imaging.make_records, chunks, [size] * n, [policy] * n, [quality] * n)
+    finally:
+        # On an error or Ctrl-C, drop the queued work instead of finishing it.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shard_of_row, skipped, digests,
+              resize, quality, source_path) -> dict:
+    folds_info = kfolds.fold_summary(written, src.classes)
+    for key, info in folds_info.items():
+        rows = written.index[written["fold"] == int(key)]
+        info["shards"] = sorted({shard_names[int(s)] for s in shard_of_row[rows]})
+    by_digest: dict[str, list[str]] = {}
+    for d, name in zip(digests, table["image_name"]):
+        if d:
+            by_digest.setdefault(d, []).append(str(name))
+    duplicates = [names for names in by_digest.values() if len(names) > 1]
+    stats = {}
+    for c in src.numeric:
+        v = written[c].to_numpy(dtype=np.float64)
+        ok = v[~np.isnan(v)]
+        stats[c] = {"mean": float(ok.mean()) if ok.size else 0.0, "std": float(ok.std()) if ok.size else 0.0,
+                    "missing": int(np.isnan(v).sum())}
+    return {
+        "layout": src.layout,
+        "source": source_path or src.root,
+        "split": split,
+        "image_size": int(size),
+        "classes": list(src.classes),
+        "n_classes": len(src.classes),
+        "id_name": src.id_name,
+        "labelled": bool(src.labelled),
+        "n_folds": int(n_folds),
+        "fold_seed": int(seed) if n_folds else None,
+        "folds": folds_info,
+        "shards": list(shard_names),
+        "count": int(len(written)),
+        "metadata": {
+            "numeric": list(src.numeric),
+            "categorical": {c: list(src.categories.get(c, [])) for c in src.categorical},
+            "numeric_stats": stats,
+        },
+        "encoding": {"format": "jpeg", "quality": int(quality), "resize": resize, "resample": "bicubic",
+                     "channels": 3},
+        "duplicates": duplicates,
+        "skipped": skipped,
+        "kit_version": kit.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def format_summary(manifest: Mapping) -> str:
+    """Per-fold table of a manifest: images, groups, and positives or class counts."""
+    m = manifest
+    lines = [f"{m['split']}: {m['count']} images, {len(m['shards'])} shards, {m['image_size']}x{m['image_size']} px, "
+             f"layout {m['layout']}, classes {', '.join(m['classes']) or '-'}"
+             + (f", {m['n_folds']} folds (seed {m['fold_seed']})" if m.get("n_folds") else "")]
+    binary = m.get("n_classes") == 2
+    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if binary else 'class counts'}")
+    for key, f in m["folds"].items():
+        if "positives" in f:
+            label = f"{f['positives']} ({f['positives'] / max(1, f['images']):.1%})"
+        elif "class_counts" in f:
+            label = " ".join(f"{c}:{n}" for c, n in f["class_counts"].items())
+        else:
+            label = "-"
+        lines.append(f"{key:>5} {f['images']:>7} {f.get('groups', '-'):>7}  {label}")
+    if m.get("duplicates"):
+        lines.append(f"{len(m['duplicates'])} set(s) of byte-identical images kept in one fold each")
+    if m.get("skipped"):
+        lines.append(f"skipped {len(m['skipped'])} bad image(s), listed in manifest.json; first: "
+                     f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    return "\n".join(lines)
+
+
+# --- reader --------------------------------------------------------------------------------------
+
+_PUBLIC_META_NUMERIC = ["age_approx"]
+_PUBLIC_META_CATEGORICAL = ["sex", "anatom_site_general_challenge"]
+
+
+def read_manifest(folder: str | Path, split: str | None = None) -> dict:
+    """The manifest of a records folder; for public SIIM-ISIC TFRecords, one built from shard names.
+
+    A public folder can hold ``train*.tfrec`` and ``test*.tfrec`` together: ``split`` picks one
+    (default train).
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
+    path = folder / "manifest.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise KitError(f"{path}: not valid JSON ({exc})") from None
+    if not folder.is_dir():
+        raise KitError(f"{folder}: no such records folder")
+    by_split: dict[str, list[Path]] = {}
+    for p in sorted(folder.glob("*.tfrec")):
+        try:
+            by_split.setdefault(parse_shard_name(p)[0], []).append(p)
+        except ValueError:
+            continue
+    if not by_split:
+        raise KitError(f"{folder}: no manifest.json and no {{split}}NN-{{count}}.tfrec shards")
+    split = split or ("train" if "train" in by_split else sorted(by_split)[0])
+    if split not in by_split:
+        raise KitError(f"{folder}: no {split}NN-count.tfrec shards (found: {', '.join(sorted(by_split))})")
+    return _public_manifest(folder, split, by_split[split])
+
+
+def _public_manifest(folder: Path, split: str, shards: list[Path]) -> dict:
+    first = next(iter(tf.data.TFRecordDataset(str(shards[0])).take(1)), None)
+    if first is None:
+        raise KitError(f"{shards[0]}: empty shard")
+    try:
+        example = tf.train.Example.FromString(first.numpy())
+    except Exception as exc:  # protobuf's DecodeError is not importable by a stable path
+        raise KitError(f"{shards[0]}: not a tf.train.Example record ({exc})") from None
+    kinds = {"bytes_list": "bytes", "int64_list": "int64", "float_list": "float"}
+    fields = {k: kinds[v.WhichOneof("kind")] for k, v in example.features.feature.items() if v.WhichOneof("kind")}
+    for need in ("image", "image_name"):
+        if need not in fields:
+            raise KitError(f"{shards[0]}: no {need!r} field (fields: {', '.join(sorted(fields))})")
+    shape = tf.io.extract_jpeg_shape(example.features.feature["image"].bytes_list.value[0]).numpy()
+    labelled = "target" in fields
+    names = [p.name for p in shards]
+    if split == "train":
+        folds = {str(parse_shard_name(n)[1]): {"images": parse_shard_name(n)[2], "shards": [n]} for n in names}
+        n_folds = len(folds)
+    else:
+        folds = {"-1": {"images": count_data_items(names), "shards": names}}
+        n_folds = 0
+    return {
+        "format": PUBLIC_FORMAT,
+        "public_fields": fields,
+        "layout": "siim",
+        "source": str(folder.resolve()),
+        "split": split,
+        "image_size": int(shape[0]),
+        "classes": ["benign", "malignant"],
+        "n_classes": 2,
+        "id_name": "image_name",
+        "labelled": labelled,
+        "n_folds": n_folds,
+        "fold_seed": None,
+        "folds": folds,
+        "shards": names,
+        "count": count_data_items(names),
+        # Codes are the public set's own label encodings; their value tables are not in the files.
+        "metadata": {
+            "numeric": [c for c in _PUBLIC_META_NUMERIC if c in fields],
+            "categorical": {c: [] for c in _PUBLIC_META_CATEGORICAL if c in fields},
+            "numeric_stats": {},
+        },
+        "encoding": {"format": "jpeg"},
+        "duplicates": [],
+        "skipped": [],
+    }
+
+
+def list_shards(folder: str | Path, folds: Iterable[int] | None = None, split: str | None = None) -> list[Path]:
+    """Shard paths of a records folder (optionally only ``folds``), sorted by name."""
+    folder = Path(folder)
+    manifest = read_manifest(folder, split)
+    if folds is None:
+        names = list(manifest["shards"])
+    else:
+        names = []
+        for f in folds:
+            info = manifest["folds"].get(str(int(f)))
+            if info is None:
+                known = ", ".join(manifest["folds"])
+                raise KitError(f"{folder}: no fold {f} in the records (folds: {known})")
+            names += info["shards"]
+    paths = sorted((folder / n for n in set(names)), key=lambda p: p.name)
+    for p in paths:
+        if not p.is_file():
+            raise KitError(f"{p}: listed in manifest.json but missing")
+    return paths
+
+
+def load_dataset(
+    paths: Sequence[str | Path],
+    *,
+    ordered: bool = True,
+    decode: bool = True,
+    manifest: Mapping | None = None,
+) -> tf.data.Dataset:
+    """A dataset of dicts (image, image_name, target, fold, group, metadata) from record shards.
+
+    ``ordered=True`` reads the shards one after another in the order given (predictions line up
+    with ids run after run); ``ordered=False`` reads them in parallel, in whatever order is fastest.
+    ``decode=False`` leaves ``image`` as the JPEG bytes. Works on kit's records and on public
+    SIIM-ISIC TFRecords (fold = shard number, group = patient_id).
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise KitError("load_dataset: no shards given")
+    if manifest is None:
+        manifest = read_manifest(Path(paths[0]).parent, parse_shard_name(paths[0])[0])
+    public = manifest.get("format") == PUBLIC_FORMAT
+    size = manifest.get("image_size")
+    numeric = list(manifest.get("metadata", {}).get("numeric", []))
+    categorical = list(manifest.get("metadata", {}).get("categorical", {}))
+    if public:
+        types = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+        spec = {k: tf.io.FixedLenFeature([], types[v]) for k, v in manifest["public_fields"].items()}
+        folds = [parse_shard_name(p)[1] if parse_shard_name(p)[0] == "train" else -1 for p in paths]
+    else:
+        spec = feature_spec(numeric, categorical)
+        folds = [-1] * len(paths)
+
+    def parse(record: tf.Tensor, fold: tf.Tensor) -> dict:
+        ex = tf.io.parse_single_example(record, spec)
+        image = ex["image"]
+        if decode:
+            image = tf.io.decode_jpeg(image, channels=3)
+            if size:
+                image = tf.ensure_shape(image, [size, size, 3])
+        out = {"image": image, "image_name": ex["image_name"]}
+        if public:
+            out["target"] = ex["target"] if "target" in ex else tf.constant(-1, tf.int64)
+            out["fold"] = fold
+            pid = ex.get("patient_id", ex["image_name"])
+            out["group"] = pid if pid.dtype == tf.string else tf.strings.as_string(pid)
+        else:
+            out["target"], out["fold"], out["group"] = ex["target"], ex["fold"], ex["group"]
+        for c in numeric:
+            out[c] = tf.cast(ex[c], tf.float32)
+        for c in categorical:
+            out[c] = ex[c] if ex[c].dtype == tf.int64 else tf.cast(ex[c], tf.int64)
+        return out
+
+    files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(folds, tf.int64)))
+
+    def read(path: tf.Tensor, fold: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.TFRecordDataset(path, buffer_size=8 * 2**20).map(lambda r: (r, fold))
+
+    if ordered:
+        ds = files.flat_map(read)
+    else:
+        ds = files.interleave(read, cycle_length=min(len(paths), 16), num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=False)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)

@@ -1,0 +1,190 @@
+"""Leak-free folds: stratified group k-fold ("triple stratified") and the leakage check.
+
+``assign_folds`` gives every image a fold so that
+
+- no group (patient, lesion) is in two folds, and byte-identical images count as one group
+  (a duplicate saved under two names would otherwise land on both sides of a split);
+- each fold holds about the same share of every class;
+- each fold holds about the same number of images and a similar mix of small and large groups
+  (patients with 1 image vs 100), the third axis of the SIIM-ISIC "triple stratified" folds.
+
+Groups are dealt greedily, rarest class and largest groups first, each to the fold whose fill
+(per class, per image count, per group-size bucket) it raises least; the seed orders ties, so the
+same seed always gives the same folds. ``check_leakage`` fails loudly, naming the group or the
+duplicate pair, when a table's folds leak; the writer calls it and so can a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-1 of a file's bytes ("" for a missing or empty file, which is never a duplicate)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    return hashlib.sha1(data).hexdigest() if data else ""
+
+
+def file_digests(paths: Iterable[str | Path], workers: int = 8) -> list[str]:
+    """SHA-1 of many files, read on threads (hashing releases the GIL)."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(file_digest, paths, chunksize=64))
+
+
+def merge_duplicates(groups: Iterable[str], digests: Iterable[str]) -> np.ndarray:
+    """Groups joined through byte-identical images: images sharing a digest end in one group.
+
+    Returns the merged group label per image (the smallest original group name of the union).
+    """
+    groups = [str(g) for g in groups]
+    parent: dict[str, str] = {g: g for g in groups}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_group_of: dict[str, str] = {}
+    for g, d in zip(groups, digests):
+        if not d:
+            continue
+        if d in first_group_of:
+            a, b = find(first_group_of[d]), find(g)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first_group_of[d] = g
+    return np.array([find(g) for g in groups], dtype=object)
+
+
+def assign_folds(
+    table: pd.DataFrame,
+    n_folds: int = 5,
+    seed: int = 42,
+    *,
+    digests: Iterable[str] | None = None,
+) -> np.ndarray:
+    """Fold index per row of ``table`` (columns ``target``, ``group``; ``path`` to find duplicates).
+
+    ``digests`` (one per row; "" for none) skips re-reading the files when the caller has them.
+    Unlabelled rows (target -1) are balanced as one more class.
+
+    Example:
+        >>> table["fold"] = assign_folds(src.table, n_folds=5, seed=42)
+    """
+    n = len(table)
+    if n_folds < 2:
+        raise KitError(f"--folds {n_folds}: need at least 2 folds")
+    if digests is None:
+        digests = file_digests(table["path"]) if "path" in table.columns else [""] * n
+    groups = merge_duplicates(table["group"], list(digests))
+    codes, uniq = pd.factorize(pd.Series(groups), sort=True)
+    n_groups = len(uniq)
+    if n_groups < n_folds:
+        raise KitError(f"--folds {n_folds}: only {n_groups} groups (patients/lesions/images); use fewer folds")
+
+    target = table["target"].to_numpy(dtype=np.int64)
+    classes, cls_idx = np.unique(target, return_inverse=True)
+    n_cls = len(classes)
+    # Per group: image count per class.
+    per_group = np.zeros((n_groups, n_cls), np.int64)
+    np.add.at(per_group, (codes, cls_idx), 1)
+    size = per_group.sum(1)
+    # Group-size buckets on a log2 scale (1, 2-3, 4-7, ...): folds get a similar mix of each.
+    bucket = np.floor(np.log2(size)).astype(np.int64)
+    n_buckets = int(bucket.max()) + 1
+
+    cls_total = per_group.sum(0).astype(np.float64)
+    bucket_total = np.bincount(bucket, minlength=n_buckets).astype(np.float64)
+    want_cls = cls_total / n_folds
+    want_img = n / n_folds
+    want_bucket = np.maximum(bucket_total / n_folds, 1e-9)
+
+    # Order: groups holding the rarest class first, then larger groups first; the seed shuffles ties.
+    rng = np.random.default_rng(seed)
+    rarity = np.where(per_group > 0, cls_total[None, :], np.inf).min(1)
+    order = np.lexsort((rng.permutation(n_groups), -size, rarity))
+
+    fill_cls = np.zeros((n_folds, n_cls))
+    fill_img = np.zeros(n_folds)
+    fill_bucket = np.zeros((n_folds, n_buckets))
+    fold_of_group = np.empty(n_groups, np.int64)
+    fold_pref = rng.permutation(n_folds)  # breaks exact ties between folds, seeded
+    for g in order:
+        new_cls = (fill_cls + per_group[g]) / np.maximum(want_cls, 1e-9)
+        cost = (
+            (new_cls[:, per_group[g] > 0] ** 2).sum(1)
+            + ((fill_img + size[g]) / want_img) ** 2
+            + ((fill_bucket[:, bucket[g]] + 1) / want_bucket[bucket[g]]) ** 2
+        )
+        best = fold_pref[np.argmin(cost[fold_pref])]
+        fold_of_group[g] = best
+        fill_cls[best] += per_group[g]
+        fill_img[best] += size[g]
+        fill_bucket[best, bucket[g]] += 1
+    return fold_of_group[codes]
+
+
+def check_leakage(
+    table: pd.DataFrame,
+    *,
+    fold_col: str = "fold",
+    digests: Iterable[str] | None = None,
+) -> None:
+    """Raise KitError if any group, or any pair of byte-identical images, spans two folds.
+
+    ``table`` needs ``image_name``, ``group`` and ``fold_col``; duplicates are found from
+    ``digests`` (one per row) or else from the files under ``path``.
+    """
+    if fold_col not in table.columns:
+        raise KitError(f"table: missing column {fold_col!r}")
+    folds = table[fold_col].to_numpy()
+    names = table["image_name"].astype(str).to_numpy()
+    groups = table["group"].astype(str).to_numpy()
+    seen: dict[str, tuple[int, str]] = {}
+    for g, f, name in zip(groups, folds, names):
+        if g in seen and seen[g][0] != f:
+            first_fold, first_name = seen[g]
+            raise KitError(f"leak: group {g!r} is in folds {first_fold} ({first_name}) and {f} ({name})")
+        seen.setdefault(g, (f, name))
+    if digests is None:
+        digests = file_digests(table["path"]) if "path" in table.columns else []
+    by_digest: dict[str, tuple[int, str]] = {}
+    for d, f, name in zip(digests, folds, names):
+        if not d:
+            continue
+        if d in by_digest and by_digest[d][0] != f:
+            first_fold, first_name = by_digest[d]
+            raise KitError(f"leak: {first_name} (fold {first_fold}) and {name} (fold {f}) are the same image "
+                           f"(sha1 {d[:12]})")
+        by_digest.setdefault(d, (f, name))
+
+
+def fold_summary(table: pd.DataFrame, classes: list[str], fold_col: str = "fold") -> dict[str, dict]:
+    """Per fold: images, groups, and positives (binary) or class counts (by class name)."""
+    n_classes = len(classes)
+    out: dict[str, dict] = {}
+    for fold, part in table.groupby(fold_col, sort=True):
+        entry: dict = {"images": int(len(part)), "groups": int(part["group"].nunique())}
+        labelled = part["target"] >= 0
+        if labelled.any():
+            if n_classes == 2:
+                entry["positives"] = int((part["target"] == 1).sum())
+            else:
+                counts = np.bincount(part.loc[labelled, "target"], minlength=n_classes)
+                entry["class_counts"] = {c: int(k) for c, k in zip(classes, counts)}
+        out[str(int(fold))] = entry
+    return out

@@ -1,0 +1,169 @@
+"""The competitions' metrics: ROC AUC, accuracy, balanced accuracy (ISIC 2018 task 3), per-class figures.
+
+Pure numpy / scikit-learn (no TensorFlow), so ``kit blend`` and ``kit check`` stay fast.
+
+Conventions shared by every function here:
+
+- ``y_true``: integer class indices, shape [N] (a one-hot [N, K] array is accepted too).
+- ``y_pred``: probabilities. Binary: [N] or [N, 1] (probability of class 1) or [N, 2]. Multi-class:
+  [N, K], one column per class in the order of the records' ``classes``.
+- Binary predictions become labels by ``p > 0.5``; multi-class ones by the arg-max, where a row with
+  several equal maxima counts as "undecided" (always wrong), exactly as the ISIC challenge scorer does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from kit.errors import KitError
+
+METRICS = ("auc", "accuracy", "balanced_accuracy")
+
+_UNDECIDED = -1
+
+
+def _arrays(y_true: object, y_pred: object) -> tuple[np.ndarray, np.ndarray]:
+    """Check and shape inputs: y_true -> int [N]; y_pred -> float [N] (binary) or [N, K]."""
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if t.ndim == 2:
+        t = t.argmax(axis=1)
+    if t.ndim != 1:
+        raise KitError(f"y_true: expected class indices of shape [N], got shape {t.shape}")
+    if p.ndim == 2 and p.shape[1] == 1:
+        p = p[:, 0]
+    if p.ndim not in (1, 2):
+        raise KitError(f"y_pred: expected shape [N] or [N, K], got shape {p.shape}")
+    if len(t) != len(p):
+        raise KitError(f"y_pred: {len(p)} predictions for {len(t)} labels")
+    if len(t) == 0:
+        raise KitError("y_true: no rows to score")
+    if not np.all(np.isfinite(p)):
+        bad = int(np.flatnonzero(~np.isfinite(p).reshape(len(p), -1).all(axis=1))[0])
+        raise KitError(f"y_pred: row {bad} is not a finite number ({p[bad]})")
+    if not np.issubdtype(t.dtype, np.integer):
+        if not np.all(np.equal(np.mod(t.astype(np.float64), 1), 0)):
+            raise KitError(f"y_true: expected integer class indices, got {t[:5]}")
+        t = t.astype(np.int64)
+    n_classes = 2 if p.ndim == 1 else p.shape[1]
+    out = (t < 0) | (t >= n_classes)
+    if out.any():
+        row = int(np.flatnonzero(out)[0])
+        raise KitError(f"y_true: row {row} has class {t[row]}, outside 0..{n_classes - 1} "
+                       "(unlabelled rows, target -1, cannot be scored)")
+    return t.astype(np.int64), p
+
+
+def _n_classes(p: np.ndarray) -> int:
+    return 2 if p.ndim == 1 else p.shape[1]
+
+
+def _labels(p: np.ndarray) -> np.ndarray:
+    """Predicted class per row; ties between maxima give -1 ("undecided", as the ISIC scorer)."""
+    if p.ndim == 1:
+        return (p > 0.5).astype(np.int64)
+    labels = p.argmax(axis=1)
+    ties = (p == p.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    labels[ties] = _UNDECIDED
+    return labels
+
+
+def _positive_scores(p: np.ndarray) -> np.ndarray:
+    """[N, K] class-probability matrix (binary [N] becomes [N, 2])."""
+    return np.stack([1.0 - p, p], axis=1) if p.ndim == 1 else p
+
+
+def auc(y_true: object, y_pred: object) -> float:
+    """ROC AUC: binary, or the macro mean of one-vs-rest AUCs over classes present in y_true."""
+    t, p = _arrays(y_true, y_pred)
+    if p.ndim == 1 or p.shape[1] == 2:
+        pos = p if p.ndim == 1 else p[:, 1]
+        if len(np.unique(t)) < 2:
+            raise KitError(f"y_true: only class {t[0]} present; ROC AUC needs both classes")
+        return float(roc_auc_score(t, pos))
+    scores = [_class_auc(t, p, k) for k in range(p.shape[1])]
+    scores = [s for s in scores if not np.isnan(s)]
+    if not scores:
+        raise KitError("y_true: a single class present; ROC AUC needs at least two")
+    return float(np.mean(scores))
+
+
+def _class_auc(t: np.ndarray, p: np.ndarray, k: int) -> float:
+    """One-vs-rest AUC of class k, NaN when class k is absent (or alone) in t."""
+    hit = t == k
+    if hit.all() or not hit.any():
+        return float("nan")
+    return float(roc_auc_score(hit, p[:, k]))
+
+
+def accuracy(y_true: object, y_pred: object) -> float:
+    """Fraction of rows whose predicted class (p > 0.5, or the arg-max) is the true class."""
+    t, p = _arrays(y_true, y_pred)
+    return float(np.mean(_labels(p) == t))
+
+
+def balanced_accuracy(y_true: object, y_pred: object) -> float:
+    """Mean per-class recall over the classes present in y_true (ISIC 2018 task 3's metric)."""
+    t, p = _arrays(y_true, y_pred)
+    labels = _labels(p)
+    recalls = [np.mean(labels[t == k] == k) for k in range(_n_classes(p)) if np.any(t == k)]
+    return float(np.mean(recalls))
+
+
+def per_class(y_true: object, y_pred: object, classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per class: support, sensitivity (recall), specificity, precision, f1, one-vs-rest auc.
+
+    Predicted labels come from the arg-max (p > 0.5 for binary), as for accuracy; the ISIC scorer's
+    per-category table instead thresholds each class's own probability at 0.5, so the two agree on
+    hard predictions only. Undefined figures (no positives, no predictions) are NaN, not 0 or 1.
+    """
+    t, p = _arrays(y_true, y_pred)
+    k_all = _n_classes(p)
+    if classes is None:
+        classes = [str(k) for k in range(k_all)]
+    if len(classes) != k_all:
+        raise KitError(f"classes: {len(classes)} names for {k_all} prediction columns")
+    labels = _labels(p)
+    scores = _positive_scores(p)
+    rows = []
+    for k, name in enumerate(classes):
+        tp = int(np.sum((labels == k) & (t == k)))
+        fn = int(np.sum((labels != k) & (t == k)))
+        fp = int(np.sum((labels == k) & (t != k)))
+        tn = int(np.sum((labels != k) & (t != k)))
+        rows.append({
+            "class": str(name),
+            "support": tp + fn,
+            "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "precision": _ratio(tp, tp + fp),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+            "auc": _class_auc(t, scores, k),
+        })
+    return pd.DataFrame(rows, columns=["class", "support", "sensitivity", "specificity", "precision",
+                                       "f1", "auc"])
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else float("nan")
+
+
+def metric_for(n_classes: int) -> str:
+    """The competition metric kit selects by: "auc" for binary, "balanced_accuracy" for multi-class."""
+    if int(n_classes) < 1:
+        raise KitError(f"n_classes: must be >= 1, got {n_classes}")
+    return "auc" if int(n_classes) <= 2 else "balanced_accuracy"
+
+
+_BY_NAME = {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
+
+
+def score(metric: str, y_true: object, y_pred: object) -> float:
+    """Score predictions with the metric named ``metric`` (one of METRICS)."""
+    if metric not in _BY_NAME:
+        raise KitError(f"metric: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return _BY_NAME[metric](y_true, y_pred)

@@ -1,0 +1,402 @@
+"""Competition layouts: read a download (CSV + images, or class folders) into one table.
+
+Every layout becomes a ``Source`` whose ``table`` has one row per image with the columns
+``image_name`` (the id exactly as the competition writes it), ``path`` (absolute), ``target`` (class
+index, -1 when unlabelled), ``group`` (patient or lesion id; the image id when the layout has none),
+then metadata columns. Layouts:
+
+    siim      train.csv / test.csv + jpeg/train/, jpeg/test/          group = patient_id
+    ham10000  HAM10000_metadata.csv + HAM10000_images_part_{1,2}/     group = lesion_id
+    pcam      train_labels.csv + train/<id>.tif; test/<id>.tif        group = id
+    folders   [Train|train/]<class>/*.jpg, [Test|test/]<class>/*.jpg  (class names may hold spaces)
+    csv       any CSV with --id-col, --label-col, [--group-col], --images DIR
+
+``layout="auto"`` recognises the first four from their files. Problems with the input raise
+``KitError`` naming the file, line or column. Only pandas is needed here (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+
+LAYOUTS = ("siim", "ham10000", "pcam", "folders", "csv")
+# Names kit.synth uses for the two class-folder competitions.
+_ALIASES = {"isic9": "folders", "melanoma10k": "folders"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+SIIM_CLASSES = ["benign", "malignant"]
+SIIM_TRAIN_REQUIRED = ["image_name", "patient_id", "target"]
+SIIM_TEST_REQUIRED = ["image_name", "patient_id"]
+# Columns that restate the label (diagnosis, benign_malignant, dx_type) never become model inputs.
+SIIM_NUMERIC, SIIM_CATEGORICAL = ["age_approx"], ["sex", "anatom_site_general_challenge"]
+HAM_NUMERIC, HAM_CATEGORICAL = ["age"], ["sex", "localization"]
+_MAX_CATEGORIES = 50
+
+
+@dataclass
+class Source:
+    """One competition split as a table of images, with the facts the writer and trainer need."""
+
+    table: pd.DataFrame
+    classes: list[str]
+    layout: str
+    id_name: str
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    labelled: bool = True
+    # Code tables of the categorical columns, built from train and test together when both are
+    # known, so that train and test records share codes.
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    # Rows dropped because their image file is missing (only with skip_bad): {"path", "reason"}.
+    skipped: list[dict] = field(default_factory=list)
+    root: str = ""
+
+
+def detect_layout(path: str | Path) -> str:
+    """The layout of the download at ``path`` (a folder, or one of its CSV files)."""
+    p = Path(path)
+    if not p.exists():
+        raise KitError(f"{p}: no such file or folder")
+    if p.is_file():
+        name = p.name
+        if name == "HAM10000_metadata.csv":
+            return "ham10000"
+        if name == "train_labels.csv":
+            return "pcam"
+        if name.lower().endswith(".csv"):
+            cols = set(_header(p))
+            if {"image_name", "patient_id"} <= cols:
+                return "siim"
+            return "csv"
+        raise KitError(f"{p}: not a CSV file or a folder; pass the competition folder")
+    if (p / "HAM10000_metadata.csv").is_file():
+        return "ham10000"
+    if (p / "train_labels.csv").is_file() or ((p / "sample_submission.csv").is_file() and (p / "train").is_dir()
+                                              and any(p.joinpath("train").glob("*.tif"))):
+        return "pcam"
+    if (p / "train.csv").is_file() and {"image_name", "patient_id"} <= set(_header(p / "train.csv")):
+        return "siim"
+    if (p / "test.csv").is_file() and {"image_name", "patient_id"} <= set(_header(p / "test.csv")):
+        return "siim"
+    if _class_root(p, test=False) is not None or _class_root(p, test=True) is not None:
+        return "folders"
+    seen = sorted(x.name for x in p.iterdir())[:12]
+    raise KitError(
+        f"{p}: cannot recognise the layout (files: {', '.join(seen) or 'none'}); "
+        "pass --layout csv with --id-col/--label-col/--images, or --layout folders"
+    )
+
+
+def load_source(
+    path: str | Path,
+    layout: str = "auto",
+    id_col: str | None = None,
+    label_col: str | None = None,
+    group_col: str | None = None,
+    images: str | Path | None = None,
+    test: bool = False,
+    skip_bad: bool = False,
+) -> Source:
+    """Read the train (or ``test``) split of a competition download into a ``Source``.
+
+    Example:
+        >>> src = load_source("data/siim-isic-melanoma-classification")
+        >>> src.table[["image_name", "target", "group"]].head()
+    """
+    layout = _ALIASES.get(layout, layout)
+    if layout == "auto":
+        layout = detect_layout(path)
+    if layout not in LAYOUTS:
+        raise KitError(f"--layout {layout}: unknown layout; known: auto, {', '.join(LAYOUTS)}")
+    reader = {"siim": _siim, "ham10000": _ham, "pcam": _pcam, "folders": _folders, "csv": _csv}[layout]
+    src = reader(Path(path), id_col=id_col, label_col=label_col, group_col=group_col,
+                 images=Path(images) if images else None, test=test, skip_bad=skip_bad)
+    if src.table.empty:
+        raise KitError(f"{path}: no images found for the {'test' if test else 'train'} split")
+    return src
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _header(csv: Path) -> list[str]:
+    try:
+        return list(pd.read_csv(csv, nrows=0).columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise KitError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+
+
+def _read_csv(csv: Path, required: list[str], id_col: str) -> pd.DataFrame:
+    """A CSV with ``required`` columns and unique, non-empty ids (ids kept as strings)."""
+    if not csv.is_file():
+        raise KitError(f"{csv}: file not found")
+    try:
+        df = pd.read_csv(csv, dtype={id_col: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise KitError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise KitError(f"{csv}: missing column {missing[0]!r} (columns: {', '.join(map(str, df.columns))})")
+    ids = df[id_col]
+    empty = ids.isna() | (ids.astype(str).str.strip() == "")
+    if empty.any():
+        raise KitError(f"{csv}: line {_line(df, empty)}: empty {id_col!r}")
+    dup = ids.duplicated(keep=False)
+    if dup.any():
+        first = df.index[dup][0]
+        again = df.index[dup & (ids == ids[first])][1]
+        raise KitError(f"{csv}: line {again + 2}: duplicate {id_col} {ids[first]!r} (also on line {first + 2})")
+    return df.reset_index(drop=True)
+
+
+def _line(df: pd.DataFrame, mask: pd.Series) -> int:
+    """File line of the first row where ``mask`` holds (header is line 1)."""
+    return int(np.flatnonzero(np.asarray(mask))[0]) + 2
+
+
+def _labels(csv: Path, df: pd.DataFrame, col: str, classes: list[str]) -> np.ndarray:
+    """Class index per row of ``df[col]``; a missing or unknown label names its line."""
+    values = df[col]
+    if values.isna().any():
+        raise KitError(f"{csv}: line {_line(df, values.isna())}: missing label in column {col!r}")
+    text = values.map(_label_text)
+    index = {c: i for i, c in enumerate(classes)}
+    bad = ~text.isin(list(index))
+    if bad.any():
+        raise KitError(f"{csv}: line {_line(df, bad)}: label {values[bad].iloc[0]!r} in column {col!r} "
+                       f"is not one of {', '.join(classes)}")
+    return text.map(index).to_numpy(dtype=np.int64)
+
+
+def _label_text(value: object) -> str:
+    # 1.0 and "1" are the same label: pandas reads an int column with a gap as float.
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Path, skip_bad: bool,
+                 skipped: list[dict], suffixes: tuple[str, ...] = IMAGE_EXTENSIONS) -> pd.DataFrame:
+    """Attach ``path`` for each id found in ``folders`` (id, or id + a known image suffix)."""
+    index: dict[str, Path] = {}
+    for folder in folders:
+        if folder.is_dir():
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if entry.is_file() and not entry.name.startswith("."):
+                        index.setdefault(entry.name, Path(entry.path))
+                        stem, ext = os.path.splitext(entry.name)
+                        if ext.lower() in suffixes:
+                            index.setdefault(stem, Path(entry.path))
+    paths = ids.astype(str).map(lambda i: str(index[i].resolve()) if i in index else None)
+    missing = paths.isna()
+    if missing.any():
+        where = " or ".join(str(f) for f in folders)
+        if not skip_bad:
+            first = ids[missing].iloc[0]
+            raise KitError(f"{csv}: line {_line(df, missing)}: image {first!r} not found in {where}")
+        for i in ids[missing]:
+            skipped.append({"path": str(folders[0] / str(i)), "reason": f"listed in {csv.name} but not found"})
+    out = df.assign(path=paths)[~missing].reset_index(drop=True)
+    return out
+
+
+def _categories(frames: list[pd.DataFrame], columns: list[str]) -> dict[str, list[str]]:
+    """Sorted code table per categorical column over all ``frames`` (missing values get no code)."""
+    cats = {}
+    for col in columns:
+        values = set()
+        for df in frames:
+            if col in df.columns:
+                values |= {str(v) for v in df[col].dropna().unique()}
+        cats[col] = sorted(values)
+    return cats
+
+
+def _finish(df: pd.DataFrame, id_col: str, target: np.ndarray, group: pd.Series, numeric: list[str],
+            categorical: list[str]) -> pd.DataFrame:
+    """The Source table: kit's columns first, then metadata."""
+    table = pd.DataFrame({
+        "image_name": df[id_col].astype(str).to_numpy(),
+        "path": df["path"].astype(str).to_numpy(),
+        "target": np.asarray(target, dtype=np.int64),
+        "group": group.astype(str).to_numpy(),
+    })
+    for col in numeric:
+        table[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float32).to_numpy()
+    for col in categorical:
+        table[col] = df[col].map(lambda v: None if pd.isna(v) else str(v)).to_numpy(dtype=object)
+    return table
+
+
+# --- layouts -------------------------------------------------------------------------------------
+
+
+def _siim(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    root = path.parent if path.is_file() else path
+    train_csv, test_csv = root / "train.csv", root / "test.csv"
+    csv = path if path.is_file() else (test_csv if test else train_csv)
+    labelled = not test
+    df = _read_csv(csv, SIIM_TEST_REQUIRED if test else SIIM_TRAIN_REQUIRED, "image_name")
+    folders = [images] if images else [root / "jpeg" / ("test" if test else "train"), root / ("test" if test else "train")]
+    skipped: list[dict] = []
+    df = _find_images(df, df["image_name"], folders, csv, skip_bad, skipped)
+    target = _labels(csv, df, "target", ["0", "1"]) if labelled else np.full(len(df), -1)
+    # A missing patient_id must not merge strangers into one group: the image is its own group.
+    group = df["patient_id"].where(df["patient_id"].notna(), df["image_name"])
+    numeric = [c for c in SIIM_NUMERIC if c in df.columns]
+    categorical = [c for c in SIIM_CATEGORICAL if c in df.columns]
+    others = [pd.read_csv(f) for f in (train_csv, test_csv) if f.is_file() and f != csv]
+    table = _finish(df, "image_name", target, group, numeric, categorical)
+    return Source(table, SIIM_CLASSES, "siim", "image_name", numeric, categorical, labelled,
+                  _categories([df, *others], categorical), skipped, str(root))
+
+
+def _ham(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    root = path.parent if path.is_file() else path
+    if test:
+        raise KitError(f"{root}: HAM10000 ships one labelled set, no test split; write it without --test")
+    csv = path if path.is_file() else root / "HAM10000_metadata.csv"
+    df = _read_csv(csv, ["lesion_id", "image_id", "dx"], "image_id")
+    folders = [images] if images else [root / "HAM10000_images_part_1", root / "HAM10000_images_part_2",
+                                      root / "ham10000_images_part_1", root / "ham10000_images_part_2"]
+    skipped: list[dict] = []
+    df = _find_images(df, df["image_id"], folders, csv, skip_bad, skipped)
+    target = _labels(csv, df, "dx", HAM_CLASSES)
+    group = df["lesion_id"].where(df["lesion_id"].notna(), df["image_id"])
+    numeric = [c for c in HAM_NUMERIC if c in df.columns]
+    categorical = [c for c in HAM_CATEGORICAL if c in df.columns]
+    table = _finish(df, "image_id", target, group, numeric, categorical)
+    return Source(table, list(HAM_CLASSES), "ham10000", "image_id", numeric, categorical, True,
+                  _categories([df], categorical), skipped, str(root))
+
+
+def _pcam(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    root = path.parent if path.is_file() else path
+    skipped: list[dict] = []
+    if test:
+        folder = images or root / "test"
+        sample = root / "sample_submission.csv"
+        if sample.is_file():
+            # The sample's id order is the submission's order: keep it.
+            df = _read_csv(sample, ["id"], "id")
+            df = _find_images(df, df["id"], [folder], sample, skip_bad, skipped, (".tif", ".tiff"))
+        else:
+            files = _image_files(folder)
+            df = pd.DataFrame({"id": [f.stem for f in files], "path": [str(f.resolve()) for f in files]})
+        target = np.full(len(df), -1)
+        labelled = False
+    else:
+        csv = path if path.is_file() else root / "train_labels.csv"
+        df = _read_csv(csv, ["id", "label"], "id")
+        df = _find_images(df, df["id"], [images or root / "train"], csv, skip_bad, skipped, (".tif", ".tiff"))
+        target = _labels(csv, df, "label", ["0", "1"])
+        labelled = True
+    table = _finish(df, "id", target, df["id"], [], [])
+    return Source(table, ["0", "1"], "pcam", "id", [], [], labelled, {}, skipped, str(root))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (hidden files and other suffixes ignored)."""
+    if not folder.is_dir():
+        raise KitError(f"{folder}: folder not found")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _class_root(root: Path, test: bool) -> Path | None:
+    """The folder whose subfolders are the classes (or that holds test images), if any."""
+    names = ("Test", "test") if test else ("Train", "train")
+    for name in names:
+        cand = root / name
+        if cand.is_dir() and (_class_dirs(cand) or (test and _image_files(cand))):
+            return cand
+    if not test and not (root / "Test").is_dir() and not (root / "test").is_dir():
+        dirs = _class_dirs(root)
+        if dirs and all(not _class_dirs(d) for d in dirs) and any(_image_files(d) for d in dirs):
+            return root
+    return None
+
+
+def _folders(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    if not path.is_dir():
+        raise KitError(f"{path}: --layout folders needs a folder of class folders")
+    train_root = _class_root(path, test=False)
+    split_root = _class_root(path, test=True) if test else train_root
+    if split_root is None:
+        split = "Test/ or test/" if test else "Train/ or train/ (or class folders)"
+        raise KitError(f"{path}: no {split} folder with images")
+    dirs = _class_dirs(split_root)
+    labelled = bool(dirs)
+    # Test labels must use the training folder's class order.
+    classes = [d.name for d in _class_dirs(train_root)] if train_root is not None else [d.name for d in dirs]
+    rows = []
+    if labelled:
+        for d in dirs:
+            if d.name not in classes:
+                raise KitError(f"{d}: class folder not among the training classes ({', '.join(classes)})")
+            for f in _image_files(d):
+                rows.append((f, classes.index(d.name)))
+    else:
+        rows = [(f, -1) for f in _image_files(split_root)]
+    if not rows:
+        raise KitError(f"{split_root}: empty folder (no {'/'.join(IMAGE_EXTENSIONS)} images)")
+    files = [f for f, _ in rows]
+    stems = [f.stem for f in files]
+    # The file stem is the id when it is unique (as in the real downloads); otherwise the path
+    # below the split folder, so that two classes' "0001.jpg" stay two images.
+    if len(set(stems)) == len(stems):
+        ids = stems
+    else:
+        ids = [f.relative_to(split_root).with_suffix("").as_posix() for f in files]
+    table = pd.DataFrame({
+        "image_name": ids,
+        "path": [str(f.resolve()) for f in files],
+        "target": np.array([t for _, t in rows], dtype=np.int64),
+        "group": ids,
+    })
+    return Source(table, classes, "folders", "id", [], [], labelled, {}, [], str(path))
+
+
+def _csv(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    if not path.is_file():
+        raise KitError(f"{path}: --layout csv needs the CSV file itself (and --images DIR)")
+    if not id_col:
+        raise KitError(f"{path}: --layout csv needs --id-col (columns: {', '.join(_header(path))})")
+    labelled = bool(label_col) and not test
+    required = [id_col] + ([label_col] if labelled else []) + ([group_col] if group_col else [])
+    df = _read_csv(path, required, id_col)
+    skipped: list[dict] = []
+    df = _find_images(df, df[id_col], [images or path.parent], path, skip_bad, skipped)
+    if labelled:
+        if df[label_col].isna().any():
+            raise KitError(f"{path}: line {_line(df, df[label_col].isna())}: missing label in column {label_col!r}")
+        values = df[label_col].map(_label_text)
+        classes = sorted(values.unique(), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        target = _labels(path, df, label_col, classes)
+    else:
+        classes, target = [], np.full(len(df), -1)
+    group = df[group_col].where(df[group_col].notna(), df[id_col]) if group_col else df[id_col]
+    used = {id_col, label_col, group_col, "path"}
+    numeric, categorical = [], []
+    for col in df.columns:
+        if col in used:
+            continue
+        if pd.api.types.is_numeric_dtype(df[col]):
+            numeric.append(col)
+        elif df[col].nunique() <= _MAX_CATEGORIES:
+            categorical.append(col)
+    table = _finish(df, id_col, target, group, numeric, categorical)
+    return Source(table, classes, "csv", id_col, numeric, categorical, labelled,
+                  _categories([df], categorical), skipped, str(path.parent))
