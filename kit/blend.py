@@ -309,21 +309,6 @@ def load_oof(run: str | os.PathLike) -> Oof:
     return Oof(run, table.ids, target.astype(np.int64), preds, fold.astype(np.int64), classes, metric)
 
 
-def metric_score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    """``metric`` ("auc", "balanced_accuracy", "accuracy") of probabilities ``p`` ``[n, 1]`` or ``[n, K]``."""
-    from sklearn import metrics
-
-    if metric == "auc":
-        return float(metrics.roc_auc_score(y, p[:, 0] if p.shape[1] == 1 else p[:, 1]))
-    if metric == "balanced_accuracy":
-        return float(metrics.balanced_accuracy_score(y, p.argmax(axis=1)))
-    if metric == "accuracy":
-        if p.shape[1] == 1:
-            return float(metrics.accuracy_score(y, (p[:, 0] >= 0.5).astype(int)))
-        return float(metrics.accuracy_score(y, p.argmax(axis=1)))
-    raise KitError(f"cv.json: unknown metric {metric!r}")
-
-
 def _rank_per_fold(p: np.ndarray, fold: np.ndarray) -> np.ndarray:
     out = np.empty_like(p)
     for f in np.unique(fold):
@@ -362,10 +347,14 @@ def fit_weights(
             preds = _rank_per_fold(preds, fold)
         members.append(_transform(preds, method, power))
     metric = ref.metric or ("auc" if ref.preds.shape[1] == 1 else "balanced_accuracy")
+    if metric not in ("auc", "accuracy", "balanced_accuracy"):
+        raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
     y = ref.target
 
+    from kit import metrics  # scikit-learn: imported only when weights are fit
+
     def score_of(acc: np.ndarray, total: float) -> float:
-        return metric_score(metric, y, _finish(acc / total, method, power))
+        return metrics.score(metric, y, _finish(acc / total, method, power))
 
     member_scores = [score_of(m, 1.0) for m in members]
     best = int(np.argmax(member_scores))

@@ -188,13 +188,14 @@ def predict_views(
     return total
 
 
-def _read_ids(paths: Sequence[Path]) -> tuple[list[str], np.ndarray]:
+def _read_ids(paths: Sequence[Path], manifest: dict) -> tuple[list[str], np.ndarray]:
     """Ids and targets of the test records, in record order (the order predict_dataset yields)."""
     from kit import records
 
     ids: list[str] = []
     targets: list[int] = []
-    for ex in records.load_dataset(paths, ordered=True, decode=False).batch(4096).as_numpy_iterator():
+    ds = records.load_dataset(paths, ordered=True, decode=False, manifest=manifest)
+    for ex in ds.batch(4096).as_numpy_iterator():
         ids += [x.decode("utf-8") for x in ex["image_name"]]
         targets += np.asarray(ex["target"]).tolist()
     return ids, np.asarray(targets, np.int64)
@@ -223,11 +224,11 @@ def _register_custom_objects() -> None:
 
 def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """The run's metric and accuracy on labelled test records."""
-    from kit.blend import metric_score
+    from kit import metrics
 
-    scores = {metric: metric_score(metric, y, probs)}
+    scores = {metric: metrics.score(metric, y, probs)}
     if metric != "accuracy":
-        scores["accuracy"] = metric_score("accuracy", y, probs)
+        scores["accuracy"] = metrics.score("accuracy", y, probs)
     return scores
 
 
@@ -260,14 +261,14 @@ def predict_run(
 
     from kit import records
 
-    manifest = records.read_manifest(records_dir)
-    paths = records.list_shards(records_dir)
+    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    paths = records.list_shards(records_dir, split="test")
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")
     classes = [str(c) for c in manifest.get("classes", info.classes)]
     if classes and len(classes) != len(info.classes):
         raise KitError(f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}")
-    ids, targets = _read_ids(paths)
+    ids, targets = _read_ids(paths, manifest)
 
     import keras
 

@@ -26,19 +26,7 @@ SIZE = 16
 EXACT_VIEWS = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "transverse"]
 
 
-# --- reader and pipeline per the contract, for checkouts where they have not landed yet ---------------
-
-
-def _parse(serialized):
-    ex = tf.io.parse_single_example(serialized, records.feature_spec())
-    return ex
-
-
-def _load_dataset(paths, *, ordered=True, decode=True, manifest=None):
-    ds = tf.data.TFRecordDataset([str(p) for p in paths]).map(_parse)
-    if decode:
-        ds = ds.map(lambda ex: dict(ex, image=records.decode_image(ex["image"])))
-    return ds
+# --- the pipeline's predict_dataset per the contract, for checkouts where it has not landed yet -------
 
 
 def _view(images, view):
@@ -53,30 +41,18 @@ def _view(images, view):
 def _predict_dataset(paths, cfg_or_size, view="identity", batch=64):
     if isinstance(view, int):
         view = EXACT_VIEWS[view]
-    ds = _load_dataset(paths).map(lambda ex: {"image": tf.cast(ex["image"], tf.float32)}).batch(batch)
+    ds = records.load_dataset(paths).map(lambda ex: {"image": tf.cast(ex["image"], tf.float32)}).batch(batch)
     return ds.map(lambda x: {"image": _view(x["image"], view)})
 
 
 @pytest.fixture(autouse=True)
 def contract_stand_ins(monkeypatch):
-    """The records reader and pipeline of the contract, where this checkout does not have them yet."""
+    """kit.pipeline's TTA_VIEWS and predict_dataset per the contract, where this checkout lacks them."""
     if importlib.util.find_spec("kit.pipeline") is None:
         fake = types.ModuleType("kit.pipeline")
         fake.TTA_VIEWS = list(EXACT_VIEWS)
         fake.predict_dataset = _predict_dataset
         monkeypatch.setitem(sys.modules, "kit.pipeline", fake)
-    if not hasattr(records, "load_dataset"):
-        monkeypatch.setattr(records, "load_dataset", _load_dataset, raising=False)
-    if not hasattr(records, "list_shards"):
-        monkeypatch.setattr(
-            records, "list_shards", lambda folder, folds=None: sorted(p for p in __import__("pathlib").Path(folder).glob("*.tfrec")),
-            raising=False,
-        )
-    if not hasattr(records, "read_manifest"):
-        monkeypatch.setattr(
-            records, "read_manifest",
-            lambda folder: json.loads((__import__("pathlib").Path(folder) / "manifest.json").read_text()), raising=False,
-        )
 
 
 # --- fixtures: test records and run folders -------------------------------------------------------------
@@ -89,9 +65,10 @@ def _write_records(folder, ids, targets, classes):
     folder.mkdir()
     rng = np.random.default_rng(0)
     half = len(ids) // 2
-    decoded = []
+    decoded, shards = [], []
     for shard, rows in enumerate([range(0, half), range(half, len(ids))]):
         path = folder / records.shard_name("test", shard, len(rows))
+        shards.append(path.name)
         with tf.io.TFRecordWriter(str(path)) as writer:
             for i in rows:
                 colour = rng.integers(20, 236, 3)
@@ -100,7 +77,9 @@ def _write_records(folder, ids, targets, classes):
                 decoded.append(tf.io.decode_jpeg(jpeg).numpy().astype(np.float64))
                 writer.write(records.to_example(jpeg, ids[i], target=int(targets[i]), fold=-1))
     manifest = {"layout": "pcam", "split": "test", "image_size": SIZE, "classes": classes, "n_classes": len(classes),
-                "id_name": "id", "labelled": bool((np.asarray(targets) >= 0).all())}
+                "id_name": "id", "labelled": bool((np.asarray(targets) >= 0).all()), "n_folds": 0,
+                "folds": {"-1": {"images": len(ids), "shards": shards}}, "shards": shards, "count": len(ids),
+                "metadata": {"numeric": [], "categorical": {}}, "skipped": []}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return np.stack(decoded).mean(axis=(1, 2))  # mean colour per image, record order
 
