@@ -518,6 +518,45 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
 
 
+def _id_problems(sub: Table, sample: Table, name: str, sname: str) -> list[str]:
+    """Row count, duplicate, foreign and missing ids of ``sub`` against ``sample``."""
+    try:
+        IdIndex(sample.ids, sname).align(sub.ids, name)
+        return []  # the same id set, no duplicates: the usual case, decided by hashing alone
+    except KitError:
+        pass
+    problems = []
+    n, ns = len(sub), len(sample)
+    in_sample = np.isin(sub.ids, sample.ids)
+    sample_found = np.isin(sample.ids, sub.ids)
+    order = np.argsort(sub.ids, kind="stable")
+    s = sub.ids[order]
+    dup = np.flatnonzero(s[1:] == s[:-1])
+    if n != ns:
+        example = ""
+        if n < ns and (~sample_found).any():
+            example = f" (e.g. {sample.id_text(int(np.flatnonzero(~sample_found)[0]))} is missing)"
+        elif n > ns and ((~in_sample).any() or len(dup)):
+            row = int(np.flatnonzero(~in_sample)[0]) if (~in_sample).any() else int(order[dup[0] + 1])
+            example = f" (e.g. {sub.id_text(row)} is extra)"
+        problems.append(f"{name}: {n} rows; {sname} has {ns}{example}")
+    if len(dup):
+        first = s[dup[0]]
+        rows = np.flatnonzero(sub.ids == first)[:2] + 1
+        n_dup = len(np.unique(s[dup + 1]))
+        problems.append(
+            f"{name}: {_plural(n_dup, 'duplicate id')}, e.g. {first.decode('utf-8', 'replace')} "
+            f"(rows {rows[0]} and {rows[1]})"
+        )
+    if (~in_sample).any():
+        rows = np.flatnonzero(~in_sample)
+        problems.append(f"{name}: {_plural(len(rows), 'id')} not in {sname}, e.g. {_example(sub, rows)} (row {rows[0] + 1})")
+    if (~sample_found).any():
+        rows = np.flatnonzero(~sample_found)
+        problems.append(f"{name}: {_plural(len(rows), 'id')} of {sname} missing, e.g. {_example(sample, rows)}")
+    return problems
+
+
 def check_submission(path: str | os.PathLike, sample_path: str | os.PathLike) -> list[str]:
     """Every problem of ``path`` against the sample submission, one line each with an example id."""
     name, sname = str(path), str(sample_path)
@@ -529,38 +568,7 @@ def check_submission(path: str | os.PathLike, sample_path: str | os.PathLike) ->
     problems: list[str] = []
     if sub.columns != sample.columns:
         problems.append(f"{name}: columns are {','.join(sub.columns)}; {sname} has {','.join(sample.columns)}")
-    n, ns = len(sub), len(sample)
-    in_sample = np.isin(sub.ids, sample.ids)
-    sample_found = np.isin(sample.ids, sub.ids)
-    if n != ns:
-        if n < ns:
-            example = f"e.g. {sample.id_text(int(np.flatnonzero(~sample_found)[0]))} is missing" if (~sample_found).any() else ""
-        else:
-            order = np.argsort(sub.ids, kind="stable")
-            s = sub.ids[order]
-            dup = np.flatnonzero(s[1:] == s[:-1])
-            extra = np.flatnonzero(~in_sample)
-            row = int(extra[0]) if len(extra) else (int(order[dup[0] + 1]) if len(dup) else 0)
-            example = f"e.g. {sub.id_text(row)} is extra"
-        problems.append(f"{name}: {n} rows; {sname} has {ns} ({example})" if example else f"{name}: {n} rows; {sname} has {ns}")
-    if n:
-        order = np.argsort(sub.ids, kind="stable")
-        s = sub.ids[order]
-        dup = np.flatnonzero(s[1:] == s[:-1])
-        if len(dup):
-            first = s[dup[0]]
-            rows = np.flatnonzero(sub.ids == first)[:2] + 1
-            n_dup = len(np.unique(s[dup + 1]))
-            problems.append(
-                f"{name}: {_plural(n_dup, 'duplicate id')}, e.g. {first.decode('utf-8', 'replace')} "
-                f"(rows {rows[0]} and {rows[1]})"
-            )
-    if (~in_sample).any():
-        rows = np.flatnonzero(~in_sample)
-        problems.append(f"{name}: {_plural(len(rows), 'id')} not in {sname}, e.g. {_example(sub, rows)} (row {rows[0] + 1})")
-    if (~sample_found).any():
-        rows = np.flatnonzero(~sample_found)
-        problems.append(f"{name}: {_plural(len(rows), 'id')} of {sname} missing, e.g. {_example(sample, rows)}")
+    problems += _id_problems(sub, sample, name, sname)
     value_cols = sub.columns[1:]
     if not value_cols:
         problems.append(f"{name}: no prediction columns")
