@@ -411,7 +411,7 @@ def format_report(report: BlendReport) -> str:
     if report.fit is not None:
         f = report.fit
         width = max(len(r) for r in f.runs + ["blend"])
-        lines.append(f"{'run':<{width}}  oof {f.metric:<10}  weight")
+        lines.append(f"{'run':<{width}}  {'oof ' + f.metric:<14}  weight")
         for run, s, w in zip(f.runs, f.member_scores, f.weights):
             lines.append(f"{run:<{width}}  {s:<14.6f}  {w:.4f}")
         lines.append(f"{'blend':<{width}}  {f.blend_score:<14.6f}  ({f.steps} selection steps)")
