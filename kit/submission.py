@@ -391,19 +391,15 @@ def format_floats(values: np.ndarray) -> np.ndarray:
         digits += 48
         block = np.zeros((len(rows), width), np.uint8)
         block[:, 0], block[:, 1] = 48, 46  # "0."
-        zeros = -e - 1  # zeros after "0." (0..3); a value rounding up to 1 gets -1
+        ones = e >= 0  # rounded up to exactly 1
+        zeros = np.where(ones, 0, -e - 1)  # zeros after "0." (0..3)
         for z in np.unique(zeros):
             sel = zeros == z
-            if z < 0:
-                block[sel, :] = 0
-                block[sel, 0] = 49  # rounded up to exactly "1"
-                sig[sel] = -99
-                continue
             block[np.ix_(sel, range(2, 2 + z))] = 48
             block[sel, 2 + z : 2 + z + nd] = digits[sel]
-        cut = 2 + np.maximum(zeros, 0) + sig
-        block[np.arange(width)[None, :] >= cut[:, None]] = 0
-        block[sig == -99, 0] = 49
+        block[np.arange(width)[None, :] >= (2 + zeros + sig)[:, None]] = 0
+        block[ones] = 0
+        block[ones, 0] = 49
         out[rows] = block
     out[v == 0.0, 0] = 48
     out[v == 1.0, 0] = 49
@@ -442,7 +438,7 @@ def write_table(path: str | os.PathLike, columns: Sequence[str], ids: np.ndarray
     with fsutil.atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(head.getvalue().encode("utf-8"))
-            fh.write(body.tobytes())
+            fh.write(memoryview(body))
     return Path(path)
 
 
