@@ -262,6 +262,8 @@ def predict_run(
     from kit import records
 
     manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    if manifest.get("split", "test") != "test":
+        raise KitError(f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)")
     paths = records.list_shards(records_dir, split="test")
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")

@@ -205,6 +205,9 @@ def _read_careful(name: str, columns: list[str]) -> Table:
         raise _not_csv(name, str(exc).strip().splitlines()[0]) from None
     except pd.errors.EmptyDataError:
         raise KitError(f"{name}: empty file") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of one more field on every row
+        raise KitError(f"{name}: every row has {len(columns) + 1} fields, the header has {len(columns)} "
+                       "(a comma at the end of each row?)")
     if frame.shape[1] != len(columns):
         raise _not_csv(name, f"the header has {len(columns)} fields, pandas read {frame.shape[1]}")
     raw = frame.iloc[:, 0].tolist()

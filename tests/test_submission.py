@@ -65,6 +65,13 @@ def test_fast_and_careful_reads_agree(tmp_path):
     np.testing.assert_array_equal(a.values, b.values)
 
 
+def test_trailing_comma_on_every_row(tmp_path):
+    path = _write(tmp_path / "a.csv", "id,label\n0001,0.5,\n00ab,0.25,\n")
+    with pytest.raises(KitError) as exc:
+        read_submission(path)
+    assert str(exc.value) == f"{path}: every row has 3 fields, the header has 2 (a comma at the end of each row?)"
+
+
 def test_crlf_blank_lines_and_missing_final_newline(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"image_name,target\r\nISIC_1,0.1\r\n\r\nISIC_22,0.2\r\nISIC_333,0.3")
