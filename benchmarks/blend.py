@@ -4,7 +4,7 @@ Writes 10 submissions of 1,000,000 rows (SIIM-like ids ``ISIC_%07d``, each file 
 row order) to a temporary folder once, then times each side in its own child process, start to
 finish (interpreter start, imports, reading, blending, writing the CSV), and reads that child's
 peak resident memory from ``os.wait4`` (tracemalloc would miss numpy's and pandas' C allocations).
-Prints one JSON line; ``ratios`` are higher-is-better (pandas time / kit time, pandas memory / kit
+Prints one JSON line (wall and CPU seconds, peak MiB); ``ratios`` are higher-is-better (pandas time / kit time, pandas memory / kit
 memory). The outputs of both sides are compared by id.
 
     python benchmarks/blend.py [--files 10] [--rows 1000000] [--repeats 2] [--keep DIR]
@@ -62,8 +62,8 @@ def make_files(folder: Path, n_files: int, rows: int, seed: int = 0) -> list[Pat
     return paths
 
 
-def run_child(code: str, args: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of ``python -c code args`` in a fresh child process."""
+def run_child(code: str, args: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of ``python -c code args`` in a fresh child process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -77,7 +77,7 @@ def run_child(code: str, args: list[str]) -> tuple[float, float]:
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {err.strip()}")
     peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 2**20
-    return wall, peak
+    return wall, peak, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -122,6 +122,10 @@ def main() -> None:
                 "vs_pandas_merge_loop": round(pd_s / kit_s, 2),
                 "memory_vs_pandas_merge_loop": round(pd_mb / kit_mb, 2),
             },
+            # CPU time (user + system, all threads) is less sensitive than wall time to other work
+            # sharing the machine; kit reads the next file in a thread, so its CPU can exceed its wall.
+            "kit_cpu_s": round(min(r[2] for r in kit_runs), 3),
+            "pandas_merge_loop_cpu_s": round(min(r[2] for r in pandas_runs), 3),
             "kit_runs_s": [round(r[0], 3) for r in kit_runs],
             "pandas_runs_s": [round(r[0], 3) for r in pandas_runs],
             "same_ids": same_ids,

@@ -385,6 +385,8 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
     weights = args.weights
     if args.fit and not args.oof:
         raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
+    if args.rank_per_fold and not args.fit:
+        raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if args.oof and not args.fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
     if args.fit:
