@@ -4,8 +4,8 @@ Writes 10 submissions of 1,000,000 rows (SIIM-like ids ``ISIC_%07d``, each file 
 row order) to a temporary folder once, then times each side in its own child process, start to
 finish (interpreter start, imports, reading, blending, writing the CSV), and reads that child's
 peak resident memory from ``os.wait4`` (tracemalloc would miss numpy's and pandas' C allocations).
-Prints one JSON line (wall and CPU seconds, peak MiB); ``ratios`` are higher-is-better (pandas time / kit time, pandas memory / kit
-memory). The outputs of both sides are compared by id.
+Prints one JSON line (wall and CPU seconds, peak MiB); ``ratios`` are higher-is-better
+(pandas time / kit time, pandas memory / kit memory). The outputs of both sides are compared by id.
 
     python benchmarks/blend.py [--files 10] [--rows 1000000] [--repeats 2] [--keep DIR]
 """

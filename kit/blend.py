@@ -393,7 +393,9 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
         if len(args.oof) != len(args.inputs):
-            raise KitError(f"--oof: {len(args.oof)} run folders for {len(args.inputs)} submissions (one per submission)")
+            raise KitError(
+                f"--oof: {len(args.oof)} run folders for {len(args.inputs)} submissions (one per submission)"
+            )
         for p in args.inputs:
             if _same_file(p, args.out):
                 raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")

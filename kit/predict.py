@@ -162,7 +162,8 @@ def predict_views(
     w = np.full(len(models), 1.0 / len(models)) if fold_weights is None else np.asarray(fold_weights)
     wanted = [_model_inputs(m) for m in models]
     total: np.ndarray | None = None
-    bar = tqdm(total=n_images * len(views), desc="predict", unit="img", disable=None if progress is None else not progress)
+    disable = None if progress is None else not progress  # None: a bar on terminals only
+    bar = tqdm(total=n_images * len(views), desc="predict", unit="img", disable=disable)
     try:
         for view in views:
             outs: list[list[np.ndarray]] = [[] for _ in models]
@@ -263,13 +264,17 @@ def predict_run(
 
     manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
     if manifest.get("split", "test") != "test":
-        raise KitError(f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)")
+        raise KitError(
+            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+        )
     paths = records.list_shards(records_dir, split="test")
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")
     classes = [str(c) for c in manifest.get("classes", info.classes)]
     if classes and len(classes) != len(info.classes):
-        raise KitError(f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}")
+        raise KitError(
+            f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}"
+        )
     ids, targets = _read_ids(paths, manifest)
 
     import keras
@@ -323,7 +328,7 @@ def _write(
         "records": records_dir,
         "model": info.config.get("model"),
         "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
-        "tta": {"n": len(views), "views": [str(v) for v in views]},
+        "tta": {"n": len(views), "views": list(views)},  # names of exact views, indices of random ones
         "folds": info.folds,
         "fold_weights": report.fold_weights,
         "rows": report.rows,

@@ -549,7 +549,9 @@ def _id_problems(sub: Table, sample: Table, name: str, sname: str) -> list[str]:
         )
     if (~in_sample).any():
         rows = np.flatnonzero(~in_sample)
-        problems.append(f"{name}: {_plural(len(rows), 'id')} not in {sname}, e.g. {_example(sub, rows)} (row {rows[0] + 1})")
+        problems.append(
+            f"{name}: {_plural(len(rows), 'id')} not in {sname}, e.g. {_example(sub, rows)} (row {rows[0] + 1})"
+        )
     if (~sample_found).any():
         rows = np.flatnonzero(~sample_found)
         problems.append(f"{name}: {_plural(len(rows), 'id')} of {sname} missing, e.g. {_example(sample, rows)}")

@@ -363,6 +363,11 @@ def test_bad_oof_ids_do_not_match(binary_runs, tmp_path, capsys):
     )
 
 
+def test_rank_per_fold_needs_fit(three, tmp_path, capsys):
+    err = _bad(capsys, tmp_path, *three[2], "--rank-per-fold")
+    assert err == "kit blend: error: --rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)"
+
+
 def test_bad_oof_count(binary_runs, tmp_path, capsys):
     ids, y, runs, subs = binary_runs
     err = _bad(capsys, tmp_path, *subs, "--oof", *runs[:2], "--fit")

@@ -246,3 +246,11 @@ def test_bad_run_and_flags(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "kit predict: error: --fold-weights: 2 weights for 1 finished folds (0)"
     assert main(["predict", "--run", str(run), "--records", str(tmp_path), "--out", str(tmp_path / "s.txt")]) == 1
     assert capsys.readouterr().err.strip() == f"kit predict: error: {tmp_path / 's.txt'}: the submission must be a .csv file"
+    train = tmp_path / "train_records"
+    train.mkdir()
+    (train / "manifest.json").write_text(json.dumps({"split": "train", "classes": ["0", "1"], "shards": []}))
+    assert main(["predict", "--run", str(run), "--records", str(train), "--out", str(tmp_path / "s.csv")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"kit predict: error: {train}: holds train records; kit predict reads test records (`kit records --test`)"
+    )
+    assert not (tmp_path / "s.csv").exists()
