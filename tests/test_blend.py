@@ -372,3 +372,18 @@ def test_bad_oof_count(binary_runs, tmp_path, capsys):
     ids, y, runs, subs = binary_runs
     err = _bad(capsys, tmp_path, *subs, "--oof", *runs[:2], "--fit")
     assert err == "kit blend: error: --oof: 2 run folders for 3 submissions (one per submission)"
+
+
+def test_hash_collisions_fall_back_to_exact_ids(three, tmp_path, capsys, monkeypatch):
+    import kit.submission
+
+    ids, preds, paths = three
+    shuffled = tmp_path / "shuffled.csv"
+    _read(paths[1]).sample(frac=1.0, random_state=3).to_csv(shuffled, index=False)
+    assert _blend(capsys, paths[0], shuffled, "--out", tmp_path / "a.csv", "--method", "rank")[0] == 0
+    # every id hashing to the same key: alignment and duplicate checks must still be exact
+    monkeypatch.setattr(kit.submission, "_hash_ids", lambda ids: np.zeros(len(ids), np.uint64))
+    assert _blend(capsys, paths[0], shuffled, "--out", tmp_path / "b.csv", "--method", "rank")[0] == 0
+    assert _read(tmp_path / "a.csv").equals(_read(tmp_path / "b.csv"))
+    dup = _sub(tmp_path / "dup.csv", ids[:-1] + [ids[3]], preds[1])
+    assert _bad(capsys, tmp_path, dup, paths[0]) == f"kit blend: error: {dup}: duplicate id {ids[3]} (rows 4 and {N})"
