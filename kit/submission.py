@@ -343,12 +343,12 @@ def _mismatch(ref: np.ndarray, ref_name: str, ids: np.ndarray, name: str) -> str
     extra = ~np.isin(ids, ref)
     if extra.any():
         i = int(np.flatnonzero(extra)[0])
-        return (f"{name}: {int(extra.sum())} ids are not in {ref_name}, "
+        return (f"{name}: {_plural(int(extra.sum()), 'id is', 'ids are')} not in {ref_name}, "
                 f"e.g. {ids[i].decode('utf-8', 'replace')} (row {i + 1})")
     missing = ~np.isin(ref, ids)
     i = int(np.flatnonzero(missing)[0]) if missing.any() else 0
-    return (f"{name}: {int(missing.sum())} ids of {ref_name} are missing, "
-            f"e.g. {ref[i].decode('utf-8', 'replace')}")
+    return (f"{name}: {_plural(int(missing.sum()), 'id', 'ids')} of {ref_name} "
+            f"{'is' if missing.sum() == 1 else 'are'} missing, e.g. {ref[i].decode('utf-8', 'replace')}")
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -484,10 +484,13 @@ def make_submission(
     pos = index.get_indexer(sample_ids)
     if (pos < 0).any():
         miss = sample_ids[int(np.flatnonzero(pos < 0)[0])]
-        raise KitError(f"sample submission: {int((pos < 0).sum())} ids have no prediction, e.g. {miss}")
+        n_miss = int((pos < 0).sum())
+        raise KitError(f"sample submission: {_plural(n_miss, 'id has', 'ids have')} no prediction, e.g. {miss}")
     if len(ids) != len(sample_ids):
         extra = index.difference(pd.Index(sample_ids))
-        raise KitError(f"predictions: {len(extra)} ids are not in the sample submission, e.g. {extra[0]}")
+        raise KitError(
+            f"predictions: {_plural(len(extra), 'id is', 'ids are')} not in the sample submission, e.g. {extra[0]}"
+        )
     value_cols = list(sample.columns[1:])
     out = pd.DataFrame({sample.columns[0]: pd.Series(sample_ids, dtype=object)})
     if binary:

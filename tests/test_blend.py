@@ -167,7 +167,7 @@ def test_bad_different_id_sets(three, tmp_path, capsys):
     ids, preds, paths = three
     other = _sub(tmp_path / "other.csv", ids[:-1] + ["ISIC_9999999"], preds[1])
     assert _bad(capsys, tmp_path, paths[0], other) == (
-        f"kit blend: error: {other}: 1 ids are not in {paths[0]}, e.g. ISIC_9999999 (row {N})"
+        f"kit blend: error: {other}: 1 id is not in {paths[0]}, e.g. ISIC_9999999 (row {N})"
     )
 
 
@@ -359,7 +359,7 @@ def test_bad_oof_ids_do_not_match(binary_runs, tmp_path, capsys):
     other = _run(tmp_path / "other", ids[:-1] + ["ISIC_7777777"], y, np.full(len(ids), 0.5), np.arange(len(ids)) % 5)
     err = _bad(capsys, tmp_path, *subs, "--oof", runs[0], runs[1], other, "--fit")
     assert err == (
-        f"kit blend: error: {other / 'oof.csv'}: 1 ids are not in {runs[0] / 'oof.csv'}, e.g. ISIC_7777777 (row {len(ids)})"
+        f"kit blend: error: {other / 'oof.csv'}: 1 id is not in {runs[0] / 'oof.csv'}, e.g. ISIC_7777777 (row {len(ids)})"
     )
 
 

@@ -133,7 +133,7 @@ def test_make_submission_without_sample():
 
 def test_make_submission_refuses_missing_ids():
     sample = pd.DataFrame({"id": ["a", "b"], "label": [0, 0]})
-    with pytest.raises(KitError, match=r"sample submission: 1 ids have no prediction, e.g. b"):
+    with pytest.raises(KitError, match=r"sample submission: 1 id has no prediction, e.g. b"):
         make_submission(["a"], np.array([0.5]), ["0", "1"], sample, "id")
 
 
