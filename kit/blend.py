@@ -197,26 +197,27 @@ def blend_files(
         if _same_file(p, out):
             raise KitError(f"{out}: is an input of the blend; write the blend to another file")
     w = _weights(weights, len(inputs))
-    first = read_table(sample if sample else inputs[0])
     ref_name = str(sample) if sample else inputs[0]
-    columns = first.columns
-    if len(columns) < 2:
-        raise KitError(f"{ref_name}: no prediction columns (only {columns[0]})")
-    if len(first) == 0:
-        raise KitError(f"{ref_name}: no rows")
-    index = IdIndex(first.ids, ref_name)
-    acc = np.zeros((len(first), len(columns) - 1))
-    bar = None
-    if progress is not False and len(first) * len(inputs) >= PROGRESS_ROWS:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(inputs), desc=f"blend {method}", unit="file", disable=None if progress is None else False)
     # One file is read ahead in a thread while the previous one is aligned and ranked: pandas'
-    # parser and numpy's sorts release the GIL, so two cores overlap; only two files are in memory.
+    # parser and numpy's sorts release the GIL, so two cores overlap; at most two files in memory.
     pool = ThreadPoolExecutor(max_workers=1)
     todo = [p for i, p in enumerate(inputs) if i or sample]
     ahead = pool.submit(read_table, todo[0]) if todo else None
+    bar = None
     try:
+        first = read_table(ref_name)
+        columns = first.columns
+        if len(columns) < 2:
+            raise KitError(f"{ref_name}: no prediction columns (only {columns[0]})")
+        if len(first) == 0:
+            raise KitError(f"{ref_name}: no rows")
+        index = IdIndex(first.ids, ref_name)
+        acc = np.zeros((len(first), len(columns) - 1))
+        if progress is not False and len(first) * len(inputs) >= PROGRESS_ROWS:
+            from tqdm.auto import tqdm
+
+            disable = None if progress is None else False  # None: a bar on terminals only
+            bar = tqdm(total=len(inputs), desc=f"blend {method}", unit="file", disable=disable)
         for i, (path, wi) in enumerate(zip(inputs, w)):
             if i == 0 and not sample:
                 table = first

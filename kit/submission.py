@@ -164,7 +164,9 @@ def _gather_words(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.nda
     for a 12-byte SIIM id instead of twelve.
     """
     n = len(starts)
-    n_words = max(1, -(-int(lengths.max()) // 8)) if n else 1
+    if n == 0:
+        return np.zeros(0, "S8")
+    n_words = max(1, -(-int(lengths.max()) // 8))
     words = np.zeros((n, n_words), "<u8")
     if len(buf) < 8:
         buf = buf.ljust(8, b"\0")
@@ -172,7 +174,7 @@ def _gather_words(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.nda
     full = np.uint64(0xFFFFFFFFFFFFFFFF)
     for c in range(n_words):
         left = lengths - 8 * c
-        if n and int(left.max()) <= 0:
+        if int(left.max()) <= 0:
             break
         at = starts + 8 * c
         tail = at > len(buf) - 8  # words that would run past the end of the file: the last rows
@@ -182,7 +184,10 @@ def _gather_words(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.nda
                 w[i] = int.from_bytes(buf[at[i] : at[i] + 8].ljust(8, b"\0"), "little")
         else:
             w = view[at]
-        if int(left.min()) < 8:
+        lo, hi = int(left.min()), int(left.max())
+        if lo == hi and lo < 8:  # ids of one length (the usual case): one mask for every row
+            w &= np.uint64((1 << (8 * lo)) - 1)
+        elif lo < 8:
             nbytes = np.clip(left, 0, 7).astype(np.uint64)
             w &= np.where(left >= 8, full, (np.uint64(1) << (nbytes * np.uint64(8))) - np.uint64(1))
         words[:, c] = w

@@ -72,6 +72,13 @@ def test_trailing_comma_on_every_row(tmp_path):
     assert str(exc.value) == f"{path}: every row has 3 fields, the header has 2 (a comma at the end of each row?)"
 
 
+def test_header_and_blank_lines_only(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"image_name,target\n\n\r\n")
+    t = read_table(path)
+    assert (len(t), t.columns, t.values.shape) == (0, ["image_name", "target"], (0, 1))
+
+
 def test_crlf_blank_lines_and_missing_final_newline(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"image_name,target\r\nISIC_1,0.1\r\n\r\nISIC_22,0.2\r\nISIC_333,0.3")
