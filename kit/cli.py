@@ -7,6 +7,7 @@ TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -310,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
+    # TensorFlow's C++ INFO lines (rendezvous, buffer sizes) drown kit's own output; a user may still ask.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
