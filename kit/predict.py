@@ -143,6 +143,16 @@ def _model_inputs(model: Any) -> set[str] | None:
     return set(inputs) if isinstance(inputs, dict) else None
 
 
+def _pad(batch: dict[str, Any], rows: int) -> dict[str, np.ndarray]:
+    """Each input of ``batch`` padded with zeros to ``rows`` rows."""
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        pad = np.zeros((rows - len(value),) + value.shape[1:], value.dtype)
+        out[key] = np.concatenate([value, pad])
+    return out
+
+
 def predict_views(
     models: Sequence[Any],
     dataset_for_view: Callable[[str | int], Iterable[dict[str, Any]]],
@@ -168,14 +178,16 @@ def predict_views(
         for view in views:
             outs: list[list[np.ndarray]] = [[] for _ in models]
             seen = 0
+            full = 0
             for batch in dataset_for_view(view):
-                size = 0
+                size = len(next(iter(batch.values())))
+                full = full or size
+                if size < full:
+                    batch = _pad(batch, full)  # one input shape: no retracing (or XLA recompiling) at the end
                 for f, model in enumerate(models):
                     feed = batch if wanted[f] is None else {k: v for k, v in batch.items() if k in wanted[f]}
                     pred = np.asarray(model.predict_on_batch(feed), np.float64)
-                    pred = pred.reshape(len(pred), -1)
-                    outs[f].append(pred)
-                    size = len(pred)
+                    outs[f].append(pred.reshape(len(pred), -1)[:size])
                 seen += size
                 bar.update(size)
             if seen != n_images:
@@ -238,7 +250,7 @@ def predict_run(
     records_dir: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    sample: str | os.PathLike | None = None,
+    sample_submission: str | os.PathLike | None = None,
     tta: int = 1,
     fold_weights: Sequence[float] | None = None,
     batch: int = 64,
@@ -249,6 +261,7 @@ def predict_run(
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise KitError(f"{out}: the submission must be a .csv file")
+    sample = sample_submission
     if sample is not None and Path(sample).exists() and out.exists() and os.path.samefile(out, sample):
         raise KitError(f"{out}: is the sample submission; write the submission to another file")
     info = load_run(run)
@@ -343,7 +356,7 @@ def _write(
 def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
     return predict_run(
-        args.run, args.records, args.out, sample=args.sample_submission, tta=args.tta,
+        args.run, args.records, args.out, sample_submission=args.sample_submission, tta=args.tta,
         fold_weights=args.fold_weights, batch=getattr(args, "batch", None) or 64,
     )
 

@@ -5,10 +5,7 @@ every exact TTA view (flips, quarter turns, transposes) must give the same answe
 probabilities are computed in numpy from the decoded test images.
 """
 
-import importlib.util
 import json
-import sys
-import types
 
 import numpy as np
 import pandas as pd
@@ -24,35 +21,6 @@ from kit.submission import check_submission  # noqa: E402
 
 SIZE = 16
 EXACT_VIEWS = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "transverse"]
-
-
-# --- the pipeline's predict_dataset per the contract, for checkouts where it has not landed yet -------
-
-
-def _view(images, view):
-    return {
-        "identity": lambda x: x, "hflip": tf.image.flip_left_right, "vflip": tf.image.flip_up_down,
-        "rot90": lambda x: tf.image.rot90(x, 1), "rot180": lambda x: tf.image.rot90(x, 2),
-        "rot270": lambda x: tf.image.rot90(x, 3), "transpose": tf.image.transpose,
-        "transverse": lambda x: tf.image.rot90(tf.image.transpose(x), 2),
-    }[view](images)
-
-
-def _predict_dataset(paths, cfg_or_size, view="identity", batch=64):
-    if isinstance(view, int):
-        view = EXACT_VIEWS[view]
-    ds = records.load_dataset(paths).map(lambda ex: {"image": tf.cast(ex["image"], tf.float32)}).batch(batch)
-    return ds.map(lambda x: {"image": _view(x["image"], view)})
-
-
-@pytest.fixture(autouse=True)
-def contract_stand_ins(monkeypatch):
-    """kit.pipeline's TTA_VIEWS and predict_dataset per the contract, where this checkout lacks them."""
-    if importlib.util.find_spec("kit.pipeline") is None:
-        fake = types.ModuleType("kit.pipeline")
-        fake.TTA_VIEWS = list(EXACT_VIEWS)
-        fake.predict_dataset = _predict_dataset
-        monkeypatch.setitem(sys.modules, "kit.pipeline", fake)
 
 
 # --- fixtures: test records and run folders -------------------------------------------------------------
@@ -142,14 +110,17 @@ def test_tta_views_fixed_then_seeded_random():
 
 
 class _Affine:
-    """A stand-in model: ``x @ w + b`` on the "image" input; fails if handed inputs it did not declare."""
+    """A stand-in model: ``x @ w + b`` on the "image" input; fails if handed inputs it did not declare,
+    or a batch of another size than the first (the last batch is padded to keep one input shape)."""
 
     def __init__(self, w, b):
         self.w, self.b = np.asarray(w), np.asarray(b)
         self.input = {"image": None}
+        self.rows = set()
 
     def predict_on_batch(self, feed):
         assert set(feed) == {"image"}
+        self.rows.add(len(feed["image"]))
         return feed["image"] @ self.w + self.b
 
 
@@ -167,6 +138,7 @@ def test_predict_views_averages_views_then_weights_folds():
     mean_shift = 2.0  # (0 + 1 + 5) / 3
     expected = 0.25 * (x[:, :1] + mean_shift) + 0.75 * (2 * (x[:, 1:] + mean_shift) + 1.0)
     np.testing.assert_allclose(got, expected)
+    assert models[0].rows == models[1].rows == {3}
 
 
 def test_predict_views_counts_images():
@@ -254,3 +226,19 @@ def test_bad_run_and_flags(tmp_path, capsys):
         f"kit predict: error: {train}: holds train records; kit predict reads test records (`kit records --test`)"
     )
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_random_views_do_not_depend_on_the_batch_size(tmp_path, capsys):
+    _write_records(tmp_path / "test_records", IDS, np.full(len(IDS), -1), ["0", "1"])
+    run = _make_run(tmp_path / "run", [_binary_model(0.0)], ["0", "1"], "id")
+    outs = []
+    for batch in (3, 8):
+        outs.append(tmp_path / f"b{batch}.csv")
+        argv = ["predict", "--run", str(run), "--records", str(tmp_path / "test_records"), "--out", str(outs[-1]),
+                "--tta", "10", "--batch", str(batch)]
+        assert main(argv) == 0
+    capsys.readouterr()
+    a, b = (pd.read_csv(p, dtype={"id": str}) for p in outs)
+    assert a["id"].tolist() == b["id"].tolist() == IDS
+    np.testing.assert_allclose(a["target"], b["target"], atol=1e-6)
+    assert json.loads((tmp_path / "b3.json").read_text())["tta"]["views"] == EXACT_VIEWS + [8, 9]
