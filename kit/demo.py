@@ -100,7 +100,7 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     sample = comp / "sample_submission.csv"
     subs_dir = out / "submissions"
     for name, run in runs.items():
-        pred = predict.predict_run(run, test_dir, subs_dir / f"{name}.csv", sample=sample, tta=4)
+        pred = predict.predict_run(run, test_dir, subs_dir / f"{name}.csv", sample_submission=sample, tta=4)
         log(predict.format_report(pred))
         report.submissions[name] = subs_dir / f"{name}.csv"
     fit = blend.fit_weights([runs[n] for n in MEMBERS], method="rank")
