@@ -2,7 +2,8 @@
 
 Stages (keras-io's recipe, prefetch last)::
 
-    shards -> read (parallel interleave when training, sequential otherwise) -> parse
+    shards -> read + parse (kit.records.load_dataset: parallel interleave when training, in order
+           otherwise; kit's records and public SIIM-ISIC TFRecords alike)
            -> [train: oversample, shuffle, repeat] -> decode -> batch (drop_remainder only when
            training) -> [train: augment the batch] -> prefetch
 
@@ -49,8 +50,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # The eight exact views of the square's symmetry group; more views are seeded random augmentations.
 TTA_VIEWS: list[str] = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "transverse"]
-
-_READ_BUFFER = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -283,24 +282,22 @@ def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, 
     return len(meta_numeric) + sum((meta_categorical or {}).values())
 
 
-def _parser(meta_numeric: Sequence[str], meta_categorical: Mapping[str, int]):
-    spec = records.feature_spec(list(meta_numeric), list(meta_categorical))
-
-    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        return tf.io.parse_single_example(serialized, spec)
-
-    return parse
-
-
-def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int]):
+def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
+             meta_stats: Mapping[str, Sequence[float]] | None = None):
     binary = n_classes <= 2
+    stats = {c: (float(m), float(sd) if sd else 1.0) for c, (m, sd) in (meta_stats or {}).items()}
+
+    def numeric(ex: dict[str, tf.Tensor], c: str) -> tf.Tensor:
+        mean, std = stats.get(c, (0.0, 1.0))
+        x = (tf.cast(ex[c], tf.float32) - mean) / std
+        return tf.where(tf.math.is_nan(x), 0.0, x)[None]  # missing -> the column mean
 
     def prepare(ex: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         image = records.decode_image(ex["image"])
         image = tf.cast(tf.ensure_shape(image, [size, size, 3]), tf.float32)
         inputs = {"image": image}
         if meta_numeric or meta_categorical:
-            parts = [tf.where(tf.math.is_nan(ex[c]), 0.0, ex[c])[None] for c in meta_numeric]
+            parts = [numeric(ex, c) for c in meta_numeric]
             parts += [tf.one_hot(ex[c], n, dtype=tf.float32) for c, n in meta_categorical.items()]
             inputs["meta"] = tf.concat(parts, axis=0)
         target = tf.cast(ex["target"], tf.float32) if binary else tf.cast(ex["target"], tf.int32)
@@ -319,25 +316,17 @@ def _paths(paths: Sequence[str | Path]) -> list[str]:
     return paths
 
 
-def _read_ordered(paths: list[str]) -> tf.data.Dataset:
-    # One file after another: the record order is the order of ``paths`` and of each file.
-    ds = tf.data.TFRecordDataset(paths, buffer_size=_READ_BUFFER)
+def _read(paths: list[str], training: bool) -> tf.data.Dataset:
+    """Parsed records, image still encoded: in order of ``paths`` and of each file unless training."""
+    ds = records.load_dataset(paths, ordered=not training, decode=False)
+    if training:
+        return ds
     try:
         n = records.count_data_items(paths)
     except ValueError:  # shards named otherwise: length unknown until read
         return ds
     # Known length from the shard names: Keras sizes its progress and steps without a first pass.
     return ds.apply(tf.data.experimental.assert_cardinality(n))
-
-
-def _read(paths: list[str], training: bool, seed: int) -> tf.data.Dataset:
-    if not training:
-        return _read_ordered(paths)
-    files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
-        cycle_length=min(len(paths), 16), block_length=1, num_parallel_calls=AUTOTUNE, deterministic=False,
-    )
 
 
 def make_dataset(
@@ -353,15 +342,18 @@ def make_dataset(
     seed: int = 0,
     meta_numeric: Sequence[str] = (),
     meta_categorical: Mapping[str, int] | None = None,
+    meta_stats: Mapping[str, Sequence[float]] | None = None,
+    drop_remainder: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches of (inputs, target) from shards; training repeats forever, shuffles and augments.
 
     ``oversample`` (binary only) is the fraction of positives the training stream should hold.
+    ``drop_remainder`` defaults to ``training``.
     """
     meta_categorical = dict(meta_categorical or {})
     if size <= 0:
         raise KitError(f"size: expects the records' image side in pixels, got {size}")
-    ds = _read(_paths(paths), training, seed).map(_parser(meta_numeric, meta_categorical), num_parallel_calls=AUTOTUNE)
+    ds = _read(_paths(paths), training)
     if training:
         if oversample:
             if n_classes > 2:
@@ -373,8 +365,9 @@ def make_dataset(
             ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
         # Shuffling parsed records (still JPEG bytes) keeps the buffer small in memory.
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.map(_prepare(size, n_classes, meta_numeric, meta_categorical), num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch, drop_remainder=training, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(_prepare(size, n_classes, meta_numeric, meta_categorical, meta_stats), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=training if drop_remainder is None else drop_remainder,
+                  num_parallel_calls=AUTOTUNE)
     if training and augment is not None and augment.active:
         seed_t = tf.constant(seed, tf.int64)
 
@@ -391,16 +384,10 @@ def make_dataset(
     return ds.prefetch(AUTOTUNE)
 
 
-def _cfg_kwargs(cfg: "Config") -> dict[str, Any]:
-    return dict(size=cfg.size, n_classes=cfg.n_classes or 2, meta_numeric=tuple(cfg.meta_numeric),
-                meta_categorical=dict(cfg.meta_categorical) if cfg.meta else {})
-
-
 def _meta_kwargs(cfg: "Config") -> dict[str, Any]:
-    kw = _cfg_kwargs(cfg)
-    if not cfg.meta:
-        kw["meta_numeric"] = ()
-    return kw
+    on = cfg.meta
+    return dict(size=cfg.size, n_classes=cfg.n_classes or 2, meta_numeric=tuple(cfg.meta_numeric) if on else (),
+                meta_categorical=dict(cfg.meta_categorical) if on else {}, meta_stats=dict(cfg.meta_stats) if on else {})
 
 
 def train_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None = None, seed: int | None = None) -> tf.data.Dataset:
@@ -413,21 +400,25 @@ def train_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None 
     )
 
 
-def valid_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None = None) -> tf.data.Dataset:
-    """Validation batches in record order (no shuffle, no augmentation, last batch kept)."""
-    return make_dataset(paths, batch=batch or cfg.batch, training=False, **_meta_kwargs(cfg))
+def valid_dataset(paths: Sequence[str | Path], cfg: "Config", batch: int | None = None,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
+    """Validation batches in record order (no shuffle, no augmentation, last batch kept unless dropped)."""
+    return make_dataset(paths, batch=batch or cfg.batch, training=False, drop_remainder=drop_remainder,
+                        **_meta_kwargs(cfg))
 
 
 def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", view: str | int = "identity",
-                    batch: int = 64) -> tf.data.Dataset:
+                    batch: int = 64, *, pad_to_batch: bool = False) -> tf.data.Dataset:
     """Model inputs (no targets) in record order, seen through one TTA view.
 
     ``view`` is a name in TTA_VIEWS or an index; indices from 8 on are random augmentations (the
     config's preset, ``default`` given a bare size) seeded by the view index and each image's id, so a
-    view is the same whatever the batch size or the order of the shards.
+    view is the same whatever the batch size or the order of the shards. ``pad_to_batch`` repeats the
+    first record until the last batch is full (several replicas cannot split a partial batch, on JAX
+    nor under MirroredStrategy): keep the first ``count_data_items(paths)`` predictions.
     """
     if isinstance(cfg_or_size, int):
-        kw: dict[str, Any] = dict(size=cfg_or_size, n_classes=2, meta_numeric=(), meta_categorical={})
+        kw: dict[str, Any] = dict(size=cfg_or_size, n_classes=2, meta_numeric=(), meta_categorical={}, meta_stats={})
         aug = PRESETS["default"]
     else:
         kw = _meta_kwargs(cfg_or_size)
@@ -440,9 +431,10 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
     if isinstance(view, str) and view not in TTA_VIEWS:
         raise KitError(f"tta: unknown view {view!r} (known: {', '.join(TTA_VIEWS)}, or an index >= 8)")
 
-    prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"])
-    ds = _read_ordered(_paths(paths))
-    ds = ds.map(_parser(kw["meta_numeric"], kw["meta_categorical"]), num_parallel_calls=AUTOTUNE)
+    if kw["size"] <= 0:
+        raise KitError(f"size: expects the records' image side in pixels, got {kw['size']}")
+    prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"], kw["meta_stats"])
+    ds = _read(_paths(paths), training=False)
     if random_view:
         view_seed = tf.constant(int(view), tf.int64)
 
@@ -452,21 +444,28 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
             inputs["image"] = augment_seeded(inputs["image"][None], seed, aug)[0]
             return inputs
 
-        ds = ds.map(one, num_parallel_calls=AUTOTUNE).batch(batch)
+        ds = _padded(ds.map(one, num_parallel_calls=AUTOTUNE), paths, batch, pad_to_batch).batch(batch)
     else:
-        ds = ds.map(lambda ex: prepare(ex)[0], num_parallel_calls=AUTOTUNE).batch(batch)
+        ds = ds.map(lambda ex: prepare(ex)[0], num_parallel_calls=AUTOTUNE)
+        ds = _padded(ds, paths, batch, pad_to_batch).batch(batch)
         if view != "identity":
             ds = ds.map(lambda inputs: dict(inputs, image=apply_view(inputs["image"], view)), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: bool) -> tf.data.Dataset:
+    if not pad:
+        return ds
+    extra = -records.count_data_items(paths) % batch
+    return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 
 
 def record_table(paths: Sequence[str | Path]) -> "Any":
     """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
     import pandas as pd
 
-    spec = {k: v for k, v in records.CORE_FEATURES.items() if k != "image"}
-    ds = tf.data.TFRecordDataset(_paths(paths), buffer_size=_READ_BUFFER)
-    ds = ds.map(lambda s: tf.io.parse_single_example(s, spec), num_parallel_calls=AUTOTUNE).batch(4096)
+    keys = ("image_name", "target", "fold", "group")
+    ds = _read(_paths(paths), training=False).map(lambda ex: {k: ex[k] for k in keys}).batch(4096)
     cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}
     for b in ds.as_numpy_iterator():
         cols["image_name"] += [x.decode() for x in b["image_name"]]
