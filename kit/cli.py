@@ -7,6 +7,7 @@ TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -147,6 +148,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
     p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
+    p.add_argument("--batch", type=int, default=64, help="images per prediction batch (default 64)")
     p.set_defaults(func=_run_predict)
 
 
@@ -187,6 +189,7 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--rank-per-fold", action="store_true", help="rank OOF within each fold before pooling")
+    p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
     p.set_defaults(func=_run_blend)
 
 
@@ -308,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
+    # TensorFlow's C++ INFO lines (rendezvous, buffer sizes) drown kit's own output; a user may still ask.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -32,7 +32,7 @@ class DemoSize:
 
 
 FULL = DemoSize(n_train=720, n_test=160, image_size=64, folds=3, epochs=8, batch=32)
-TINY = DemoSize(n_train=240, n_test=48, image_size=48, folds=3, epochs=6, batch=32)
+TINY = DemoSize(n_train=240, n_test=48, image_size=64, folds=3, epochs=6, batch=32)
 
 # Two members that learn the synthetic lesions from scratch on a CPU: the seeds' HAM10000 CNN and their
 # PCam CNN. Different architectures make errors that differ, which is what a blend feeds on.
@@ -100,7 +100,7 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     sample = comp / "sample_submission.csv"
     subs_dir = out / "submissions"
     for name, run in runs.items():
-        pred = predict.predict_run(run, test_dir, out=subs_dir / f"{name}.csv", sample_submission=sample, tta=4)
+        pred = predict.predict_run(run, test_dir, subs_dir / f"{name}.csv", sample_submission=sample, tta=4)
         log(predict.format_report(pred))
         report.submissions[name] = subs_dir / f"{name}.csv"
     fit = blend.fit_weights([runs[n] for n in MEMBERS], method="rank")
@@ -114,8 +114,11 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     log(f"kit check {report.submissions['blend']}: " + ("OK" if not report.problems else "; ".join(report.problems)))
 
     _step(log, 5, "the Kaggle kernel `kit push notebooks/siim_isic_tpu.ipynb --dry-run` would send")
-    notebook = kaggle.bundled_notebook("siim_isic_tpu.ipynb")
-    pushed = kaggle.push(notebook, folder=out / "kernel", dry_run=True, defaults=kaggle.default_metadata())
+    defaults = kaggle.default_metadata()
+    if defaults is None:
+        raise KitError("kernel-metadata.json: not found beside kit/ (the demo runs from a kit checkout)")
+    notebook = Path(kaggle.__file__).resolve().parent.parent / defaults["code_file"]
+    pushed = kaggle.push(notebook, folder=out / "kernel", dry_run=True, defaults=defaults)
     log(kaggle.format_push(pushed))
     report.kernel_folder = pushed.kernel.folder
 

@@ -17,6 +17,8 @@ duplicate pair, when a table's folds leak; the writer calls it and so can a user
 from __future__ import annotations
 
 import hashlib
+import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -37,10 +39,26 @@ def file_digest(path: str | Path) -> str:
 
 
 def file_digests(paths: Iterable[str | Path], workers: int = 8) -> list[str]:
-    """SHA-1 of many files, read on threads (hashing releases the GIL)."""
-    paths = list(paths)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(file_digest, paths, chunksize=64))
+    """SHA-1 per file, "" where no other file has the same size (so it cannot be a byte duplicate).
+
+    Only files whose size collides are read, on threads (hashing releases the GIL): a folder of
+    large JPEGs costs a ``stat`` per file, not a second full read.
+    """
+    paths = [str(p) for p in paths]
+    sizes = []
+    for p in paths:
+        try:
+            sizes.append(os.stat(p).st_size)
+        except OSError:
+            sizes.append(-1)
+    count = Counter(sizes)
+    todo = [i for i, n in enumerate(sizes) if n > 0 and count[n] > 1]
+    out = [""] * len(paths)
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, d in zip(todo, pool.map(file_digest, [paths[i] for i in todo], chunksize=64)):
+                out[i] = d
+    return out
 
 
 def merge_duplicates(groups: Iterable[str], digests: Iterable[str]) -> np.ndarray:

@@ -111,6 +111,7 @@ def load_source(
         >>> src.table[["image_name", "target", "group"]].head()
     """
     layout = _ALIASES.get(layout, layout)
+    path = _unwrap(Path(path))
     if layout == "auto":
         layout = detect_layout(path)
     if layout not in LAYOUTS:
@@ -124,6 +125,20 @@ def load_source(
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _unwrap(path: Path) -> Path:
+    """Step into a folder that holds nothing but one sub-folder (how many Kaggle zips unpack)."""
+    while path.is_dir():
+        entries = [e for e in path.iterdir() if not e.name.startswith(".")]
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        inner = entries[0]
+        # Stop at a class-folder tree's own split folder (Train/, train/) or at a class folder.
+        if inner.name.lower() in ("train", "test") or not any(x.is_dir() for x in inner.iterdir()):
+            break
+        path = inner
+    return path
 
 
 def _header(csv: Path) -> list[str]:
@@ -195,7 +210,17 @@ def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Pat
                         stem, ext = os.path.splitext(entry.name)
                         if ext.lower() in suffixes:
                             index.setdefault(stem, Path(entry.path))
-    paths = ids.astype(str).map(lambda i: str(index[i].resolve()) if i in index else None)
+    def locate(i: str) -> str | None:
+        if i in index:
+            return str(index[i].resolve())
+        # Ids that carry a sub-folder ("benign/0001.jpg") are looked up below the folders directly.
+        for folder in folders:
+            for cand in (folder / i, *(folder / f"{i}{ext}" for ext in suffixes)):
+                if cand.is_file():
+                    return str(cand.resolve())
+        return None
+
+    paths = ids.astype(str).map(locate)
     missing = paths.isna()
     if missing.any():
         where = " or ".join(str(f) for f in folders)

@@ -13,7 +13,8 @@ The routes (DESIGN.md 3b):
 - ``cpu``: float32, no distribution.
 
 ``get_strategy`` sets the global Keras precision policy; build the model inside ``acc.scope()``.
-The backend and device layout are process-wide, so call it before building anything with Keras.
+The backend and device layout are process-wide: call it first, before importing ``kit.models`` or
+``kit.schedule`` (they import Keras, which fixes the backend) and before any TensorFlow op runs.
 """
 
 from __future__ import annotations

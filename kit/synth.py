@@ -58,28 +58,28 @@ HAM_SITES = ["back", "lower extremity", "trunk", "upper extremity", "abdomen", "
 # irregularity (amplitude of lobes) and asymmetry (offset of a second blob). The classes differ in
 # colour first (what a few-epoch CNN picks up), then size and shape (what a dermatologist looks at).
 _BINARY_STYLE = [
-    ((165, 112, 80), 0.17, 0.03, 0.00),  # benign: small, round, light brown
-    ((55, 38, 62), 0.30, 0.22, 0.12),  # malignant: large, dark blue-black, lobed, asymmetric
+    ((200, 150, 110), 0.13, 0.02, 0.00),  # benign: small, round, light tan
+    ((35, 25, 60), 0.36, 0.20, 0.10),  # malignant: large, blue-black, lobed, asymmetric
 ]
 _HAM_STYLE = {
-    "akiec": ((200, 95, 90), 0.24, 0.10, 0.04),
-    "bcc": ((225, 170, 190), 0.18, 0.05, 0.02),
-    "bkl": ((150, 120, 40), 0.30, 0.06, 0.03),
-    "df": ((110, 60, 30), 0.12, 0.02, 0.00),
-    "mel": ((40, 30, 60), 0.32, 0.22, 0.12),
-    "nv": ((125, 80, 60), 0.21, 0.03, 0.00),
-    "vasc": ((175, 20, 55), 0.15, 0.04, 0.00),
+    "akiec": ((215, 60, 60), 0.30, 0.10, 0.04),  # red, scaly-edged
+    "bcc": ((235, 150, 210), 0.22, 0.05, 0.02),  # pearly pink
+    "bkl": ((150, 150, 40), 0.34, 0.06, 0.03),  # olive, large
+    "df": ((120, 60, 20), 0.15, 0.02, 0.00),  # brown, small and firm
+    "mel": ((30, 20, 60), 0.36, 0.20, 0.10),  # blue-black, large, irregular
+    "nv": ((160, 100, 65), 0.26, 0.03, 0.00),  # medium brown, round
+    "vasc": ((140, 0, 90), 0.20, 0.04, 0.00),  # purple-red
 }
 _ISIC9_STYLE = [
-    ((200, 95, 90), 0.24, 0.10, 0.04),  # actinic keratosis
-    ((225, 170, 190), 0.18, 0.05, 0.02),  # basal cell carcinoma
-    ((110, 60, 30), 0.12, 0.02, 0.00),  # dermatofibroma
-    ((40, 30, 60), 0.32, 0.22, 0.12),  # melanoma
-    ((125, 80, 60), 0.21, 0.03, 0.00),  # nevus
-    ((80, 55, 25), 0.28, 0.08, 0.05),  # pigmented benign keratosis
-    ((170, 150, 60), 0.30, 0.06, 0.03),  # seborrheic keratosis
-    ((235, 210, 150), 0.22, 0.14, 0.06),  # squamous cell carcinoma
-    ((175, 20, 55), 0.15, 0.04, 0.00),  # vascular lesion
+    ((215, 60, 60), 0.30, 0.10, 0.04),  # actinic keratosis: red
+    ((235, 150, 210), 0.22, 0.05, 0.02),  # basal cell carcinoma: pearly pink
+    ((120, 60, 20), 0.15, 0.02, 0.00),  # dermatofibroma: brown, small
+    ((30, 20, 60), 0.36, 0.20, 0.10),  # melanoma: blue-black, large, irregular
+    ((160, 100, 65), 0.26, 0.03, 0.00),  # nevus: medium brown, round
+    ((80, 80, 20), 0.32, 0.08, 0.05),  # pigmented benign keratosis: dark olive
+    ((205, 195, 60), 0.30, 0.06, 0.03),  # seborrheic keratosis: waxy yellow
+    ((245, 245, 235), 0.28, 0.14, 0.06),  # squamous cell carcinoma: white keratin
+    ((140, 0, 90), 0.20, 0.04, 0.00),  # vascular lesion: purple-red
 ]
 # HAM10000's real class mix (nv about two thirds), floored so tiny sets still hold every class.
 _HAM_WEIGHTS = [0.08, 0.10, 0.13, 0.06, 0.13, 0.42, 0.08]
@@ -118,7 +118,7 @@ def make_competition(
 
 def _skin(rng: np.random.Generator) -> np.ndarray:
     """A skin tone (RGB) from light to medium."""
-    t = rng.uniform(0, 1)
+    t = rng.uniform(0, 0.5)
     light, medium = np.array([238.0, 205.0, 180.0]), np.array([196.0, 150.0, 115.0])
     return light * (1 - t) + medium * t
 
@@ -133,27 +133,32 @@ def lesion_image(
     """A uint8 HxWx3 dermoscopy-like image: one lesion of ``style`` on a ``skin`` background."""
     colour, radius, irregular, asym = style
     side = min(height, width)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    # float32 and broadcast 1-D axes throughout: tests and benchmarks make thousands of these.
+    y = np.arange(height, dtype=np.float32)[:, None]
+    x = np.arange(width, dtype=np.float32)[None, :]
     cy = height / 2 + rng.uniform(-0.08, 0.08) * side
     cx = width / 2 + rng.uniform(-0.08, 0.08) * side
     r = radius * side * rng.uniform(0.85, 1.15)
-    theta = np.arctan2(yy - cy, xx - cx)
+    theta = np.arctan2(y - cy, x - cx)
     lobes = rng.integers(4, 8)
-    rim = r * (1 + irregular * np.sin(lobes * theta + rng.uniform(0, 2 * np.pi))
-               + 0.5 * irregular * np.sin((lobes + 3) * theta + rng.uniform(0, 2 * np.pi)))
-    dist = np.hypot(yy - cy, xx - cx)
-    mask = np.clip((rim - dist) / max(1.0, 0.06 * side) + 0.5, 0, 1)
+    rim = r * (1 + irregular * np.sin(lobes * theta + np.float32(rng.uniform(0, 2 * np.pi)))
+               + 0.5 * irregular * np.sin((lobes + 3) * theta + np.float32(rng.uniform(0, 2 * np.pi))))
+    dist = np.hypot(y - cy, x - cx)
+    soft = np.float32(max(1.0, 0.06 * side))
+    mask = np.clip((rim - dist) / soft + 0.5, 0, 1)
     if asym > 0:
         a = rng.uniform(0, 2 * np.pi)
         cy2, cx2 = cy + np.sin(a) * asym * 2 * side, cx + np.cos(a) * asym * 2 * side
-        dist2 = np.hypot(yy - cy2, xx - cx2)
-        mask = np.maximum(mask, np.clip((0.6 * r - dist2) / max(1.0, 0.06 * side) + 0.5, 0, 1))
+        dist2 = np.hypot(y - cy2, x - cx2)
+        mask = np.maximum(mask, np.clip((np.float32(0.6 * r) - dist2) / soft + 0.5, 0, 1))
     # A darker core, as pigment network concentrates towards the centre.
-    core = np.clip(1 - dist / max(r, 1.0), 0, 1)[..., None] * 0.25
-    lesion = np.asarray(colour, np.float32) * rng.uniform(0.9, 1.1, 3) * (1 - core)
-    background = skin * (1 + 0.04 * np.sin(xx / side * rng.uniform(2, 5) + rng.uniform(0, 6)))[..., None]
-    img = background * (1 - mask[..., None]) + lesion * mask[..., None]
-    img += rng.normal(0, 5, img.shape)
+    core = np.clip(1 - dist / np.float32(max(r, 1.0)), 0, 1)[..., None] * np.float32(0.25)
+    lesion = (np.asarray(colour, np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)) * (1 - core)
+    shade = 1 + 0.04 * np.sin(x / side * rng.uniform(2, 5) + rng.uniform(0, 6)).astype(np.float32)
+    background = skin.astype(np.float32) * shade[..., None]
+    m = mask[..., None]
+    img = background * (1 - m) + lesion * m
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(5)
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     # A hair or two in some images: realistic clutter that says nothing about the class.
     draw = ImageDraw.Draw(pil)
@@ -171,17 +176,17 @@ def histology_tile(rng: np.random.Generator, size: int, tumour: bool) -> np.ndar
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
     # Normal tissue everywhere: small, sparse nuclei (the same statistics for both labels).
-    for _ in range(int(size * size / 90)):
+    for _ in range(int(size * size / 110)):
         x, y = rng.uniform(0, size, 2)
         rad = rng.uniform(0.6, 1.4) * size / 96
-        shade = tuple(int(v) for v in rng.uniform([120, 70, 150], [160, 110, 190]))
+        shade = tuple(int(v) for v in rng.uniform([140, 90, 170], [175, 125, 200]))
         draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=shade)
     if tumour:
         lo, hi = size / 3, 2 * size / 3
-        for _ in range(int(size * size / 200)):
+        for _ in range(int(size * size / 120)):
             x, y = rng.uniform(lo, hi, 2)
-            rad = rng.uniform(1.8, 3.0) * size / 96
-            shade = tuple(int(v) for v in rng.uniform([50, 15, 80], [80, 35, 110]))
+            rad = rng.uniform(2.0, 3.2) * size / 96
+            shade = tuple(int(v) for v in rng.uniform([30, 5, 60], [60, 25, 95]))
             draw.ellipse([x - rad, y - rad, x + rad, y + rad], fill=shade)
     return np.asarray(pil)
 

@@ -83,3 +83,10 @@ def test_too_few_groups_for_the_folds():
     table = pd.DataFrame({"image_name": list("abcd"), "group": ["g1", "g1", "g2", "g3"], "target": [0, 1, 0, 1]})
     with pytest.raises(KitError, match="--folds 5: only 3 groups"):
         folds.assign_folds(table, 5, digests=[""] * 4)
+
+
+def test_only_files_with_a_colliding_size_are_hashed(tmp_path):
+    for name, data in {"a": b"12345", "b": b"12345", "c": b"54321", "d": b"123", "e": b""}.items():
+        (tmp_path / name).write_bytes(data)
+    d = folds.file_digests([tmp_path / n for n in "abcde"])
+    assert d[0] == d[1] != d[2] and d[2] and d[3] == "" and d[4] == ""

@@ -62,7 +62,8 @@ def test_multiclass_matches_sklearn():
     assert metrics.balanced_accuracy(y, p) == pytest.approx(skm.balanced_accuracy_score(y, labels))
     assert metrics.auc(y, p) == pytest.approx(skm.roc_auc_score(y, p, multi_class="ovr", average="macro"))
     table = metrics.per_class(y, p, HAM)
-    prec, rec, f1, support = skm.precision_recall_fscore_support(y, labels, labels=range(7), zero_division=np.nan)
+    prec, rec, f1, support = skm.precision_recall_fscore_support(y, labels, labels=range(7),
+                                                                 zero_division=np.nan)
     assert list(table.columns) == ["class", "support", "sensitivity", "specificity", "precision", "f1", "auc"]
     assert table["class"].tolist() == HAM
     np.testing.assert_array_equal(table["support"], support)
@@ -135,6 +136,7 @@ def test_bad_input_is_one_clear_line():
 
 
 def test_no_tensorflow_import():
-    code = "import sys, kit.metrics; print(any(m.split('.')[0] in ('tensorflow', 'keras', 'jax') for m in sys.modules))"
+    code = ("import sys, kit.metrics; "
+            "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'jax') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

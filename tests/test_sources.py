@@ -152,3 +152,9 @@ def test_empty_folders_are_refused(tmp_path):
 def test_unknown_layout_lists_the_known_ones(comps):
     with pytest.raises(KitError, match="--layout dicom: unknown layout; known: auto, siim"):
         sources.load_source(comps["siim"], layout="dicom")
+
+
+def test_a_zip_wrapper_folder_is_stepped_into(comps, tmp_path):
+    shutil.copytree(comps["isic9"], tmp_path / "Skin cancer ISIC The International Skin Imaging Collaboration")
+    src = sources.load_source(tmp_path)
+    assert src.layout == "folders" and len(src.table) == 25 and src.classes == synth.ISIC9_CLASSES

@@ -1,0 +1,428 @@
+"""Blends of submissions: mean, weighted mean, rank, power and geometric averages; weights fit on OOF.
+
+Every input is aligned by id to the reference order (the first input's, or the sample's), whatever
+its own row order, so blending shuffled copies gives the same file. Multi-class submissions are
+blended per class and each row renormalised to sum to 1.
+
+Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
+
+    mean      sum w_i p_i
+    rank      sum w_i rank(p_i) / n         average ranks for ties, so row order never matters
+    power     (sum w_i p_i^k)^(1/k)         the root keeps a probability scale; it does not change
+                                            the order, so AUC equals the root-less Kaggle variant
+    geomean   exp(sum w_i log max(p_i, 1e-15))
+
+``fit_weights`` reads each run's ``oof.csv`` and fits weights by ensemble selection with
+replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
+most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
+below its best member on OOF.
+
+No TensorFlow here: ``kit blend`` starts fast. Large blends stream one file at a time, holding only
+the reference ids and one accumulator per class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kit.errors import KitError
+from kit.submission import IdIndex, Table, read_table, write_table
+
+METHODS = ("mean", "rank", "power", "geomean")
+GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
+PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks 1..n of a float vector (ties share their mean rank), like scipy's rankdata."""
+    n = len(x)
+    order = np.argsort(x, kind="quicksort")
+    xs = x[order]
+    ranks = np.empty(n, np.float64)
+    if n == 0:
+        return ranks
+    new = np.empty(n, bool)
+    new[0] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    if new.all():
+        ranks[order] = np.arange(1, n + 1, dtype=np.float64)
+        return ranks
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def _transform(p: np.ndarray, method: str, power: float) -> np.ndarray:
+    """What each method averages, per column of ``p`` ``[n, k]``."""
+    if method == "mean":
+        return p
+    if method == "rank":
+        out = np.empty_like(p, dtype=np.float64)
+        for c in range(p.shape[1]):
+            out[:, c] = rankdata(p[:, c]) / len(p)
+        return out
+    if method == "power":
+        return np.power(p, power)
+    if method == "geomean":
+        return np.log(np.maximum(p, GEOMEAN_FLOOR))
+    raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
+
+
+def _finish(acc: np.ndarray, method: str, power: float) -> np.ndarray:
+    """Undo the transform of the weighted average and renormalise multi-class rows."""
+    if method == "power":
+        acc = np.power(acc, 1.0 / power)
+    elif method == "geomean":
+        acc = np.exp(acc)
+    if acc.shape[1] > 1:
+        acc = acc / acc.sum(axis=1, keepdims=True)
+    return acc
+
+
+def _weights(weights: Sequence[float] | None, n: int, what: str = "inputs") -> np.ndarray:
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(weights, np.float64)
+    if len(w) != n:
+        raise KitError(f"--weights: {len(w)} weights for {n} {what}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise KitError(f"--weights: weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return w / w.sum()
+
+
+def blend_arrays(
+    preds: Sequence[np.ndarray], method: str = "mean", weights: Sequence[float] | None = None, power: float = 2.0
+) -> np.ndarray:
+    """Blend aligned predictions (each ``[n]`` or ``[n, k]``); returns the same shape."""
+    if not preds:
+        raise KitError("blend: nothing to blend")
+    w = _weights(weights, len(preds))
+    squeeze = np.asarray(preds[0]).ndim == 1
+    acc = None
+    for wi, p in zip(w, preds):
+        p = np.asarray(p, np.float64)
+        p = p[:, None] if p.ndim == 1 else p
+        term = wi * _transform(p, method, power)
+        acc = term if acc is None else acc + term
+    out = _finish(acc, method, power)
+    return out[:, 0] if squeeze else out
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    """Weights fit on out-of-fold predictions and the OOF scores behind them."""
+
+    metric: str
+    runs: list[str]
+    member_scores: list[float]
+    blend_score: float
+    weights: list[float]
+    steps: int
+
+
+@dataclass
+class BlendReport:
+    """What ``blend_files`` wrote."""
+
+    out: str
+    inputs: list[str]
+    method: str
+    weights: list[float]
+    rows: int
+    columns: list[str]
+    seconds: float
+    fit: FitResult | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_values(table: Table) -> None:
+    bad = ~np.isfinite(table.values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        what = "NaN" if np.isnan(table.values[r, c]) else "an infinite value"
+        raise KitError(f"{table.path}: {what} in column {table.columns[c + 1]}, e.g. id {table.id_text(r)}")
+
+
+def _column_order(table: Table, columns: list[str], ref_name: str) -> list[int] | None:
+    """Positions of ``columns``' value columns in ``table`` (None if already the same order)."""
+    if table.columns == columns:
+        return None
+    if table.columns[0] != columns[0] or sorted(table.columns[1:]) != sorted(columns[1:]):
+        raise KitError(
+            f"{table.path}: columns {','.join(table.columns)} differ from {ref_name}'s {','.join(columns)}"
+        )
+    return [table.columns.index(c) - 1 for c in columns[1:]]
+
+
+def blend_files(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    method: str = "mean",
+    weights: Sequence[float] | None = None,
+    power: float = 2.0,
+    sample: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> BlendReport:
+    """Blend submission CSVs into ``out`` (ids and order of the first input, or of ``sample``)."""
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
+    if method == "power" and not power > 0:
+        raise KitError(f"--power: must be > 0, got {power}")
+    inputs = [str(p) for p in inputs]
+    if not inputs:
+        raise KitError("blend: no input files")
+    for p in inputs + ([str(sample)] if sample else []):
+        if _same_file(p, out):
+            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+    w = _weights(weights, len(inputs))
+    ref_name = str(sample) if sample else inputs[0]
+    # One file is read ahead in a thread while the previous one is aligned and ranked: pandas'
+    # parser and numpy's sorts release the GIL, so two cores overlap; at most two files in memory.
+    pool = ThreadPoolExecutor(max_workers=1)
+    todo = [p for i, p in enumerate(inputs) if i or sample]
+    ahead = pool.submit(read_table, todo[0]) if todo else None
+    bar = None
+    try:
+        first = read_table(ref_name)
+        columns = first.columns
+        if len(columns) < 2:
+            raise KitError(f"{ref_name}: no prediction columns (only {columns[0]})")
+        if len(first) == 0:
+            raise KitError(f"{ref_name}: no rows")
+        index = IdIndex(first.ids, ref_name)
+        acc = np.zeros((len(first), len(columns) - 1))
+        if progress is not False and len(first) * len(inputs) >= PROGRESS_ROWS:
+            from tqdm.auto import tqdm
+
+            disable = None if progress is None else False  # None: a bar on terminals only
+            bar = tqdm(total=len(inputs), desc=f"blend {method}", unit="file", disable=disable)
+        for i, (path, wi) in enumerate(zip(inputs, w)):
+            if i == 0 and not sample:
+                table = first
+            else:
+                table = ahead.result()
+                todo.pop(0)
+                ahead = pool.submit(read_table, todo[0]) if todo else None
+            if len(table) == 0:
+                raise KitError(f"{path}: no rows")
+            cols = _column_order(table, columns, ref_name)
+            _check_values(table)
+            src = index.align(table.ids, path)
+            values = table.values if cols is None else table.values[:, cols]
+            term = _transform(values, method, power)
+            del table, values
+            if src is None:
+                acc += wi * term
+            else:
+                acc += wi * term[src]
+            del term
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+        pool.shutdown(wait=True)
+        if bar is not None:
+            bar.close()
+    blended = _finish(acc, method, power)
+    write_table(out, columns, first.ids, blended)
+    return BlendReport(
+        out=str(out), inputs=inputs, method=method, weights=[float(x) for x in w], rows=len(first),
+        columns=list(columns), seconds=time.perf_counter() - t0,
+    )
+
+
+# --- weights fit on out-of-fold predictions ------------------------------------------------------
+
+
+@dataclass
+class Oof:
+    """One run's out-of-fold predictions."""
+
+    run: str
+    ids: np.ndarray
+    target: np.ndarray
+    preds: np.ndarray  # [n, 1] binary, [n, K] multi-class
+    fold: np.ndarray
+    classes: list[str]
+    metric: str | None
+
+
+def load_oof(run: str | os.PathLike) -> Oof:
+    """Read ``RUN/oof.csv`` (``image_name,target,pred,fold`` or ``...,pred_<class>...,fold``)."""
+    run = str(run)
+    folder = Path(run)
+    if not folder.is_dir():
+        raise KitError(f"{run}: no such run folder")
+    if not any(folder.glob("fold*/done.json")):
+        raise KitError(f"{run}: no finished folds (no fold*/done.json); train the run first")
+    path = folder / "oof.csv"
+    if not path.exists():
+        raise KitError(f"{path}: missing; the run has finished folds but no out-of-fold predictions")
+    table = read_table(path)
+    cols = table.columns
+    pred_cols = [c for c in cols if c == "pred" or c.startswith("pred_")]
+    if "target" not in cols or "fold" not in cols or not pred_cols:
+        raise KitError(f"{path}: columns {','.join(cols)}; expected image_name,target,pred...,fold")
+    if len(table) == 0:
+        raise KitError(f"{path}: no rows")
+    v = table.values
+    pick = [cols.index(c) - 1 for c in pred_cols]
+    preds = v[:, pick]
+    bad = ~np.isfinite(preds)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise KitError(f"{path}: NaN or infinite prediction in column {pred_cols[c]}, e.g. id {table.id_text(r)}")
+    target, fold = v[:, cols.index("target") - 1], v[:, cols.index("fold") - 1]
+    if not (np.isfinite(target).all() and np.isfinite(fold).all()):
+        r = int(np.flatnonzero(~(np.isfinite(target) & np.isfinite(fold)))[0])
+        raise KitError(f"{path}: missing target or fold, e.g. id {table.id_text(r)}")
+    metric = None
+    cv = folder / "cv.json"
+    if cv.exists():
+        try:
+            metric = json.loads(cv.read_text()).get("metric")
+        except (json.JSONDecodeError, AttributeError):
+            raise KitError(f"{cv}: not valid JSON") from None
+    classes = ["0", "1"] if pred_cols == ["pred"] else [c[len("pred_"):] for c in pred_cols]
+    return Oof(run, table.ids, target.astype(np.int64), preds, fold.astype(np.int64), classes, metric)
+
+
+def _rank_per_fold(p: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    out = np.empty_like(p)
+    for f in np.unique(fold):
+        rows = np.flatnonzero(fold == f)
+        for c in range(p.shape[1]):
+            out[rows, c] = rankdata(p[rows, c]) / len(rows)
+    return out
+
+
+def fit_weights(
+    runs: Sequence[str | os.PathLike],
+    *,
+    method: str = "mean",
+    power: float = 2.0,
+    rank_per_fold: bool = False,
+    max_steps: int = 100,
+) -> FitResult:
+    """Ensemble selection with replacement on the runs' OOF; weights never score below the best member."""
+    if method not in METHODS:
+        raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
+    oofs = [load_oof(r) for r in runs]
+    ref = oofs[0]
+    ref_name = str(Path(ref.run) / "oof.csv")
+    index = IdIndex(ref.ids, ref_name)
+    members = []
+    for o in oofs:
+        name = str(Path(o.run) / "oof.csv")
+        if o.preds.shape[1] != ref.preds.shape[1] or o.classes != ref.classes:
+            raise KitError(f"{name}: classes {','.join(o.classes)} differ from {ref_name}'s {','.join(ref.classes)}")
+        src = index.align(o.ids, name)
+        preds, target, fold = (o.preds, o.target, o.fold) if src is None else (o.preds[src], o.target[src], o.fold[src])
+        if not np.array_equal(target, ref.target):
+            r = int(np.flatnonzero(target != ref.target)[0])
+            raise KitError(f"{name}: target differs from {ref_name}'s, e.g. id {ref.ids[r].decode('utf-8', 'replace')}")
+        if rank_per_fold:
+            preds = _rank_per_fold(preds, fold)
+        members.append(_transform(preds, method, power))
+    metric = ref.metric or ("auc" if ref.preds.shape[1] == 1 else "balanced_accuracy")
+    if metric not in ("auc", "accuracy", "balanced_accuracy"):
+        raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
+    y = ref.target
+
+    from kit import metrics  # scikit-learn: imported only when weights are fit
+
+    def score_of(acc: np.ndarray, total: float) -> float:
+        return metrics.score(metric, y, _finish(acc / total, method, power))
+
+    member_scores = [score_of(m, 1.0) for m in members]
+    best = int(np.argmax(member_scores))
+    counts = np.zeros(len(members), np.int64)
+    counts[best] = 1
+    acc = members[best].copy()
+    current = member_scores[best]
+    for _ in range(max_steps):
+        total = counts.sum() + 1
+        trial = [score_of(acc + m, total) for m in members]
+        j = int(np.argmax(trial))
+        if trial[j] <= current + 1e-12:
+            break
+        counts[j] += 1
+        acc += members[j]
+        current = trial[j]
+    weights = counts / counts.sum()
+    steps = int(counts.sum()) - 1
+    return FitResult(metric, [str(r) for r in runs], member_scores, float(current), [float(x) for x in weights], steps)
+
+
+# --- CLI glue ------------------------------------------------------------------------------------
+
+
+def blend_from_cli(args: argparse.Namespace) -> BlendReport:
+    """``kit blend``: fit weights on ``--oof`` when asked, then blend the inputs."""
+    fit = None
+    weights = args.weights
+    if args.fit and not args.oof:
+        raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
+    if args.rank_per_fold and not args.fit:
+        raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
+    if args.oof and not args.fit:
+        raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
+    if args.fit:
+        if weights is not None:
+            raise KitError("--weights: not with --fit (the fit chooses the weights)")
+        if len(args.oof) != len(args.inputs):
+            raise KitError(
+                f"--oof: {len(args.oof)} run folders for {len(args.inputs)} submissions (one per submission)"
+            )
+        for p in args.inputs:
+            if _same_file(p, args.out):
+                raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")
+        fit = fit_weights(args.oof, method=args.method, power=args.power, rank_per_fold=args.rank_per_fold)
+        weights = fit.weights
+    report = blend_files(
+        args.inputs, args.out, method=args.method, weights=weights, power=args.power,
+        sample=getattr(args, "sample_submission", None),
+    )
+    report.fit = fit
+    return report
+
+
+def format_report(report: BlendReport) -> str:
+    """Lines ``kit blend`` prints: the OOF fit (members, blend, weights) and what was written."""
+    lines = []
+    if report.fit is not None:
+        f = report.fit
+        width = max(len(r) for r in f.runs + ["blend"])
+        lines.append(f"{'run':<{width}}  {'oof ' + f.metric:<14}  weight")
+        for run, s, w in zip(f.runs, f.member_scores, f.weights):
+            lines.append(f"{run:<{width}}  {s:<14.6f}  {w:.4f}")
+        lines.append(f"{'blend':<{width}}  {f.blend_score:<14.6f}  ({f.steps} selection steps)")
+    weights = ", ".join(f"{w:.4f}" for w in report.weights)
+    lines.append(
+        f"{report.out}: {report.method} blend of {len(report.inputs)} files, {report.rows:,} rows "
+        f"(weights {weights}) in {report.seconds:.2f} s"
+    )
+    return "\n".join(lines)

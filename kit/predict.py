@@ -1,0 +1,377 @@
+"""TTA prediction with every fold model of a run: a submission aligned to the sample, and its sidecar.
+
+Reads the run folder ``kit train`` writes (``RUN/config.toml``, ``RUN/fold{k}/best.keras`` of each
+finished fold, ``RUN/cv.json``) and a test records folder. Each fold model sees every TTA view of
+every test image; views are averaged per fold, then folds are averaged (equal weights or given
+ones). Views come in a fixed order that never depends on the data stream: first the exact views
+``kit.pipeline.TTA_VIEWS`` (identity, flips, quarter turns, transposes), then seeded random
+augmentations (view indices 8, 9, ...), each seeded by its index and the image id.
+
+The CSV copies ``sample_submission.csv`` (ids, order, column names) through
+``kit.submission.make_submission``; without a sample it is ``id_name,target`` or ``id_name,<classes>``.
+``NAME.json`` beside ``NAME.csv`` records the run, its CV score, the TTA views, the folds and the time.
+When the test records are labelled (the folder layouts), the submission is scored and the score printed.
+
+TensorFlow and Keras are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from kit import fsutil
+from kit.errors import KitError
+
+N_EXACT_VIEWS = 8  # len(kit.pipeline.TTA_VIEWS): the square's symmetries
+
+
+@dataclass
+class RunInfo:
+    """What prediction needs from a run folder."""
+
+    run: Path
+    config: dict[str, Any]
+    folds: list[int]
+    models: list[Path]
+    cv: dict[str, Any] | None
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in index order."""
+        classes = [str(c) for c in self.config.get("classes", [])]
+        n = int(self.config.get("n_classes", 0) or len(classes) or 2)
+        return classes or [str(i) for i in range(n)]
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (2 for binary)."""
+        return int(self.config.get("n_classes", 0) or len(self.classes))
+
+    @property
+    def id_name(self) -> str:
+        """The id column the competition's submission uses."""
+        return str(self.config.get("id_name") or "id")
+
+
+@dataclass
+class PredictReport:
+    """What ``predict_run`` wrote and measured."""
+
+    out: str
+    sidecar: str
+    run: str
+    rows: int
+    columns: list[str]
+    folds: list[int]
+    fold_weights: list[float]
+    views: list[str | int]
+    seconds: float
+    cv: dict[str, Any] | None = None
+    test_scores: dict[str, float] = field(default_factory=dict)
+
+
+def load_run(run: str | os.PathLike) -> RunInfo:
+    """Read a run folder: its config, the best model of every finished fold, and cv.json."""
+    folder = Path(run)
+    if not folder.is_dir():
+        raise KitError(f"{run}: no such run folder")
+    cfg_path = folder / "config.toml"
+    try:
+        config = tomllib.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise KitError(f"{cfg_path}: missing; is {run} a folder written by `kit train`?") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KitError(f"{cfg_path}: not valid TOML ({exc})") from None
+    if set(config) == {"train"} and isinstance(config["train"], dict):
+        config = config["train"]
+    folds, models = [], []
+    for fdir in sorted(folder.glob("fold*"), key=lambda p: (len(p.name), p.name)):
+        suffix = fdir.name[len("fold"):]
+        if not (fdir.is_dir() and suffix.isdigit() and (fdir / "done.json").is_file()):
+            continue  # an unfinished fold: its best.keras may be from a run that stopped
+        model = fdir / "best.keras"
+        if not model.is_file():
+            raise KitError(f"{model}: missing, but {fdir / 'done.json'} says the fold finished")
+        folds.append(int(suffix))
+        models.append(model)
+    if not models:
+        raise KitError(f"{run}: no finished folds (no fold*/done.json with best.keras); train the run first")
+    cv = None
+    if (folder / "cv.json").is_file():
+        try:
+            cv = json.loads((folder / "cv.json").read_text())
+        except json.JSONDecodeError:
+            raise KitError(f"{folder / 'cv.json'}: not valid JSON") from None
+    return RunInfo(folder, config, folds, models, cv)
+
+
+def tta_views(n: int) -> list[str | int]:
+    """The first ``n`` TTA views: the exact views by name in TTA_VIEWS order, then random view indices."""
+    if n < 1:
+        raise KitError(f"--tta: must be at least 1, got {n}")
+    from kit.pipeline import TTA_VIEWS
+
+    names: list[str | int] = list(TTA_VIEWS[:n])
+    return names + list(range(len(TTA_VIEWS), n))
+
+
+def _fold_weights(weights: Sequence[float] | None, folds: list[int]) -> np.ndarray:
+    if weights is None:
+        return np.full(len(folds), 1.0 / len(folds))
+    w = np.asarray(weights, np.float64)
+    if len(w) != len(folds):
+        raise KitError(
+            f"--fold-weights: {len(w)} weights for {len(folds)} finished folds ({', '.join(map(str, folds))})"
+        )
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise KitError(f"--fold-weights: weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return w / w.sum()
+
+
+def _model_inputs(model: Any) -> set[str] | None:
+    inputs = getattr(model, "input", None)
+    return set(inputs) if isinstance(inputs, dict) else None
+
+
+def _pad(batch: dict[str, Any], rows: int) -> dict[str, np.ndarray]:
+    """Each input of ``batch`` padded with zeros to ``rows`` rows."""
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        pad = np.zeros((rows - len(value),) + value.shape[1:], value.dtype)
+        out[key] = np.concatenate([value, pad])
+    return out
+
+
+def predict_views(
+    models: Sequence[Any],
+    dataset_for_view: Callable[[str | int], Iterable[dict[str, Any]]],
+    views: Sequence[str | int],
+    n_images: int,
+    *,
+    fold_weights: np.ndarray | None = None,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Probabilities ``[n_images, K]``: views averaged per fold model, then folds weighted.
+
+    ``dataset_for_view(view)`` yields batches of model inputs (dicts) in the fixed record order; a
+    model is given only the inputs it declares (a model without metadata ignores ``meta``).
+    """
+    from tqdm.auto import tqdm
+
+    w = np.full(len(models), 1.0 / len(models)) if fold_weights is None else np.asarray(fold_weights)
+    wanted = [_model_inputs(m) for m in models]
+    total: np.ndarray | None = None
+    disable = None if progress is None else not progress  # None: a bar on terminals only
+    bar = tqdm(total=n_images * len(views), desc="predict", unit="img", disable=disable)
+    try:
+        for view in views:
+            outs: list[list[np.ndarray]] = [[] for _ in models]
+            seen = 0
+            full = 0
+            for batch in dataset_for_view(view):
+                size = len(next(iter(batch.values())))
+                full = full or size
+                if size < full:
+                    batch = _pad(batch, full)  # one input shape: no retracing (or XLA recompiling) at the end
+                for f, model in enumerate(models):
+                    feed = batch if wanted[f] is None else {k: v for k, v in batch.items() if k in wanted[f]}
+                    pred = np.asarray(model.predict_on_batch(feed), np.float64)
+                    outs[f].append(pred.reshape(len(pred), -1)[:size])
+                seen += size
+                bar.update(size)
+            if seen != n_images:
+                raise KitError(f"tta view {view!r}: the dataset gave {seen} images, the records hold {n_images}")
+            for f in range(len(models)):
+                term = w[f] * np.concatenate(outs[f]) / len(views)
+                total = term if total is None else total + term
+    finally:
+        bar.close()
+    assert total is not None
+    return total
+
+
+def _read_ids(paths: Sequence[Path], manifest: dict) -> tuple[list[str], np.ndarray]:
+    """Ids and targets of the test records, in record order (the order predict_dataset yields)."""
+    from kit import records
+
+    ids: list[str] = []
+    targets: list[int] = []
+    ds = records.load_dataset(paths, ordered=True, decode=False, manifest=manifest)
+    for ex in ds.batch(4096).as_numpy_iterator():
+        ids += [x.decode("utf-8") for x in ex["image_name"]]
+        targets += np.asarray(ex["target"]).tolist()
+    return ids, np.asarray(targets, np.int64)
+
+
+def _pipeline_input(info: RunInfo) -> Any:
+    """What predict_dataset builds views from: the run's Config (metadata, augment preset), or its size."""
+    try:
+        from kit.config import Config
+    except ModuleNotFoundError as exc:
+        if exc.name != "kit.config":
+            raise
+        return int(info.config["size"])
+    return Config.load(info.run / "config.toml")
+
+
+def _register_custom_objects() -> None:
+    # Models kit builds may hold custom layers that kit.models registers with Keras; import it so
+    # load_model can rebuild them (a run of plain Keras layers loads without it).
+    try:
+        import kit.models  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "kit.models":
+            raise
+
+
+def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The run's metric and accuracy on labelled test records."""
+    from kit import metrics
+
+    scores = {metric: metrics.score(metric, y, probs)}
+    if metric != "accuracy":
+        scores["accuracy"] = metrics.score("accuracy", y, probs)
+    return scores
+
+
+def predict_run(
+    run: str | os.PathLike,
+    records_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    sample_submission: str | os.PathLike | None = None,
+    tta: int = 1,
+    fold_weights: Sequence[float] | None = None,
+    batch: int = 64,
+    progress: bool | None = None,
+) -> PredictReport:
+    """Predict the test records with every finished fold of ``run`` and write the submission + sidecar."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise KitError(f"{out}: the submission must be a .csv file")
+    sample = sample_submission
+    if sample is not None and Path(sample).exists() and out.exists() and os.path.samefile(out, sample):
+        raise KitError(f"{out}: is the sample submission; write the submission to another file")
+    info = load_run(run)
+    weights = _fold_weights(fold_weights, info.folds)
+    views = tta_views(tta)
+    sample_frame = None
+    if sample is not None:
+        from kit.submission import read_submission
+
+        sample_frame = read_submission(sample)
+
+    from kit import records
+
+    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    if manifest.get("split", "test") != "test":
+        raise KitError(
+            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+        )
+    paths = records.list_shards(records_dir, split="test")
+    if not paths:
+        raise KitError(f"{records_dir}: no .tfrec shards")
+    classes = [str(c) for c in manifest.get("classes", info.classes)]
+    if classes and len(classes) != len(info.classes):
+        raise KitError(
+            f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}"
+        )
+    ids, targets = _read_ids(paths, manifest)
+
+    import keras
+
+    from kit import pipeline
+
+    _register_custom_objects()
+    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    cfg = _pipeline_input(info)
+    probs = predict_views(
+        models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
+        fold_weights=weights, progress=progress,
+    )
+    return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir))
+
+
+def _write(
+    info: RunInfo,
+    ids: list[str],
+    targets: np.ndarray,
+    probs: np.ndarray,
+    out: Path,
+    sample_frame: Any,
+    views: list[str | int],
+    weights: np.ndarray,
+    t0: float,
+    records_dir: str,
+) -> PredictReport:
+    """Align to the sample, write the CSV and its JSON sidecar, score labelled test records."""
+    from kit.submission import make_submission, write_submission
+
+    n_classes = info.n_classes
+    if n_classes > 2 and probs.shape[1] != n_classes:
+        raise KitError(f"{info.models[0]}: the model gives {probs.shape[1]} outputs for {n_classes} classes")
+    frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
+    scores: dict[str, float] = {}
+    if len(targets) and (targets >= 0).all():
+        metric = (info.cv or {}).get("metric") or ("auc" if n_classes <= 2 else "balanced_accuracy")
+        scores = score_test(metric, targets, probs)
+    write_submission(frame, out)
+    sidecar = out.with_suffix(".json")
+    report = PredictReport(
+        out=str(out), sidecar=str(sidecar), run=str(info.run), rows=len(frame), columns=list(frame.columns),
+        folds=info.folds, fold_weights=[float(x) for x in weights], views=list(views),
+        seconds=time.perf_counter() - t0, cv=info.cv, test_scores=scores,
+    )
+    cv = info.cv or {}
+    fsutil.write_json(sidecar, {
+        "submission": str(out),
+        "run": str(info.run),
+        "records": records_dir,
+        "model": info.config.get("model"),
+        "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
+        "tta": {"n": len(views), "views": list(views)},  # names of exact views, indices of random ones
+        "folds": info.folds,
+        "fold_weights": report.fold_weights,
+        "rows": report.rows,
+        "columns": report.columns,
+        "test_scores": scores or None,
+        "seconds": round(report.seconds, 3),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    return report
+
+
+def predict_from_cli(args: argparse.Namespace) -> PredictReport:
+    """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
+    return predict_run(
+        args.run, args.records, args.out, sample_submission=args.sample_submission, tta=args.tta,
+        fold_weights=args.fold_weights, batch=getattr(args, "batch", None) or 64,
+    )
+
+
+def format_report(report: PredictReport) -> str:
+    """Lines ``kit predict`` prints."""
+    views = ", ".join(str(v) for v in report.views)
+    lines = [
+        f"{report.out}: {report.rows:,} rows, columns {','.join(report.columns)}",
+        f"  run {report.run}, folds {','.join(map(str, report.folds))} "
+        f"(weights {', '.join(f'{w:.3f}' for w in report.fold_weights)}), {len(report.views)} TTA views ({views})",
+    ]
+    if report.cv and report.cv.get("overall") is not None:
+        lines.append(f"  CV {report.cv.get('metric')} {float(report.cv['overall']):.4f}")
+    if report.test_scores:
+        lines.append("  test (labelled): " + ", ".join(f"{k} {v:.4f}" for k, v in report.test_scores.items()))
+    lines.append(f"  sidecar {report.sidecar}; {report.seconds:.1f} s")
+    return "\n".join(lines)
