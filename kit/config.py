@@ -62,6 +62,7 @@ class Config:
     id_name: str = ""
     meta_numeric: tuple[str, ...] = ()
     meta_categorical: dict[str, int] = field(default_factory=dict)  # column -> number of codes
+    meta_stats: dict[str, list[float]] = field(default_factory=dict)  # numeric column -> [mean, std]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (tuples as lists), ready for TOML."""

@@ -206,15 +206,6 @@ class _Checkpoints(keras.callbacks.Callback):
 # --- resolving the config against the records ------------------------------------------------------
 
 
-def _read_manifest(folder: Path) -> dict:
-    if hasattr(records, "read_manifest"):
-        return records.read_manifest(folder)
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise KitError(f"{path}: not found (is {folder} a folder written by `kit records`?)")
-    return json.loads(path.read_text())
-
-
 def resolve(cfg: Config) -> tuple[Config, dict]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
     if not cfg.records:
@@ -224,7 +215,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     folder = Path(cfg.records)
     if not folder.is_dir():
         raise KitError(f"{folder}: records folder not found")
-    manifest = _read_manifest(folder)
+    manifest = records.read_manifest(folder, "train")
     where = f"{folder / 'manifest.json'}"
     if not manifest.get("labelled", True) or manifest.get("split") == "test":
         raise KitError(f"{where}: these are test records (unlabelled); train on the train split")
@@ -254,7 +245,10 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
     meta = manifest.get("metadata") or {}
     numeric = tuple(meta.get("numeric") or ())
-    categorical = {c: len(codes) for c, codes in (meta.get("categorical") or {}).items()}
+    # public SIIM records carry codes without their tables: those columns cannot be one-hot encoded
+    categorical = {c: len(codes) for c, codes in (meta.get("categorical") or {}).items() if codes}
+    stats = {c: [float(v.get("mean", 0.0)), float(v.get("std", 1.0))]
+             for c, v in (meta.get("numeric_stats") or {}).items() if c in numeric}
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
     classes = tuple(str(c) for c in manifest["classes"])
@@ -262,16 +256,14 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
         id_name=str(manifest.get("id_name", "image_name")),
         meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
+        meta_stats=stats if cfg.meta else {},
     )
     make_loss(resolved)  # unknown or unfitting loss: fail before anything is written
     return resolved, manifest
 
 
 def _shards(folder: Path, manifest: dict, folds: Sequence[int]) -> list[Path]:
-    if hasattr(records, "list_shards"):
-        return list(records.list_shards(folder, folds))
-    names = sorted(n for k in folds for n in manifest["folds"][str(k)]["shards"])
-    return [folder / n for n in names]
+    return records.list_shards(folder, folds, split="train")
 
 
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
@@ -280,6 +272,9 @@ def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> d
     counts = np.zeros(max(cfg.n_classes, 2))
     for k in train_folds:
         info = manifest["folds"][str(k)]
+        key = "positives" if cfg.n_classes <= 2 else "class_counts"
+        if key not in info:
+            raise KitError(f"{cfg.records}: manifest.json has no {key} for fold {k}; class_weight balanced needs them")
         if cfg.n_classes <= 2:
             counts += [info["images"] - info["positives"], info["positives"]]
         else:
@@ -316,12 +311,14 @@ def _load(path: Path, acc: Any) -> keras.Model:
         return keras.saving.load_model(path)
 
 
-def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int) -> np.ndarray:
+def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int, replicas: int = 1) -> np.ndarray:
     """Predictions for ``paths`` in record order, averaged over the first ``cfg.tta`` views; [N] or [N,K]."""
     views: list[str | int] = [*pipeline.TTA_VIEWS, *range(len(pipeline.TTA_VIEWS), max(cfg.tta, 8))][: cfg.tta]
+    n = records.count_data_items(paths)
     total = None
     for view in views:
-        p = np.asarray(model.predict(pipeline.predict_dataset(paths, cfg, view, batch), verbose=0), np.float64)
+        ds = pipeline.predict_dataset(paths, cfg, view, batch, pad_to_batch=replicas > 1)
+        p = np.asarray(model.predict(ds, verbose=0), np.float64)[:n]
         total = p if total is None else total + p
     pred = total / len(views)
     return pred[:, 0] if cfg.n_classes <= 2 else pred
@@ -352,8 +349,12 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     others = [int(k) for k in manifest["folds"] if int(k) != fold]
     train_paths, valid_paths = _shards(folder, manifest, others), _shards(folder, manifest, [fold])
     batch = acc.global_batch(cfg.batch)
-    n_train = records.count_data_items(train_paths)
+    n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
     steps = max(1, n_train // batch)
+    if acc.replicas > 1 and n_valid < batch:
+        # several replicas cannot split a partial batch, so validation during fit drops the remainder
+        raise KitError(f"fold {fold}: {n_valid} validation images are fewer than the global batch {batch}; "
+                       f"lower batch")
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch = 0, -math.inf, -1
@@ -369,7 +370,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
             (fdir / stale).unlink(missing_ok=True)
         model = build_and_compile(cfg, acc)
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
-        f"{batch}), validating on {records.count_data_items(valid_paths)} images")
+        f"{batch}), validating on {n_valid} images")
 
     guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch)
     # history before checkpoints: a run killed between the two repeats the epoch and drops its row
@@ -380,7 +381,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         model.fit(
             pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
             steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
-            validation_data=pipeline.valid_dataset(valid_paths, cfg, batch=batch),
+            validation_data=pipeline.valid_dataset(valid_paths, cfg, batch=batch, drop_remainder=acc.replicas > 1),
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
     if guard.bad_epoch is not None:
@@ -391,7 +392,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         _save_atomic(inference_model(model), fdir / "best.keras")
     best_model = _load(fdir / "best.keras", acc)
     table = pipeline.record_table(valid_paths)
-    pred = predict_oof(best_model, valid_paths, cfg, batch)
+    pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
     metric = metrics.metric_for(cfg.n_classes)
     score = float(metrics.score(metric, table["target"].to_numpy(), pred))
     oof = _oof_frame(table, pred, cfg, fold)
