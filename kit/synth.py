@@ -14,10 +14,12 @@ Each patient (SIIM) or lesion (HAM10000) has several images that share its skin 
 that ignores groups leaks. By default each class has one fixed look that a small CNN separates
 perfectly; ``overlap > 0`` (binary lesion layouts) draws every image's malignancy cues (asymmetry,
 border irregularity, colour variety, size) from class-conditional distributions that overlap, as on
-real dermoscopy: some naevi are large and irregular, some melanomas small and round. ``isic9`` plants one byte-identical copy of a training image under a
-second name, as the real folder download does. ``write_public_siim_tfrecords`` writes shards in the
-public SIIM-ISIC TFRecord schema. Only numpy and Pillow are used (TensorFlow is not imported), so
-tests and notebooks can make data quickly.
+real dermoscopy: some naevi are large and irregular, some melanomas small and round.
+
+``isic9`` plants one byte-identical copy of a training image under a second name, as the real folder
+download does. ``write_public_siim_tfrecords`` writes shards in the public SIIM-ISIC TFRecord schema.
+Only numpy and Pillow are used (TensorFlow is not imported), so tests and notebooks can make data
+quickly.
 """
 
 from __future__ import annotations
@@ -403,7 +405,10 @@ def _folder_split(root: Path, rng: np.random.Generator, n: int, size: int, class
     for name, k in zip(names, plan):
         path = root / classes[k] / f"{name}.jpg"
         skin = _skin(rng)
-        img = _binary_lesion(rng, size, skin, int(k), overlap) if overlap else lesion_image(rng, size, size, skin, styles[k])
+        if overlap:
+            img = _binary_lesion(rng, size, skin, int(k), overlap)
+        else:
+            img = lesion_image(rng, size, size, skin, styles[k])
         _save_jpeg(img, path)
         paths.append(path)
     return paths
