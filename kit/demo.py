@@ -35,7 +35,7 @@ class DemoSize:
 
 # How much the classes overlap in asymmetry, border, colour variety and size: with 0 every class has one
 # look and a small CNN scores AUC 1.000 in its first epoch, which leaves a blend nothing to show; at 0.7
-# the members land near 0.88 and miss different images. The tiny size (a test rehearsal: half the
+# the members land near 0.88 and miss different images. The tiny size (a test rehearsal: a third of the
 # images, half the epochs) overlaps less so that its few positives still teach both members. Batches of
 # 16 give twice the updates of 32 for the same compute, which a few-epoch run needs.
 FULL = DemoSize(n_train=540, n_test=120, image_size=56, folds=3, epochs=8, batch=16, tta=4, overlap=0.7)
