@@ -11,10 +11,15 @@ dermoscopy-like (or, for PCam, histology-like) images whose class is visible to 
     melanoma10k  train/{Benign,Malignant}/*.jpg, test/{Benign,Malignant}/*.jpg
 
 Each patient (SIIM) or lesion (HAM10000) has several images that share its skin tone, so a split
-that ignores groups leaks. ``isic9`` plants one byte-identical copy of a training image under a
-second name, as the real folder download does. ``write_public_siim_tfrecords`` writes shards in the
-public SIIM-ISIC TFRecord schema. Only numpy and Pillow are used (TensorFlow is not imported), so
-tests and notebooks can make data quickly.
+that ignores groups leaks. By default each class has one fixed look that a small CNN separates
+perfectly; ``overlap > 0`` (binary lesion layouts) draws every image's malignancy cues (asymmetry,
+border irregularity, colour variety, size) from class-conditional distributions that overlap, as on
+real dermoscopy: some naevi are large and irregular, some melanomas small and round.
+
+``isic9`` plants one byte-identical copy of a training image under a second name, as the real folder
+download does. ``write_public_siim_tfrecords`` writes shards in the public SIIM-ISIC TFRecord schema.
+Only numpy and Pillow are used (TensorFlow is not imported), so tests and notebooks can make data
+quickly.
 """
 
 from __future__ import annotations
@@ -81,6 +86,21 @@ _ISIC9_STYLE = [
     ((245, 245, 235), 0.28, 0.14, 0.06),  # squamous cell carcinoma: white keratin
     ((140, 0, 90), 0.20, 0.04, 0.00),  # vascular lesion: purple-red
 ]
+# Malignancy cues for ``overlap > 0``: each cue's latent value is drawn from N(target, overlap), so the
+# benign and malignant means are 0 and 1 and ``overlap`` is the spread in units of that gap. A latent
+# value maps linearly onto the cue's range below (0 -> benign end, 1 -> malignant end), clipped a little
+# beyond both ends so the tails stay plausible lesions.
+_CUE_CLIP = (-0.25, 1.25)
+_CUE_RANGES = {
+    "asymmetry": (0.0, 0.08),  # offset of a second blob, as a fraction of the side
+    "border": (0.02, 0.16),  # amplitude of the lobes
+    "colour": (0.0, 0.9),  # colour variety: weight of blue-grey, black and red-brown patches
+    "size": (0.15, 0.30),  # radius as a fraction of the side
+}
+# Base colours by the colour cue: light tan (benign end) to dark brown (malignant end).
+_TAN, _DARK_BROWN = np.array([180.0, 120.0, 85.0]), np.array([95.0, 60.0, 45.0])
+# Patches that make a lesion multi-coloured (blue-grey veil, black dots, red-brown regression).
+_VARIEGATION = np.array([[105.0, 115.0, 145.0], [25.0, 20.0, 25.0], [150.0, 60.0, 45.0]], np.float32)
 # HAM10000's real class mix (nv about two thirds), floored so tiny sets still hold every class.
 _HAM_WEIGHTS = [0.08, 0.10, 0.13, 0.06, 0.13, 0.42, 0.08]
 
@@ -93,23 +113,32 @@ def make_competition(
     n_test: int = 20,
     size: int | None = None,
     seed: int = 0,
+    overlap: float = 0.0,
 ) -> Path:
     """Write a synthetic competition download of ``layout`` under ``root``; returns ``root``.
 
     ``size`` is the image side (default 64; 96 for PCam, as the real tiles). HAM10000 images are
-    4:3 like the real ones (``size`` high), so writers must resize non-square images.
+    4:3 like the real ones (``size`` high), so writers must resize non-square images. ``overlap``
+    (siim and melanoma10k only) is the spread of each malignancy cue around its class mean, in units
+    of the gap between the benign and malignant means: 0 keeps one fixed look per class (perfectly
+    separable, the same bytes as always), about 0.5-1 makes a small CNN's AUC fall short of 1.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown synthetic layout {layout!r}; known: {', '.join(LAYOUTS)}")
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0. Received: n_train={n_train}, n_test={n_test}")
+    if not (overlap >= 0 and np.isfinite(overlap)):
+        raise ValueError(f"need a finite overlap >= 0. Received: overlap={overlap}")
+    if overlap and layout not in ("siim", "melanoma10k"):
+        raise ValueError(f"overlap applies to the binary lesion layouts siim and melanoma10k, not {layout!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     size = size or (96 if layout == "pcam" else 64)
     rng = np.random.default_rng([seed, LAYOUTS.index(layout)])
-    {"siim": _siim, "ham10000": _ham, "pcam": _pcam, "isic9": _isic9, "melanoma10k": _melanoma10k}[layout](
-        root, rng, n_train, n_test, size
-    )
+    if layout in ("siim", "melanoma10k"):
+        {"siim": _siim, "melanoma10k": _melanoma10k}[layout](root, rng, n_train, n_test, size, overlap)
+    else:
+        {"ham10000": _ham, "pcam": _pcam, "isic9": _isic9}[layout](root, rng, n_train, n_test, size)
     return root
 
 
@@ -129,8 +158,13 @@ def lesion_image(
     width: int,
     skin: np.ndarray,
     style: tuple[tuple[int, int, int], float, float, float],
+    variety: float = 0.0,
 ) -> np.ndarray:
-    """A uint8 HxWx3 dermoscopy-like image: one lesion of ``style`` on a ``skin`` background."""
+    """A uint8 HxWx3 dermoscopy-like image: one lesion of ``style`` on a ``skin`` background.
+
+    ``variety`` (0..1) blends blue-grey, black and red-brown patches into the lesion (colour variety);
+    0 draws nothing extra from ``rng``, so images without it stay as they always were.
+    """
     colour, radius, irregular, asym = style
     side = min(height, width)
     # float32 and broadcast 1-D axes throughout: tests and benchmarks make thousands of these.
@@ -154,6 +188,8 @@ def lesion_image(
     # A darker core, as pigment network concentrates towards the centre.
     core = np.clip(1 - dist / np.float32(max(r, 1.0)), 0, 1)[..., None] * np.float32(0.25)
     lesion = (np.asarray(colour, np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)) * (1 - core)
+    if variety > 0:
+        lesion = _variegate(rng, lesion, y, x, cy, cx, r, variety)
     shade = 1 + 0.04 * np.sin(x / side * rng.uniform(2, 5) + rng.uniform(0, 6)).astype(np.float32)
     background = skin.astype(np.float32) * shade[..., None]
     m = mask[..., None]
@@ -166,6 +202,37 @@ def lesion_image(
         x0, y0, x1, y1 = rng.uniform(0, 1, 4) * [width, height, width, height]
         draw.line([(x0, y0), (x1, y1)], fill=(60, 45, 35), width=max(1, side // 64))
     return np.asarray(pil)
+
+
+def _variegate(rng: np.random.Generator, lesion: np.ndarray, y: np.ndarray, x: np.ndarray, cy: float,
+               cx: float, r: float, variety: float) -> np.ndarray:
+    """``lesion`` with three soft patches of the variegation colours, each weighted up to ``variety``."""
+    lesion = np.broadcast_to(lesion, (y.shape[0], x.shape[1], 3)).copy()
+    for colour in _VARIEGATION[rng.permutation(len(_VARIEGATION))]:
+        a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.7) * r
+        py, px = cy + np.sin(a) * d, cx + np.cos(a) * d
+        sigma = np.float32(rng.uniform(0.25, 0.45) * max(r, 1.0))
+        w = np.exp(-((y - py) ** 2 + (x - px) ** 2) / (2 * sigma * sigma))[..., None] * np.float32(variety)
+        lesion = lesion * (1 - w) + colour * w
+    return lesion
+
+
+def binary_cue_style(rng: np.random.Generator, target: int, overlap: float) -> tuple[tuple, float]:
+    """A lesion style and colour variety whose four malignancy cues are drawn around ``target``'s means."""
+    latent = np.clip(rng.normal(float(target), overlap, len(_CUE_RANGES)), *_CUE_CLIP)
+    cue = {name: lo + (hi - lo) * float(u) for (name, (lo, hi)), u in zip(_CUE_RANGES.items(), latent)}
+    t = float(np.clip(latent[2], 0, 1))  # darker as well as more varied towards the malignant end
+    colour = tuple(int(v) for v in _TAN * (1 - t) + _DARK_BROWN * t)
+    style = (colour, cue["size"], max(cue["border"], 0.0), max(cue["asymmetry"], 0.0))
+    return style, float(np.clip(cue["colour"], 0.0, 1.0))
+
+
+def _binary_lesion(rng: np.random.Generator, size: int, skin: np.ndarray, target: int, overlap: float) -> np.ndarray:
+    """A binary-class lesion: the fixed class look when ``overlap`` is 0, overlapping cues otherwise."""
+    if not overlap:
+        return lesion_image(rng, size, size, skin, _BINARY_STYLE[target])
+    style, variety = binary_cue_style(rng, target, overlap)
+    return lesion_image(rng, size, size, skin, style, variety)
 
 
 def histology_tile(rng: np.random.Generator, size: int, tumour: bool) -> np.ndarray:
@@ -227,7 +294,7 @@ def _n_positive(n: int) -> int:
 # --- layouts -------------------------------------------------------------------------------------
 
 
-def _siim(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size: int) -> None:
+def _siim(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size: int, overlap: float) -> None:
     names = _isic_ids(rng, n_train + n_test)
     rows = []
     sizes = _group_sizes(rng, n_train, 2, 6)
@@ -255,7 +322,7 @@ def _siim(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size:
             diagnosis = "melanoma" if target else str(rng.choice(["unknown", "unknown", "nevus", "seborrheic keratosis", "lentigo NOS"]))
             site = str(rng.choice(SIIM_SITES, p=[0.5, 0.25, 0.15, 0.06, 0.02, 0.02]))
             rows.append([names[i], patient, sex, age, site, diagnosis, ["benign", "malignant"][target], target])
-            _save_jpeg(lesion_image(rng, size, size, skin, _BINARY_STYLE[target]), root / "jpeg" / "train" / f"{names[i]}.jpg")
+            _save_jpeg(_binary_lesion(rng, size, skin, target, overlap), root / "jpeg" / "train" / f"{names[i]}.jpg")
             i += 1
     pd.DataFrame(rows, columns=SIIM_TRAIN_COLUMNS).to_csv(root / "train.csv", index=False)
 
@@ -268,7 +335,7 @@ def _siim(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size:
             target = int(rng.uniform() < 0.15)
             site = str(rng.choice(SIIM_SITES, p=[0.5, 0.25, 0.15, 0.06, 0.02, 0.02]))
             test_rows.append([names[i], patient, sex, age, site])
-            _save_jpeg(lesion_image(rng, size, size, skin, _BINARY_STYLE[target]), root / "jpeg" / "test" / f"{names[i]}.jpg")
+            _save_jpeg(_binary_lesion(rng, size, skin, target, overlap), root / "jpeg" / "test" / f"{names[i]}.jpg")
             i += 1
     (root / "jpeg" / "test").mkdir(parents=True, exist_ok=True)
     test = pd.DataFrame(test_rows, columns=SIIM_TEST_COLUMNS)
@@ -330,14 +397,19 @@ def _pcam(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size:
 
 
 def _folder_split(root: Path, rng: np.random.Generator, n: int, size: int, classes: list[str], styles: list,
-                  names: list[str]) -> list[Path]:
+                  names: list[str], overlap: float = 0.0) -> list[Path]:
     plan = _class_plan(rng, n, [1.0] * len(classes))
     paths = []
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
     for name, k in zip(names, plan):
         path = root / classes[k] / f"{name}.jpg"
-        _save_jpeg(lesion_image(rng, size, size, _skin(rng), styles[k]), path)
+        skin = _skin(rng)
+        if overlap:
+            img = _binary_lesion(rng, size, skin, int(k), overlap)
+        else:
+            img = lesion_image(rng, size, size, skin, styles[k])
+        _save_jpeg(img, path)
         paths.append(path)
     return paths
 
@@ -352,10 +424,10 @@ def _isic9(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size
         (src.parent / f"{src.stem}_copy.jpg").write_bytes(src.read_bytes())
 
 
-def _melanoma10k(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size: int) -> None:
+def _melanoma10k(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size: int, overlap: float) -> None:
     names = [f"melanoma_{i}" for i in range(n_train + n_test)]
-    _folder_split(root / "train", rng, n_train, size, MELANOMA10K_CLASSES, _BINARY_STYLE, names[:n_train])
-    _folder_split(root / "test", rng, n_test, size, MELANOMA10K_CLASSES, _BINARY_STYLE, names[n_train:])
+    _folder_split(root / "train", rng, n_train, size, MELANOMA10K_CLASSES, _BINARY_STYLE, names[:n_train], overlap)
+    _folder_split(root / "test", rng, n_test, size, MELANOMA10K_CLASSES, _BINARY_STYLE, names[n_train:], overlap)
 
 
 # --- public SIIM-ISIC TFRecords ------------------------------------------------------------------

@@ -94,6 +94,58 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert _tree_digest(a) == _tree_digest(b) != _tree_digest(c)
 
 
+# Digests of the default (overlap=0) output, taken before overlapping cues existed: the default must
+# stay byte-for-byte what other tests and notebooks were written against. They pin Pillow's JPEG
+# encoder too; recompute them only when Pillow itself changes.
+_FROZEN = {"siim": "8843e25f41c0dad807432b5426338a027257ca09", "melanoma10k": "ae1c8717ba8093010a4a9ab340ceac4cd9fde4f1"}
+
+
+@pytest.mark.parametrize("layout", sorted(_FROZEN))
+def test_overlap_zero_keeps_the_old_bytes(tmp_path, layout):
+    default = synth.make_competition(layout, tmp_path / "d", n_train=24, n_test=8, size=32, seed=5)
+    explicit = synth.make_competition(layout, tmp_path / "e", n_train=24, n_test=8, size=32, seed=5, overlap=0.0)
+    assert _tree_digest(default) == _tree_digest(explicit) == _FROZEN[layout]
+
+
+def test_overlap_changes_images_deterministically_by_seed(tmp_path):
+    kw = dict(n_train=24, n_test=8, size=32)
+    a = synth.make_competition("siim", tmp_path / "a", seed=5, overlap=0.7, **kw)
+    b = synth.make_competition("siim", tmp_path / "b", seed=5, overlap=0.7, **kw)
+    c = synth.make_competition("siim", tmp_path / "c", seed=6, overlap=0.7, **kw)
+    d = synth.make_competition("siim", tmp_path / "d", seed=5, overlap=0.4, **kw)
+    assert _tree_digest(a) == _tree_digest(b)
+    assert len({_tree_digest(a), _tree_digest(c), _tree_digest(d), _FROZEN["siim"]}) == 4
+    # same layout and class balance as without overlap
+    train = pd.read_csv(a / "train.csv")
+    assert train.target.sum() == 8 and len(list((a / "jpeg" / "test").glob("*.jpg"))) == 8
+    m = synth.make_competition("melanoma10k", tmp_path / "m", seed=5, overlap=0.7, **kw)
+    assert _tree_digest(m) != _FROZEN["melanoma10k"]
+    assert len(list((m / "train" / "Malignant").glob("*.jpg"))) + len(list((m / "train" / "Benign").glob("*.jpg"))) == 24
+
+
+def test_overlapping_cues_differ_in_mean_and_overlap_in_range():
+    rng = np.random.default_rng(0)
+    cues = {t: np.array([(s[1], s[2], s[3], v) for s, v in (synth.binary_cue_style(rng, t, 0.7) for _ in range(400))])
+            for t in (0, 1)}
+    benign, malignant = cues[0], cues[1]
+    # every cue (size, border, asymmetry, colour variety) is larger on average for melanomas ...
+    gap = malignant.mean(0) - benign.mean(0)
+    assert (gap > 0.4 * (malignant.max(0) - benign.min(0))).all(), gap
+    # ... yet some naevi are larger than the median melanoma, and some melanomas smaller than the median naevus
+    assert 0.05 < (benign[:, 0] > np.median(malignant[:, 0])).mean() < 0.4
+    assert 0.05 < (malignant[:, 0] < np.median(benign[:, 0])).mean() < 0.4
+    # overlap 0 is the fixed look: no spread at all
+    fixed = np.array([synth.binary_cue_style(rng, 1, 1e-9)[0][1] for _ in range(5)])
+    assert np.ptp(fixed) < 1e-6
+
+
+def test_overlap_is_refused_where_it_has_no_meaning(tmp_path):
+    with pytest.raises(ValueError, match="overlap applies to the binary lesion layouts"):
+        synth.make_competition("ham10000", tmp_path, n_train=8, overlap=0.5)
+    with pytest.raises(ValueError, match="finite overlap >= 0"):
+        synth.make_competition("siim", tmp_path, n_train=8, overlap=-0.1)
+
+
 def test_unknown_layout_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic layout 'kvasir'"):
         synth.make_competition("kvasir", tmp_path)
