@@ -192,3 +192,17 @@ def test_balanced_accuracy_metric_and_sparse_loss_match_references():
     focal = train.SparseCategoricalLoss(4, gamma=2.0)
     ref = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=2.0)
     assert float(focal(y, p)) == pytest.approx(float(ref(np.eye(4)[y], p)), rel=1e-4)
+
+
+def test_trains_on_public_siim_tfrecords_with_metadata(tmp_path):
+    from kit import records, synth
+
+    shards = synth.write_public_siim_tfrecords(tmp_path / "public", n_images=30, n_shards=2, size=32)
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(tmp_path / "public", run, epochs=1, folds=(1,), meta=True), log=lambda _: None)
+    saved = Config.load(run / "config.toml")
+    # age is numeric; the public codes come without their tables, so they cannot be one-hot encoded
+    assert saved.meta_numeric == ("age_approx",) and saved.meta_categorical == {}
+    oof = pd.read_csv(run / "oof.csv")
+    assert len(oof) == records.parse_shard_name(shards[1])[2] and set(oof["fold"]) == {1}
+    assert oof["image_name"].str.startswith("ISIC_").all() and res.folds == [1]
