@@ -847,11 +847,8 @@ def format_output(result: KernelOutput) -> str:
 
 
 def _check_before_submit(path: Path, sample: str | os.PathLike) -> None:
-    try:
-        from kit import submission
-    except ImportError:
-        print(f"note: kit check skipped for {path} (kit.submission is not available)", file=sys.stderr)
-        return
+    from kit import submission
+
     problems = submission.check_submission(str(path), str(sample))
     if problems:
         more = f" (and {len(problems) - 1} more; run kit check)" if len(problems) > 1 else ""

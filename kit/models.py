@@ -138,6 +138,10 @@ def _sequential_features(size: int, name: str, layers: list[keras.layers.Layer])
     x = keras.layers.Rescaling(1.0 / 255, name=f"{name}_rescale")(inp)
     for layer in layers:
         x = layer(x)
+        # Valid convolutions and pools shrink the map: too small an input must fail here, by name,
+        # not later inside fit() as a negative-dimension graph error.
+        if any(d is not None and d < 1 for d in x.shape[1:]):
+            raise ValueError(f"layer {layer.name} leaves an empty feature map {tuple(x.shape[1:])}")
     return keras.Model(inp, x, name=name)
 
 

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from kit import fsutil
+from kit.config import Config
 from kit.errors import KitError
 
 N_EXACT_VIEWS = 8  # len(kit.pipeline.TTA_VIEWS): the square's symmetries
@@ -40,7 +40,7 @@ class RunInfo:
     """What prediction needs from a run folder."""
 
     run: Path
-    config: dict[str, Any]
+    config: "Config"
     folds: list[int]
     models: list[Path]
     cv: dict[str, Any] | None
@@ -48,19 +48,19 @@ class RunInfo:
     @property
     def classes(self) -> list[str]:
         """Class names in index order."""
-        classes = [str(c) for c in self.config.get("classes", [])]
-        n = int(self.config.get("n_classes", 0) or len(classes) or 2)
+        classes = [str(c) for c in self.config.classes]
+        n = int(self.config.n_classes or len(classes) or 2)
         return classes or [str(i) for i in range(n)]
 
     @property
     def n_classes(self) -> int:
         """Number of classes (2 for binary)."""
-        return int(self.config.get("n_classes", 0) or len(self.classes))
+        return int(self.config.n_classes or len(self.classes))
 
     @property
     def id_name(self) -> str:
         """The id column the competition's submission uses."""
-        return str(self.config.get("id_name") or "id")
+        return str(self.config.id_name or "id")
 
 
 @dataclass
@@ -86,14 +86,9 @@ def load_run(run: str | os.PathLike) -> RunInfo:
     if not folder.is_dir():
         raise KitError(f"{run}: no such run folder")
     cfg_path = folder / "config.toml"
-    try:
-        config = tomllib.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise KitError(f"{cfg_path}: missing; is {run} a folder written by `kit train`?") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise KitError(f"{cfg_path}: not valid TOML ({exc})") from None
-    if set(config) == {"train"} and isinstance(config["train"], dict):
-        config = config["train"]
+    if not cfg_path.is_file():
+        raise KitError(f"{cfg_path}: missing; is {run} a folder written by `kit train`?")
+    config = Config.load(cfg_path)
     folds, models = [], []
     for fdir in sorted(folder.glob("fold*"), key=lambda p: (len(p.name), p.name)):
         suffix = fdir.name[len("fold"):]
@@ -214,17 +209,6 @@ def _read_ids(paths: Sequence[Path], manifest: dict) -> tuple[list[str], np.ndar
     return ids, np.asarray(targets, np.int64)
 
 
-def _pipeline_input(info: RunInfo) -> Any:
-    """What predict_dataset builds views from: the run's Config (metadata, augment preset), or its size."""
-    try:
-        from kit.config import Config
-    except ModuleNotFoundError as exc:
-        if exc.name != "kit.config":
-            raise
-        return int(info.config["size"])
-    return Config.load(info.run / "config.toml")
-
-
 def _register_custom_objects() -> None:
     # Models kit builds may hold custom layers that kit.models registers with Keras; import it so
     # load_model can rebuild them (a run of plain Keras layers loads without it).
@@ -296,7 +280,7 @@ def predict_run(
 
     _register_custom_objects()
     models = [keras.saving.load_model(p, compile=False) for p in info.models]
-    cfg = _pipeline_input(info)
+    cfg = info.config
     probs = predict_views(
         models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
         fold_weights=weights, progress=progress,
@@ -339,7 +323,7 @@ def _write(
         "submission": str(out),
         "run": str(info.run),
         "records": records_dir,
-        "model": info.config.get("model"),
+        "model": info.config.model,
         "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
         "tta": {"n": len(views), "views": list(views)},  # names of exact views, indices of random ones
         "folds": info.folds,

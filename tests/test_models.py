@@ -290,3 +290,10 @@ def test_tiny_and_small_cnn_train_a_step_on_jax():
     assert r["tiny_cnn"]["shape"] == [None, 1] and r["small_cnn"]["shape"] == [None, 7]
     for name in ("tiny_cnn", "small_cnn"):
         assert np.isfinite(r[name]["loss"]) and r[name]["changed"], r
+
+
+def test_too_small_input_fails_at_build_naming_the_model():
+    # pcam_cnn's valid 3x3 convolutions and pools need at least 50 px; 48 px used to fail inside fit().
+    with pytest.raises(KitError, match=r"pcam_cnn cannot be built at size 48 \(layer pcam_pool3 leaves an empty"):
+        models.build_model("pcam_cnn", n_classes=2, size=48)
+    assert models.build_model("pcam_cnn", n_classes=2, size=50).output_shape == (None, 1)
