@@ -74,7 +74,7 @@ def make_records(folder: Path, n: int, size: int, seed: int = 0) -> tuple[np.nda
     manifest = {"layout": "csv", "source": "synthetic", "split": "train", "image_size": size, "classes": ["0", "1"],
                 "n_classes": 2, "id_name": "id", "labelled": True, "n_folds": 2, "fold_seed": 0,
                 "folds": {str(s): {"images": per, "shards": [shards[s]]} for s in range(2)}, "shards": shards,
-                "count": 2 * per, "metadata": {"numeric": [], "categorical": {}}, "skipped": []}
+                "count": 2 * per, "metadata": {"numeric": [], "categorical": {}}, "encoding": {"format": "jpeg"}, "skipped": []}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return np.stack(xs), np.asarray(ys, np.float32)
 
