@@ -73,7 +73,7 @@ def make_images(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, pd.
     manifest = {"layout": "folders", "source": str(img_dir), "split": "train", "image_size": size, "classes": CLASSES,
                 "n_classes": 2, "id_name": "id", "labelled": True, "n_folds": 4, "fold_seed": 0,
                 "folds": {str(s): {"images": per, "shards": [shards[s]]} for s in range(4)}, "shards": shards,
-                "count": 4 * per, "metadata": {"numeric": [], "categorical": {}}, "skipped": []}
+                "count": 4 * per, "metadata": {"numeric": [], "categorical": {}}, "encoding": {"format": "jpeg"}, "skipped": []}
     (rec_dir / "manifest.json").write_text(json.dumps(manifest))
     return rec_dir, pd.DataFrame(rows)
 

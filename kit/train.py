@@ -4,7 +4,7 @@ history, out-of-fold predictions; the run folder that ``kit predict`` and ``kit 
 The run folder (``cfg.out``)::
 
     RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
-    RUN/fold{k}/best.keras   the epoch with the best validation metric (never chosen by loss)
+    RUN/fold{k}/best.keras   the epoch with the best validation metric (loss only breaks ties)
     RUN/fold{k}/history.csv  epoch, loss, val_loss, metric, val_metric, lr
     RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
     RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
@@ -184,23 +184,32 @@ def _save_atomic(model: keras.Model, path: Path) -> None:
 
 
 class _Checkpoints(keras.callbacks.Callback):
-    """best.keras when val_metric improves (higher is better; loss never decides), last.keras + state.json
-    every epoch so that an interrupted fold restarts where it stopped. Writes are atomic."""
+    """best.keras when val_metric improves (higher is better), last.keras + state.json every epoch so that
+    an interrupted fold restarts where it stopped. Writes are atomic.
 
-    def __init__(self, folder: Path, best: float = -math.inf, best_epoch: int = -1) -> None:
+    The loss never outranks the metric; it only breaks ties. A saturated metric (a validation AUC of 1.0
+    from the first epoch on) would otherwise keep the first, barely trained epoch, whose probabilities do
+    not pool with other folds' into a sound out-of-fold score.
+    """
+
+    def __init__(self, folder: Path, best: float = -math.inf, best_epoch: int = -1,
+                 best_loss: float = math.inf) -> None:
         super().__init__()
-        self.folder, self.best, self.best_epoch = folder, best, best_epoch
+        self.folder, self.best, self.best_epoch, self.best_loss = folder, best, best_epoch, best_loss
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = float(logs.get("val_metric", float("nan")))
+        val_loss = float(logs.get("val_loss", float("nan")))
         if not math.isfinite(float(logs.get("loss", 0.0))):
             return  # a NaN epoch must not overwrite the last good state
-        if math.isfinite(value) and value > self.best:
-            self.best, self.best_epoch = value, epoch
+        tie = math.isclose(value, self.best, rel_tol=0.0, abs_tol=1e-9)
+        if math.isfinite(value) and (value > self.best and not tie or tie and val_loss < self.best_loss):
+            self.best, self.best_epoch, self.best_loss = value, epoch, val_loss
             _save_atomic(inference_model(self.model), self.folder / "best.keras")
         _save_atomic(self.model, self.folder / "last.keras")
-        fsutil.write_json(self.folder / "state.json", {"epoch": epoch, "best": self.best, "best_epoch": self.best_epoch})
+        fsutil.write_json(self.folder / "state.json", {"epoch": epoch, "best": self.best, "best_epoch": self.best_epoch,
+                                                       "best_loss": self.best_loss})
 
 
 # --- resolving the config against the records ------------------------------------------------------
@@ -231,6 +240,11 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if missing:
         raise KitError(f"folds: fold {missing[0]} is not in {where} (folds there: "
                        f"{','.join(map(str, available))})")
+    for k in folds:
+        info = manifest["folds"][str(k)]
+        if "positives" in info and int(manifest.get("n_classes", 2)) <= 2 and info["positives"] in (0, info["images"]):
+            raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
+                           f"with fewer folds")
     known = models.list_models()
     if cfg.model not in known:
         raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
@@ -357,11 +371,12 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
                        f"lower batch")
     keras.utils.set_random_seed(cfg.seed + fold)
 
-    initial_epoch, best, best_epoch = 0, -math.inf, -1
+    initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
     state_path = fdir / "state.json"
     if resume and state_path.is_file() and (fdir / "last.keras").is_file():
         state = json.loads(state_path.read_text())
         initial_epoch, best, best_epoch = state["epoch"] + 1, float(state["best"]), int(state["best_epoch"])
+        best_loss = float(state.get("best_loss", math.inf))
         model = _load(fdir / "last.keras", acc)
         _truncate_history(fdir / "history.csv", initial_epoch)
         log(f"fold {fold}: resuming after epoch {initial_epoch} (best val {best:.4f})")
@@ -372,7 +387,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
 
-    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch)
+    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss)
     # history before checkpoints: a run killed between the two repeats the epoch and drops its row
     callbacks = [_EpochLR(lr_at(cfg, acc.replicas)), guard,
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
@@ -426,7 +441,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     if saved.is_file() and not resume:
         raise KitError(f"{run}: already holds a run (config.toml); pass --resume to continue it or choose another --out")
     if resume and saved.is_file():
-        cfg = Config.load(saved, **({"records": cfg.records} if cfg.records else {}))
+        # the folder may have moved since: where it is now wins, and so do records given now
+        cfg = Config.load(saved, out=str(run), **({"records": cfg.records} if cfg.records else {}))
     cfg, manifest = resolve(cfg)
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
@@ -448,7 +464,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         _write_summary(run, cfg, metric, done)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
-    return FoldResult(oof, scores, list(done), metric, run)
+    return FoldResult(oof, scores, sorted(done), metric, run)
 
 
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:

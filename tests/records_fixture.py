@@ -67,7 +67,7 @@ def write_records(
         "n_classes": n_classes, "id_name": "image_name", "labelled": True, "n_folds": n_folds, "fold_seed": seed,
         "folds": folds, "shards": shards, "count": n_folds * per_fold,
         "metadata": {"numeric": ["age"] if meta else [], "categorical": {"sex": ["female", "male"]} if meta else {}},
-        "skipped": [],
+        "encoding": {"format": fmt}, "skipped": [],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -207,3 +207,19 @@ def test_device_augmentation_is_identity_at_inference():
     x = {"image": np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")}
     np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
     assert not np.allclose(wrapped(x, training=True), model(x, training=False), rtol=1e-3)
+
+
+def test_jpeg_records_decode_with_the_jpeg_decoder(tmp_path):
+    write_records(tmp_path, n_folds=2, per_fold=8, size=32, fmt="jpeg")
+    paths = sorted(tmp_path.glob("*.tfrec"))
+    cfg = Config(size=32, n_classes=2, batch=8, augment="none")
+    assert P._is_jpeg(P._manifest([str(p) for p in paths]))
+    inputs, target = next(iter(P.train_dataset(paths, cfg)))
+    assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.float32
+    valid = np.concatenate([b[0]["image"].numpy() for b in P.valid_dataset(paths, cfg)])
+    ref = []
+    for p in paths:
+        for raw in tf.data.TFRecordDataset(str(p)):
+            ex = tf.io.parse_single_example(raw, {"image": tf.io.FixedLenFeature([], tf.string)})
+            ref.append(tf.io.decode_jpeg(ex["image"]).numpy())
+    np.testing.assert_array_equal(valid, np.stack(ref).astype(np.float32))

@@ -94,7 +94,14 @@ def test_checkpoint_follows_the_metric_not_the_loss(tmp_path):
     assert cb.best_epoch == 2 and cb.best == pytest.approx(0.91)
     best = keras.saving.load_model(tmp_path / "best.keras")
     assert best.get_layer("d").get_weights()[0][0, 0] == 2.0
-    assert json.loads((tmp_path / "state.json").read_text()) == {"epoch": 3, "best": pytest.approx(0.91), "best_epoch": 2}
+    assert json.loads((tmp_path / "state.json").read_text()) == {"epoch": 3, "best": pytest.approx(0.91), "best_epoch": 2,
+                                                                  "best_loss": 1e5}
+    # a tie on the metric goes to the lower validation loss (a saturated AUC of 1.0 keeps improving in loss)
+    cb = train._Checkpoints(tmp_path)
+    cb.set_model(model)
+    for epoch, (val_loss, val_metric) in enumerate([(0.6, 1.0), (0.2, 1.0), (0.4, 1.0), (0.01, 0.99)]):
+        cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": val_loss, "val_metric": val_metric})
+    assert (cb.best_epoch, cb.best_loss) == (1, 0.2)
 
 
 def test_resume_skips_finished_fold_and_continues_unfinished(binary_recs, tmp_path, monkeypatch):
@@ -192,3 +199,24 @@ def test_balanced_accuracy_metric_and_sparse_loss_match_references():
     focal = train.SparseCategoricalLoss(4, gamma=2.0)
     ref = keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=2.0)
     assert float(focal(y, p)) == pytest.approx(float(ref(np.eye(4)[y], p)), rel=1e-4)
+
+
+def test_trains_on_public_siim_tfrecords_with_metadata(tmp_path):
+    from kit import records, synth
+
+    shards = synth.write_public_siim_tfrecords(tmp_path / "public", n_images=30, n_shards=2, size=32)
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(tmp_path / "public", run, epochs=1, folds=(1,), meta=True), log=lambda _: None)
+    saved = Config.load(run / "config.toml")
+    # age is numeric; the public codes come without their tables, so they cannot be one-hot encoded
+    assert saved.meta_numeric == ("age_approx",) and saved.meta_categorical == {}
+    oof = pd.read_csv(run / "oof.csv")
+    assert len(oof) == records.parse_shard_name(shards[1])[2] and set(oof["fold"]) == {1}
+    assert oof["image_name"].str.startswith("ISIC_").all() and res.folds == [1]
+
+
+def test_a_fold_with_one_class_is_refused_before_training(tmp_path):
+    write_records(tmp_path / "recs", n_folds=2, per_fold=6, size=32, positives=0.0)
+    with pytest.raises(KitError, match="fold 0 holds one class only"):
+        train.train_folds(_cfg(tmp_path / "recs", tmp_path / "run"), log=lambda _: None)
+    assert not (tmp_path / "run").exists()

@@ -51,11 +51,14 @@ def test_tf_mirrored_over_two_logical_cpus(recs, tmp_path):
 @pytest.mark.slow
 def test_it_learns_a_clear_signal(tmp_path):
     recs = tmp_path / "recs"
-    write_records(recs, n_folds=2, per_fold=64, size=32, seed=11)
+    # enough steps (5 epochs of 16) for BatchNorm's moving statistics to settle: the pooled
+    # out-of-fold AUC needs the two folds' models calibrated alike, not just each ranking well
+    write_records(recs, n_folds=2, per_fold=128, size=32, seed=11)
     config = tmp_path / "short.toml"
-    config.write_text('model = "tiny_cnn"\nepochs = 8\nbatch = 8\nlr_start = 0.005\nlr_max = 0.005\n'
+    config.write_text('model = "tiny_cnn"\nepochs = 5\nbatch = 8\nlr_start = 0.005\nlr_max = 0.005\n'
                       'lr_ramp_epochs = 1\naugment = "none"\nstrategy = "cpu"\nseed = 3\nverbose = 0\n')
     run = tmp_path / "run"
     _kit_train(["--records", str(recs), "--out", str(run), "--config", str(config)], {"KERAS_BACKEND": "tensorflow"})
     cv = json.loads((run / "cv.json").read_text())
     assert cv["metric"] == "auc" and cv["overall"] >= 0.9, cv
+    assert min(cv["folds"].values()) >= 0.9, cv
