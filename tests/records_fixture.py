@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from kit import records
@@ -71,3 +75,25 @@ def write_records(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rehearsal_records(tmp_path_factory) -> Path:
+    """Two folds of 20 learnable 32 px records, shared by the rehearsals of one test module."""
+    folder = tmp_path_factory.mktemp("rehearsal")
+    write_records(folder, n_folds=2, per_fold=20, size=32, seed=5)
+    return folder
+
+
+def kit_train_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `kit train ARGS` in a fresh process (backend and devices are process-global); assert it succeeded."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), **env}
+    if "XLA_FLAGS" not in env:
+        full_env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-m", "kit", "train", *args], cwd=ROOT, env=full_env,
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
