@@ -411,7 +411,9 @@ def make_dataset(
     if training and manifest.get("format") != records.PUBLIC_FORMAT:
         # kit's own records: shuffle the serialized records (small in memory), then parse, decode and
         # cast in one parallel map; a second map stage costs as much as the cast.
-        spec = records.feature_spec(list(meta_numeric), list(meta_categorical))
+        # Parse only what training feeds the model: the id, fold and group strings cost parse time per image.
+        full = records.feature_spec(list(meta_numeric), list(meta_categorical))
+        spec = {k: full[k] for k in ("image", "target", *meta_numeric, *meta_categorical)}
         files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=min(len(paths), 16),
                               num_parallel_calls=AUTOTUNE, deterministic=False)
