@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
+# each run gets its own folder (demo/YYYYmmdd-HHMMSS): kit never overwrites earlier output
 demo: $(STAMP)
-	$(VENV)/bin/kit demo
+	$(VENV)/bin/kit demo --out demo/$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
