@@ -196,19 +196,6 @@ def predict_views(
     return total
 
 
-def _read_ids(paths: Sequence[Path], manifest: dict) -> tuple[list[str], np.ndarray]:
-    """Ids and targets of the test records, in record order (the order predict_dataset yields)."""
-    from kit import records
-
-    ids: list[str] = []
-    targets: list[int] = []
-    ds = records.load_dataset(paths, ordered=True, decode=False, manifest=manifest)
-    for ex in ds.batch(4096).as_numpy_iterator():
-        ids += [x.decode("utf-8") for x in ex["image_name"]]
-        targets += np.asarray(ex["target"]).tolist()
-    return ids, np.asarray(targets, np.int64)
-
-
 def _register_custom_objects() -> None:
     # Models kit builds may hold custom layers that kit.models registers with Keras; import it so
     # load_model can rebuild them (a run of plain Keras layers loads without it).
@@ -272,12 +259,13 @@ def predict_run(
         raise KitError(
             f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}"
         )
-    ids, targets = _read_ids(paths, manifest)
-
     import keras
 
     from kit import pipeline
 
+    # the ids in the order predict_dataset yields predictions (the same reader, the same order)
+    table = pipeline.record_table(paths)
+    ids, targets = table["image_name"].tolist(), table["target"].to_numpy(np.int64)
     _register_custom_objects()
     models = [keras.saving.load_model(p, compile=False) for p in info.models]
     cfg = info.config
