@@ -347,12 +347,13 @@ def fit_weights(
         if rank_per_fold:
             preds = _rank_per_fold(preds, fold)
         members.append(_transform(preds, method, power))
-    metric = ref.metric or ("auc" if ref.preds.shape[1] == 1 else "balanced_accuracy")
-    if metric not in ("auc", "accuracy", "balanced_accuracy"):
+    from kit import metrics  # scikit-learn: imported only when weights are fit
+
+    n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
+    metric = ref.metric or metrics.metric_for(n_classes)
+    if metric not in metrics.METRICS:
         raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
     y = ref.target
-
-    from kit import metrics  # scikit-learn: imported only when weights are fit
 
     def score_of(acc: np.ndarray, total: float) -> float:
         return metrics.score(metric, y, _finish(acc / total, method, power))

@@ -297,7 +297,9 @@ def _write(
     frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
     scores: dict[str, float] = {}
     if len(targets) and (targets >= 0).all():
-        metric = (info.cv or {}).get("metric") or ("auc" if n_classes <= 2 else "balanced_accuracy")
+        from kit import metrics
+
+        metric = (info.cv or {}).get("metric") or metrics.metric_for(n_classes)
         scores = score_test(metric, targets, probs)
     write_submission(frame, out)
     sidecar = out.with_suffix(".json")
