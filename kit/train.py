@@ -276,10 +276,6 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     return resolved, manifest
 
 
-def _shards(folder: Path, manifest: dict, folds: Sequence[int]) -> list[Path]:
-    return records.list_shards(folder, folds, split="train")
-
-
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
     if cfg.class_weight == "none":
         return None
@@ -361,7 +357,8 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     folder, fdir = Path(cfg.records), run / f"fold{fold}"
     fdir.mkdir(parents=True, exist_ok=True)
     others = [int(k) for k in manifest["folds"] if int(k) != fold]
-    train_paths, valid_paths = _shards(folder, manifest, others), _shards(folder, manifest, [fold])
+    train_paths = records.list_shards(folder, others, split="train")
+    valid_paths = records.list_shards(folder, [fold], split="train")
     batch = acc.global_batch(cfg.batch)
     n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
     steps = max(1, n_train // batch)
