@@ -196,16 +196,6 @@ def predict_views(
     return total
 
 
-def _register_custom_objects() -> None:
-    # Models kit builds may hold custom layers that kit.models registers with Keras; import it so
-    # load_model can rebuild them (a run of plain Keras layers loads without it).
-    try:
-        import kit.models  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if exc.name != "kit.models":
-            raise
-
-
 def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """The run's metric and accuracy on labelled test records."""
     from kit import metrics
@@ -266,7 +256,7 @@ def predict_run(
     # the ids in the order predict_dataset yields predictions (the same reader, the same order)
     table = pipeline.record_table(paths)
     ids, targets = table["image_name"].tolist(), table["target"].to_numpy(np.int64)
-    _register_custom_objects()
+    import kit.models  # noqa: F401  (registers kit's custom layers, so load_model can rebuild them)
     models = [keras.saving.load_model(p, compile=False) for p in info.models]
     cfg = info.config
     probs = predict_views(
