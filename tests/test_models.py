@@ -34,6 +34,18 @@ def _predict(model, inputs):
     return keras.ops.convert_to_numpy(model(inputs, training=False))
 
 
+@pytest.mark.parametrize("name", ["tiny_cnn", "efficientnet_b0"])
+def test_models_take_uint8_images_as_the_same_pixels_in_float32(name):
+    # kit's pipeline hands uint8 batches to the model wherever nothing changed the pixels
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    model = models.build_model(name, n_classes=2, size=32)
+    as_uint8 = model.predict({"image": pixels}, verbose=0)
+    as_float = model.predict({"image": pixels.astype("float32")}, verbose=0)
+    np.testing.assert_allclose(as_uint8, as_float, rtol=1e-6, atol=1e-7)
+    if name == "tiny_cnn":  # (a randomly initialised EfficientNet maps every image to about the same output)
+        assert len(np.unique(as_float.round(6))) == 4  # four images, four outputs: the pixels got through
+
+
 def test_registry_names_and_default_sizes():
     assert models.list_models() == sorted(EXPECTED)
     for name in models.list_models():

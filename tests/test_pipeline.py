@@ -36,7 +36,7 @@ def _decoded(paths) -> np.ndarray:
         for raw in tf.data.TFRecordDataset(str(p)):
             ex = tf.io.parse_single_example(raw, {"image": tf.io.FixedLenFeature([], tf.string)})
             out.append(tf.io.decode_png(ex["image"]).numpy())
-    return np.stack(out).astype(np.float32)
+    return np.stack(out)
 
 
 def test_train_batches_shapes_dtypes_and_drop_remainder(recs):
@@ -45,12 +45,25 @@ def test_train_batches_shapes_dtypes_and_drop_remainder(recs):
     batches = list(ds.take(6))  # endless: 36 records give 4 full batches per pass, then it repeats
     for inputs, target in batches:
         assert set(inputs) == {"image", "meta"}
-        assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.float32
+        # no host augmentation: the pixels go to the model as decoded, uint8 (the model casts)
+        assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.uint8
         assert inputs["meta"].shape == (8, 3) and inputs["meta"].dtype == tf.float32
         assert target.shape == (8,) and target.dtype == tf.float32
         assert set(np.unique(target.numpy())) <= {0.0, 1.0}
     img = batches[0][0]["image"].numpy()
     assert img.min() >= 0 and img.max() <= 255 and img.max() > 1  # 0..255, not rescaled
+
+
+def test_images_stay_uint8_until_something_changes_their_values(recs):
+    _, paths, _ = recs
+    cfg = _cfg()
+    assert next(iter(P.valid_dataset(paths, cfg)))[0]["image"].dtype == tf.uint8
+    for view in ("identity", "hflip", "transpose"):  # exact views only move pixels
+        assert next(iter(P.predict_dataset(paths, cfg, view, batch=8)))["image"].dtype == tf.uint8
+    # host augmentation and seeded random views resample and recolour: float32 0..255
+    augmented = next(iter(P.train_dataset(paths, cfg.replace(augment="default"))))[0]["image"]
+    assert augmented.dtype == tf.float32 and 0 <= float(tf.reduce_min(augmented)) <= float(tf.reduce_max(augmented)) <= 255
+    assert next(iter(P.predict_dataset(paths, cfg, 9, batch=8)))["image"].dtype == tf.float32
 
 
 def test_multiclass_targets_are_int_class_indices(tmp_path):
@@ -215,11 +228,11 @@ def test_jpeg_records_decode_with_the_jpeg_decoder(tmp_path):
     cfg = Config(size=32, n_classes=2, batch=8, augment="none")
     assert P._is_jpeg(P._manifest([str(p) for p in paths]))
     inputs, target = next(iter(P.train_dataset(paths, cfg)))
-    assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.float32
+    assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.uint8
     valid = np.concatenate([b[0]["image"].numpy() for b in P.valid_dataset(paths, cfg)])
     ref = []
     for p in paths:
         for raw in tf.data.TFRecordDataset(str(p)):
             ex = tf.io.parse_single_example(raw, {"image": tf.io.FixedLenFeature([], tf.string)})
             ref.append(tf.io.decode_jpeg(ex["image"]).numpy())
-    np.testing.assert_array_equal(valid, np.stack(ref).astype(np.float32))
+    np.testing.assert_array_equal(valid, np.stack(ref))
