@@ -126,6 +126,21 @@ def test_each_part_switches_on_alone():
     assert not np.allclose(out, x.numpy(), atol=1.0)
 
 
+@pytest.mark.parametrize("options", [{}, {"zoom": 0.6, "shift": 0.4}])  # the second reflects more than once
+def test_gather_warp_equals_tensorflows_projective_transform(options):
+    aug = P.resolve_augment("default", {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0, **options})
+    assert aug.interpolation == "nearest" and aug.fill == "reflect"  # the presets take the gather path
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (32, 48, 48, 3), dtype=np.uint8))
+    u = tf.random.stateless_uniform([32, 11], seed=[5, 6])
+    ours = P.augment_batch(images, u, aug).numpy()
+    theirs = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=P.affine_transforms(u, aug, 48), output_shape=[48, 48], fill_value=0.0,
+        interpolation="NEAREST", fill_mode="REFLECT").numpy()
+    # the two differ only where a source coordinate lies exactly half way between two pixels
+    assert (ours == theirs).all(axis=-1).mean() > 0.999
+    assert not (ours == images.numpy()).all()
+
+
 def test_augment_options_are_checked():
     assert P.resolve_augment("pcam", {"hue": 0.0}).hue == 0.0
     with pytest.raises(KitError, match="unknown part 'blur'"):
