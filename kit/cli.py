@@ -93,6 +93,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int, help="batch size per replica")
     p.add_argument("--lr-max", type=float, help="peak learning rate per replica")
+    p.add_argument("--lr-per", choices=["epoch", "step"], help="change the learning rate at each epoch start "
+                   "(default) or every step")
     p.add_argument("--augment", help="none|default|pcam|... (or a preset from the config)")
     p.add_argument("--weights", help="local weights file for the backbone")
     p.add_argument("--loss", help="bce|cce|focal")
@@ -109,8 +111,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "lr_max", "augment", "weights", "loss",
-                "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight", "meta", "tta",
+_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "lr_max", "lr_per", "augment", "weights",
+                "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight", "meta", "tta",
                 "verbose")
 
 

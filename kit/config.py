@@ -41,6 +41,7 @@ class Config:
     lr_ramp_epochs: int = 2
     lr_sustain_epochs: int = 0
     lr_decay: float = 0.8
+    lr_per: str = "epoch"  # epoch (set at each epoch start, as the public TPU notebooks do) | step (smooth)
     loss: str = "auto"  # auto (bce for binary, cce otherwise) | bce | cce | focal
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0

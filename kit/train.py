@@ -129,25 +129,42 @@ def make_metric(cfg: Config) -> keras.metrics.Metric:
     return BalancedAccuracy(cfg.n_classes, name="metric")
 
 
+def _schedule_kwargs(cfg: Config, replicas: int) -> dict[str, float]:
+    return dict(lr_start=cfg.lr_start, lr_max=cfg.lr_max * replicas, lr_min=cfg.lr_min,
+                ramp_epochs=cfg.lr_ramp_epochs, sustain_epochs=cfg.lr_sustain_epochs, decay=cfg.lr_decay)
+
+
 def lr_at(cfg: Config, replicas: int) -> Callable[[int], float]:
     """Per-epoch learning rate: the ramp/sustain/decay schedule with lr_max scaled by replicas."""
-    kw = dict(lr_start=cfg.lr_start, lr_max=cfg.lr_max * replicas, lr_min=cfg.lr_min,
-              ramp_epochs=cfg.lr_ramp_epochs, sustain_epochs=cfg.lr_sustain_epochs, decay=cfg.lr_decay)
+    kw = _schedule_kwargs(cfg, replicas)
     return lambda epoch: schedule.ramp_exp_decay(epoch, **kw)
+
+
+def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback.
+
+    A per-step schedule counts the optimizer's own iterations, which a resumed fold's last.keras restores.
+    """
+    if cfg.lr_per == "step":
+        return keras.optimizers.Adam(learning_rate=schedule.RampExpDecay(
+            **_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch))
+    return keras.optimizers.Adam(learning_rate=cfg.lr_start)
 
 
 # --- callbacks -------------------------------------------------------------------------------------
 
 
 class _EpochLR(keras.callbacks.Callback):
-    """Sets the learning rate at each epoch start and logs it as ``lr``."""
+    """Sets the learning rate at each epoch start (unless ``fn`` is None: a per-step schedule owns it) and
+    logs the rate in force at the epoch's end as ``lr``."""
 
-    def __init__(self, fn: Callable[[int], float]) -> None:
+    def __init__(self, fn: Callable[[int], float] | None) -> None:
         super().__init__()
         self.fn = fn
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.model.optimizer.learning_rate = self.fn(epoch)
+        if self.fn is not None:
+            self.model.optimizer.learning_rate = self.fn(epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
@@ -252,6 +269,8 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"{cfg.weights}: weights file not found")
     if cfg.augment_on not in ("host", "device"):
         raise KitError(f"augment_on: expects host or device, got {cfg.augment_on!r}")
+    if cfg.lr_per not in ("epoch", "step"):
+        raise KitError(f"lr_per: expects epoch or step, got {cfg.lr_per!r}")
     if cfg.class_weight not in ("none", "balanced"):
         raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
     if cfg.tta < 1:
@@ -304,14 +323,15 @@ def _build(cfg: Config) -> keras.Model:
     )
 
 
-def build_and_compile(cfg: Config, acc: Any) -> keras.Model:
-    """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope."""
+def build_and_compile(cfg: Config, acc: Any, steps_per_epoch: int = 1) -> keras.Model:
+    """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope;
+    ``steps_per_epoch`` paces a per-step learning-rate schedule."""
     with acc.scope():
         model = _build(cfg)
         if cfg.augment_on == "device":
             model = pipeline.with_device_augmentation(
                 model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.lr_start), loss=make_loss(cfg),
+        model.compile(optimizer=make_optimizer(cfg, acc.replicas, steps_per_epoch), loss=make_loss(cfg),
                       metrics=[make_metric(cfg)])
     return model
 
@@ -380,13 +400,13 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     else:
         for stale in ("best.keras", "last.keras", "state.json", "history.csv"):
             (fdir / stale).unlink(missing_ok=True)
-        model = build_and_compile(cfg, acc)
+        model = build_and_compile(cfg, acc, steps)
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
 
     guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss)
     # history before checkpoints: a run killed between the two repeats the epoch and drops its row
-    callbacks = [_EpochLR(lr_at(cfg, acc.replicas)), guard,
+    callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
     if initial_epoch < cfg.epochs:
@@ -528,9 +548,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
         ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
         _savefig(fig, out / "confusion.png")
 
-    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), lr_start=cfg.lr_start,
-                           lr_max=cfg.lr_max * replicas, lr_min=cfg.lr_min, ramp_epochs=cfg.lr_ramp_epochs,
-                           sustain_epochs=cfg.lr_sustain_epochs, decay=cfg.lr_decay)
+    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas))
 
 
 def _savefig(fig: Any, path: Path) -> None:

@@ -132,13 +132,36 @@ def test_resume_skips_finished_fold_and_continues_unfinished(binary_recs, tmp_pa
     assert not (run / "fold1" / "last.keras").exists()
 
 
+def test_per_step_schedule_moves_every_step_and_survives_resume(binary_recs, tmp_path, monkeypatch):
+    # 2 training folds x 16 images / batch 8 = 4 steps per epoch; lr is logged at each epoch's end
+    run = tmp_path / "run"
+    cfg = _cfg(binary_recs, run, folds=(0,), epochs=3, lr_ramp_epochs=2, lr_per="step")
+    original = train._Checkpoints.on_epoch_end
+
+    def killed_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train._Checkpoints, "on_epoch_end", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_folds(cfg, log=lambda _: None)
+    monkeypatch.setattr(train._Checkpoints, "on_epoch_end", original)
+    train.train_folds(Config(out=str(run)), resume=True, log=lambda _: None)
+    lr = pd.read_csv(run / "fold0" / "history.csv")["lr"].tolist()
+    # after 4 steps: half way up the 2-epoch ramp; after 8: the peak; after 12: one epoch of decay.
+    # Per epoch the log would read [1e-3, 2e-3, 3e-3]; the resumed fold kept the optimizer's step count.
+    assert lr == pytest.approx([2e-3, 3e-3, (3e-3 - 1e-6) * 0.8 + 1e-6], rel=1e-5)
+    assert Config.load(run / "config.toml").lr_per == "step"
+
+
 def test_nan_loss_stops_with_one_line_and_keeps_finished_folds(binary_recs, tmp_path, monkeypatch):
     run = tmp_path / "run"
     built = []
     original = train.build_and_compile
 
-    def nan_in_second_fold(cfg, acc):
-        model = original(cfg, acc)
+    def nan_in_second_fold(cfg, acc, *args):
+        model = original(cfg, acc, *args)
         built.append(model)
         if len(built) == 2:
             model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean(p) * float("nan"),
@@ -161,6 +184,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_finished_folds(binary_recs, tmp_
     ({"size": 48}, "manifest.json: image_size is 32 but size 48 was asked"),
     ({"loss": "cce"}, "loss: cce does not fit 2 classes"),
     ({"augment": "wild"}, "augment: unknown preset 'wild'"),
+    ({"lr_per": "batch"}, "lr_per: expects epoch or step, got 'batch'"),
     ({"weights": "/nonexistent/w.weights.h5"}, "/nonexistent/w.weights.h5: weights file not found"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(binary_recs, tmp_path, change, message):
