@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,15 +50,46 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs: Any) -> Path:
     return Path(path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_dead_partials(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary folders that killed writers of ``path`` left (``.NAME.PID.*.partial`` whose
+    process is gone); folders of live writers stay. Returns what was removed."""
+    final = Path(path)
+    # exactly ".NAME.PID.RANDOM.partial" (mkdtemp's random part has no dots): the leftovers of a folder
+    # named "NAME.5" never pass for NAME's
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)\.[^.]+\.partial")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for partial in sorted(final.parent.iterdir()):
+        match = pattern.fullmatch(partial.name)
+        if match and partial.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling folder of ``path``; rename it onto ``path`` only on success.
 
-    ``path`` must not exist yet (callers refuse to overwrite earlier output with a clear error).
+    ``path`` must not exist yet (callers refuse to overwrite earlier output with a clear error). The
+    temporary name carries the writer's pid: a writer killed outright (SIGKILL, a kernel restart) cannot
+    clean up after itself, so the next writer of the same path removes such leftovers first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    remove_dead_partials(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
         os.replace(tmp, final)

@@ -286,6 +286,9 @@ def test_killed_write_leaves_no_complete_looking_folder(written, tmp_path):
     assert not (partial / "manifest.json").exists()
     with pytest.raises(KitError, match="no such records folder"):
         records.read_manifest(out)
+    # writing the same folder again clears the dead writer's leftovers, then completes
+    manifest = records.write_from_source(written["siim"][0], out, size=16, n_folds=3, workers=1, progress=False)
+    assert not list(tmp_path.glob(".out.*.partial")) and records.read_manifest(out)["count"] == manifest["count"] > 0
 
 
 def test_missing_image_with_skip_bad_is_listed(written, tmp_path):
