@@ -550,7 +550,8 @@ def load_dataset(
     """A dataset of dicts (image, image_name, target, fold, group, metadata) from record shards.
 
     ``ordered=True`` reads the shards one after another in the order given (predictions line up
-    with ids run after run); ``ordered=False`` reads them in parallel, in whatever order is fastest.
+    with ids); ``ordered=False`` interleaves up to 16 shards read in parallel, in an order that is
+    still the same run after run (so a seeded training run repeats).
     ``decode=False`` leaves ``image`` as the JPEG bytes. Works on kit's records and on public
     SIIM-ISIC TFRecords (fold = shard number, group = patient_id).
     """
@@ -601,5 +602,5 @@ def load_dataset(
         ds = files.flat_map(read)
     else:
         ds = files.interleave(read, cycle_length=min(len(paths), 16), num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=False)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
+                              deterministic=True)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
