@@ -139,6 +139,22 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_convert_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-weights", help="rewrite an `efficientnet` package .h5 (imagenet, noisy-student) "
+                       "for kit's EfficientNet B0-B7, which also run on JAX")
+    p.add_argument("source", help="e.g. efficientnet-b3_noisy-student_notop.h5")
+    p.add_argument("--model", required=True, help="efficientnet_b0 .. efficientnet_b7")
+    p.add_argument("--out", required=True, help="converted file, ending in .weights.h5 (give it to --weights)")
+    p.set_defaults(func=_run_convert_weights)
+
+
+def _run_convert_weights(args: argparse.Namespace) -> int:
+    from kit import models
+
+    print(f"wrote {models.convert_efficientnet_weights(args.source, args.out, args.model)}")
+    return 0
+
+
 # --- predict / check / blend ---------------------------------------------------------------------
 
 
@@ -306,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kit {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models, _add_demo):
+    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
+                _add_convert_weights, _add_demo):
         add(sub)
     return parser
 

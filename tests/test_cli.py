@@ -7,7 +7,8 @@ import pytest
 
 from kit.cli import build_parser, main
 
-VERBS = ["records", "train", "predict", "blend", "check", "push", "status", "output", "submit", "models", "demo"]
+VERBS = ["records", "train", "predict", "blend", "check", "push", "status", "output", "submit", "models",
+         "convert-weights", "demo"]
 
 
 def test_every_contract_verb_is_present():

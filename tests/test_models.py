@@ -254,6 +254,14 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     assert np.abs(ref).max() > 1e-2  # features are not all zero
 
+    # the same conversion from the command line
+    from kit.cli import main
+
+    assert main(["convert-weights", str(src), "--model", "efficientnet_b0", "--out", str(tmp_path / "cli.weights.h5")]) == 0
+    from_cli = models.build_model("efficientnet_b0", n_classes=2, size=size, weights=tmp_path / "cli.weights.h5")
+    np.testing.assert_array_equal(_predict(from_cli.get_layer("efficientnetb0"), x), got)
+    assert main(["convert-weights", str(tmp_path / "none.h5"), "--model", "b0", "--out", str(tmp_path / "x.weights.h5")]) == 1
+
     with pytest.raises(KitError, match=r"package.h5: weights do not fit efficientnet_b0 at 64px .*"
                                        "must first go through kit.models.convert_efficientnet_weights"):
         models.build_model("efficientnet_b0", n_classes=2, size=64, weights=src)
