@@ -25,8 +25,9 @@ LOCAL_RUN = (
     "Locally (a rehearsal on a synthetic competition):\n\n"
     "```\n"
     "python -c \"from kit import synth; synth.make_competition('{layout}', 'data/synth-{layout}')\"\n"
-    "KIT_INPUT=data/synth-{layout} KIT_WORKING=runs/{name} KIT_TINY=1 jupyter nbconvert --execute --to notebook {name}.ipynb\n"
+    "KIT_INPUT=data/synth-{layout} KIT_WORKING=runs/{name} KIT_TINY=1 jupyter execute {name}.ipynb\n"
     "```\n\n"
+    "(`jupyter execute` comes from nbclient, installed with kit's dev tools by `make test`.)\n\n"
     "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled as a wheel)."
 )
 
