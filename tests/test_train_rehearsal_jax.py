@@ -15,7 +15,8 @@ from records_fixture import kit_train_process, rehearsal_records  # noqa: F401 (
 def test_jax_data_parallel_over_eight_devices_bfloat16(rehearsal_records, tmp_path):
     run = tmp_path / "run"
     out = kit_train_process(["--records", str(rehearsal_records), "--out", str(run), "--model", "tiny_cnn",
-                             "--epochs", "1", "--batch", "2", "--folds", "1", "--strategy", "tpu", "--verbose", "0"],
+                             "--epochs", "1", "--batch", "2", "--folds", "1", "--strategy", "tpu", "--verbose", "0",
+                             "--lr-per", "step"],
                             # the last two flags only make XLA's CPU compiles cheaper; the computation is the same
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                              "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
@@ -25,3 +26,7 @@ def test_jax_data_parallel_over_eight_devices_bfloat16(rehearsal_records, tmp_pa
     oof = pd.read_csv(run / "oof.csv")
     assert len(oof) == 20 and oof["pred"].between(0, 1).all() and set(oof["fold"]) == {1}
     assert oof["image_name"].tolist() == [f"img_1_{i:03d}" for i in range(20)]
+    # the per-step schedule runs inside the jitted step: after one epoch, half way up the 2-epoch ramp
+    # from 1e-5 to 8 replicas x 5e-5 (per epoch, the rate logged would still be 1e-5)
+    lr = pd.read_csv(run / "fold1" / "history.csv")["lr"].tolist()
+    assert lr == pytest.approx([1e-5 + (8 * 5e-5 - 1e-5) / 2], rel=1e-5)
