@@ -12,6 +12,8 @@ Groups are dealt greedily, rarest class and largest groups first, each to the fo
 (per class, per image count, per group-size bucket) it raises least; the seed orders ties, so the
 same seed always gives the same folds. ``check_leakage`` fails loudly, naming the group or the
 duplicate pair, when a table's folds leak; the writer calls it and so can a user.
+``train_duplicates`` finds test images byte-identical to training images: no fold can keep those
+apart, so the test writer lists them instead.
 """
 
 from __future__ import annotations
@@ -44,21 +46,60 @@ def file_digests(paths: Iterable[str | Path], workers: int = 8) -> list[str]:
     Only files whose size collides are read, on threads (hashing releases the GIL): a folder of
     large JPEGs costs a ``stat`` per file, not a second full read.
     """
-    paths = [str(p) for p in paths]
+    return paired_digests(paths, (), workers)[0]
+
+
+def paired_digests(
+    paths: Iterable[str | Path], others: Iterable[str | Path], workers: int = 8
+) -> tuple[list[str], list[str]]:
+    """SHA-1 per file of ``paths`` and of ``others`` (test and train), "" for a file left unread.
+
+    A file of ``paths`` is read when another file of ``paths`` or one of ``others`` has its size; a
+    file of ``others`` only when one of ``paths`` has its size, since duplicates among ``others``
+    are not looked for. Every file is read at most once.
+    """
+    paths, others = [str(p) for p in paths], [str(p) for p in others]
+    sizes, other_sizes = _sizes(paths), _sizes(others)
+    count, other_set = Counter(sizes), set(other_sizes)
+    todo = [i for i, n in enumerate(sizes) if n > 0 and (count[n] > 1 or n in other_set)]
+    other_todo = [j for j, n in enumerate(other_sizes) if n > 0 and n in count]
+    both = [paths[i] for i in todo] + [others[j] for j in other_todo]
+    out, other_out = [""] * len(paths), [""] * len(others)
+    if both:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            digests = list(pool.map(file_digest, both, chunksize=64))
+        for i, d in zip(todo, digests):
+            out[i] = d
+        for j, d in zip(other_todo, digests[len(todo):]):
+            other_out[j] = d
+    return out, other_out
+
+
+def _sizes(paths: list[str]) -> list[int]:
+    """Byte size per file, -1 where it cannot be read."""
     sizes = []
     for p in paths:
         try:
             sizes.append(os.stat(p).st_size)
         except OSError:
             sizes.append(-1)
-    count = Counter(sizes)
-    todo = [i for i, n in enumerate(sizes) if n > 0 and count[n] > 1]
-    out = [""] * len(paths)
-    if todo:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, d in zip(todo, pool.map(file_digest, [paths[i] for i in todo], chunksize=64)):
-                out[i] = d
-    return out
+    return sizes
+
+
+def train_duplicates(
+    names: Iterable[str], digests: Iterable[str], train_names: Iterable[str], train_digests: Iterable[str]
+) -> list[dict[str, str]]:
+    """One ``{"image_name", "train_image_name"}`` per image byte-identical to a training image.
+
+    Digests come from ``paired_digests`` ("" for none); an image equal to several training images
+    names the first of them in train order.
+    """
+    first_train: dict[str, str] = {}
+    for name, d in zip(train_names, train_digests):
+        if d:
+            first_train.setdefault(d, str(name))
+    return [{"image_name": str(name), "train_image_name": first_train[d]}
+            for name, d in zip(names, digests) if d and d in first_train]
 
 
 def merge_duplicates(groups: Iterable[str], digests: Iterable[str]) -> np.ndarray:

@@ -10,7 +10,10 @@ augmentations (view indices 8, 9, ...), each seeded by its index and the image i
 The CSV copies ``sample_submission.csv`` (ids, order, column names) through
 ``kit.submission.make_submission``; without a sample it is ``id_name,target`` or ``id_name,<classes>``.
 ``NAME.json`` beside ``NAME.csv`` records the run, its CV score, the TTA views, the folds and the time.
-When the test records are labelled (the folder layouts), the submission is scored and the score printed.
+When the test records are labelled (the folder layouts), the submission is scored and the score printed;
+when their manifest lists test images byte-identical to training images (``train_duplicates``), it
+is scored a second time without them, since a model that saw an image in training is not being tested
+on it.
 
 TensorFlow and Keras are imported inside the functions that need them.
 """
@@ -78,6 +81,10 @@ class PredictReport:
     seconds: float
     cv: dict[str, Any] | None = None
     test_scores: dict[str, float] = field(default_factory=dict)
+    # Test records byte-identical to training images (None: the records' manifest does not say).
+    train_duplicates: int | None = None
+    # test_scores over the other records; None when there are no duplicates or what is left cannot be scored.
+    test_scores_without_duplicates: dict[str, float] | None = None
 
 
 def load_run(run: str | os.PathLike) -> RunInfo:
@@ -206,6 +213,31 @@ def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float
     return scores
 
 
+def train_duplicate_ids(manifest: dict, records_dir: str | os.PathLike) -> set[str] | None:
+    """Ids of test records byte-identical to training images, from the manifest (None when not checked)."""
+    dups = manifest.get("train_duplicates")
+    if dups is None:
+        return None
+    try:
+        return {str(d["image_name"]) for d in dups}
+    except (TypeError, KeyError):
+        raise KitError(f"{Path(records_dir) / 'manifest.json'}: train_duplicates must be a list of "
+                       "{image_name, train_image_name}") from None
+
+
+def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[str],
+                  drop: set[str]) -> dict[str, float] | None:
+    """``score_test`` over the rows whose id is not in ``drop``; None if none is dropped or the rest cannot be scored."""
+    keep = np.array([i not in drop for i in ids], bool)
+    if keep.all():
+        return None
+    try:
+        return score_test(metric, y[keep], probs[keep])
+    except KitError:
+        # No row left, or one class only: a score that does not exist is reported as such, not as a failure.
+        return None
+
+
 def predict_run(
     run: str | os.PathLike,
     records_dir: str | os.PathLike,
@@ -263,7 +295,8 @@ def predict_run(
         models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
         fold_weights=weights, progress=progress,
     )
-    return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir))
+    return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir),
+                  train_duplicate_ids(manifest, records_dir))
 
 
 def _write(
@@ -277,8 +310,10 @@ def _write(
     weights: np.ndarray,
     t0: float,
     records_dir: str,
+    train_dups: set[str] | None = None,
 ) -> PredictReport:
-    """Align to the sample, write the CSV and its JSON sidecar, score labelled test records."""
+    """Align to the sample, write the CSV and its JSON sidecar, score labelled test records (also without
+    the images duplicated in train)."""
     from kit.submission import make_submission, write_submission
 
     n_classes = info.n_classes
@@ -286,17 +321,22 @@ def _write(
         raise KitError(f"{info.models[0]}: the model gives {probs.shape[1]} outputs for {n_classes} classes")
     frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
     scores: dict[str, float] = {}
+    clean: dict[str, float] | None = None
+    n_dups = None if train_dups is None else sum(i in train_dups for i in ids)
     if len(targets) and (targets >= 0).all():
         from kit import metrics
 
         metric = (info.cv or {}).get("metric") or metrics.metric_for(n_classes)
         scores = score_test(metric, targets, probs)
+        if n_dups:
+            clean = score_without(metric, targets, probs, ids, train_dups)
     write_submission(frame, out)
     sidecar = out.with_suffix(".json")
     report = PredictReport(
         out=str(out), sidecar=str(sidecar), run=str(info.run), rows=len(frame), columns=list(frame.columns),
         folds=info.folds, fold_weights=[float(x) for x in weights], views=list(views),
-        seconds=time.perf_counter() - t0, cv=info.cv, test_scores=scores,
+        seconds=time.perf_counter() - t0, cv=info.cv, test_scores=scores, train_duplicates=n_dups,
+        test_scores_without_duplicates=clean,
     )
     cv = info.cv or {}
     fsutil.write_json(sidecar, {
@@ -311,6 +351,8 @@ def _write(
         "rows": report.rows,
         "columns": report.columns,
         "test_scores": scores or None,
+        "train_duplicates": n_dups,  # test records byte-identical to training images; null: not checked
+        "test_scores_without_train_duplicates": clean,
         "seconds": round(report.seconds, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
@@ -336,6 +378,16 @@ def format_report(report: PredictReport) -> str:
     if report.cv and report.cv.get("overall") is not None:
         lines.append(f"  CV {report.cv.get('metric')} {float(report.cv['overall']):.4f}")
     if report.test_scores:
-        lines.append("  test (labelled): " + ", ".join(f"{k} {v:.4f}" for k, v in report.test_scores.items()))
+        line = "  test (labelled): " + ", ".join(f"{k} {v:.4f}" for k, v in report.test_scores.items())
+        n = report.train_duplicates
+        if n:
+            without = f"without the {n} image{'s' if n != 1 else ''} duplicated in train"
+            clean = report.test_scores_without_duplicates
+            line += (f"; {without}: " + ", ".join(f"{k} {v:.4f}" for k, v in clean.items()) if clean
+                     else f"; no score {without} (too few images or one class left)")
+        lines.append(line)
+    elif report.train_duplicates:
+        lines.append(f"  {report.train_duplicates} test image(s) byte-identical to training images "
+                     "(listed in the records' manifest.json)")
     lines.append(f"  sidecar {report.sidecar}; {report.seconds:.1f} s")
     return "\n".join(lines)

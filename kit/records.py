@@ -23,7 +23,9 @@ temporary folder beside ``--out`` and renamed onto it only when complete, ``mani
     OUT/manifest.json   layout, source, split, image_size, classes, n_classes, id_name, labelled,
                         n_folds, fold_seed, folds {k: images, groups, positives|class_counts,
                         shards}, shards, count, metadata {numeric, categorical code tables,
-                        numeric_stats}, encoding, skipped [{path, reason}], duplicates
+                        numeric_stats}, encoding, skipped [{path, reason}], duplicates,
+                        train_duplicates (test only: [{image_name, train_image_name}], or null
+                        when the download has no train split to compare with)
 
 The reader (``read_manifest``, ``list_shards``, ``load_dataset``) also reads a folder of public
 SIIM-ISIC TFRecords as they are: no manifest, no ``fold`` field; the shard number is the fold.
@@ -186,9 +188,10 @@ def write_from_source(
     check_out_folder(out)
     src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
                               images=images, test=test, skip_bad=skip_bad)
+    train = sources.train_split_of(src) if test else None
     return write_records(src, out, n_folds=n_folds, size=size, n_shards=n_shards, test=test, seed=seed,
                          skip_bad=skip_bad, workers=workers, resize=resize, quality=quality, progress=progress,
-                         source_path=str(Path(source).resolve()))
+                         source_path=str(Path(source).resolve()), train=train)
 
 
 def write_records(
@@ -206,8 +209,14 @@ def write_records(
     quality: int = imaging.JPEG_QUALITY,
     progress: bool = True,
     source_path: str | None = None,
+    train: sources.Source | None = None,
 ) -> dict:
-    """Write ``src`` as sharded records with folds (fold -1 when ``test``) into ``out``; returns the manifest."""
+    """Write ``src`` as sharded records with folds (fold -1 when ``test``) into ``out``; returns the manifest.
+
+    With ``test`` and the competition's ``train`` split, test images byte-identical to a training
+    image are listed in the manifest (``train_duplicates``); they are written all the same, since
+    a submission needs a prediction for every test id.
+    """
     out = Path(out)
     check_out_folder(out)
     if size < 8:
@@ -216,7 +225,12 @@ def write_records(
         raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
     split = "test" if test else "train"
     table = src.table.reset_index(drop=True).copy()
-    digests = kfolds.file_digests(table["path"])
+    train_dups = None
+    if test and train is not None:
+        digests, train_digests = kfolds.paired_digests(table["path"], train.table["path"])
+        train_dups = kfolds.train_duplicates(table["image_name"], digests, train.table["image_name"], train_digests)
+    else:
+        digests = kfolds.file_digests(table["path"])
     if test:
         table["fold"] = -1
     else:
@@ -285,8 +299,11 @@ def write_records(
         written = table.drop(index=bad_rows)
         if written.empty:
             raise KitError(f"{src.root}: every image was bad; nothing to write")
+        if train_dups is not None:
+            kept = set(written["image_name"].astype(str))
+            train_dups = [d for d in train_dups if d["image_name"] in kept]
         manifest = _manifest(src, written, table, split, size, n_folds if not test else 0, seed, shard_names,
-                             shard_of_row, skipped, digests, resize, quality, source_path)
+                             shard_of_row, skipped, digests, resize, quality, source_path, train_dups)
         write_json(tmp / "manifest.json", manifest)
     return manifest
 
@@ -364,7 +381,7 @@ def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, worker
 
 
 def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shard_of_row, skipped, digests,
-              resize, quality, source_path) -> dict:
+              resize, quality, source_path, train_dups) -> dict:
     folds_info = kfolds.fold_summary(written, src.classes)
     for key, info in folds_info.items():
         rows = written.index[written["fold"] == int(key)]
@@ -380,6 +397,8 @@ def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shar
         ok = v[~np.isnan(v)]
         stats[c] = {"mean": float(ok.mean()) if ok.size else 0.0, "std": float(ok.std()) if ok.size else 0.0,
                     "missing": int(np.isnan(v).sum())}
+    # Only a test split can hold images of the train split; null there means nothing to compare with.
+    test_only = {"train_duplicates": train_dups} if split == "test" else {}
     return {
         "layout": src.layout,
         "source": source_path or src.root,
@@ -402,6 +421,7 @@ def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shar
         "encoding": {"format": "jpeg", "quality": int(quality), "resize": resize, "resample": "bicubic",
                      "channels": 3},
         "duplicates": duplicates,
+        **test_only,
         "skipped": skipped,
         "kit_version": kit.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -425,11 +445,32 @@ def format_summary(manifest: Mapping) -> str:
             label = "-"
         lines.append(f"{key:>5} {f['images']:>7} {f.get('groups', '-'):>7}  {label}")
     if m.get("duplicates"):
-        lines.append(f"{len(m['duplicates'])} set(s) of byte-identical images kept in one fold each")
+        where = "within the test split" if m.get("split") == "test" else "kept in one fold each"
+        lines.append(f"{len(m['duplicates'])} set(s) of byte-identical images {where}")
     if m.get("skipped"):
         lines.append(f"skipped {len(m['skipped'])} bad image(s), listed in manifest.json; first: "
                      f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    line = _train_duplicates_line(m)
+    if line:
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _train_duplicates_line(m: Mapping) -> str:
+    """The summary's line on test images byte-identical to training images ("" when there is nothing to say)."""
+    if m.get("split") != "test" or "train_duplicates" not in m:
+        return ""
+    dups = m["train_duplicates"]
+    if dups is None:
+        return "note: no train split found beside this test split; test images not compared with training images"
+    if not dups:
+        return ""
+    first = dups[0]
+    n = len(dups)
+    what = ("scores on this labelled test split overstate the model (kit predict also scores without them)"
+            if m.get("labelled") else "leaderboard scores on them overstate the model")
+    return (f"warning: {n} test image{'s are' if n != 1 else ' is'} byte-identical to training images "
+            f"(first: test {first['image_name']} = train {first['train_image_name']}); {what}")
 
 
 # --- reader --------------------------------------------------------------------------------------

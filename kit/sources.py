@@ -124,6 +124,25 @@ def load_source(
     return src
 
 
+# Layouts whose download holds a train split beside the test split, both found from ``Source.root``.
+_TRAIN_BESIDE_TEST = ("siim", "pcam", "folders")
+
+
+def train_split_of(test: Source) -> Source | None:
+    """The train split of the download ``test`` was read from, or None where kit finds none.
+
+    Only siim, pcam and folders downloads hold both splits (HAM10000 has no test split; a csv
+    layout names one CSV). Missing train images are left out rather than raised: the caller only
+    compares bytes, and a broken train split must not stop the test split from being written.
+    """
+    if test.layout not in _TRAIN_BESIDE_TEST or not test.root:
+        return None
+    try:
+        return load_source(test.root, layout=test.layout, skip_bad=True)
+    except (KitError, OSError):
+        return None
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 

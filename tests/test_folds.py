@@ -90,3 +90,22 @@ def test_only_files_with_a_colliding_size_are_hashed(tmp_path):
         (tmp_path / name).write_bytes(data)
     d = folds.file_digests([tmp_path / n for n in "abcde"])
     assert d[0] == d[1] != d[2] and d[2] and d[3] == "" and d[4] == ""
+
+
+def test_paired_digests_read_only_sizes_shared_with_the_test_side(tmp_path, monkeypatch):
+    files = {"t1": b"AAAAA", "t2": b"BBBBBBB", "t3": b"CC", "t4": b"DD",    # test: t3/t4 collide in size only
+             "r1": b"AAAAA", "r2": b"XXXXXXX", "r3": b"EEEEEEEEE", "r4": b"FFFFFFFFF", "r5": b"AAAAA"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    read = []
+    real = folds.file_digest
+    monkeypatch.setattr(folds, "file_digest", lambda p: read.append(p.rsplit("/", 1)[-1]) or real(p))
+    test = [tmp_path / n for n in ("t1", "t2", "t3", "t4")]
+    train = [tmp_path / n for n in ("r1", "r2", "r3", "r4", "r5")]
+    d, td = folds.paired_digests(test, train)
+    # r3/r4 share a size but no test file has it: duplicates within train are not looked for.
+    assert sorted(read) == ["r1", "r2", "r5", "t1", "t2", "t3", "t4"]
+    assert td[2] == td[3] == "" and d[2] != d[3]
+    pairs = folds.train_duplicates(["t1", "t2", "t3", "t4"], d, ["r1", "r2", "r3", "r4", "r5"], td)
+    assert pairs == [{"image_name": "t1", "train_image_name": "r1"}]  # r5 too, but r1 comes first
+    assert folds.train_duplicates(["t1"], [""], ["r1"], [""]) == []

@@ -29,7 +29,7 @@ EXACT_VIEWS = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "trans
 IDS = ["00a1f3", "0001", "ff09", "3e5", "000000b2", "c0ffee", "0b", "9"]  # PCam-like hex ids, leading zeros
 
 
-def _write_records(folder, ids, targets, classes):
+def _write_records(folder, ids, targets, classes, train_duplicates=None):
     folder.mkdir()
     rng = np.random.default_rng(0)
     half = len(ids) // 2
@@ -48,6 +48,8 @@ def _write_records(folder, ids, targets, classes):
                 "id_name": "id", "labelled": bool((np.asarray(targets) >= 0).all()), "n_folds": 0,
                 "folds": {"-1": {"images": len(ids), "shards": shards}}, "shards": shards, "count": len(ids),
                 "metadata": {"numeric": [], "categorical": {}}, "skipped": []}
+    if train_duplicates is not None:
+        manifest["train_duplicates"] = [{"image_name": i, "train_image_name": f"train_{i}"} for i in train_duplicates]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return np.stack(decoded).mean(axis=(1, 2))  # mean colour per image, record order
 
@@ -178,7 +180,41 @@ def test_binary_predict_aligned_to_sample_scored_and_checked(tmp_path, capsys):
     assert side["folds"] == [0, 1]
     assert side["fold_weights"] == [0.25, 0.75]
     assert side["test_scores"]["auc"] == pytest.approx(auc, abs=1e-9)
+    assert side["train_duplicates"] is None and side["test_scores_without_train_duplicates"] is None
+    assert "duplicated in train" not in printed
     assert side["seconds"] > 0
+
+
+def test_labelled_test_scored_also_without_images_duplicated_in_train(tmp_path, capsys):
+    targets = np.array([0, 1, 0, 1, 1, 0, 0, 1])
+    dups = [IDS[1], IDS[4], IDS[6]]
+    colours = _write_records(tmp_path / "test_records", IDS, targets, ["0", "1"], train_duplicates=dups)
+    run = _make_run(tmp_path / "run", [_binary_model(0.0)], ["0", "1"], "id")
+    out = tmp_path / "s.csv"
+    assert main(["predict", "--run", str(run), "--records", str(tmp_path / "test_records"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    probs = _sigmoid(colours @ W_BIN[:, 0])
+    keep = np.array([i not in dups for i in IDS])
+    auc, clean_auc = roc_auc_score(targets, probs), roc_auc_score(targets[keep], probs[keep])
+    clean_acc = accuracy_score(targets[keep], probs[keep] > 0.5)
+    assert abs(auc - clean_auc) > 0.01  # the planted duplicates move the score
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["train_duplicates"] == 3
+    assert side["test_scores"]["auc"] == pytest.approx(auc, abs=1e-6)
+    assert side["test_scores_without_train_duplicates"]["auc"] == pytest.approx(clean_auc, abs=1e-6)
+    assert side["test_scores_without_train_duplicates"]["accuracy"] == pytest.approx(clean_acc)
+    assert (f"test (labelled): auc {auc:.4f}, accuracy {side['test_scores']['accuracy']:.4f}; without the 3 images "
+            f"duplicated in train: auc {clean_auc:.4f}, accuracy {clean_acc:.4f}") in printed
+
+
+def test_score_without_is_none_when_nothing_is_left_to_score():
+    y, p = np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.6, 0.4])
+    ids = ["a", "b", "c", "d"]
+    assert predict.score_without("auc", y, p, ids, {"b"}) == {"auc": 1.0, "accuracy": 1.0}
+    assert predict.score_without("auc", y, p, ids, {"b", "c"}) is None  # one class left: no AUC
+    assert predict.score_without("auc", y, p, ids, set()) is None
 
 
 def test_multiclass_predict_without_sample_passes_check(tmp_path, capsys):

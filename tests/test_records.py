@@ -1,6 +1,7 @@
 """Record writer and reader: every layout round trip, public SIIM-ISIC shards, bad input, the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -106,6 +107,7 @@ def test_test_split_keeps_the_sample_order(written, tmp_path):
     root = written["siim"][0]
     m = records.write_from_source(root, tmp_path / "test", size=SIZE, test=True, progress=False)
     assert m["split"] == "test" and m["shards"] == ["test00-10.tfrec"] and not m["labelled"]
+    assert m["train_duplicates"] == []  # synth's test images are drawn apart from its train images
     recs = _read_all(tmp_path / "test")
     sample = pd.read_csv(root / "sample_submission.csv")
     assert [r["image_name"].decode() for r in recs] == list(sample.image_name)
@@ -301,3 +303,63 @@ def test_missing_image_with_skip_bad_is_listed(written, tmp_path):
         records.write_from_source(root, tmp_path / "a", size=SIZE, progress=False)
     m = records.write_from_source(root, tmp_path / "b", size=SIZE, skip_bad=True, progress=False)
     assert m["count"] == 29 and [s["path"].endswith(gone) for s in m["skipped"]] == [True]
+
+
+def _plant_train_copies(root, layout):
+    """Overwrite test images 1 and 3 with the bytes of two train images; returns the pairs the manifest must list."""
+    train = sources.load_source(root).table
+    test = sources.load_source(root, test=True).table
+    originals = [4, 0]
+    if layout == "isic9":
+        # The train image that synth also saved as "<id>_copy": the pair names the first of the two.
+        copy = train.index[train.image_name.str.endswith("_copy")][0]
+        originals = [4, int(train.index[train.image_name == train.image_name[copy][: -len("_copy")]][0])]
+    pairs = []
+    for t, r in zip([1, 3], originals):
+        Path(test.path[t]).write_bytes(Path(train.path[r]).read_bytes())
+        pairs.append({"image_name": test.image_name[t], "train_image_name": train.image_name[r]})
+    return pairs
+
+
+@pytest.mark.parametrize("layout", ["siim", "pcam", "melanoma10k", "isic9"])
+def test_test_images_copied_from_train_are_listed_and_warned(tmp_path, layout):
+    root = synth.make_competition(layout, tmp_path / "src", n_train=12, n_test=6, size=16, seed=3)
+    clean = records.write_from_source(root, tmp_path / "clean", size=SIZE, test=True, workers=1, progress=False)
+    assert clean["train_duplicates"] == []
+    assert "byte-identical to training" not in records.format_summary(clean)
+    pairs = _plant_train_copies(root, layout)
+    m = records.write_from_source(root, tmp_path / "planted", size=SIZE, test=True, workers=1, progress=False)
+    assert m["train_duplicates"] == pairs and m["count"] == 6  # listed, and written all the same
+    assert json.loads((tmp_path / "planted" / "manifest.json").read_text())["train_duplicates"] == pairs
+    overstate = ("scores on this labelled test split overstate the model (kit predict also scores without them)"
+                 if m["labelled"] else "leaderboard scores on them overstate the model")
+    assert m["labelled"] == (layout in ("melanoma10k", "isic9"))
+    assert records.format_summary(m).splitlines()[-1] == (
+        f"warning: 2 test images are byte-identical to training images "
+        f"(first: test {pairs[0]['image_name']} = train {pairs[0]['train_image_name']}); {overstate}"
+    )
+
+
+def test_test_split_without_a_train_split_records_null_and_says_so(written, tmp_path):
+    import shutil
+
+    root = synth.make_competition("siim", tmp_path / "src", n_train=12, n_test=6, size=16)
+    shutil.rmtree(root / "jpeg" / "train")  # train.csv names images that are gone: nothing to compare with
+    m = records.write_from_source(root, tmp_path / "a", size=SIZE, test=True, workers=1, progress=False)
+    assert m["count"] == 6 and m["train_duplicates"] is None
+    assert records.format_summary(m).splitlines()[-1] == (
+        "note: no train split found beside this test split; test images not compared with training images")
+    (root / "train.csv").unlink()
+    m = records.write_from_source(root, tmp_path / "b", size=SIZE, test=True, workers=1, progress=False)
+    assert m["train_duplicates"] is None
+    assert "train_duplicates" not in written["siim"][2]  # a train split is never compared with itself
+
+
+def test_cli_records_test_prints_the_train_duplicates_warning(tmp_path, capsys):
+    root = synth.make_competition("melanoma10k", tmp_path / "src", n_train=12, n_test=6, size=16)
+    pairs = _plant_train_copies(root, "melanoma10k")
+    rc = main(["records", str(root), "--out", str(tmp_path / "t"), "--size", str(SIZE), "--test", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert (f"warning: 2 test images are byte-identical to training images (first: test {pairs[0]['image_name']} "
+            f"= train {pairs[0]['train_image_name']}); scores on this labelled test split overstate the model") in out

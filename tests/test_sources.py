@@ -88,6 +88,24 @@ def test_csv_layout_with_named_columns(comps, tmp_path):
     assert "age_approx" in src.numeric and "sex" in src.categorical
 
 
+@pytest.mark.parametrize("layout", ["siim", "pcam", "isic9", "melanoma10k"])
+def test_train_split_of_a_test_split_is_the_train_split(comps, layout):
+    train = sources.train_split_of(sources.load_source(comps[layout], test=True))
+    expected = sources.load_source(comps[layout]).table
+    assert train is not None and train.labelled
+    assert list(train.table.image_name) == list(expected.image_name) and list(train.table.path) == list(expected.path)
+
+
+def test_train_split_of_is_none_where_the_download_has_none(comps, tmp_path):
+    root = comps["siim"]
+    pd.read_csv(root / "test.csv").to_csv(tmp_path / "test.csv", index=False)  # a lone test CSV: no train.csv
+    lone = sources.load_source(tmp_path / "test.csv", layout="csv", id_col="image_name", test=True,
+                               images=root / "jpeg" / "test")
+    assert sources.train_split_of(lone) is None
+    siim_test = sources.load_source(tmp_path / "test.csv", layout="siim", test=True, images=root / "jpeg" / "test")
+    assert sources.train_split_of(siim_test) is None  # tmp_path has no train.csv beside it
+
+
 def _copy(comps, layout, tmp_path):
     return shutil.copytree(comps[layout], tmp_path / layout)
 
