@@ -6,8 +6,9 @@ per-step or per-epoch cost kit adds shows) and the same images:
 - plain: ``model.fit(x, y, batch_size=B)`` on a float32 NumPy array in memory, Adam + binary
   cross-entropy + AUC, no callbacks beyond the timer;
 - kit, in memory: kit's compiled model (``kit.train.build_and_compile``: its loss and metric) and every
-  callback a fold runs (per-epoch LR schedule, NaN guard, CSVLogger, last.keras + state.json each
-  epoch), fed the same tensors from memory: what kit's training loop costs on top of Keras;
+  callback a fold runs (per-epoch LR schedule, NaN guard, CSVLogger, best.keras on each improvement,
+  last.keras + state.json after the first epoch and then at most every minute), fed the same tensors
+  from memory: what kit's training loop costs on top of Keras;
 - kit, from records: the same, fed by ``kit.pipeline.train_dataset`` from JPEG records
   (augmentation off): kit's training as it runs.
 
@@ -143,7 +144,8 @@ def main() -> None:
         **{f"{k}_steps_s": round(v, 2) for k, v in rates.items()},
         "ratios": {"vs_plain_fit": round(rates["kit_records"] / rates["plain_fit"], 3),
                    "vs_plain_fit_in_memory": round(rates["kit_in_memory"] / rates["plain_fit"], 3)},
-        "notes": "kit runs every fold callback (LR schedule, NaN guard, CSVLogger, last.keras + state.json each epoch); "
+        "notes": "kit runs every fold callback (LR schedule, NaN guard, CSVLogger, best.keras on improvement, last.keras "
+                 "+ state.json after epoch 1 and then at most every minute); "
                  "best of 2 alternating rounds on a possibly shared machine",
     }))
 

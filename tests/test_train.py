@@ -84,7 +84,7 @@ def test_multiclass_run_oof_columns_and_confusion(tmp_path):
 def test_checkpoint_follows_the_metric_not_the_loss(tmp_path):
     inp = {"image": keras.Input((4,), name="image")}
     model = keras.Model(inp, keras.layers.Dense(1, name="d")(inp["image"]))
-    cb = train._Checkpoints(tmp_path)
+    cb = train._Checkpoints(tmp_path, last_every_s=0)  # last.keras after every epoch
     cb.set_model(model)
     # val_loss is best at epoch 0 and explodes later (the seed notebook's 1e5 jump); val_metric peaks at epoch 2
     history = [(0.30, 0.70), (5.0, 0.72), (1e5, 0.91), (0.40, 0.80)]
@@ -102,6 +102,23 @@ def test_checkpoint_follows_the_metric_not_the_loss(tmp_path):
     for epoch, (val_loss, val_metric) in enumerate([(0.6, 1.0), (0.2, 1.0), (0.4, 1.0), (0.01, 0.99)]):
         cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": val_loss, "val_metric": val_metric})
     assert (cb.best_epoch, cb.best_loss) == (1, 0.2)
+
+
+def test_last_checkpoint_is_written_first_then_at_most_every_interval(tmp_path):
+    inp = {"image": keras.Input((4,), name="image")}
+    model = keras.Model(inp, keras.layers.Dense(1, name="d")(inp["image"]))
+    cb = train._Checkpoints(tmp_path)  # the default interval, a minute: these epochs take milliseconds
+    cb.set_model(model)
+    for epoch, val_metric in enumerate([0.7, 0.8, 0.75]):
+        model.get_layer("d").set_weights([np.full((4, 1), float(epoch), "float32"), np.zeros(1, "float32")])
+        cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.3, "val_metric": val_metric})
+    last = keras.saving.load_model(tmp_path / "last.keras")
+    assert last.get_layer("d").get_weights()[0][0, 0] == 0.0  # the first epoch's, not re-saved since
+    best = keras.saving.load_model(tmp_path / "best.keras")
+    assert best.get_layer("d").get_weights()[0][0, 0] == 1.0  # improvements are always saved
+    # a resume restarts after epoch 0 and knows epoch 1's best.keras is the one to beat
+    assert json.loads((tmp_path / "state.json").read_text()) == {"epoch": 0, "best": pytest.approx(0.8),
+                                                                  "best_epoch": 1, "best_loss": 0.3}
 
 
 def test_resume_skips_finished_fold_and_continues_unfinished(binary_recs, tmp_path, monkeypatch):
