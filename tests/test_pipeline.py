@@ -235,6 +235,11 @@ def test_device_augmentation_is_identity_at_inference():
     x = {"image": np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")}
     np.testing.assert_allclose(wrapped.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5)
     assert not np.allclose(wrapped(x, training=True), model(x, training=False), rtol=1e-3)
+    # the host hands uint8 batches when it does not augment: the random layers get them as float32
+    pixels = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(wrapped.predict({"image": pixels}, verbose=0),
+                               model.predict({"image": pixels.astype("float32")}, verbose=0), rtol=1e-5)
+    assert not np.allclose(wrapped({"image": pixels}, training=True), model({"image": pixels}, training=False), rtol=1e-3)
 
 
 def test_jpeg_records_decode_with_the_jpeg_decoder(tmp_path):
