@@ -4,8 +4,9 @@ Every model kit builds takes ``{"image": [B, S, S, 3] pixels 0..255}`` (plus ``"
 float32 [B, M]`` when ``n_meta > 0``) and keeps its normalisation inside, so a saved ``.keras`` file
 needs no outside preprocessing. The image input is declared float32 and accepts uint8 as well: Keras
 casts it on entry to the model, inside the compiled step, so kit's input pipeline hands over uint8
-batches (a quarter of the bytes to move from host to accelerator) and host-augmented float32 ones alike. Binary (``n_classes=2``) ends in one sigmoid unit, multi-class in a
-softmax; the head runs in float32 under mixed precision. Only Keras 3 ops: the same model trains on
+batches (a quarter of the bytes to move from host to accelerator) and host-augmented float32 ones
+alike. Binary (``n_classes=2``) ends in one sigmoid unit, multi-class in a softmax; the head runs in
+float32 under mixed precision. Only Keras 3 ops: the same model trains on
 TensorFlow and on JAX (Kaggle's TPU route).
 
 Weights come from local files only, never downloaded:
