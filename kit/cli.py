@@ -7,6 +7,7 @@ TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one li
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -96,7 +97,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-per", choices=["epoch", "step"], help="change the learning rate at each epoch start "
                    "(default) or every step")
     p.add_argument("--augment", help="none|default|pcam|... (or a preset from the config)")
-    p.add_argument("--weights", help="local weights file for the backbone")
+    p.add_argument("--weights", help="a weights file (.h5, .weights.h5), imagenet, or a keras-hub preset folder "
+                   "or name (see `kit models`)")
     p.add_argument("--loss", help="bce|cce|focal")
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--seed", type=int)
@@ -128,14 +130,31 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the backbone names kit knows")
+    p = sub.add_parser("models", help="the backbones kit knows: family, default size, parameters, weights routes")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
     p.set_defaults(func=_run_models)
 
 
 def _run_models(args: argparse.Namespace) -> int:
     from kit import models
 
-    print("\n".join(models.list_models()))
+    rows = models.model_table()
+    print(json.dumps(rows) if args.json else models.format_model_table(rows))
+    return 0
+
+
+def _add_export_backbone(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-backbone", help="save a run's backbone as --weights for the next run "
+                       "(a .weights.h5 file, or a preset folder for keras-hub models)")
+    p.add_argument("model", help="a saved model, e.g. RUN/fold0/best.keras")
+    p.add_argument("--out", required=True, help="NAME.weights.h5 (or a new folder for a keras-hub backbone)")
+    p.set_defaults(func=_run_export_backbone)
+
+
+def _run_export_backbone(args: argparse.Namespace) -> int:
+    from kit import models
+
+    print(f"wrote {models.export_backbone(args.model, args.out)}")
     return 0
 
 
@@ -323,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
-                _add_convert_weights, _add_demo):
+                _add_export_backbone, _add_convert_weights, _add_demo):
         add(sub)
     return parser
 

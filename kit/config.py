@@ -28,7 +28,8 @@ class Config:
     # model
     model: str = "efficientnet_b0"
     size: int = 0  # image side; 0 means the records' size (any other value must equal it)
-    weights: str = ""  # local weights file for the backbone; "" means random initialisation
+    # "" random initialisation | a weights file (.h5, .weights.h5) | "imagenet" | a keras-hub preset folder or name
+    weights: str = ""
     dropout: float = 0.2
     trainable_backbone: bool = True
     meta: bool = False  # feed the records' metadata columns to a metadata branch

@@ -283,8 +283,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     known = models.list_models()
     if cfg.model not in known:
         raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise KitError(f"{cfg.weights}: weights file not found")
+    models.check_weights(cfg.model, cfg.weights)  # a missing file, a preset of another architecture: one line
     if cfg.augment_on not in ("host", "device"):
         raise KitError(f"augment_on: expects host or device, got {cfg.augment_on!r}")
     if cfg.lr_per not in ("epoch", "step"):
