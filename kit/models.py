@@ -301,7 +301,9 @@ def _preset_json(preset: str, file: str) -> dict:
     if local.is_file():
         return json.loads(local.read_text())
     if Path(preset).is_dir():
-        raise KitError(f"{preset}: the keras-hub preset has no {file}")
+        raise KitError(f"{preset}: the keras-hub preset has no {file}" + (
+            "; kit needs the preset's image converter (its mean, std and scaling): write one with "
+            "kit.models.write_image_converter" if file == "image_converter.json" else ""))
     from keras_hub.src.utils import preset_utils  # only reached for names and kaggle:// / hf:// handles
 
     try:
@@ -328,28 +330,31 @@ def _check_preset(spec: Backbone, preset: str) -> None:
         hint = f"; did you mean {below}?" if below else " (a keras-hub preset folder holds config.json)"
         raise KitError(f"{preset}: not a keras-hub preset folder{hint}")
     _keras_hub()
-    if Path(preset).is_dir() and spec.hub_class:
-        found = json.loads((Path(preset) / "config.json").read_text()).get("class_name", "?")
-        if found != spec.hub_class:
-            raise KitError(f"{preset}: the preset holds a {found}, but model {spec.name} expects {spec.hub_class}; "
-                           f"pass --model keras_hub to take whatever the preset holds")
+    if Path(preset).is_dir():  # a name or handle is checked when it is fetched, in _hub_backbone
+        _check_class(preset, json.loads((Path(preset) / "config.json").read_text()), spec)
 
 
-def _hub_builder(hub_class: str) -> Callable[..., keras.Model]:
+def _check_class(preset: str, config: dict, spec: Backbone) -> None:
+    found = config.get("class_name", "?")
+    if spec.hub_class and found != spec.hub_class:
+        raise KitError(f"{preset}: the preset holds a {found}, but model {spec.name} expects {spec.hub_class}; "
+                       f"pass --model keras_hub to take whatever the preset holds")
+
+
+def _hub_builder(name: str) -> Callable[..., keras.Model]:
     def build(size: int, weights: str | None = None) -> keras.Model:
         if not weights:
-            raise KitError("model: a keras-hub backbone takes its architecture from a preset; pass --weights")
-        return _hub_backbone(str(weights), size, hub_class)
+            raise KitError(f"model: {name} takes its architecture from a keras-hub preset; pass --weights")
+        return _hub_backbone(str(weights), size, _BACKBONES[name])
     return build
 
 
-def _hub_backbone(preset: str, size: int, hub_class: str) -> keras.Model:
+def _hub_backbone(preset: str, size: int, spec: Backbone) -> keras.Model:
     """The preset's backbone at ``size`` px behind its image converter, pooled to [B, F], as one model."""
     keras_hub = _keras_hub()
     config = _preset_json(preset, "config.json")
+    _check_class(preset, config, spec)
     found = config.get("class_name", "?")
-    if hub_class and found != hub_class:
-        raise KitError(f"{preset}: the preset holds a {found}, but the model expects {hub_class}")
     converter = _preset_json(preset, "image_converter.json").get("config", {})
     # The input size is the records' size: ViT-style configs name it image_shape, CNNs input_shape.
     inner = config.get("config", {})
@@ -362,9 +367,8 @@ def _hub_backbone(preset: str, size: int, hub_class: str) -> keras.Model:
         hint = f"; it was saved at {saved[0]} px: write records at that size" if saved[0] not in (None, size) else ""
         raise KitError(f"{preset}: the preset's {found} does not load at {size}px ({reason[:300]}){hint}") from err
     image = keras.Input((size, size, 3), name="backbone_input")
-    x = ScaleOffset(converter.get("scale") if converter.get("scale") is not None else 1.0,
-                    converter.get("offset") if converter.get("offset") is not None else 0.0,
-                    name="image_converter")(image)
+    scale, offset = converter.get("scale"), converter.get("offset")  # null in the JSON: no scaling / offset
+    x = ScaleOffset(1.0 if scale is None else scale, 0.0 if offset is None else offset, name="image_converter")(image)
     # DINOv2 names its one input ("images"): feed it by name, as its functional graph expects
     names = list(hub.input) if isinstance(hub.input, dict) else []
     features = hub({names[0]: x} if len(names) == 1 else x)
@@ -389,11 +393,9 @@ def write_image_converter(folder: str | os.PathLike, scale: float | list[float],
     return path
 
 
-register("keras_hub", 224, family="keras_hub")(_hub_builder(""))
-register("hub_efficientnet", 224, family="keras_hub", hub_class="EfficientNetBackbone")(
-    _hub_builder("EfficientNetBackbone"))
-register("hub_vit", 224, family="keras_hub", hub_class="ViTBackbone")(_hub_builder("ViTBackbone"))
-register("hub_dinov2", 224, family="keras_hub", hub_class="DINOV2Backbone")(_hub_builder("DINOV2Backbone"))
+for _name, _class in (("keras_hub", ""), ("hub_efficientnet", "EfficientNetBackbone"), ("hub_vit", "ViTBackbone"),
+                      ("hub_dinov2", "DINOV2Backbone")):
+    register(_name, 224, family="keras_hub", hub_class=_class)(_hub_builder(_name))
 
 
 # --- weights routes ---------------------------------------------------------------------------------

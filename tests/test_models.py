@@ -1,5 +1,6 @@
 """kit.models: the registry, heads, metadata branch, local weights, EfficientNet conversion, JAX."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -301,6 +302,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
 
 _JAX_SCRIPT = textwrap.dedent("""
     import json
+    import sys
     import numpy as np
     import keras
     from kit import models
@@ -322,22 +324,43 @@ _JAX_SCRIPT = textwrap.dedent("""
         after = keras.ops.convert_to_numpy(m.get_layer("head").kernel)
         out[name] = {"loss": loss_value, "changed": bool(np.abs(after - before).max() > 0),
                      "shape": list(m.output_shape)}
+    if len(sys.argv) > 1:  # keras-hub: a best.keras saved on TensorFlow, and a DINOv2 preset built here
+        saved, images, preset = sys.argv[1:4]
+        x = {"image": np.load(images)}
+        out["saved_keras_hub"] = np.asarray(keras.saving.load_model(saved).predict(x, verbose=0)).tolist()
+        m = models.build_model("hub_dinov2", n_classes=3, size=32, weights=preset)
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        out["hub_dinov2"] = {"loss": float(m.train_on_batch(x, np.array([0, 2]))), "shape": list(m.output_shape)}
     print("RESULT " + json.dumps(out))
 """)
 
 
-def test_tiny_and_small_cnn_train_a_step_on_jax():
+def test_cnns_and_keras_hub_presets_run_on_jax(tmp_path):
+    args, expected = [], None
+    if importlib.util.find_spec("keras_hub"):
+        from test_weights import make_presets
+
+        presets = make_presets(tmp_path)
+        hub = models.build_model("hub_efficientnet", n_classes=3, size=32, weights=presets["efficientnet"])
+        x = _images(2, 32, seed=4)
+        hub.save(tmp_path / "best.keras")
+        np.save(tmp_path / "x.npy", x)
+        args, expected = [str(tmp_path / "best.keras"), str(tmp_path / "x.npy"), str(presets["dinov2"])], \
+            _predict(hub, {"image": x})
     # Cheaper XLA CPU compiles (half the test's time goes to compiling); the computation is the same.
     env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
                XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
-    proc = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _JAX_SCRIPT, *args], env=env, capture_output=True, text=True,
+                          timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
     assert r["backend"] == "jax"
     assert r["tiny_cnn"]["shape"] == [None, 1] and r["small_cnn"]["shape"] == [None, 7]
     for name in ("tiny_cnn", "small_cnn"):
         assert np.isfinite(r[name]["loss"]) and r[name]["changed"], r
+    if args:  # a saved .keras needs only `import kit.models`, on either backend
+        np.testing.assert_allclose(r["saved_keras_hub"], expected, rtol=1e-4, atol=1e-5)
+        assert r["hub_dinov2"]["shape"] == [None, 3] and np.isfinite(r["hub_dinov2"]["loss"])
 
 
 def test_too_small_input_fails_at_build_naming_the_model():
