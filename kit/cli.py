@@ -82,38 +82,69 @@ def _run_records(args: argparse.Namespace) -> int:
 # --- train ---------------------------------------------------------------------------------------
 
 
+def _setting_default(name: str) -> str:
+    """A Config field's default for --help: its value, or both schedule defaults when it depends on --weights."""
+    from kit.config import SCHEDULE_DEFAULTS, Config
+
+    value = getattr(Config(), name)
+    if value is None:
+        tuned, scratch = SCHEDULE_DEFAULTS["pretrained"][name], SCHEDULE_DEFAULTS["scratch"][name]
+        return f"{tuned:g} with --weights, {scratch:g} from scratch"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="k-fold training with out-of-fold predictions")
+    p = sub.add_parser(
+        "train", help="k-fold training with out-of-fold predictions",
+        description="Train one model per fold, keep each fold's best epoch by the competition's exact metric, "
+                    "and write out-of-fold predictions and cv.json. Epochs and learning rates default by what is "
+                    "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
+                    "otherwise (the resolved values land in RUN/config.toml).")
+    d = _setting_default
     p.add_argument("--records", required=True, help="folder written by `kit records`")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
-    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: all)")
-    p.add_argument("--model", help="backbone name (see `kit models`)")
-    p.add_argument("--size", type=int, help="image side; must match the records")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int, help="batch size per replica")
-    p.add_argument("--lr-max", type=float, help="peak learning rate per replica")
+    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: every fold in the records)")
+    p.add_argument("--model", help=f"backbone name, see `kit models` (default {d('model')})")
+    p.add_argument("--size", type=int, help="image side; must match the records (default: the records' size)")
+    p.add_argument("--epochs", type=int, help=f"epochs per fold (default {d('epochs')})")
+    p.add_argument("--patience", type=int, help="stop a fold after this many epochs without a better validation "
+                   f"metric; 0 never stops early (default {d('patience')})")
+    p.add_argument("--batch", type=int, help=f"batch size per replica (default {d('batch')})")
+    p.add_argument("--lr-max", type=float, help=f"peak learning rate per replica (default {d('lr_max')})")
     p.add_argument("--lr-per", choices=["epoch", "step"], help="change the learning rate at each epoch start "
-                   "(default) or every step")
-    p.add_argument("--augment", help="none|default|pcam|... (or a preset from the config)")
-    p.add_argument("--weights", help="local weights file for the backbone")
-    p.add_argument("--loss", help="bce|cce|focal")
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--strategy", help="auto|tpu|mirrored|gpu|cpu")
-    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training step (device)")
-    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream")
-    p.add_argument("--class-weight", choices=["none", "balanced"])
+                   "or every step (default epoch)")
+    p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
+                   "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
+                   "in view) (default 'default'). TTA uses only the views this preset makes the model invariant to")
+    p.add_argument("--weights", help="pretrained backbone weights: a local .h5 / .weights.h5 file (default: none, "
+                   "random initialisation; ImageNet backbones want weights)")
+    p.add_argument("--loss", choices=["auto", "bce", "cce", "focal"],
+                   help="auto: bce for binary, cce for multi-class (default auto)")
+    p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
+    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default {d('seed')})")
+    p.add_argument("--strategy", choices=["auto", "tpu", "mirrored", "gpu", "cpu"],
+                   help="where to train (default auto: TPU, then every GPU, then the CPU)")
+    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training "
+                   "step (device) (default host)")
+    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
+                   "0 keeps the natural rate (default 0)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
+                   "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
-    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions (default 1)")
-    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
+                   "augmentation supports (default 1)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per "
+                   "epoch (default 2)")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
+    p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
+                   "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "lr_max", "lr_per", "augment", "weights",
-                "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight", "meta", "tta",
-                "verbose")
+_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
+                "weights", "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight",
+                "meta", "tta", "verbose")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -122,6 +153,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
+    if args.find_lr:
+        print(train.format_lr_finding(train.find_lr(cfg)))
+        return 0
     result = train.train_folds(cfg, resume=args.resume)
     print(train.format_result(result))
     return 0
@@ -206,7 +240,9 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--power", type=float, default=2.0, help="exponent for --method power")
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
-    p.add_argument("--rank-per-fold", action="store_true", help="rank OOF within each fold before pooling")
+    p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
+                   help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
+                        "the mean per-fold AUC; off otherwise)")
     p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
     p.set_defaults(func=_run_blend)
 

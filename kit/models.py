@@ -78,6 +78,15 @@ def _backbone(name: str) -> Backbone:
     return _BACKBONES[name]
 
 
+# Families whose architecture is only worth training from ImageNet weights on a competition-sized set.
+IMAGENET_FAMILIES = ("efficientnet", "efficientnet_v2", "resnet", "vgg", "convnext", "keras_hub")
+
+
+def is_imagenet_family(name: str) -> bool:
+    """Whether backbone ``name`` is an ImageNet architecture (fine-tuned, not trained from scratch, as a rule)."""
+    return _backbone(name).family in IMAGENET_FAMILIES
+
+
 def default_size(name: str) -> int:
     """The input size a backbone was designed for (EfficientNet B3: 300, ...)."""
     return _backbone(name).size

@@ -119,6 +119,40 @@ PRESETS: dict[str, Augment] = {
 _FILL = {"reflect": "REFLECT", "nearest": "NEAREST", "constant": "CONSTANT", "wrap": "WRAP"}
 
 
+def invariant_views(aug: Augment) -> list[str]:
+    """The exact TTA views (in TTA_VIEWS order) that training with ``aug`` shows the model.
+
+    A view outside what the model was trained on is a new input, not a second opinion: a digit or a face
+    flipped by TTA after training without flips is scored worse, not better. A rotation range of 90
+    degrees or more covers the quarter turns, 180 the half turn; flips compose with turns.
+    """
+    quarter, half = aug.rotation >= 90, aug.rotation >= 180 or (aug.hflip and aug.vflip)
+    flip = aug.hflip or aug.vflip
+    ok = {"identity": True, "hflip": aug.hflip or (aug.vflip and half), "vflip": aug.vflip or (aug.hflip and half),
+          "rot90": quarter, "rot180": half, "rot270": quarter, "transpose": quarter and flip,
+          "transverse": quarter and flip}
+    return [v for v in TTA_VIEWS if ok[v]]
+
+
+def tta_views(n: int, aug: Augment) -> tuple[list[str | int], str | None]:
+    """The first ``n`` views a run trained with ``aug`` supports, and a note when it supports fewer.
+
+    Exact views first (:func:`invariant_views`), then seeded random draws of ``aug`` itself (indices 8,
+    9, ...), which exist only when ``aug`` changes anything. Out-of-fold and test predictions both take
+    their views from here, so CV measures the TTA the submission uses.
+    """
+    if n < 1:
+        raise KitError(f"tta: must be at least 1 view, got {n}")
+    exact: list[str | int] = list(invariant_views(aug))
+    if n <= len(exact):
+        return exact[:n], None
+    if aug.active:
+        return exact + list(range(len(TTA_VIEWS), len(TTA_VIEWS) + n - len(exact))), None
+    note = (f"tta: {n} views asked, but the run trained without augmentation, so only the identity view shows "
+            f"the model what it learned from; using 1 view")
+    return exact, note
+
+
 def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any] | None = None) -> Augment:
     """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names."""
     if isinstance(preset, Augment):

@@ -3,9 +3,10 @@
 Reads the run folder ``kit train`` writes (``RUN/config.toml``, ``RUN/fold{k}/best.keras`` of each
 finished fold, ``RUN/cv.json``) and a test records folder. Each fold model sees every TTA view of
 every test image; views are averaged per fold, then folds are averaged (equal weights or given
-ones). Views come in a fixed order that never depends on the data stream: first the exact views
-``kit.pipeline.TTA_VIEWS`` (identity, flips, quarter turns, transposes), then seeded random
-augmentations (view indices 8, 9, ...), each seeded by its index and the image id.
+ones). The views are the ones the run's augmentation made the model invariant to
+(``kit.pipeline.tta_views``): the exact views among identity, flips, quarter turns and transposes
+that training showed, then seeded random draws of the run's own augmentation (view indices 8, 9, ...,
+each seeded by its index and the image id). A run trained without augmentation gets the identity only.
 
 The CSV copies ``sample_submission.csv`` (ids, order, column names) through
 ``kit.submission.make_submission``; without a sample it is ``id_name,target`` or ``id_name,<classes>``.
@@ -34,8 +35,6 @@ import numpy as np
 from kit import fsutil
 from kit.config import Config
 from kit.errors import KitError
-
-N_EXACT_VIEWS = 8  # len(kit.pipeline.TTA_VIEWS): the square's symmetries
 
 
 @dataclass
@@ -79,6 +78,7 @@ class PredictReport:
     fold_weights: list[float]
     views: list[str | int]
     seconds: float
+    tta_note: str | None = None  # set when the run supports fewer views than were asked
     cv: dict[str, Any] | None = None
     test_scores: dict[str, float] = field(default_factory=dict)
     # Test records byte-identical to training images (None: the records' manifest does not say).
@@ -115,16 +115,6 @@ def load_run(run: str | os.PathLike) -> RunInfo:
         except json.JSONDecodeError:
             raise KitError(f"{folder / 'cv.json'}: not valid JSON") from None
     return RunInfo(folder, config, folds, models, cv)
-
-
-def tta_views(n: int) -> list[str | int]:
-    """The first ``n`` TTA views: the exact views by name in TTA_VIEWS order, then random view indices."""
-    if n < 1:
-        raise KitError(f"--tta: must be at least 1, got {n}")
-    from kit.pipeline import TTA_VIEWS
-
-    names: list[str | int] = list(TTA_VIEWS[:n])
-    return names + list(range(len(TTA_VIEWS), n))
 
 
 def _fold_weights(weights: Sequence[float] | None, folds: list[int]) -> np.ndarray:
@@ -257,9 +247,10 @@ def predict_run(
     sample = sample_submission
     if sample is not None and Path(sample).exists() and out.exists() and os.path.samefile(out, sample):
         raise KitError(f"{out}: is the sample submission; write the submission to another file")
+    if tta < 1:
+        raise KitError(f"--tta: must be at least 1, got {tta}")
     info = load_run(run)
     weights = _fold_weights(fold_weights, info.folds)
-    views = tta_views(tta)
     sample_frame = None
     if sample is not None:
         from kit.submission import read_submission
@@ -291,12 +282,13 @@ def predict_run(
     import kit.models  # noqa: F401  (registers kit's custom layers, so load_model can rebuild them)
     models = [keras.saving.load_model(p, compile=False) for p in info.models]
     cfg = info.config
+    views, note = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
     probs = predict_views(
         models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
         fold_weights=weights, progress=progress,
     )
     return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir),
-                  train_duplicate_ids(manifest, records_dir))
+                  train_duplicate_ids(manifest, records_dir), note)
 
 
 def _write(
@@ -311,6 +303,7 @@ def _write(
     t0: float,
     records_dir: str,
     train_dups: set[str] | None = None,
+    tta_note: str | None = None,
 ) -> PredictReport:
     """Align to the sample, write the CSV and its JSON sidecar, score labelled test records (also without
     the images duplicated in train)."""
@@ -336,7 +329,7 @@ def _write(
         out=str(out), sidecar=str(sidecar), run=str(info.run), rows=len(frame), columns=list(frame.columns),
         folds=info.folds, fold_weights=[float(x) for x in weights], views=list(views),
         seconds=time.perf_counter() - t0, cv=info.cv, test_scores=scores, train_duplicates=n_dups,
-        test_scores_without_duplicates=clean,
+        test_scores_without_duplicates=clean, tta_note=tta_note,
     )
     cv = info.cv or {}
     fsutil.write_json(sidecar, {
@@ -345,7 +338,8 @@ def _write(
         "records": records_dir,
         "model": info.config.model,
         "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
-        "tta": {"n": len(views), "views": list(views)},  # names of exact views, indices of random ones
+        # names of exact views, indices of random ones; note: fewer views than asked, and why
+        "tta": {"n": len(views), "views": list(views), "augment": info.config.augment, "note": tta_note},
         "folds": info.folds,
         "fold_weights": report.fold_weights,
         "rows": report.rows,
@@ -367,16 +361,25 @@ def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     )
 
 
+def _cv_text(cv: dict[str, Any]) -> str:
+    """``0.9120 pooled, folds 0.9301 +- 0.0100`` (the fold figures only where cv.json has them)."""
+    text = f"{float(cv['overall']):.4f} pooled"
+    if cv.get("fold_mean") is not None:
+        text += f", folds {float(cv['fold_mean']):.4f} +- {float(cv.get('fold_std') or 0.0):.4f}"
+    return text
+
+
 def format_report(report: PredictReport) -> str:
     """Lines ``kit predict`` prints."""
     views = ", ".join(str(v) for v in report.views)
-    lines = [
+    lines = [f"note: {report.tta_note}"] if report.tta_note else []
+    lines += [
         f"{report.out}: {report.rows:,} rows, columns {','.join(report.columns)}",
         f"  run {report.run}, folds {','.join(map(str, report.folds))} "
         f"(weights {', '.join(f'{w:.3f}' for w in report.fold_weights)}), {len(report.views)} TTA views ({views})",
     ]
     if report.cv and report.cv.get("overall") is not None:
-        lines.append(f"  CV {report.cv.get('metric')} {float(report.cv['overall']):.4f}")
+        lines.append(f"  CV {report.cv.get('metric')} {_cv_text(report.cv)}")
     if report.test_scores:
         line = "  test (labelled): " + ", ".join(f"{k} {v:.4f}" for k, v in report.test_scores.items())
         n = report.train_duplicates

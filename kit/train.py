@@ -5,13 +5,16 @@ The run folder (``cfg.out``)::
 
     RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
     RUN/fold{k}/best.keras   the epoch with the best validation metric (loss only breaks ties)
-    RUN/fold{k}/history.csv  epoch, loss, val_loss, metric, val_metric, lr
+    RUN/fold{k}/history.csv  epoch, loss, metric, lr, val_loss, val_metric: val_metric is the competition's
+                             exact metric (scikit-learn's definition) over every image of the fold; metric
+                             is Keras' running figure on the training batches
     RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
     RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
     RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
                              fold runs (``--resume`` restarts there)
     RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x}
+    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x (pooled
+                             out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...]}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
@@ -124,7 +127,11 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
 
 
 def make_metric(cfg: Config) -> keras.metrics.Metric:
-    """The competition metric as a Keras metric, named "metric" so history reads metric/val_metric."""
+    """A running Keras figure of the competition metric on the training batches, named "metric".
+
+    Only the training side: validation is scored exactly, on the whole fold, by :class:`_ExactValidation`
+    (``keras.metrics.AUC`` buckets thresholds and logged 0.5000 for a run whose exact AUC was 0.662).
+    """
     if cfg.n_classes <= 2:
         return keras.metrics.AUC(name="metric")
     return BalancedAccuracy(cfg.n_classes, name="metric")
@@ -170,6 +177,38 @@ class _EpochLR(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["lr"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _ExactValidation(keras.callbacks.Callback):
+    """After each epoch, predicts every image of the validation fold and logs ``val_metric`` (the competition's
+    exact metric, scikit-learn's definition) and ``val_loss`` (the training loss, without class weights).
+
+    Several replicas cannot split a partial batch: the last batch is padded and the padding dropped, so no
+    image is ever left out (Keras' own validation drops the remainder instead). Runs before the history and
+    checkpoint callbacks, which read what it writes into ``logs``.
+    """
+
+    def __init__(self, paths: Sequence[Path], cfg: Config, batch: int, replicas: int, target: np.ndarray) -> None:
+        super().__init__()
+        self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
+        self.metric, self.loss = metrics.metric_for(cfg.n_classes), make_loss(cfg)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        pred = predict_oof(self.model, self.paths, self.cfg, self.batch, self.replicas, views=["identity"])
+        logs["val_loss"] = validation_loss(self.loss, self.target, pred)
+        try:
+            logs["val_metric"] = float(metrics.score(self.metric, self.target, pred))
+        except KitError:
+            logs["val_metric"] = float("nan")  # NaN predictions, or one class in the fold: no best epoch from it
+
+
+def validation_loss(loss: keras.losses.Loss, target: np.ndarray, pred: np.ndarray) -> float:
+    """The training loss of ``pred`` ([N] binary or [N, K]) against integer ``target``, averaged over rows."""
+    y = np.asarray(target, "float32").reshape(-1, 1)
+    p = np.asarray(pred, "float32").reshape(len(y), -1)
+    return float(ops.convert_to_numpy(loss(y, p)))
 
 
 class _NanGuard(keras.callbacks.Callback):
@@ -218,9 +257,10 @@ class _Checkpoints(keras.callbacks.Callback):
     """
 
     def __init__(self, folder: Path, best: float = -math.inf, best_epoch: int = -1,
-                 best_loss: float = math.inf, last_every_s: float = LAST_EVERY_S) -> None:
+                 best_loss: float = math.inf, last_every_s: float = LAST_EVERY_S, patience: int = 0) -> None:
         super().__init__()
         self.folder, self.best, self.best_epoch, self.best_loss = folder, best, best_epoch, best_loss
+        self.patience = patience
         self.last_every_s = last_every_s
         self.last_epoch: int | None = None
         self._last_saved_at: float | None = None
@@ -245,6 +285,8 @@ class _Checkpoints(keras.callbacks.Callback):
             # a resumed fold restarts after last.keras's epoch and keeps a later best.keras as the best
             fsutil.write_json(self.folder / "state.json", {"epoch": self.last_epoch, "best": self.best,
                                                            "best_epoch": self.best_epoch, "best_loss": self.best_loss})
+        if self.patience and self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True  # early stopping on the exact metric, never on the loss
 
 
 # --- resolving the config against the records ------------------------------------------------------
@@ -291,8 +333,8 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"lr_per: expects epoch or step, got {cfg.lr_per!r}")
     if cfg.class_weight not in ("none", "balanced"):
         raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
-    if cfg.tta < 1:
-        raise KitError(f"tta: expects at least 1 view, got {cfg.tta}")
+    cfg = cfg.with_schedule_defaults()
+    _check_numbers(cfg)
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
     meta = manifest.get("metadata") or {}
     numeric = tuple(meta.get("numeric") or ())
@@ -313,6 +355,21 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     return resolved, manifest
 
 
+def _check_numbers(cfg: Config) -> None:
+    """One line naming the first setting out of its range (after the schedule defaults are filled in)."""
+    rules = [("epochs", cfg.epochs >= 1, "at least 1"), ("batch", cfg.batch >= 1, "at least 1"),
+             ("lr_max", cfg.lr_max > 0, "> 0"), ("lr_start", cfg.lr_start >= 0, ">= 0"), ("lr_min", cfg.lr_min >= 0, ">= 0"),
+             ("lr_ramp_epochs", cfg.lr_ramp_epochs >= 0, ">= 0"), ("lr_sustain_epochs", cfg.lr_sustain_epochs >= 0, ">= 0"),
+             ("lr_decay", 0 < cfg.lr_decay <= 1, "in (0, 1]"), ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
+             ("tta", cfg.tta >= 1, "at least 1 view"), ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
+             ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)")]
+    for name, ok, want in rules:
+        if not ok:
+            raise KitError(f"{name}: expects {want}, got {getattr(cfg, name)}")
+    if not all(math.isfinite(float(getattr(cfg, n))) for n in ("lr_max", "lr_start", "lr_min", "lr_decay")):
+        raise KitError("lr: learning-rate settings must be finite numbers")
+
+
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
     if cfg.class_weight == "none":
         return None
@@ -325,9 +382,16 @@ def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> d
         if cfg.n_classes <= 2:
             counts += [info["images"] - info["positives"], info["positives"]]
         else:
-            counts += np.asarray(info["class_counts"], float)
+            counts += _class_count_vector(info["class_counts"], cfg.classes)
     n, present = counts.sum(), counts > 0
     return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def _class_count_vector(counts: Any, classes: Sequence[str]) -> np.ndarray:
+    """A manifest's per-fold class counts ({class name: n}, as kit's writer stores them, or a list) as a vector."""
+    if isinstance(counts, dict):
+        return np.asarray([float(counts.get(str(c), 0)) for c in classes])
+    return np.asarray(counts, float)
 
 
 # --- one fold --------------------------------------------------------------------------------------
@@ -359,9 +423,18 @@ def _load(path: Path, acc: Any) -> keras.Model:
         return keras.saving.load_model(path)
 
 
-def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int, replicas: int = 1) -> np.ndarray:
-    """Predictions for ``paths`` in record order, averaged over the first ``cfg.tta`` views; [N] or [N,K]."""
-    views: list[str | int] = [*pipeline.TTA_VIEWS, *range(len(pipeline.TTA_VIEWS), max(cfg.tta, 8))][: cfg.tta]
+def run_tta_views(cfg: Config) -> tuple[list[str | int], str | None]:
+    """The run's first ``cfg.tta`` views, from its own augmentation (see kit.pipeline.tta_views)."""
+    return pipeline.tta_views(cfg.tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
+
+
+def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int, replicas: int = 1,
+                views: Sequence[str | int] | None = None) -> np.ndarray:
+    """Predictions for ``paths`` in record order, averaged over ``views`` (default: the run's TTA views); [N] or [N,K].
+
+    The last batch is padded to full size when several replicas share it, and the padding dropped.
+    """
+    views = run_tta_views(cfg)[0] if views is None else views
     n = records.count_data_items(paths)
     total = None
     for view in views:
@@ -400,10 +473,6 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     batch = acc.global_batch(cfg.batch)
     n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
     steps = max(1, n_train // batch)
-    if acc.replicas > 1 and n_valid < batch:
-        # several replicas cannot split a partial batch, so validation during fit drops the remainder
-        raise KitError(f"fold {fold}: {n_valid} validation images are fewer than the global batch {batch}; "
-                       f"lower batch")
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
@@ -422,16 +491,19 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
 
-    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss)
-    # history before checkpoints: a run killed between the two repeats the epoch and drops its row
+    table = pipeline.record_table(valid_paths)
+    target = table["target"].to_numpy()
+    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss, patience=cfg.patience)
+    # the exact score first (history and checkpoints read it); history before checkpoints: a run killed
+    # between the two repeats the epoch and drops its row
     callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
+                 _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
     if initial_epoch < cfg.epochs:
         model.fit(
             pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
             steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
-            validation_data=pipeline.valid_dataset(valid_paths, cfg, batch=batch, drop_remainder=acc.replicas > 1),
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
     if guard.bad_epoch is not None:
@@ -441,10 +513,9 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         # every validation metric was NaN (e.g. one class only in the fold): keep the last epoch
         _save_atomic(inference_model(model), fdir / "best.keras")
     best_model = _load(fdir / "best.keras", acc)
-    table = pipeline.record_table(valid_paths)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
     metric = metrics.metric_for(cfg.n_classes)
-    score = float(metrics.score(metric, table["target"].to_numpy(), pred))
+    score = float(metrics.score(metric, target, pred))
     oof = _oof_frame(table, pred, cfg, fold)
     fsutil.write_csv(fdir / "oof.csv", oof)
     for temp in ("last.keras", "state.json"):
@@ -481,6 +552,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     cfg, manifest = resolve(cfg)
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
+    for line in advice(cfg):
+        log(f"warning: {line}")
     if cfg.weights:
         _build(cfg)  # a weights file that does not fit fails here, before anything is written
     run.mkdir(parents=True, exist_ok=True)
@@ -502,12 +575,30 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     return FoldResult(oof, scores, sorted(done), metric, run)
 
 
+def advice(cfg: Config) -> list[str]:
+    """Plain-words warnings about a resolved config that will train a poor model (printed, never fatal)."""
+    lines = []
+    if not cfg.pretrained and models.is_imagenet_family(cfg.model):
+        lines.append(f"{cfg.model} is an ImageNet backbone but no --weights were given, so it starts from random "
+                     f"weights and needs far more data and epochs; pass --weights (see `kit models`)")
+    note = run_tta_views(cfg)[1]
+    if note:
+        lines.append(note.replace("tta: ", "tta (out of fold): ", 1))
+    return lines
+
+
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
     overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
+    fold_scores = np.asarray([done[k][1] for k in sorted(done)], float)
     fsutil.write_csv(run / "oof.csv", oof)
-    fsutil.write_json(run / "cv.json", {"metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)},
-                                        "overall": overall})
+    fsutil.write_json(run / "cv.json", {
+        "metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)}, "overall": overall,
+        # each fold model scores its own fold: the mean is what a fold model is worth; pooled, folds whose
+        # probabilities are scaled differently mix, and an AUC can drop below every fold's own
+        "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
+        "tta_views": list(run_tta_views(cfg)[0]),
+    })
     return oof, [done[k][1] for k in sorted(done)] + [overall]
 
 
@@ -577,9 +668,119 @@ def _savefig(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+# --- learning-rate range test ----------------------------------------------------------------------
+
+
+class LrFinding(NamedTuple):
+    """What find_lr measured: the rates tried, the smoothed loss at each, the suggestion and the files written."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+    plot: Path
+    table: Path
+
+
+class _LrSweep(keras.callbacks.Callback):
+    """Raises the learning rate geometrically every step and records each step's own loss.
+
+    Keras logs the epoch's running mean after a batch; the step's own loss is recovered from two
+    consecutive means. Stops once the smoothed loss has grown to four times its minimum (diverged).
+    """
+
+    def __init__(self, lrs: np.ndarray, beta: float = 0.9) -> None:
+        super().__init__()
+        self.lrs, self.beta = lrs, beta
+        self.seen: list[float] = []
+        self._mean, self._avg = 0.0, 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate = float(self.lrs[batch])
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        mean = float((logs or {}).get("loss", float("nan")))
+        step_loss = (batch + 1) * mean - batch * self._mean
+        self._mean = mean
+        self._avg = self.beta * self._avg + (1 - self.beta) * step_loss
+        smoothed = self._avg / (1 - self.beta ** (batch + 1))
+        self.seen.append(smoothed)
+        if not math.isfinite(smoothed) or batch > 10 and smoothed > 4 * min(self.seen):
+            self.model.stop_training = True
+
+
+def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: float = 1.0,
+            log: Callable[[str], None] = print) -> LrFinding:
+    """Learning-rate range test on fold 0's training folds: suggests ``lr_max`` and writes OUT/lr_find.png and .csv.
+
+    The suggestion is a tenth of the rate at the lowest smoothed loss (the usual rule: the minimum itself is
+    already at the edge of divergence), never above the rate where the loss falls fastest times three.
+    """
+    cfg, manifest = resolve(cfg)
+    acc = strategy.get_strategy(cfg.strategy)
+    folder, out = Path(cfg.records), Path(cfg.out)
+    fold = cfg.folds[0]
+    paths = records.list_shards(folder, [int(k) for k in manifest["folds"] if int(k) != fold], split="train")
+    batch = acc.global_batch(cfg.batch)
+    lrs = np.geomspace(lr_low, lr_high, steps)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_and_compile(cfg.replace(lr_per="epoch"), acc, steps)
+    sweep = _LrSweep(lrs)
+    log(f"lr range test: {steps} steps of {batch} images from {lr_low:g} to {lr_high:g}")
+    model.fit(pipeline.train_dataset(paths, cfg, batch=batch, seed=cfg.seed), steps_per_epoch=steps, epochs=1,
+              callbacks=[sweep], class_weight=_class_weights(cfg, manifest, [int(k) for k in manifest["folds"]
+                                                                               if int(k) != fold]), verbose=0)
+    losses = np.asarray(sweep.seen, float)
+    tried = lrs[: len(losses)]
+    suggestion = _suggest_lr(tried, losses)
+    out.mkdir(parents=True, exist_ok=True)
+    table = fsutil.write_csv(out / "lr_find.csv", pd.DataFrame({"lr": tried, "loss": losses}))
+    plot = out / "lr_find.png"
+    _plot_lr_finding(plot, tried, losses, suggestion)
+    return LrFinding(tried, losses, suggestion, plot, Path(table))
+
+
+def _suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """A tenth of the rate at the lowest finite smoothed loss, capped at thrice the steepest-descent rate."""
+    finite = np.isfinite(losses)
+    if finite.sum() < 3:
+        raise KitError("find-lr: the loss was not finite from the first steps; check the records")
+    lrs, losses = lrs[finite], losses[finite]
+    at_min = float(lrs[int(np.argmin(losses))])
+    slope = np.gradient(losses, np.log(lrs))
+    steepest = float(lrs[int(np.argmin(slope[: int(np.argmin(losses)) + 1]))])
+    return min(at_min / 10, steepest * 3)
+
+
+def _plot_lr_finding(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="k", ls="--", label=f"suggested lr_max {suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title="learning-rate range test")
+    finite = losses[np.isfinite(losses)]
+    if len(finite):
+        ax.set_ylim(finite.min() * 0.95, min(finite.max(), finite[0] * 2.0) * 1.05)
+    ax.legend()
+    _savefig(fig, path)
+
+
+def format_lr_finding(finding: LrFinding) -> str:
+    """Lines ``kit train --find-lr`` prints."""
+    return (f"suggested lr_max: {finding.suggestion:.2g} (per replica; --lr-max {finding.suggestion:.2g})\n"
+            f"swept {len(finding.lrs)} steps from {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g}; "
+            f"plot {finding.plot}, table {finding.table}")
+
+
 def format_result(result: FoldResult) -> str:
     """Lines for the terminal: one per fold, the overall score and the run folder."""
+    folds = np.asarray(result.scores[:-1], float)
     lines = [f"fold {k}: {result.metric} {s:.4f}" for k, s in zip(result.folds, result.scores)]
-    lines.append(f"overall (out of fold): {result.metric} {result.scores[-1]:.4f}")
+    spread = f" +- {folds.std(ddof=1):.4f}" if len(folds) > 1 else ""
+    lines.append(f"folds: {result.metric} {folds.mean():.4f}{spread} (mean +- std over folds)")
+    lines.append(f"overall (out of fold, pooled): {result.metric} {result.scores[-1]:.4f}")
     lines.append(f"run: {result.run}")
     return "\n".join(lines)

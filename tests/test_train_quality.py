@@ -1,0 +1,140 @@
+"""What makes `kit train` give good models: the exact metric picks epochs, TTA follows the run's augmentation,
+defaults fit what is trained, multi-class class weights on real records, the learning-rate range test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from kit import records, synth, train
+from kit.config import SCHEDULE_DEFAULTS, Config
+from kit.errors import KitError
+from records_fixture import write_records
+
+
+def _cfg(recs, run, **kw) -> Config:
+    base = dict(records=str(recs), out=str(run), model="tiny_cnn", epochs=2, batch=8, verbose=0, strategy="cpu",
+                seed=1)
+    base.update(kw)
+    return Config(**base)
+
+
+@pytest.fixture(scope="module")
+def recs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("recs")
+    write_records(folder, n_folds=2, per_fold=24, size=32, signal=0.6, seed=5)
+    return folder
+
+
+def test_val_metric_is_the_exact_metric_over_the_whole_fold(recs, tmp_path):
+    # tta=1: the out-of-fold predictions come from best.keras through the identity view, so the best epoch's
+    # logged val_metric must be scikit-learn's AUC of them, exactly (keras.metrics.AUC buckets thresholds)
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(recs, run, epochs=3, augment="none"), log=lambda _: None)
+    oof = pd.read_csv(run / "oof.csv")
+    cv = json.loads((run / "cv.json").read_text())
+    for k in res.folds:
+        hist = pd.read_csv(run / f"fold{k}" / "history.csv")
+        part = oof[oof["fold"] == k]
+        exact = roc_auc_score(part["target"], part["pred"])
+        assert hist["val_metric"].max() == pytest.approx(exact, abs=1e-9)
+        assert cv["folds"][str(k)] == pytest.approx(exact, abs=1e-12)
+        assert hist["val_loss"].notna().all() and (hist["val_loss"] > 0).all()
+    scores = np.array([cv["folds"][str(k)] for k in res.folds])
+    assert cv["fold_mean"] == pytest.approx(scores.mean()) and cv["fold_std"] == pytest.approx(scores.std(ddof=1))
+    assert cv["overall"] == pytest.approx(roc_auc_score(oof["target"], oof["pred"]))
+    assert cv["tta_views"] == ["identity"]
+    assert "(mean +- std over folds)" in train.format_result(res)
+
+
+def test_tta_never_lowers_the_cv_of_a_run_trained_without_augmentation(recs, tmp_path):
+    one = train.train_folds(_cfg(recs, tmp_path / "one", augment="none", tta=1), log=lambda _: None)
+    lines: list[str] = []
+    four = train.train_folds(_cfg(recs, tmp_path / "four", augment="none", tta=4), log=lines.append)
+    assert four.scores == pytest.approx(one.scores, abs=1e-9)
+    assert any("trained without augmentation" in line and "using 1 view" in line for line in lines)
+    # a run that trained with flips and turns averages the eight exact views
+    assert train.run_tta_views(Config(augment="default", tta=8))[0][-1] == "transverse"
+
+
+def test_early_stopping_follows_the_exact_metric(recs, tmp_path, monkeypatch):
+    exact = train._ExactValidation.on_epoch_end
+    scripted = [0.70, 0.90, 0.80, 0.85, 0.95, 0.99]  # best at epoch 2; two worse epochs then stop
+
+    def scripted_metric(self, epoch, logs=None):
+        exact(self, epoch, logs)
+        logs["val_metric"] = scripted[epoch]
+
+    monkeypatch.setattr(train._ExactValidation, "on_epoch_end", scripted_metric)
+    run = tmp_path / "run"
+    train.train_folds(_cfg(recs, run, folds=(0,), epochs=6, patience=2, augment="none"), log=lambda _: None)
+    hist = pd.read_csv(run / "fold0" / "history.csv")
+    assert hist["val_metric"].tolist() == [0.70, 0.90, 0.80, 0.85]
+    assert json.loads((run / "fold0" / "done.json").read_text())["best_epoch"] == 2
+
+
+def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
+    scratch, _ = train.resolve(_cfg(recs, tmp_path / "a", epochs=None))
+    assert (scratch.lr_max, scratch.lr_start, scratch.epochs) == (1e-3, 1e-3, 15)
+    weights = tmp_path / "tiny.weights.h5"
+    from kit import models
+
+    models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("tiny_cnn").save_weights(str(weights))
+    tuned, _ = train.resolve(_cfg(recs, tmp_path / "b", weights=str(weights), epochs=None))
+    assert (tuned.lr_max, tuned.lr_start, tuned.lr_ramp_epochs) == (5e-5, 1e-5, 2)
+    assert tuned.lr_max == SCHEDULE_DEFAULTS["pretrained"]["lr_max"]
+    # a value the user gives always wins, and the resolved config keeps what ran
+    mine, _ = train.resolve(_cfg(recs, tmp_path / "c", lr_max=3e-4))
+    assert mine.lr_max == 3e-4 and mine.lr_start == 1e-3
+    assert "lr_max" not in Config().to_dict()  # unset: left out of a TOML, not written as a guess
+
+
+def test_an_imagenet_backbone_without_weights_is_named_in_plain_words():
+    lines = train.advice(Config(model="efficientnet_b0", tta=1).with_schedule_defaults())
+    assert len(lines) == 1 and "efficientnet_b0 is an ImageNet backbone but no --weights were given" in lines[0]
+    assert train.advice(Config(model="tiny_cnn").with_schedule_defaults()) == []
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("epochs", 0, "epochs: expects at least 1, got 0"),
+    ("lr_max", -1.0, "lr_max: expects > 0, got -1.0"),
+    ("label_smoothing", 5.0, "label_smoothing: expects in [0, 1), got 5.0"),
+    ("patience", -2, "patience: expects >= 0"),
+])
+def test_settings_out_of_range_are_refused_before_anything_is_written(recs, tmp_path, setting, value, message):
+    with pytest.raises(KitError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        train.train_folds(_cfg(recs, tmp_path / "run", **{setting: value}), log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_balanced_class_weights_on_records_from_the_real_writer(tmp_path):
+    # the writer stores class_counts as {class name: n}; a multi-class run with class_weight balanced trains on it
+    src = synth.make_competition("ham10000", tmp_path / "ham", n_train=42, n_test=0, size=32, seed=3)
+    manifest = records.write_from_source(src, tmp_path / "rec", n_folds=2, size=32, progress=False)
+    assert isinstance(manifest["folds"]["0"]["class_counts"], dict)
+    run = tmp_path / "run"
+    res = train.train_folds(_cfg(tmp_path / "rec", run, epochs=1, class_weight="balanced"), log=lambda _: None)
+    assert res.metric == "balanced_accuracy" and 0.0 <= res.scores[-1] <= 1.0
+    cfg, _ = train.resolve(Config.load(run / "config.toml"))
+    weights = train._class_weights(cfg, manifest, [1])
+    counts = manifest["folds"]["1"]["class_counts"]
+    n, present = sum(counts.values()), sum(1 for c in counts.values() if c)
+    for i, name in enumerate(cfg.classes):
+        if counts[name]:
+            assert weights[i] == pytest.approx(n / (present * counts[name]))
+
+
+def test_find_lr_writes_its_plot_and_suggests_a_rate_inside_the_sweep(recs, tmp_path):
+    out = tmp_path / "lr"
+    finding = train.find_lr(_cfg(recs, out), steps=60, log=lambda _: None)
+    assert finding.plot.is_file() and finding.plot.stat().st_size > 1000
+    table = pd.read_csv(finding.table)
+    assert list(table.columns) == ["lr", "loss"] and 10 < len(table) <= 60
+    assert table["lr"].is_monotonic_increasing
+    assert table["lr"].min() <= finding.suggestion <= table["lr"].max()
+    assert not (out / "config.toml").exists()  # the folder stays free for the run itself
+    assert "suggested lr_max" in train.format_lr_finding(finding)
