@@ -169,3 +169,40 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             raise bad
         return dict(value)
     return value
+
+
+# --- smoke rehearsals --------------------------------------------------------------------------------
+
+SMOKE_ENV = "KIT_SMOKE"
+SMOKE_SIZE, SMOKE_EPOCHS, SMOKE_BATCH, SMOKE_FOLDS, SMOKE_MODEL = 64, 6, 8, 2, "tiny_cnn"
+
+
+def smoke() -> bool:
+    """Whether ``KIT_SMOKE=1`` asks for a smoke rehearsal: any command line runs in seconds on a CPU."""
+    return os.environ.get(SMOKE_ENV, "") not in ("", "0")
+
+
+def smoke_size(size: int) -> int:
+    """The records' image side under a smoke rehearsal (at most SMOKE_SIZE px), else ``size``."""
+    return min(int(size), SMOKE_SIZE) if smoke() else int(size)
+
+
+def smoke_config(cfg: Config, imagenet_backbone: bool) -> tuple[Config, str | None]:
+    """``cfg`` shrunk for a smoke rehearsal (few epochs, two folds, an ImageNet backbone swapped for a tiny
+    CNN from scratch), and the line that says so; ``(cfg, None)`` when no rehearsal is asked.
+
+    It checks a whole command line (records, flags, submission) before a GPU hour is spent on it; the
+    model it trains is not the one asked for, so its scores say only that the plumbing holds.
+    """
+    if not smoke():
+        return cfg, None
+    changes: dict[str, Any] = {"epochs": min(cfg.epochs or SMOKE_EPOCHS, SMOKE_EPOCHS),
+                               "batch": min(cfg.batch, SMOKE_BATCH)}
+    if cfg.folds:
+        changes["folds"] = tuple(cfg.folds)[:SMOKE_FOLDS]
+    if imagenet_backbone:
+        changes.update(model=SMOKE_MODEL, weights="")
+    shrunk = dataclasses.replace(cfg, **changes)
+    return shrunk, (f"{SMOKE_ENV}=1: a smoke rehearsal, not a real run: {shrunk.epochs} epochs of batch "
+                    f"{shrunk.batch}, at most {SMOKE_FOLDS} folds" + (f", {cfg.model} replaced by {SMOKE_MODEL} from scratch" if imagenet_backbone else ""))
+

@@ -186,6 +186,9 @@ def write_from_source(
         >>> print(format_summary(m))
     """
     check_out_folder(out)
+    from kit.config import smoke_size
+
+    size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
     src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
                               images=images, test=test, skip_bad=skip_bad)
     train = sources.train_split_of(src) if test else None

@@ -39,7 +39,7 @@ import pandas as pd
 from keras import ops
 
 from kit import fsutil, metrics, models, pipeline, records, schedule, strategy
-from kit.config import Config
+from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
 
 
@@ -296,6 +296,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
     if not cfg.records:
         raise KitError("records: no records folder given (--records DIR)")
+    cfg, _ = smoke_config(cfg, _imagenet(cfg.model))
     if not cfg.out:
         raise KitError("out: no run folder given (--out RUN)")
     folder = Path(cfg.records)
@@ -313,6 +314,8 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if len(available) < 2:
         raise KitError(f"{where}: {len(available)} fold(s); k-fold training needs at least 2")
     folds = tuple(cfg.folds) or tuple(available)
+    if smoke():
+        folds = folds[:SMOKE_FOLDS]
     missing = [k for k in folds if k not in available]
     if missing:
         raise KitError(f"folds: fold {missing[0]} is not in {where} (folds there: "
@@ -353,6 +356,10 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     )
     make_loss(resolved)  # unknown or unfitting loss: fail before anything is written
     return resolved, manifest
+
+
+def _imagenet(model: str) -> bool:
+    return model in models.list_models() and models.is_imagenet_family(model)
 
 
 def _check_numbers(cfg: Config) -> None:
@@ -549,9 +556,12 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     if resume and saved.is_file():
         # the folder may have moved since: where it is now wins, and so do records given now
         cfg = Config.load(saved, out=str(run), **({"records": cfg.records} if cfg.records else {}))
+    smoke_note = smoke_config(cfg, _imagenet(cfg.model))[1]
     cfg, manifest = resolve(cfg)
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
+    if smoke_note:
+        log(f"note: {smoke_note}")
     for line in advice(cfg):
         log(f"warning: {line}")
     if cfg.weights:
