@@ -117,11 +117,14 @@ _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from kit import train
+    from kit import runtime
     from kit.config import Config
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
+    runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
+    from kit import train
+
     result = train.train_folds(cfg, resume=args.resume)
     print(train.format_result(result))
     return 0

@@ -101,8 +101,9 @@ class BalancedAccuracy(keras.metrics.Metric):
         return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self) -> None:
-        self.seen.assign(ops.zeros_like(self.seen))
-        self.hits.assign(ops.zeros_like(self.hits))
+        # ops.zeros_like on a Keras Variable fails on JAX ("Could not convert <Variable ...>")
+        self.seen.assign(ops.zeros(self.seen.shape, self.seen.dtype))
+        self.hits.assign(ops.zeros(self.hits.shape, self.hits.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_classes": self.n_classes}

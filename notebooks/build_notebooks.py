@@ -32,17 +32,10 @@ LOCAL_RUN = (
 )
 
 
-def _setup(extra_imports: str = "", tpu: bool = False) -> str:
-    lines = ["import os", ""]
-    if tpu:
-        lines += [
-            "# Kaggle's TPU VM ships tensorflow-cpu: the TPU is reached by Keras 3 on JAX, chosen before",
-            "# anything imports keras. tf.data still feeds the input on the host.",
-            "if os.environ.get('ISTPUVM'):",
-            "    os.environ.setdefault('KERAS_BACKEND', 'jax')",
-            "",
-        ]
-    lines += [
+def _setup(extra_imports: str = "") -> str:
+    lines = [
+        "import os",
+        "",
         "from kit import records",
         "from kit.kaggle import find_input, locate, notebook_paths, run_kit" + extra_imports,
         "",
@@ -109,9 +102,11 @@ def siim_isic_tpu() -> tuple[list, dict]:
            "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
            "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
            "number); locally it writes kit's own records from the competition download.\n\n"
+           "Kaggle's TPU VM ships tensorflow-cpu: `import kit` sees `ISTPUVM=1` and starts Keras on JAX, "
+           "which trains over the 8 TPU cores (tf.data still feeds them from the host).\n\n"
            + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup(", link_shards", tpu=True)),
+        code(_setup(", link_shards")),
         code(_settings("COMPETITION = 'siim-isic-melanoma-classification'\n"
                        "PUBLIC_TFRECORDS = 'cdeotte/melanoma-256x256'  # train00-2182.tfrec ... test15-677.tfrec",
                        "efficientnet_b0", 256, 5, 12, 32, 8,
