@@ -240,6 +240,9 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--competition", help="competition slug to attach")
     p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
     p.add_argument("--kernel-source", action="append", default=[], help="owner/slug kernel to attach (repeatable)")
+    p.add_argument("--model-source", action="append", default=[],
+                   help="Kaggle Model to attach, owner/model/framework/variation/version (repeatable), e.g. "
+                        "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2")
     p.add_argument("--owner", help="Kaggle user name for the kernel id (default: the kaggle client's configuration)")
     p.add_argument("--slug", help="kernel slug (default from the title)")
     p.add_argument("--title", help="kernel title, at least 5 characters (default from the notebook name)")

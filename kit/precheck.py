@@ -61,7 +61,8 @@ def output_path(path: str | os.PathLike, flag: str, folder: bool = False) -> Pat
     """
     p = Path(path)
     if p.exists() and p.is_dir() != folder:
-        raise KitError(f"{p}: is a {'file' if folder else 'folder'}, expected a {'folder' if folder else 'file'} ({flag})")
+        want, found = ("folder", "file") if folder else ("file", "folder")
+        raise KitError(f"{p}: is a {found}, expected a {want} ({flag})")
     parent = p.absolute().parent
     while not parent.exists():
         parent = parent.parent
