@@ -124,13 +124,10 @@ def test_tensorflow_python_warnings_hidden_unless_verbose(caplog):
         runtime.quiet_logs(False)
 
 
-def test_cli_verbose_shows_tensorflows_own_lines(tmp_path):
-    # One TensorFlow start-up each way: the oneDNN notice is an INFO line of TensorFlow's C++ logging.
-    code = "import kit, tensorflow"
+def test_cli_verbose_shows_tensorflows_own_lines():
+    # The oneDNN notice is an INFO line of TensorFlow's C++ logging; that it is hidden by default is
+    # asserted by test_tpu_route, whose kit train processes start TensorFlow quietly.
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KIT_VERBOSE")}
-    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
-                           env={**env, "PYTHONPATH": str(ROOT)})
-    assert "oneDNN custom operations are on" not in quiet.stderr and "tensorflow/core" not in quiet.stderr
     loud = subprocess.run([sys.executable, "-c", "from kit.cli import main; main(['--verbose', 'check', 'a', "
                            "'--sample-submission', 'b']); import tensorflow"],
                           capture_output=True, text=True, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
