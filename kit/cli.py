@@ -1,16 +1,18 @@
 """The ``kit`` command: parsing and printing only; every verb is one call into a kit module.
 
 Verbs import their module lazily, so ``kit --help``, ``kit check`` and ``kit blend`` never import
-TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+TensorFlow or Keras, and ``kit train`` / ``kit predict`` check the paths they are given (kit.precheck)
+before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+TensorFlow's own log lines are hidden unless ``kit --verbose VERB`` (kit.runtime).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Callable, Sequence
 
+from kit import runtime
 from kit.errors import KitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -148,11 +150,16 @@ _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience"
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from kit import train
+    from kit import precheck, runtime
     from kit.config import Config
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
+    cfg.check_numbers()
+    precheck.train_paths(cfg.records, cfg.out)
+    runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
+    from kit import train
+
     if args.find_lr:
         print(train.format_lr_finding(train.find_lr(cfg)))
         return 0
@@ -205,6 +212,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from kit import precheck
+
+    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission)
     from kit import predict
 
     report = predict.predict_from_cli(args)
@@ -267,6 +277,9 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--competition", help="competition slug to attach")
     p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
     p.add_argument("--kernel-source", action="append", default=[], help="owner/slug kernel to attach (repeatable)")
+    p.add_argument("--model-source", action="append", default=[],
+                   help="Kaggle Model to attach, owner/model/framework/variation/version (repeatable), e.g. "
+                        "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2")
     p.add_argument("--owner", help="Kaggle user name for the kernel id (default: the kaggle client's configuration)")
     p.add_argument("--slug", help="kernel slug (default from the title)")
     p.add_argument("--title", help="kernel title, at least 5 characters (default from the notebook name)")
@@ -356,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kit import __version__
 
     parser.add_argument("--version", action="version", version=f"kit {__version__}")
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true",
+                        help="before the verb: show TensorFlow's, XLA's and JAX's own log lines (hidden by default; "
+                             "also KIT_VERBOSE=1)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
@@ -366,9 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
-    # TensorFlow's C++ INFO lines (rendezvous, buffer sizes) drown kit's own output; a user may still ask.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
+    runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
     try:
         return args.func(args)
     except KitError as exc:

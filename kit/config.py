@@ -8,6 +8,7 @@ records decide (image size, classes, metadata columns) and writes the result to 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -121,6 +122,24 @@ class Config:
         """A copy whose unset epochs and learning-rate fields take SCHEDULE_DEFAULTS for what is trained."""
         table = SCHEDULE_DEFAULTS["pretrained" if self.pretrained else "scratch"]
         return dataclasses.replace(self, **{k: v for k, v in table.items() if getattr(self, k) is None})
+
+    def check_numbers(self) -> None:
+        """One KitError line naming the first setting out of its range (schedule defaults filled in first)."""
+        cfg = self.with_schedule_defaults()
+        rules = [
+            ("epochs", cfg.epochs >= 1, "at least 1"), ("batch", cfg.batch >= 1, "at least 1"),
+            ("lr_max", cfg.lr_max > 0, "> 0"), ("lr_start", cfg.lr_start >= 0, ">= 0"),
+            ("lr_min", cfg.lr_min >= 0, ">= 0"), ("lr_ramp_epochs", cfg.lr_ramp_epochs >= 0, ">= 0"),
+            ("lr_sustain_epochs", cfg.lr_sustain_epochs >= 0, ">= 0"), ("lr_decay", 0 < cfg.lr_decay <= 1, "in (0, 1]"),
+            ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"), ("tta", cfg.tta >= 1, "at least 1 view"),
+            ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
+            ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)"),
+        ]
+        for name, ok, want in rules:
+            if not ok:
+                raise KitError(f"{name}: expects {want}, got {getattr(cfg, name)}")
+        if not all(math.isfinite(float(getattr(cfg, n))) for n in ("lr_max", "lr_start", "lr_min", "lr_decay")):
+            raise KitError("lr: learning-rate settings must be finite numbers")
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied (values coerced like ``from_dict``)."""

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from kit import fsutil
+from kit import fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
 
@@ -89,13 +89,8 @@ class PredictReport:
 
 def load_run(run: str | os.PathLike) -> RunInfo:
     """Read a run folder: its config, the best model of every finished fold, and cv.json."""
-    folder = Path(run)
-    if not folder.is_dir():
-        raise KitError(f"{run}: no such run folder")
-    cfg_path = folder / "config.toml"
-    if not cfg_path.is_file():
-        raise KitError(f"{cfg_path}: missing; is {run} a folder written by `kit train`?")
-    config = Config.load(cfg_path)
+    folder = precheck.run_folder(run)
+    config = Config.load(folder / precheck.RUN_CONFIG)
     folds, models = [], []
     for fdir in sorted(folder.glob("fold*"), key=lambda p: (len(p.name), p.name)):
         suffix = fdir.name[len("fold"):]

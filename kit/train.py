@@ -104,8 +104,9 @@ class BalancedAccuracy(keras.metrics.Metric):
         return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self) -> None:
-        self.seen.assign(ops.zeros_like(self.seen))
-        self.hits.assign(ops.zeros_like(self.hits))
+        # ops.zeros_like on a Keras Variable fails on JAX ("Could not convert <Variable ...>")
+        self.seen.assign(ops.zeros(self.seen.shape, self.seen.dtype))
+        self.hits.assign(ops.zeros(self.hits.shape, self.hits.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_classes": self.n_classes}
@@ -337,7 +338,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if cfg.class_weight not in ("none", "balanced"):
         raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
     cfg = cfg.with_schedule_defaults()
-    _check_numbers(cfg)
+    cfg.check_numbers()
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
     meta = manifest.get("metadata") or {}
     numeric = tuple(meta.get("numeric") or ())
@@ -360,21 +361,6 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
 
 def _imagenet(model: str) -> bool:
     return model in models.list_models() and models.is_imagenet_family(model)
-
-
-def _check_numbers(cfg: Config) -> None:
-    """One line naming the first setting out of its range (after the schedule defaults are filled in)."""
-    rules = [("epochs", cfg.epochs >= 1, "at least 1"), ("batch", cfg.batch >= 1, "at least 1"),
-             ("lr_max", cfg.lr_max > 0, "> 0"), ("lr_start", cfg.lr_start >= 0, ">= 0"), ("lr_min", cfg.lr_min >= 0, ">= 0"),
-             ("lr_ramp_epochs", cfg.lr_ramp_epochs >= 0, ">= 0"), ("lr_sustain_epochs", cfg.lr_sustain_epochs >= 0, ">= 0"),
-             ("lr_decay", 0 < cfg.lr_decay <= 1, "in (0, 1]"), ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
-             ("tta", cfg.tta >= 1, "at least 1 view"), ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
-             ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)")]
-    for name, ok, want in rules:
-        if not ok:
-            raise KitError(f"{name}: expects {want}, got {getattr(cfg, name)}")
-    if not all(math.isfinite(float(getattr(cfg, n))) for n in ("lr_max", "lr_start", "lr_min", "lr_decay")):
-        raise KitError("lr: learning-rate settings must be finite numbers")
 
 
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:

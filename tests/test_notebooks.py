@@ -71,6 +71,19 @@ def test_notebook_renders_a_valid_kernel_folder(name, tmp_path, monkeypatch):
     assert meta["is_private"] is True and meta["enable_internet"] is False and "docker_image" not in meta
     assert meta["dataset_sources"] == [*kit_meta.get("datasets", []), "alice/kit-wheel"]
     assert meta["competition_sources"] == ([kit_meta["competition"]] if "competition" in kit_meta else [])
+    assert meta["model_sources"] == kit_meta["models"] == [build_notebooks.PRETRAINED]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_trains_the_attached_pretrained_backbone_unless_tiny(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f"MODEL_SOURCE = {build_notebooks.PRETRAINED!r}" in text
+    assert "MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'keras_hub'," in text
+    assert "WEIGHTS = '' if TINY else pretrained_weights(MODEL_SOURCE, paths)" in text
+    assert "KERAS_BACKEND" not in text  # import kit chooses the backend, on the TPU VM too
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "KERAS_BACKEND" not in markdown
 
 
 def test_tpu_notebook_agrees_with_the_repository_kernel_metadata():
@@ -80,6 +93,7 @@ def test_tpu_notebook_agrees_with_the_repository_kernel_metadata():
     assert root["title"] == kit_meta["title"] and root["id"].split("/")[1] == kit_meta["slug"]
     assert root["dataset_sources"] == kit_meta["datasets"]
     assert root["competition_sources"] == [kit_meta["competition"]]
+    assert root["model_sources"] == kit_meta["models"] == [build_notebooks.PRETRAINED]
 
 
 # --- execution: needs kit.train / kit.predict / kit.synth, which land separately ------------------

@@ -255,6 +255,7 @@ def test_multiclass_predict_without_sample_passes_check(tmp_path, capsys):
 def test_bad_run_and_flags(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "empty_run" / "config.toml").write_text(f"size = {SIZE}\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"split": "test"}))  # passes kit.precheck; never read here
     base = ["predict", "--records", str(tmp_path), "--out", str(tmp_path / "s.csv")]
     assert main(base + ["--run", str(tmp_path / "empty_run")]) == 1
     assert capsys.readouterr().err.strip() == (
