@@ -121,6 +121,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "in view) (default 'default'). TTA uses only the views this preset makes the model invariant to")
     p.add_argument("--weights", help="pretrained backbone weights: a local .h5 / .weights.h5 file (default: none, "
                    "random initialisation; ImageNet backbones want weights)")
+    p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
+                   f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
+                   f"{d('freeze_epochs')})")
+    p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
+                   f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
     p.add_argument("--loss", choices=["auto", "bce", "cce", "focal"],
                    help="auto: bce for binary, cce for multi-class (default auto)")
     p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
@@ -145,7 +150,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
-                "weights", "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight",
+                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight",
                 "meta", "tta", "verbose")
 
 

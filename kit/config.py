@@ -32,6 +32,8 @@ class Config:
     weights: str = ""  # pretrained weights for the backbone; "" means random initialisation (from scratch)
     dropout: float = 0.2
     trainable_backbone: bool = True
+    freeze_epochs: int = 0  # fine-tuning: train the head alone (backbone frozen, BatchNorm as pretrained) this long
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate as a fraction of the head's (e.g. 0.1)
     meta: bool = False  # feed the records' metadata columns to a metadata branch
     # optimisation; None (left out) takes the value of SCHEDULE_DEFAULTS for what is trained
     epochs: int | None = None
@@ -134,6 +136,8 @@ class Config:
             ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"), ("tta", cfg.tta >= 1, "at least 1 view"),
             ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
             ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)"),
+            ("freeze_epochs", 0 <= cfg.freeze_epochs < cfg.epochs, f"in [0, epochs) = [0, {cfg.epochs})"),
+            ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
         ]
         for name, ok, want in rules:
             if not ok:

@@ -149,15 +149,19 @@ def lr_at(cfg: Config, replicas: int) -> Callable[[int], float]:
     return lambda epoch: schedule.ramp_exp_decay(epoch, **kw)
 
 
-def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback.
+def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int,
+                   backbone_paths: Sequence[str] = ()) -> keras.optimizers.Optimizer:
+    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback;
+    its steps on ``backbone_paths`` are ``cfg.backbone_lr_mult`` times smaller when that is below 1.
 
     A per-step schedule counts the optimizer's own iterations, which a resumed fold's last.keras restores.
     """
+    rate: Any = cfg.lr_start
     if cfg.lr_per == "step":
-        return keras.optimizers.Adam(learning_rate=schedule.RampExpDecay(
-            **_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch))
-    return keras.optimizers.Adam(learning_rate=cfg.lr_start)
+        rate = schedule.RampExpDecay(**_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch)
+    if cfg.backbone_lr_mult != 1.0:
+        return schedule.BackboneScaledAdam(backbone_paths, cfg.backbone_lr_mult, learning_rate=rate)
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
 # --- callbacks -------------------------------------------------------------------------------------
@@ -400,15 +404,35 @@ def _build(cfg: Config) -> keras.Model:
 
 def build_and_compile(cfg: Config, acc: Any, steps_per_epoch: int = 1) -> keras.Model:
     """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope;
-    ``steps_per_epoch`` paces a per-step learning-rate schedule."""
+    ``steps_per_epoch`` paces a per-step learning-rate schedule. The backbone starts frozen when
+    ``cfg.freeze_epochs`` asks for a head-only warm-up."""
     with acc.scope():
         model = _build(cfg)
         if cfg.augment_on == "device":
             model = pipeline.with_device_augmentation(
                 model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
-        model.compile(optimizer=make_optimizer(cfg, acc.replicas, steps_per_epoch), loss=make_loss(cfg),
-                      metrics=[make_metric(cfg)])
+    compile_phase(model, cfg, acc, steps_per_epoch, frozen=cfg.freeze_epochs > 0)
     return model
+
+
+def compile_phase(model: keras.Model, cfg: Config, acc: Any, steps_per_epoch: int, *, frozen: bool,
+                  done_steps: int = 0) -> None:
+    """(Re)compile ``model`` with its backbone frozen or trainable, and a fresh optimizer at step ``done_steps``.
+
+    Keras fixes the trainable variables at compile time, so the switch from the head-only warm-up to the
+    whole network compiles again. A frozen Keras layer also runs its BatchNorm in inference mode: the
+    pretrained statistics stay as they are. A per-step schedule continues from ``done_steps``.
+    """
+    backbone = models.backbone_of(model)
+    backbone.trainable = cfg.trainable_backbone and not frozen
+    if backbone.trainable and cfg.pretrained:
+        models.freeze_batchnorm(backbone)
+    with acc.scope():
+        optimizer = make_optimizer(cfg, acc.replicas, steps_per_epoch, [v.path for v in backbone.weights])
+        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)])
+        if done_steps:
+            optimizer.build(model.trainable_variables)
+            optimizer.iterations.assign(done_steps)
 
 
 def _load(path: Path, acc: Any) -> keras.Model:
@@ -493,12 +517,17 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
                  _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
-    if initial_epoch < cfg.epochs:
+    for start, stop, frozen in training_phases(cfg, initial_epoch):
+        if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
+            log(f"fold {fold}: epoch {start + 1} on, the whole network (head-only warm-up done)")
+            compile_phase(model, cfg, acc, steps, frozen=False, done_steps=start * steps)
         model.fit(
-            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
-            steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold + start),
+            steps_per_epoch=steps, epochs=stop, initial_epoch=start,
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
+        if model.stop_training:
+            break  # NaN loss or early stopping: no later phase
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
@@ -518,6 +547,14 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
                                            "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
+
+
+def training_phases(cfg: Config, initial_epoch: int = 0) -> list[tuple[int, int, bool]]:
+    """``(first epoch, end epoch, backbone frozen)`` for each fit still to run: a head-only warm-up of
+    ``cfg.freeze_epochs`` epochs, then the whole network; phases already finished are left out."""
+    bounds = [(0, cfg.freeze_epochs, True), (cfg.freeze_epochs, cfg.epochs, False)] if cfg.freeze_epochs else \
+        [(0, cfg.epochs, False)]
+    return [(max(a, initial_epoch), b, frozen) for a, b, frozen in bounds if b > initial_epoch and b > a]
 
 
 def _truncate_history(path: Path, keep_epochs: int) -> None:
@@ -577,6 +614,9 @@ def advice(cfg: Config) -> list[str]:
     if not cfg.pretrained and models.is_imagenet_family(cfg.model):
         lines.append(f"{cfg.model} is an ImageNet backbone but no --weights were given, so it starts from random "
                      f"weights and needs far more data and epochs; pass --weights (see `kit models`)")
+    if cfg.freeze_epochs and not cfg.pretrained:
+        lines.append(f"freeze_epochs {cfg.freeze_epochs}: the backbone starts from random weights, so freezing it "
+                     "trains the head on random features; the warm-up is meant for --weights")
     note = run_tta_views(cfg)[1]
     if note:
         lines.append(note.replace("tta: ", "tta (out of fold): ", 1))
@@ -653,7 +693,8 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
         ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
         _savefig(fig, out / "confusion.png")
 
-    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas))
+    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
+                           freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)
 
 
 def _savefig(fig: Any, path: Path) -> None:
