@@ -4,6 +4,7 @@ defaults fit what is trained, multi-class class weights on real records, the lea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,3 +223,51 @@ def test_a_fine_tuning_run_draws_both_rates_and_says_when_the_backbone_joins(rec
     saved = Config.load(run / "config.toml")
     assert (saved.freeze_epochs, saved.backbone_lr_mult) == (1, 0.1)
     assert (run / "plots" / "lr.png").stat().st_size > 1000
+
+
+# --- kit against a plain model.fit ------------------------------------------------------------------------
+
+
+def _plain_fit_cv(rec: Path, n_classes: int, settings: dict) -> float:
+    """What a user writes without kit: the same network and rate, arrays in memory, the best epoch by the
+    exact metric on the held-out fold (checked after every epoch), averaged over the records' folds."""
+    import keras
+
+    from kit import metrics, models, pipeline
+
+    paths = records.list_shards(rec, split="train")
+    table = pipeline.record_table(paths)
+    images = np.concatenate([b["image"] for b in pipeline.predict_dataset(paths, 32, "identity", 64).as_numpy_iterator()])
+    y, folds = table["target"].to_numpy(), table["fold"].to_numpy()
+    metric, scores = metrics.metric_for(n_classes), []
+    for k in np.unique(folds):
+        keras.utils.set_random_seed(1 + int(k))
+        model = models.build_model("tiny_cnn", n_classes=n_classes, size=32)
+        loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+        model.compile(optimizer=keras.optimizers.Adam(settings["lr_max"]), loss=loss)
+        train_rows, valid_rows = folds != k, folds == k
+        best = -1.0
+        for _ in range(settings["epochs"]):
+            model.fit({"image": images[train_rows]}, y[train_rows].astype("float32"), batch_size=settings["batch"],
+                      epochs=1, shuffle=True, verbose=0)
+            pred = model.predict({"image": images[valid_rows]}, verbose=0)
+            best = max(best, metrics.score(metric, y[valid_rows], pred[:, 0] if n_classes == 2 else pred))
+        scores.append(best)
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["siim", "isic9"])
+def test_kit_is_no_worse_than_a_plain_model_fit_of_the_same_network_on_the_same_folds(layout, tmp_path):
+    # overlapping classes, so that neither reaches a perfect score and a difference would show
+    src = synth.make_competition(layout, tmp_path / "src", n_train=160, n_test=0, size=32, seed=2,
+                                 **({"overlap": 0.8} if layout == "siim" else {}))
+    manifest = records.write_from_source(src, tmp_path / "rec", n_folds=2, size=32, progress=False)
+    settings = dict(model="tiny_cnn", epochs=6, batch=16, lr_start=3e-3, lr_max=3e-3, lr_min=3e-3, lr_ramp_epochs=0,
+                    lr_sustain_epochs=0, lr_decay=1.0, augment="none")
+    res = train.train_folds(Config(records=str(tmp_path / "rec"), out=str(tmp_path / "run"), strategy="cpu",
+                                   verbose=0, seed=1, **settings), log=lambda _: None)
+    kit_cv = json.loads((tmp_path / "run" / "cv.json").read_text())["fold_mean"]
+    plain_cv = _plain_fit_cv(tmp_path / "rec", int(manifest["n_classes"]), settings)
+    print(f"{layout}: kit {kit_cv:.4f} vs plain model.fit {plain_cv:.4f} ({res.metric}, fold mean)")
+    assert kit_cv >= plain_cv - 0.05, (kit_cv, plain_cv)
