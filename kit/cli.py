@@ -39,7 +39,8 @@ def _add_records(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
     p.add_argument("source", help="the competition folder (or its train CSV with --images)")
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
-    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"])
+    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"],
+                   help="the download's layout (default auto: recognised from its files)")
     p.add_argument("--id-col", help="id column (csv layout)")
     p.add_argument("--label-col", help="label column (csv layout)")
     p.add_argument("--group-col", help="patient/lesion column folds must not split (csv layout)")
@@ -250,9 +251,10 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
     p.add_argument("inputs", nargs="+", help="submission CSVs")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"])
+    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"],
+                   help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
@@ -298,7 +300,7 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="status of a Kaggle kernel")
     p.add_argument("kernel", help="owner/slug")
     p.add_argument("--wait", action="store_true", help="poll until complete or error")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
     p.set_defaults(func=_run_status)
 
     p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
