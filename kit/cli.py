@@ -36,10 +36,11 @@ def _csv_floats(text: str) -> list[float]:
 
 
 def _add_records(sub: argparse._SubParsersAction) -> None:
+    from kit import competitions
     p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
     p.add_argument("source", help="the competition folder (or its train CSV with --images)")
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
-    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"],
+    p.add_argument("--layout", default="auto", choices=["auto", *competitions.layouts()],
                    help="the download's layout (default auto: recognised from its files)")
     p.add_argument("--id-col", help="id column (csv layout)")
     p.add_argument("--label-col", help="label column (csv layout)")

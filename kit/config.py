@@ -61,7 +61,10 @@ class Config:
     strategy: str = "auto"  # auto | tpu | mirrored | gpu | cpu
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 bar, 2 one line per epoch
+    metric: str = ""  # picks checkpoints and scores CV; "" = the competition's (kit.competitions)
     # resolved from the records by `kit train` (leave empty in a config file)
+    competition: str = ""
+    secondary_metrics: tuple[str, ...] = ()
     n_classes: int = 0
     classes: tuple[str, ...] = ()
     id_name: str = ""

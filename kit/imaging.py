@@ -40,6 +40,58 @@ class ImageError(ValueError):
     """An image file that cannot be read (empty, not an image, truncated or corrupt)."""
 
 
+# An image stored inside an HDF5 file (ISIC 2024's train-image.hdf5: one dataset of encoded JPEG bytes per
+# isic_id) is named "FILE.hdf5::KEY" wherever kit passes image paths around.
+HDF5_SEP = "::"
+_H5_FILES: dict[str, object] = {}  # open HDF5 files of this process: opening one per image costs more than the read
+
+
+def hdf5_member(file: str | Path, key: str) -> str:
+    """The path kit uses for the image stored under ``key`` in the HDF5 ``file``."""
+    return f"{file}{HDF5_SEP}{key}"
+
+
+def _split_member(path: str) -> tuple[str, str] | None:
+    if HDF5_SEP not in path:
+        return None
+    file, key = path.rsplit(HDF5_SEP, 1)
+    return file, key
+
+
+def _h5(file: str):  # -> h5py.File
+    import h5py
+
+    handle = _H5_FILES.get(file)
+    if handle is None:
+        handle = _H5_FILES[file] = h5py.File(file, "r")
+    return handle
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of an image file, or of an HDF5 member ("FILE.hdf5::KEY"); OSError when unreadable."""
+    member = _split_member(str(path))
+    if member is None:
+        return Path(path).read_bytes()
+    file, key = member
+    try:
+        value = _h5(file)[key][()]
+    except KeyError:
+        raise OSError(f"no key {key!r} in {file}") from None
+    return bytes(value.tobytes() if hasattr(value, "tobytes") else value)
+
+
+def image_byte_size(path: str | Path) -> int:
+    """Bytes of an image file or HDF5 member without reading it (-1 when it cannot be found)."""
+    member = _split_member(str(path))
+    try:
+        if member is None:
+            return Path(path).stat().st_size
+        file, key = member
+        return int(_h5(file)[key].nbytes)
+    except (OSError, KeyError):
+        return -1
+
+
 def prepare_image(data: bytes, size: int, policy: str = "crop") -> Image.Image:
     """Decode ``data`` and resize it to ``size`` x ``size`` RGB by ``policy`` (see the module doc)."""
     if not data:
@@ -156,8 +208,8 @@ def make_records(
     out: list[tuple[bytes | None, str]] = []
     for path, fields in rows:
         try:
-            data = Path(path).read_bytes()
-            jpeg = encode_jpeg(prepare_image(data, size, policy), quality)
+            data = read_image_bytes(path)
+            jpeg = data if _fits_as_is(data, size) else encode_jpeg(prepare_image(data, size, policy), quality)
         except ImageError as exc:
             out.append((None, str(exc)))
             continue
@@ -166,6 +218,16 @@ def make_records(
             continue
         out.append((example_bytes({"image": jpeg, **fields}), ""))
     return out
+
+
+def _fits_as_is(data: bytes, size: int) -> bool:
+    """Whether ``data`` is already an RGB JPEG of ``size`` x ``size``: stored as it is, no decode and re-encode
+    (the header alone is read). A second JPEG generation would only lose detail and time."""
+    try:
+        im = Image.open(io.BytesIO(data))
+        return im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
 
 
 def jpeg_size_estimate(size: int, quality: int = JPEG_QUALITY) -> int:

@@ -48,7 +48,7 @@ import pandas as pd
 import tensorflow as tf
 
 import kit
-from kit import folds as kfolds
+from kit import competitions, folds as kfolds
 from kit import imaging, sources
 from kit.errors import KitError
 from kit.fsutil import atomic_dir, write_json
@@ -402,8 +402,11 @@ def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shar
                     "missing": int(np.isnan(v).sum())}
     # Only a test split can hold images of the train split; null there means nothing to compare with.
     test_only = {"train_duplicates": train_dups} if split == "test" else {}
+    comp = competitions.identify(src.layout, src.classes)
     return {
+        "competition": comp.name if comp else None,  # kit.competitions: the metric, submission, notebook
         "layout": src.layout,
+        "train_only_columns": list(src.train_only),  # in train, not in test: never metadata inputs
         "source": source_path or src.root,
         "split": split,
         "image_size": int(size),
@@ -453,6 +456,10 @@ def format_summary(manifest: Mapping) -> str:
     if m.get("skipped"):
         lines.append(f"skipped {len(m['skipped'])} bad image(s), listed in manifest.json; first: "
                      f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
+    if m.get("train_only_columns"):
+        cols = m["train_only_columns"]
+        lines.append(f"{len(cols)} train-only column(s) left out of the metadata (not in the test CSV): "
+                     + ", ".join(cols))
     line = _train_duplicates_line(m)
     if line:
         lines.append(line)

@@ -13,8 +13,9 @@ The run folder (``cfg.out``)::
     RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
                              fold runs (``--resume`` restarts there)
     RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x (pooled
-                             out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...]}
+    RUN/cv.json              {"metric": the competition's (kit.competitions), "folds": {"0": x, ...}, "overall": x
+                             (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
+                             "secondary": {name: mean over folds}}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import fsutil, metrics, models, pipeline, records, schedule, strategy
+from kit import competitions, fsutil, metrics, models, pipeline, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
 
@@ -196,7 +197,7 @@ class _ExactValidation(keras.callbacks.Callback):
     def __init__(self, paths: Sequence[Path], cfg: Config, batch: int, replicas: int, target: np.ndarray) -> None:
         super().__init__()
         self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
-        self.metric, self.loss = metrics.metric_for(cfg.n_classes), make_loss(cfg)
+        self.metric, self.loss = cfg.metric, make_loss(cfg)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -353,7 +354,13 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
     classes = tuple(str(c) for c in manifest["classes"])
+    comp = competitions.of_manifest(manifest)
+    metric = cfg.metric or competitions.metric_of(manifest)
+    if metric not in metrics.METRICS:
+        raise KitError(f"metric: unknown metric {metric!r} (known: {', '.join(metrics.METRICS)})")
     resolved = cfg.replace(
+        metric=metric, competition=comp.name if comp else "",
+        secondary_metrics=list(comp.secondary) if comp and not cfg.metric else list(cfg.secondary_metrics),
         size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
         id_name=str(manifest.get("id_name", "image_name")),
         meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
@@ -536,13 +543,14 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         _save_atomic(inference_model(model), fdir / "best.keras")
     best_model = _load(fdir / "best.keras", acc)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
-    metric = metrics.metric_for(cfg.n_classes)
+    metric = cfg.metric
     score = float(metrics.score(metric, target, pred))
+    secondary = secondary_scores(cfg, target, pred, table["group"].to_numpy())
     oof = _oof_frame(table, pred, cfg, fold)
     fsutil.write_csv(fdir / "oof.csv", oof)
     for temp in ("last.keras", "state.json"):
         (fdir / temp).unlink(missing_ok=True)
-    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score,
+    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
                                            "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
                                            "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
@@ -592,7 +600,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
 
-    metric = metrics.metric_for(cfg.n_classes)
+    metric = cfg.metric
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
@@ -623,6 +631,20 @@ def advice(cfg: Config) -> list[str]:
     return lines
 
 
+def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
+    """The competition's secondary metrics on one fold (None where a fold cannot be scored, e.g. no positives)."""
+    out = {}
+    for name in cfg.secondary_metrics:
+        try:
+            if name == "top15_sensitivity":
+                out[name] = metrics.top_k_sensitivity(target, pred, groups, k=15)
+            else:
+                out[name] = float(metrics.score(name, target, pred))
+        except KitError:
+            out[name] = None
+    return out
+
+
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
     overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
@@ -634,8 +656,21 @@ def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.
         # probabilities are scaled differently mix, and an AUC can drop below every fold's own
         "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
         "tta_views": list(run_tta_views(cfg)[0]),
+        # the competition's other figures, each the mean over folds (a per-patient one cannot be pooled)
+        "secondary": {name: _mean_or_none([_fold_secondary(run, k).get(name) for k in sorted(done)])
+                      for name in cfg.secondary_metrics},
     })
     return oof, [done[k][1] for k in sorted(done)] + [overall]
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
+    path = run / f"fold{fold}" / "done.json"
+    return json.loads(path.read_text()).get("secondary") or {} if path.is_file() else {}
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
@@ -657,7 +692,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
             if f"val_{col}" in h:
                 ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
     axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title=metrics.metric_for(cfg.n_classes), xlabel="epoch")
+    axes[1].set(title=f"{cfg.metric} (train: Keras' running figure; val: exact)", xlabel="epoch")
     axes[1].legend(fontsize="small")
     _savefig(fig, out / "learning_curves.png")
 
