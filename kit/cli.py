@@ -120,7 +120,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "or every step (default epoch)")
     p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
                    "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
-                   "in view) (default 'default'). TTA uses only the views this preset makes the model invariant to")
+                   "in view) (default: the competition's, pcam for PCam, else default). TTA uses only the views "
+                   "this preset makes the model invariant to")
     p.add_argument("--weights", help="pretrained backbone weights: a local .h5 / .weights.h5 file (default: none, "
                    "random initialisation; ImageNet backbones want weights)")
     p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
@@ -138,6 +139,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "step (device) (default host)")
     p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
                    "0 keeps the natural rate (default 0)")
+    p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
+                   "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
+                   "--oversample 0.2); 0 passes over every training image (default 0)")
     p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
                    "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
@@ -152,8 +156,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
-                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight",
-                "meta", "tta", "verbose")
+                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
+                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "tta", "verbose")
 
 
 def _run_train(args: argparse.Namespace) -> int:

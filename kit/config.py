@@ -51,10 +51,11 @@ class Config:
     focal_gamma: float = 2.0
     class_weight: str = "none"  # none | balanced
     # input
-    augment: str = "default"  # preset: none | default | pcam
+    augment: str = ""  # preset: none | default | pcam; "" = the competition's (kit.competitions), else default
     augment_options: dict[str, Any] = field(default_factory=dict)  # per-part overrides of the preset
     augment_on: str = "host"  # host (tf.data) | device (Keras random layers inside the training step)
     oversample: float = 0.0  # binary only: fraction of positives in the training stream; 0 = natural
+    epoch_positives: float = 0.0  # with oversample: an epoch shows each positive this often on average; 0 = all images
     shuffle_buffer: int = 2048
     tta: int = 1  # views averaged for out-of-fold predictions (1 = identity only)
     # running
@@ -139,6 +140,7 @@ class Config:
             ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"), ("tta", cfg.tta >= 1, "at least 1 view"),
             ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
             ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)"),
+            ("epoch_positives", cfg.epoch_positives >= 0, ">= 0 (0: an epoch is every training image)"),
             ("freeze_epochs", 0 <= cfg.freeze_epochs < cfg.epochs, f"in [0, epochs) = [0, {cfg.epochs})"),
             ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
         ]

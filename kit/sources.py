@@ -215,7 +215,7 @@ def _labels(csv: Path, df: pd.DataFrame, col: str, classes: list[str]) -> np.nda
     index = {c: i for i, c in enumerate(classes)}
     bad = ~text.isin(list(index))
     if bad.any():
-        raise KitError(f"{csv}: line {_line(df, bad)}: label {values[bad].iloc[0]!r} in column {col!r} "
+        raise KitError(f"{csv}: line {_line(df, bad)}: label {text[bad].iloc[0]!r} in column {col!r} "
                        f"is not one of {', '.join(classes)}")
     return text.map(index).to_numpy(dtype=np.int64)
 

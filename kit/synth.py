@@ -545,13 +545,14 @@ def _isic2024_rows(rng: np.random.Generator, ids: list[str], n_pos: int, labelle
         patient = f"IP_{int(rng.integers(1_000_000, 9_999_999)):07d}"
         sex, age = str(rng.choice(["male", "female"])), float(rng.integers(6, 17) * 5)
         hospital, colour = str(rng.choice(_ISIC2024_ATTRIBUTION)), rng.normal(0, 1)
+        age = np.nan if rng.random() < 0.15 else age  # some patients' age is unknown: written as the literal NA
         for _ in range(n_img):
             target = int(i in positives)
             tbp = {c: float(np.round(rng.normal(10, 3), 4)) for c in ISIC2024_TBP}
             tbp["tbp_lv_color_std_mean"] = float(np.round(colour + rng.normal(0, 0.3) + 2.5 * target, 4))
             tbp["tbp_lv_areaMM2"] = float(np.round(rng.gamma(2, 4) * (1.6 if target else 1.0), 4))
             row = {"isic_id": ids[i], "patient_id": patient,
-                   "age_approx": age if rng.random() > 0.02 else np.nan,  # written as the literal NA
+                   "age_approx": age,
                    "sex": sex, "anatom_site_general": str(rng.choice(_ISIC2024_SITES)),
                    "clin_size_long_diam_mm": float(np.round(rng.gamma(3, 1.3) * (1.3 if target else 1.0), 2)),
                    "image_type": "TBP tile: close-up", "tbp_tile_type": str(rng.choice(["3D: white", "3D: XP"])),

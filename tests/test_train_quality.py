@@ -95,9 +95,9 @@ def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
 
 
 def test_an_imagenet_backbone_without_weights_is_named_in_plain_words():
-    lines = train.advice(Config(model="efficientnet_b0", tta=1).with_schedule_defaults())
+    lines = train.advice(Config(model="efficientnet_b0", augment="default").with_schedule_defaults())
     assert len(lines) == 1 and "efficientnet_b0 is an ImageNet backbone but no --weights were given" in lines[0]
-    assert train.advice(Config(model="tiny_cnn").with_schedule_defaults()) == []
+    assert train.advice(Config(model="tiny_cnn", augment="default").with_schedule_defaults()) == []
 
 
 @pytest.mark.parametrize("setting, value, message", [
