@@ -223,6 +223,32 @@ def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[s
         return None
 
 
+def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dict]:
+    """The test images to predict and their manifest: test records, or a competition download's test split
+    read straight from its files (no records written: ISIC 2024's hidden ~500,000 images on the rerun)."""
+    from kit import records
+
+    folder = Path(records_dir)
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and not any(folder.glob("*.tfrec")):
+        train_records = Path(info.config.records)
+        try:
+            train_manifest = records.read_manifest(train_records, "train")
+        except KitError:
+            raise KitError(f"{records_dir}: a download needs the run's train records ({train_records}) for their "
+                           "image size and metadata codes; write test records with `kit records --test` instead") from None
+        stream = records.stream_test_split(folder, train_manifest)
+        return stream, stream.manifest
+    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    if manifest.get("split", "test") != "test":
+        raise KitError(
+            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+        )
+    paths = records.list_shards(records_dir, split="test")
+    if not paths:
+        raise KitError(f"{records_dir}: no .tfrec shards")
+    return paths, manifest
+
+
 def predict_run(
     run: str | os.PathLike,
     records_dir: str | os.PathLike,
@@ -252,16 +278,7 @@ def predict_run(
 
         sample_frame = read_submission(sample)
 
-    from kit import records
-
-    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
-    if manifest.get("split", "test") != "test":
-        raise KitError(
-            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
-        )
-    paths = records.list_shards(records_dir, split="test")
-    if not paths:
-        raise KitError(f"{records_dir}: no .tfrec shards")
+    paths, manifest = test_images(records_dir, info)
     classes = [str(c) for c in manifest.get("classes", info.classes)]
     if classes and len(classes) != len(info.classes):
         raise KitError(

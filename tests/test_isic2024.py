@@ -151,3 +151,18 @@ def test_a_balanced_run_trains_on_the_oversampled_stream_and_scores_by_partial_a
     assert f"({fold1['images']} images, {steps} steps of 8)" in next(l for l in lines if l.startswith("fold 0: train"))
     cv = json.loads((tmp_path / "run" / "cv.json").read_text())
     assert set(cv["secondary"]) == {"auc", "top15_sensitivity"}
+
+
+def test_predict_reads_the_test_hdf5_directly_with_the_same_answers_as_test_records(download, tmp_path, capsys):
+    records.write_from_source(download, tmp_path / "rec", n_folds=2, size=32, progress=False)
+    records.write_from_source(download, tmp_path / "test", size=32, test=True, progress=False)
+    run = tmp_path / "run"
+    train.train_folds(Config(records=str(tmp_path / "rec"), out=str(run), model="tiny_cnn", epochs=1, batch=8, meta=True,
+                             verbose=0, strategy="cpu"), log=lambda _: None)
+    sample = download / "sample_submission.csv"
+    for name, source in (("via_records.csv", tmp_path / "test"), ("direct.csv", download)):
+        assert main(["predict", "--run", str(run), "--records", str(source), "--sample-submission", str(sample),
+                     "--out", str(tmp_path / name)]) == 0
+    via, direct = (pd.read_csv(tmp_path / n, dtype={"isic_id": str}) for n in ("via_records.csv", "direct.csv"))
+    assert direct["isic_id"].tolist() == pd.read_csv(sample, dtype=str)["isic_id"].tolist()
+    np.testing.assert_array_equal(direct["target"].to_numpy(), via["target"].to_numpy())
