@@ -365,6 +365,61 @@ def _write(
     return report
 
 
+@dataclass
+class TimeEstimate:
+    """How long predicting a whole test split will take, from a timed sample of it."""
+
+    images: int  # in the whole test split
+    sampled: int
+    seconds_per_image: float
+    seconds: float  # estimated for the whole split
+
+    def fits(self, budget_s: float) -> bool:
+        """Whether the estimate fits in ``budget_s`` seconds."""
+        return self.seconds <= budget_s
+
+    def describe(self, budget_s: float) -> str:
+        """One line: the estimate against the budget."""
+        verdict = "fits" if self.fits(budget_s) else "does NOT fit"
+        return (f"predicting {self.images:,} images: {self.seconds_per_image * 1000:.2f} ms each over a timed sample "
+                f"of {self.sampled}, about {self.seconds / 3600:.2f} h; {verdict} in the {budget_s / 3600:.2f} h left")
+
+
+def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: int = 256, tta: int = 1,
+                  batch: int = 64) -> TimeEstimate:
+    """Time the run's fold models on the first ``sample`` test images (after one warm-up batch, which pays the
+    compile) and scale to the whole test split: a code competition's rerun must fit its time limit."""
+    import keras
+
+    from kit import pipeline, records
+
+    info = load_run(run)
+    images, _ = test_images(test, info)
+    total = images.count if isinstance(images, records.ExampleStream) else records.count_data_items(images)
+    if isinstance(images, records.ExampleStream):
+        images = records.ExampleStream(images.rows[:sample + batch], images.manifest, images.workers)
+    import kit.models  # noqa: F401  (registers kit's custom layers)
+
+    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    cfg = info.config
+    views, _ = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
+
+    def batches(skip: int, take: int) -> Callable[[str | int], Any]:
+        return lambda view: pipeline.predict_dataset(images, cfg, view, batch).skip(skip).take(take)
+
+    warm = min(batch, total)  # the first batch pays for tracing and compiling: not part of the rate
+    predict_views(models, batches(0, 1), ["identity"], warm, progress=False)
+    n = min(-(-sample // batch) * batch, total - warm)
+    if n <= 0:
+        n, skip = warm, 0  # a tiny test split: time the warm batch again
+    else:
+        skip = 1
+    start = time.perf_counter()
+    predict_views(models, batches(skip, -(-n // batch)), views, n, progress=False)
+    per_image = (time.perf_counter() - start) / n
+    return TimeEstimate(total, n, per_image, per_image * total)
+
+
 def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
     return predict_run(
