@@ -384,12 +384,8 @@ def convert_efficientnet_weights(src_h5: str | os.PathLike, dst: str | os.PathLi
     extra = sorted(set(stored) - used - {"probs"})  # "probs" is the ImageNet top, which kit drops
     if extra:
         raise KitError(f"{src}: layers {extra[:3]} have no place in {name}; is it another variant?")
-    tmp = dst.parent / f".{dst.name[:-len('.weights.h5')]}.{os.getpid()}.partial.weights.h5"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    from kit import fsutil
+
+    with fsutil.atomic_path(dst, keep_suffix=True) as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst

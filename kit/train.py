@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -241,9 +240,8 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with fsutil.atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
 
 
 # last.keras (model + optimizer) is written after the first epoch, then at most this often: a kill loses
