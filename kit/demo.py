@@ -56,7 +56,7 @@ class DemoReport:
 
     out: Path
     cv: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold AUC (each run's cv.json)
-    ranked: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC with predictions ranked per fold
+    fold_mean: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC, the mean over folds
     submissions: dict[str, Path] = field(default_factory=dict)
     blend_oof: float = float("nan")
     blend_weights: list[float] = field(default_factory=list)
@@ -119,16 +119,15 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
         log(predict.format_report(pred))
         report.submissions[name] = subs_dir / f"{name}.csv"
     # Each fold's model squashes its probabilities a little differently after a few epochs, so pooling
-    # raw OOF predictions across folds understates a model; a rank blend of test predictions (one
-    # fold-averaged model per member) never sees that, so its weights are fit on per-fold ranks.
-    fit = blend.fit_weights([runs[n] for n in MEMBERS], method="rank", rank_per_fold=True)
-    blended = blend.blend_files([report.submissions[n] for n in MEMBERS], subs_dir / "blend.csv", method="rank",
-                                weights=fit.weights, sample=sample)
-    blended.fit = fit
+    # raw OOF predictions across folds understates a model; kit blend fits AUC weights on the mean of the
+    # per-fold AUCs, with the members ranked within each fold.
+    blended = blend.fit_and_blend([report.submissions[n] for n in MEMBERS], [runs[n] for n in MEMBERS],
+                                  subs_dir / "blend.csv", method="rank", sample=sample)
+    fit = blended.fit
     log(blend.format_report(blended))
     report.submissions["blend"] = subs_dir / "blend.csv"
     report.blend_oof, report.blend_weights = fit.blend_score, fit.weights
-    report.ranked = dict(zip(MEMBERS, fit.member_scores))
+    report.fold_mean = dict(zip(MEMBERS, fit.member_scores))
     report.problems = submission.check_submission(report.submissions["blend"], sample)
     log(f"kit check {report.submissions['blend']}: " + ("OK" if not report.problems else "; ".join(report.problems)))
 
@@ -151,11 +150,11 @@ def format_report(report: DemoReport) -> str:
     names = list(report.cv)
     width = max(len(n) for n in [*names, "blend"])
     weights = report.blend_weights or [float("nan")] * len(names)
-    lines = ["", f"== done in {report.seconds:.0f} s", "out-of-fold AUC: pooled (cv.json) and ranked per fold (what the blend is fit on)",
-             f"  {'':<{width}}  {'pooled':>7}  {'ranked':>7}  {'blend weight':>12}"]
+    lines = ["", f"== done in {report.seconds:.0f} s", "out-of-fold AUC: pooled (cv.json) and the mean over folds (what the blend is fit on)",
+             f"  {'':<{width}}  {'pooled':>7}  {'folds':>7}  {'blend weight':>12}"]
     for name, w in zip(names, weights):
-        ranked = report.ranked.get(name, float("nan"))
-        lines.append(f"  {name:<{width}}  {report.cv[name]:>7.4f}  {ranked:>7.4f}  {w:>12.2f}")
+        folds = report.fold_mean.get(name, float("nan"))
+        lines.append(f"  {name:<{width}}  {report.cv[name]:>7.4f}  {folds:>7.4f}  {w:>12.2f}")
     lines.append(f"  {'blend':<{width}}  {'':>7}  {report.blend_oof:>7.4f}  (rank blend, weights fit on OOF)")
     check = "passes kit check" if not report.problems else "FAILS kit check: " + "; ".join(report.problems)
     lines.append("submissions:")
