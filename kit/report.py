@@ -462,7 +462,8 @@ def _shakeup_plot(samples: Mapping[str, np.ndarray], metric: str) -> bytes:
     panels = [k for k in ("public", "private", "difference") if len(samples.get(k, []))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels):
-        ax.hist(samples[key], bins=30, color="#4477aa")
+        values = samples[key]
+        ax.hist(values, bins=30 if np.ptp(values) > 1e-12 else 1, color="#4477aa")  # every draw equal: one bar
         ax.set(title=f"{key} {metric}" if key != "difference" else f"private - public {metric}")
     return _fig_png(fig)
 
