@@ -212,8 +212,10 @@ def _with_predicted(data: RunData) -> pd.DataFrame:
 
 
 def _correct_sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    right = df[df["predicted"] == df["target"]]
-    return right.sample(min(n, len(right)), random_state=seed)
+    """``n`` correct predictions at random, the classes taking turns (a rare positive class is shown too)."""
+    right = df[df["predicted"] == df["target"]].sample(frac=1.0, random_state=seed)
+    turn = right.groupby("target").cumcount()
+    return right.assign(_turn=turn).sort_values(["_turn", "target"], kind="mergesort").head(n).drop(columns="_turn")
 
 
 def worst_mistakes(data: RunData, k: int) -> pd.DataFrame:
@@ -706,6 +708,7 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np
             continue
         model = keras.saving.load_model(path, compile=False)
         try:
+            # the predicted class: a fixed positive class leaves the many confident negatives all blue (seen)
             heat, _ = gradcam(model, np.stack([images[i] for _, i in items]))
         except KitError as exc:
             return _section("gradcam", "Grad-CAM", _note(f"left out: {exc}")), notes
@@ -715,9 +718,9 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np
                 f'<div class="card" data-id="{html.escape(i)}">{_img(_array_png(images[i]), i)}'
                 f'{_img(_array_png(_overlay(images[i], h)), "Grad-CAM " + i)}<br><b>{html.escape(i)}</b><br>'
                 f'true {html.escape(_label(data, int(row["target"])))}, {html.escape(_pred_text(data, row))}</div>')
-    body = _note("Where each fold model looked for the class it predicted: Grad-CAM on the last convolutional "
-                 "feature map (red: most weight), for the worst mistakes and for a random sample of correct "
-                 "predictions.")
+    body = _note("Where each fold model found the evidence for the class it predicted: Grad-CAM on the last "
+                 "convolutional feature map (red: most weight), for the worst mistakes and for a random sample of "
+                 "correct predictions of every class.")
     for kind in ("wrong", "correct"):
         body += f"<h3>{kind}</h3>" + (f'<div class="grid {kind}">{"".join(cards[kind])}</div>' if cards[kind]
                                       else _note(f"no {kind} out-of-fold predictions"))

@@ -149,9 +149,12 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     fold_dirs = _fold_dirs(run)
     planned = [int(k) for k in cfg.get("folds", [])] or sorted(fold_dirs) or [int(k) for k in cv.get("folds", {})]
     done = [k for k, d in fold_dirs.items() if (d / "done.json").is_file()]
-    times = [p.stat().st_mtime for p in (run / "config.toml", run / "cv.json", run / "oof.csv") if p.is_file()]
+    # not cv.json: `kit report` adds its shake-up there, which is no training activity
+    times = [p.stat().st_mtime for p in (run / "config.toml", run / "oof.csv") if p.is_file()]
     for d in fold_dirs.values():
         times += [(d / f).stat().st_mtime for f in _ACTIVITY if (d / f).is_file()]
+    if not times and (run / "cv.json").is_file():
+        times.append((run / "cv.json").stat().st_mtime)  # a stack: cv.json is all it has
     when = max(times) if times else run.stat().st_mtime
     # a stack (second stage) has a cv.json but trains no fold{k} models of its own
     kind = "stack" if cfg.get("kind") == "stack" or (not fold_dirs and cv and "model" not in cfg) else "run"

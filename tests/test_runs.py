@@ -87,6 +87,9 @@ def test_sorted_by_cv_unscored_last_and_other_sorts(runs_dir):
 def test_running_means_a_change_within_the_window(runs_dir):
     live = runs_dir / "live"
     assert runs.read_run(live).state == "running"
+    paused = runs_dir / "paused"
+    (paused / "cv.json").write_text((paused / "cv.json").read_text())  # what `kit report` does: no training
+    assert runs.read_run(paused).state == "resumable" and runs.read_run(paused).when == pytest.approx(OLD, abs=1)
     later = time.time() + runs.RUNNING_WITHIN_S + 1
     assert runs.read_run(live, now=later).state == "resumable"
 
