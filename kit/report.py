@@ -751,17 +751,40 @@ def _shakeup_section(data: RunData, shake: dict, samples: Mapping[str, np.ndarra
     return _section("shakeup", "Shake-up estimate: how far the leaderboard may move", body)
 
 
-def _importance_section(run: Path) -> str | None:
-    files = sorted(p for p in run.glob("*.csv") if "importance" in p.name)
-    if not files:
+def _importance_table(run: Path) -> tuple[pd.DataFrame, str] | None:
+    """(feature, importance..., where from): kit stack's features.csv (importance_<model kind> columns, shown
+    with their mean), else the first ``*importance*.csv`` of two columns (name, value)."""
+    features = run / "features.csv"
+    if features.is_file():
+        table = pd.read_csv(features)
+        kinds = [c for c in table.columns if c.startswith("importance_")]
+        if "feature" in table.columns and kinds:
+            table = table.assign(importance=table[kinds].mean(axis=1))
+            keep = ["feature", "importance", *kinds] + [c for c in ("source",) if c in table.columns]
+            return table[keep].sort_values("importance", ascending=False, kind="mergesort"), features.name
+    for path in sorted(run.glob("*importance*.csv")):
+        table = pd.read_csv(path)
+        if table.shape[1] >= 2:
+            table = table.iloc[:, :2]
+            return table.sort_values(table.columns[1], ascending=False, kind="mergesort"), path.name
+    return None
+
+
+def _importance_section(run: Path, cv: Mapping[str, Any]) -> str | None:
+    found = _importance_table(run)
+    if found is None:
         return None
-    table = pd.read_csv(files[0])
-    if table.shape[1] < 2:
-        return None
-    table = table.sort_values(table.columns[1], ascending=False)
-    rows = [[r.iloc[0], _num(float(r.iloc[1]))] for _, r in table.head(40).iterrows()]
-    body = (_note(f"From {files[0].name}.") + f'<div class="plots">{_img(_importance_plot(table), "importance")}</div>'
-            + _table([str(table.columns[0]), str(table.columns[1])], rows, "importance"))
+    table, source = found
+    head = [str(c) for c in table.columns]
+    rows = [[r.iloc[0], *[_num(float(v)) if isinstance(v, (int, float, np.number)) else v for v in r.iloc[1:]]]
+            for _, r in table.head(40).iterrows()]
+    body = (_note(f"From {source}, most important first (the 40 first of {len(table)}).")
+            + f'<div class="plots">{_img(_importance_plot(table), "importance")}</div>'
+            + _table(head, rows, "importance"))
+    kinds = cv.get("models")
+    if isinstance(kinds, dict) and kinds:
+        body += _table(["model kind", "pooled", "blend weight"],
+                       [[k, _num(v.get("overall")), _num(v.get("weight"))] for k, v in kinds.items()], "kinds")
     return _section("importance", "Feature importance (stack)", body)
 
 
@@ -812,7 +835,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         cv = _read_json(data.run / "cv.json")
         cv["shakeup"] = shake
         fsutil.write_json(data.run / "cv.json", cv)
-    importance = _importance_section(data.run)
+    importance = _importance_section(data.run, data.cv)
     if importance:
         sections.append(importance)
     notes_html = "".join(_note(n) for n in notes)

@@ -156,9 +156,10 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     if not times and (run / "cv.json").is_file():
         times.append((run / "cv.json").stat().st_mtime)  # a stack: cv.json is all it has
     when = max(times) if times else run.stat().st_mtime
-    # a stack (second stage) has a cv.json but trains no fold{k} models of its own
-    kind = "stack" if cfg.get("kind") == "stack" or (not fold_dirs and cv and "model" not in cfg) else "run"
-    if kind == "stack":
+    # kit stack's config.toml lists the image runs it stacks, and has no backbone; a bare cv.json is a stack too
+    stack = "model" not in cfg and ("runs" in cfg or (not fold_dirs and bool(cv)))
+    kind = "stack" if stack else "run"
+    if kind == "stack" and not fold_dirs:
         finished = bool(cv)
         planned = planned or [int(k) for k in cv.get("folds", {})]
         done = [int(k) for k in cv.get("folds", {})]
@@ -182,13 +183,20 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     if cv_mean is None and folds:
         cv_mean = sum(folds.values()) / len(folds)
     return RunRow(
-        name=run.name, path=str(run), kind=kind, model=str(cfg.get("model", "stack" if kind == "stack" else "?")),
+        name=run.name, path=str(run), kind=kind, model=_model_label(cfg, kind),
         size=int(cfg["size"]) if isinstance(cfg.get("size"), int) and cfg["size"] else None,
         epochs=int(cfg["epochs"]) if isinstance(cfg.get("epochs"), int) else None,
         folds_done=len(done), folds_planned=len(planned), metric=cv.get("metric"), cv=cv_mean,
         cv_std=_float(cv.get("fold_std")), pooled=_float(cv.get("overall")), when=when, state=state, error=error,
         folds=folds,
     )
+
+
+def _model_label(cfg: dict, kind: str) -> str:
+    if kind == "stack":
+        kinds = cfg.get("models") or []
+        return "stack" + (f" ({'+'.join(map(str, kinds))})" if kinds else "")
+    return str(cfg.get("model", "?"))
 
 
 def sort_rows(rows: Sequence[RunRow], by: str = "cv") -> list[RunRow]:

@@ -237,3 +237,51 @@ def test_report_refuses_a_folder_without_cv_json(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == (f"kit report: error: {tmp_path / 'cv.json'}: missing; a report needs "
                                                "at least one finished fold (train the run first)")
+
+
+def _one_per_family() -> list[str]:
+    from kit import models
+
+    first: dict[str, str] = {}
+    for name in models.list_models():
+        first.setdefault(models._backbone(name).family, name)
+    return sorted(first.values())
+
+
+@pytest.mark.parametrize("name", _one_per_family())
+def test_gradcam_works_for_every_backbone_family(name):
+    """The registry drives it: a new family of backbones gets Grad-CAM checked as soon as it is registered."""
+    from kit import models
+
+    size = 96 if name == "pcam_cnn" else 64  # the PCam CNN's valid convolutions need 96 px
+    model = models.build_model(name, n_classes=3, size=size)
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    heat, out = report.gradcam(model, images)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(model({"image": images}, training=False)),
+                               rtol=1e-4, atol=1e-5)
+    assert heat.shape == (2, size, size) and np.isfinite(heat).all() and heat.max() <= 1.0
+
+
+def test_a_stack_folder_reports_its_feature_importance(tmp_path):
+    """A `kit stack` folder (config.toml listing runs, fold{k}/done.json, features.csv, no fold models)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    (tmp_path / "config.toml").write_text('runs = ["runs/b0"]\nmodels = ["lightgbm", "xgboost"]\n')
+    pd.DataFrame({"image_name": [f"id{i:03d}" for i in range(200)], "target": y,
+                  "pred": np.clip(0.6 * y + rng.uniform(0, 0.4, 200), 0, 1), "fold": np.arange(200) % 2}
+                 ).to_csv(tmp_path / "oof.csv", index=False)
+    (tmp_path / "cv.json").write_text(json.dumps({
+        "metric": "auc", "folds": {"0": 0.97, "1": 0.98}, "overall": 0.975, "fold_mean": 0.975, "fold_std": 0.007,
+        "models": {"lightgbm": {"overall": 0.97, "weight": 0.75}, "xgboost": {"overall": 0.96, "weight": 0.25}}}))
+    pd.DataFrame({"feature": ["age", "b0_pred", "site"], "source": ["metadata", "run", "metadata"],
+                  "kind": ["numeric"] * 3, "importance_lightgbm": [0.3, 0.6, 0.1],
+                  "importance_xgboost": [0.2, 0.7, 0.1]}).to_csv(tmp_path / "features.csv", index=False)
+    result = report.write_report(tmp_path, draws=10, public=500, private=1000)
+    page = Page(result.path.read_text())
+    assert page.sections[-1] == "importance" and "shakeup" in page.sections
+    rows = page.tables["importance"]
+    assert rows[0] == ["feature", "importance", "importance_lightgbm", "importance_xgboost", "source"]
+    assert [r[:2] for r in rows[1:]] == [["b0_pred", pytest.approx(0.65)], ["age", pytest.approx(0.25)],
+                                         ["site", pytest.approx(0.1)]]
+    assert page.tables["kinds"][1:] == [["lightgbm", 0.97, 0.75], ["xgboost", 0.96, 0.25]]
+    assert (result.shakeup["public_size"], result.shakeup["private_size"]) == (500, 1000)

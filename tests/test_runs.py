@@ -52,11 +52,15 @@ def runs_dir(tmp_path: Path) -> Path:
     _run(root / "broken", done=(0,), scores={0: 0.85}, error="fold 1: RuntimeError: the loss became NaN")
     _run(root / "paused", done=(0, 1), scores={0: 0.70, 1: 0.72})
     _run(root / "fresh")  # started three hours ago, no fold finished, not running: resumable
-    stack = root / "stack1"
-    stack.mkdir()
+    stack = root / "stack1"  # as `kit stack` writes it: config.toml lists the image runs; no backbone
+    for k in (0, 1):
+        (stack / f"fold{k}").mkdir(parents=True)
+        (stack / f"fold{k}" / "done.json").write_text("{}")
+    (stack / "config.toml").write_text('runs = ["runs/b0", "runs/siim/b3"]\nmodels = ["lightgbm"]\n')
     (stack / "cv.json").write_text(json.dumps({"metric": "auc", "folds": {"0": 0.96, "1": 0.97},
                                                "overall": 0.965, "fold_mean": 0.965, "fold_std": 0.007}))
-    os.utime(stack / "cv.json", (OLD, OLD))
+    for p in stack.rglob("*"):
+        os.utime(p, (OLD, OLD))
     (root / "notes").mkdir()  # not a run: skipped
     return root
 
@@ -72,7 +76,9 @@ def test_every_run_found_with_its_state_and_scores(runs_dir):
     assert b0.cv == pytest.approx(0.90) and b0.cv_std == pytest.approx(0.02) and b0.pooled == pytest.approx(0.89)
     assert (rows["paused"].folds_done, rows["paused"].folds_planned) == (2, 3)
     assert rows["broken"].error == "fold 1: RuntimeError: the loss became NaN"
-    assert rows["stack1"].kind == "stack" and rows["stack1"].model == "stack" and rows["fresh"].cv is None
+    assert (rows["stack1"].kind, rows["stack1"].model, rows["stack1"].folds_done, rows["stack1"].folds_planned) == (
+        "stack", "stack (lightgbm)", 2, 2)
+    assert rows["fresh"].cv is None
     assert rows["b0"].when == pytest.approx(OLD, abs=1)
 
 
