@@ -447,13 +447,14 @@ def _confusion_plot(cm: np.ndarray, classes: Sequence[str]) -> bytes:
     plt = _plt()
     n = len(classes)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.65 * n, 1.5 + 0.65 * n))
+    side = max(4.5, 1.5 + 0.65 * n)
+    fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=90)
     ax.set_yticks(range(n), classes)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center", fontsize=8 if n > 6 else 10,
                     color="white" if norm[i, j] > 0.6 else "black")
     ax.set(xlabel="predicted", ylabel="true", title="confusion (counts, row share)")
     return _fig_png(fig)
