@@ -187,6 +187,9 @@ def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = No
     manifest = None
     if folder is not None and (folder / "manifest.json").is_file():
         manifest = _read_json(folder / "manifest.json")
+    elif folder is not None and any(folder.glob("train*.tfrec")):
+        # the public SIIM-ISIC TFRecords carry no manifest (kit.records reads them by shard names)
+        manifest = {"layout": "siim", "source": str(folder), "format": "public SIIM-ISIC TFRecords"}
     elif folder is not None:
         notes.append(f"{folder}: records not found (moved? pass --records DIR), so no thumbnails, groups or Grad-CAM")
         folder = None
@@ -687,6 +690,8 @@ def _patients_section(data: RunData, groups: Mapping[str, str], worst: pd.DataFr
 def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np.ndarray], n: int,
                      seed: int) -> tuple[str, list[str]]:
     notes: list[str] = []
+    if not any(data.run.glob("fold*/best.keras")):
+        return _section("gradcam", "Grad-CAM", _note("left out: no fold*/best.keras (a stack has no image model)")), notes
     if not images:
         return _section("gradcam", "Grad-CAM", _note("left out: the records were not found")), notes
     df = _with_predicted(data)
