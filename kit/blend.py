@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kit import competitions
 from kit.errors import KitError
 from kit.submission import IdIndex, Table, read_table, write_table
 
@@ -354,7 +355,7 @@ def fit_weights(
     from kit import metrics  # scikit-learn: imported only when weights are fit
 
     n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or metrics.metric_for(n_classes)
+    metric = ref.metric or competitions.metric_of({"n_classes": n_classes})
     if metric not in metrics.METRICS:
         raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
     per_fold = metric == "auc"

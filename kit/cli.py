@@ -277,6 +277,55 @@ def _run_blend(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- runs / report ------------------------------------------------------------------------------
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
+                       description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
+                                   "CV by the run's metric and its spread over folds, when, and the state (finished, "
+                                   "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
+    p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
+    p.add_argument("--sort", default="cv", choices=["cv", "pooled", "when", "name"],
+                   help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
+    p.add_argument("--top", type=int, help="only the first N rows")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
+    out.add_argument("--names", action="store_true",
+                     help="only the run folders, one a line: kit blend ... --fit --oof $(kit runs runs/ --top 5 --names)")
+    p.set_defaults(func=_run_runs)
+
+
+def _run_runs(args: argparse.Namespace) -> int:
+    from kit import runs
+
+    rows = runs.scan(args.folders, sort=args.sort, top=args.top)
+    print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
+                       "Grad-CAM, the leaderboard shake-up estimate")
+    p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
+    p.add_argument("--public", type=int, help="public leaderboard size in images (default: from the competition)")
+    p.add_argument("--private", type=int, help="private leaderboard size in images (default: from the competition)")
+    p.add_argument("--draws", type=int, default=200, help="bootstrap draws for the shake-up estimate (default 200)")
+    p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
+    p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from kit import report
+
+    result = report.report_from_cli(args)
+    print(report.format_result(result))
+    return 0
+
+
 # --- kaggle --------------------------------------------------------------------------------------
 
 
@@ -387,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
-                _add_convert_weights, _add_demo):
+                _add_convert_weights, _add_demo, _add_runs, _add_report):
         add(sub)
     return parser
 

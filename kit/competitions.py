@@ -119,6 +119,8 @@ register(Competition(
     layout="ham10000", id_col="image_id", target_col="dx", group_col="lesion_id",
     classes=("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"), metric="balanced_accuracy",
     secondary=("accuracy",), notebook="ham10000_t4",
+    # no Kaggle leaderboard: ISIC 2018 task 3's test set of 1,512 images, all of it "private"
+    leaderboard=(0, 1512),
 ))
 register(Competition(
     name="pcam", title="Histopathologic Cancer Detection", slug="histopathologic-cancer-detection",

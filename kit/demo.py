@@ -7,6 +7,7 @@ What it writes under ``out`` (the tree printed at the end)::
     runs/<member>/          one k-fold run per member: config.toml, fold*/best.keras, oof.csv, cv.json, plots/
     submissions/<member>.csv, submissions/blend.csv   (+ JSON sidecars)
     kernel/                 the Kaggle kernel folder `kit push --dry-run` renders for the SIIM-ISIC notebook
+    runs/<member>/report.html   `kit report` of each member: curves, worst mistakes, Grad-CAM, leaderboard shake-up
 """
 
 from __future__ import annotations
@@ -63,17 +64,20 @@ class DemoReport:
     plots: dict[str, list[Path]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     kernel_folder: Path | None = None
+    reports: dict[str, Path] = field(default_factory=dict)
+    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's cv.json "shakeup"
     seconds: float = 0.0
 
 
 def _step(log: Callable[[str], None], n: int, text: str) -> None:
-    log(f"\n== {n}/5 {text}")
+    log(f"\n== {n}/6 {text}")
 
 
 def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
              log: Callable[[str], None] = print) -> DemoReport:
-    """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel."""
-    from kit import blend, kaggle, predict, records, submission, synth, train
+    """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel,
+    and write each member's report."""
+    from kit import blend, kaggle, predict, records, report as run_report, submission, synth, train
     from kit.config import Config
 
     t0 = time.perf_counter()
@@ -140,6 +144,12 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     log(kaggle.format_push(pushed))
     report.kernel_folder = pushed.kernel.folder
 
+    _step(log, 6, "one HTML report per member (`kit report RUN`): curves, worst mistakes, Grad-CAM, shake-up")
+    for name, run in runs.items():
+        written = run_report.write_report(run)
+        log(run_report.format_result(written))
+        report.reports[name], report.shakeup[name] = written.path, written.shakeup
+
     report.seconds = time.perf_counter() - t0
     log(format_report(report))
     return report
@@ -165,4 +175,7 @@ def format_report(report: DemoReport) -> str:
         if paths:
             lines.append(f"  {name:<{width}}  {paths[0].parent}/ " + ", ".join(p.name for p in paths))
     lines.append(f"kernel folder (kit push --dry-run): {report.kernel_folder}")
+    if report.reports:
+        lines.append("reports (open in a browser):")
+        lines += [f"  {name:<{width}}  {path}" for name, path in report.reports.items()]
     return "\n".join(lines)

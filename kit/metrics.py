@@ -190,13 +190,6 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-def metric_for(n_classes: int) -> str:
-    """The competition metric kit selects by: "auc" for binary, "balanced_accuracy" for multi-class."""
-    if int(n_classes) < 1:
-        raise KitError(f"n_classes: must be >= 1, got {n_classes}")
-    return "auc" if int(n_classes) <= 2 else "balanced_accuracy"
-
-
 _BY_NAME = {"auc": auc, "pauc": pauc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
 
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from kit import fsutil, precheck
+from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
 
@@ -331,7 +331,7 @@ def _write(
     if len(targets) and (targets >= 0).all():
         from kit import metrics
 
-        metric = (info.cv or {}).get("metric") or metrics.metric_for(n_classes)
+        metric = (info.cv or {}).get("metric") or competitions.metric_of({"n_classes": n_classes})
         scores = score_test(metric, targets, probs)
         if n_dups:
             clean = score_without(metric, targets, probs, ids, train_dups)

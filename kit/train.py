@@ -17,6 +17,7 @@ The run folder (``cfg.out``)::
                              (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
                              "secondary": {name: mean over folds}}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
+    RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
 killed kernel) keeps what finished; the plots are drawn at the end. Example::
@@ -616,6 +617,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     cfg.save(saved)
 
     metric = cfg.metric
+    (run / "error.txt").unlink(missing_ok=True)  # `kit runs` shows a run with error.txt as stopped by an error
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
@@ -624,7 +626,11 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
                           float(json.loads((fdir / "done.json").read_text())["score"]))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
-        done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        try:
+            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
+            fsutil.write_text(run / "error.txt", f"fold {fold}: {type(exc).__name__}: {exc}\n")
+            raise
         _write_summary(run, cfg, metric, done)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)

@@ -96,3 +96,16 @@ def test_demo_refuses_a_non_empty_out(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"kit demo: error: {tmp_path}: already exists and is not empty; pass another --out or remove it"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_tiny_demo_ends_by_naming_each_members_report(tiny):
+    out, _, text = tiny
+    tail = text.rstrip().splitlines()[-len(demo.MEMBERS):]
+    for name, line in zip(demo.MEMBERS, tail):
+        path = out / "runs" / name / "report.html"
+        assert line.split() == [name, str(path)]
+        page = path.read_text()
+        assert page.count("<section id=") == 10 and "data:image/png;base64," in page
+        shake = json.loads((out / "runs" / name / "cv.json").read_text())["shakeup"]
+        # the demo's records are SIIM-ISIC shaped: its leaderboard sizes
+        assert (shake["public_size"], shake["private_size"]) == (3295, 7687) and shake["difference"]["std"] > 0

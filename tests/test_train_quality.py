@@ -239,7 +239,7 @@ def _plain_fit_cv(rec: Path, n_classes: int, settings: dict) -> float:
     table = pipeline.record_table(paths)
     images = np.concatenate([b["image"] for b in pipeline.predict_dataset(paths, 32, "identity", 64).as_numpy_iterator()])
     y, folds = table["target"].to_numpy(), table["fold"].to_numpy()
-    metric, scores = metrics.metric_for(n_classes), []
+    metric, scores = ("auc" if n_classes == 2 else "balanced_accuracy"), []
     for k in np.unique(folds):
         keras.utils.set_random_seed(1 + int(k))
         model = models.build_model("tiny_cnn", n_classes=n_classes, size=32)
