@@ -209,10 +209,29 @@ def example_bytes(features: Mapping[str, bytes | str | int | float | Sequence]) 
 # --- TFRecord framing (the writer needs no TensorFlow) ----------------------------------------------
 
 
-def _masked_crc(data: bytes) -> int:
-    import google_crc32c  # the C (hardware CRC32C) implementation: framing 100 MB shards in Python would crawl
+def _crc32c_python(data: bytes) -> int:
+    """CRC32C in pure Python: only where google-crc32c is missing (a kernel that installed kit with --no-deps)."""
+    if not _CRC_TABLE:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+            _CRC_TABLE.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
 
-    crc = google_crc32c.value(data)
+
+_CRC_TABLE: list[int] = []
+try:  # the C (hardware CRC32C) implementation: framing 100 MB shards in Python would crawl
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - exercised by the test that hides the module
+    _crc32c = _crc32c_python
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
