@@ -15,7 +15,10 @@ Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
 ``fit_weights`` reads each run's ``oof.csv`` and fits weights by ensemble selection with
 replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
 most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
-below its best member on OOF.
+below its best member on OOF. For AUC the score is the mean of the per-fold AUCs and the members are
+ranked within each fold first: every fold model scales its probabilities its own way, so a pooled AUC
+mixes those scales and can rank a run below another that is worse on every fold. The pooled figure is
+reported beside it.
 
 No TensorFlow here: ``kit blend`` starts fast. Large blends stream one file at a time, holding only
 the reference ids and one accumulator per class.
@@ -34,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kit import competitions
 from kit.errors import KitError
 from kit.submission import IdIndex, Table, read_table, write_table
 
@@ -131,6 +135,9 @@ class FitResult:
     blend_score: float
     weights: list[float]
     steps: int
+    objective: str = "pooled"  # "fold mean" (AUC: mean over folds, members ranked per fold) | "pooled"
+    member_pooled: list[float] = field(default_factory=list)  # each member's pooled OOF score
+    blend_pooled: float | None = None  # the chosen blend's pooled OOF score
 
 
 @dataclass
@@ -146,6 +153,14 @@ class BlendReport:
     seconds: float
     fit: FitResult | None = None
     extra: dict = field(default_factory=dict)
+
+
+def _refuse_oof(table: Table) -> None:
+    """An ``oof.csv`` (label and fold columns beside the predictions) is not a submission: one line, pointing to --oof."""
+    named = [c for c in table.columns[1:] if c == "fold" or c == "pred" or c.startswith("pred_")]
+    if named:
+        raise KitError(f"{table.path}: has column {named[0]!r}, so it is out-of-fold predictions, not a submission; "
+                       "blend the submissions `kit predict` wrote and give the run folders to --oof RUN ... --fit")
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -207,6 +222,7 @@ def blend_files(
     try:
         first = read_table(ref_name)
         columns = first.columns
+        _refuse_oof(first)
         if len(columns) < 2:
             raise KitError(f"{ref_name}: no prediction columns (only {columns[0]})")
         if len(first) == 0:
@@ -227,6 +243,7 @@ def blend_files(
                 ahead = pool.submit(read_table, todo[0]) if todo else None
             if len(table) == 0:
                 raise KitError(f"{path}: no rows")
+            _refuse_oof(table)
             cols = _column_order(table, columns, ref_name)
             _check_values(table)
             src = index.align(table.ids, path)
@@ -324,17 +341,29 @@ def fit_weights(
     *,
     method: str = "mean",
     power: float = 2.0,
-    rank_per_fold: bool = False,
+    rank_per_fold: bool | None = None,
     max_steps: int = 100,
 ) -> FitResult:
-    """Ensemble selection with replacement on the runs' OOF; weights never score below the best member."""
+    """Ensemble selection with replacement on the runs' OOF; weights never score below the best member.
+
+    ``rank_per_fold`` None: on for AUC (whose objective is then the mean per-fold AUC), off otherwise.
+    """
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
     oofs = [load_oof(r) for r in runs]
     ref = oofs[0]
+    from kit import metrics  # scikit-learn: imported only when weights are fit
+
+    n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
+    metric = ref.metric or competitions.metric_of({"n_classes": n_classes})
+    if metric not in metrics.METRICS:
+        raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
+    per_fold = metric == "auc"
+    if rank_per_fold is None:
+        rank_per_fold = per_fold
     ref_name = str(Path(ref.run) / "oof.csv")
     index = IdIndex(ref.ids, ref_name)
-    members = []
+    members, raw = [], []  # raw: as the run wrote them, for the pooled figure that cv.json reports
     for o in oofs:
         name = str(Path(o.run) / "oof.csv")
         if o.preds.shape[1] != ref.preds.shape[1] or o.classes != ref.classes:
@@ -344,20 +373,25 @@ def fit_weights(
         if not np.array_equal(target, ref.target):
             r = int(np.flatnonzero(target != ref.target)[0])
             raise KitError(f"{name}: target differs from {ref_name}'s, e.g. id {ref.ids[r].decode('utf-8', 'replace')}")
-        if rank_per_fold:
-            preds = _rank_per_fold(preds, fold)
-        members.append(_transform(preds, method, power))
-    from kit import metrics  # scikit-learn: imported only when weights are fit
+        if not np.array_equal(fold, ref.fold):
+            r = int(np.flatnonzero(fold != ref.fold)[0])
+            raise KitError(f"{name}: folds differ from {ref_name}'s, e.g. id {ref.ids[r].decode('utf-8', 'replace')}; "
+                           "runs fit together must share their records' folds")
+        raw.append(_transform(preds, method, power))
+        members.append(_transform(_rank_per_fold(preds, fold), method, power) if rank_per_fold else raw[-1])
+    y, folds = ref.target, ref.fold
+    fold_rows = [np.flatnonzero(folds == f) for f in np.unique(folds)]
+    # a fold holding one class has no AUC of its own (a hand-made or tiny oof.csv): score pooled then
+    per_fold = per_fold and all(len(np.unique(y[r])) > 1 for r in fold_rows)
 
-    n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or metrics.metric_for(n_classes)
-    if metric not in metrics.METRICS:
-        raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
-    y = ref.target
-
-    def score_of(acc: np.ndarray, total: float) -> float:
+    def pooled(acc: np.ndarray, total: float) -> float:
         return metrics.score(metric, y, _finish(acc / total, method, power))
 
+    def fold_mean(acc: np.ndarray, total: float) -> float:
+        blended = _finish(acc / total, method, power)
+        return float(np.mean([metrics.score(metric, y[r], blended[r]) for r in fold_rows]))
+
+    score_of = fold_mean if per_fold else pooled
     member_scores = [score_of(m, 1.0) for m in members]
     best = int(np.argmax(member_scores))
     counts = np.zeros(len(members), np.int64)
@@ -375,7 +409,33 @@ def fit_weights(
         current = trial[j]
     weights = counts / counts.sum()
     steps = int(counts.sum()) - 1
-    return FitResult(metric, [str(r) for r in runs], member_scores, float(current), [float(x) for x in weights], steps)
+    return FitResult(metric, [str(r) for r in runs], member_scores, float(current), [float(x) for x in weights], steps,
+                     objective="fold mean" if per_fold else "pooled",
+                     member_pooled=[pooled(m, 1.0) for m in raw], blend_pooled=pooled(acc, float(counts.sum())))
+
+
+def fit_and_blend(
+    inputs: Sequence[str | os.PathLike],
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    method: str = "mean",
+    power: float = 2.0,
+    rank_per_fold: bool | None = None,
+    sample: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> BlendReport:
+    """Fit weights on the runs' out-of-fold predictions (one run per input), then blend the inputs with them."""
+    if len(runs) != len(inputs):
+        raise KitError(f"--oof: {len(runs)} run folders for {len(inputs)} submissions (one per submission)")
+    for p in inputs:
+        if _same_file(p, out):
+            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+    fit = fit_weights(runs, method=method, power=power, rank_per_fold=rank_per_fold)
+    report = blend_files(inputs, out, method=method, weights=fit.weights, power=power, sample=sample,
+                         progress=progress)
+    report.fit = fit
+    return report
 
 
 # --- CLI glue ------------------------------------------------------------------------------------
@@ -387,28 +447,17 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
     weights = args.weights
     if args.fit and not args.oof:
         raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
-    if args.rank_per_fold and not args.fit:
+    if args.rank_per_fold is not None and not args.fit:
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if args.oof and not args.fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
+    sample = getattr(args, "sample_submission", None)
     if args.fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
-        if len(args.oof) != len(args.inputs):
-            raise KitError(
-                f"--oof: {len(args.oof)} run folders for {len(args.inputs)} submissions (one per submission)"
-            )
-        for p in args.inputs:
-            if _same_file(p, args.out):
-                raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")
-        fit = fit_weights(args.oof, method=args.method, power=args.power, rank_per_fold=args.rank_per_fold)
-        weights = fit.weights
-    report = blend_files(
-        args.inputs, args.out, method=args.method, weights=weights, power=args.power,
-        sample=getattr(args, "sample_submission", None),
-    )
-    report.fit = fit
-    return report
+        return fit_and_blend(args.inputs, args.oof, args.out, method=args.method, power=args.power,
+                             rank_per_fold=args.rank_per_fold, sample=sample)
+    return blend_files(args.inputs, args.out, method=args.method, weights=weights, power=args.power, sample=sample)
 
 
 def format_report(report: BlendReport) -> str:
@@ -417,10 +466,13 @@ def format_report(report: BlendReport) -> str:
     if report.fit is not None:
         f = report.fit
         width = max(len(r) for r in f.runs + ["blend"])
-        lines.append(f"{'run':<{width}}  {'oof ' + f.metric:<14}  weight")
-        for run, s, w in zip(f.runs, f.member_scores, f.weights):
-            lines.append(f"{run:<{width}}  {s:<14.6f}  {w:.4f}")
-        lines.append(f"{'blend':<{width}}  {f.blend_score:<14.6f}  ({f.steps} selection steps)")
+        head = f"oof {f.metric}" + (" (fold mean)" if f.objective == "fold mean" else "")
+        lines.append(f"{'run':<{width}}  {head:<22}  {'pooled':<10}  weight")
+        pooled = f.member_pooled or [float("nan")] * len(f.runs)
+        for run, s, p, w in zip(f.runs, f.member_scores, pooled, f.weights):
+            lines.append(f"{run:<{width}}  {s:<22.6f}  {p:<10.6f}  {w:.4f}")
+        blend_pooled = f.blend_pooled if f.blend_pooled is not None else float("nan")
+        lines.append(f"{'blend':<{width}}  {f.blend_score:<22.6f}  {blend_pooled:<10.6f}  ({f.steps} selection steps)")
     weights = ", ".join(f"{w:.4f}" for w in report.weights)
     lines.append(
         f"{report.out}: {report.method} blend of {len(report.inputs)} files, {report.rows:,} rows "

@@ -1,17 +1,19 @@
 """The ``kit`` command: parsing and printing only; every verb is one call into a kit module.
 
 Verbs import their module lazily, so ``kit --help``, ``kit check`` and ``kit blend`` never import
-TensorFlow or Keras. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+TensorFlow or Keras, and ``kit train`` / ``kit predict`` check the paths they are given (kit.precheck)
+before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+TensorFlow's own log lines are hidden unless ``kit --verbose VERB`` (kit.runtime).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Callable, Sequence
 
+from kit import runtime
 from kit.errors import KitError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -35,10 +37,12 @@ def _csv_floats(text: str) -> list[float]:
 
 
 def _add_records(sub: argparse._SubParsersAction) -> None:
+    from kit import competitions
     p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
     p.add_argument("source", help="the competition folder (or its train CSV with --images)")
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
-    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"])
+    p.add_argument("--layout", default="auto", choices=["auto", *competitions.layouts()],
+                   help="the download's layout (default auto: recognised from its files)")
     p.add_argument("--id-col", help="id column (csv layout)")
     p.add_argument("--label-col", help="label column (csv layout)")
     p.add_argument("--group-col", help="patient/lesion column folds must not split (csv layout)")
@@ -83,47 +87,95 @@ def _run_records(args: argparse.Namespace) -> int:
 # --- train ---------------------------------------------------------------------------------------
 
 
+def _setting_default(name: str) -> str:
+    """A Config field's default for --help: its value, or both schedule defaults when it depends on --weights."""
+    from kit.config import SCHEDULE_DEFAULTS, Config
+
+    value = getattr(Config(), name)
+    if value is None:
+        tuned, scratch = SCHEDULE_DEFAULTS["pretrained"][name], SCHEDULE_DEFAULTS["scratch"][name]
+        return f"{tuned:g} with --weights, {scratch:g} from scratch"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="k-fold training with out-of-fold predictions")
+    p = sub.add_parser(
+        "train", help="k-fold training with out-of-fold predictions",
+        description="Train one model per fold, keep each fold's best epoch by the competition's exact metric, "
+                    "and write out-of-fold predictions and cv.json. Epochs and learning rates default by what is "
+                    "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
+                    "otherwise (the resolved values land in RUN/config.toml).")
+    d = _setting_default
     p.add_argument("--records", required=True, help="folder written by `kit records`")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
-    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: all)")
-    p.add_argument("--model", help="backbone name (see `kit models`)")
-    p.add_argument("--size", type=int, help="image side; must match the records")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int, help="batch size per replica")
-    p.add_argument("--lr-max", type=float, help="peak learning rate per replica")
+    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: every fold in the records)")
+    p.add_argument("--model", help=f"backbone name, see `kit models` (default {d('model')})")
+    p.add_argument("--size", type=int, help="image side; must match the records (default: the records' size)")
+    p.add_argument("--epochs", type=int, help=f"epochs per fold (default {d('epochs')})")
+    p.add_argument("--patience", type=int, help="stop a fold after this many epochs without a better validation "
+                   f"metric; 0 never stops early (default {d('patience')})")
+    p.add_argument("--batch", type=int, help=f"batch size per replica (default {d('batch')})")
+    p.add_argument("--lr-max", type=float, help=f"peak learning rate per replica (default {d('lr_max')})")
     p.add_argument("--lr-per", choices=["epoch", "step"], help="change the learning rate at each epoch start "
-                   "(default) or every step")
-    p.add_argument("--augment", help="none|default|pcam|... (or a preset from the config)")
-    p.add_argument("--weights", help="a weights file (.h5, .weights.h5), imagenet, or a keras-hub preset folder "
-                   "or name (see `kit models`)")
-    p.add_argument("--loss", help="bce|cce|focal")
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--strategy", help="auto|tpu|mirrored|gpu|cpu")
-    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training step (device)")
-    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream")
-    p.add_argument("--class-weight", choices=["none", "balanced"])
+                   "or every step (default epoch)")
+    p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
+                   "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
+                   "in view) (default: the competition's, pcam for PCam, else default). TTA uses only the views "
+                   "this preset makes the model invariant to")
+    p.add_argument("--weights", help="pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' "
+                   "download), or a keras-hub preset folder or name for the keras_hub models; `kit models` lists "
+                   "each backbone's routes (default: none, random initialisation; ImageNet backbones want weights)")
+    p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
+                   f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
+                   f"{d('freeze_epochs')})")
+    p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
+                   f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
+    p.add_argument("--loss", choices=["auto", "bce", "cce", "focal"],
+                   help="auto: bce for binary, cce for multi-class (default auto)")
+    p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
+    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default {d('seed')})")
+    p.add_argument("--strategy", choices=["auto", "tpu", "mirrored", "gpu", "cpu"],
+                   help="where to train (default auto: TPU, then every GPU, then the CPU)")
+    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training "
+                   "step (device) (default host)")
+    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
+                   "0 keeps the natural rate (default 0)")
+    p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
+                   "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
+                   "--oversample 0.2); 0 passes over every training image (default 0)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
+                   "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
-    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions (default 1)")
-    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
+                   "augmentation supports (default 1)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per "
+                   "epoch (default 2)")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
+    p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
+                   "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "batch", "lr_max", "lr_per", "augment", "weights",
-                "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight", "meta", "tta",
-                "verbose")
+_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
+                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
+                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "tta", "verbose")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from kit import train
+    from kit import precheck, runtime
     from kit.config import Config
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
+    cfg.check_numbers()
+    precheck.train_paths(cfg.records, cfg.out)
+    runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
+    from kit import train
+
+    if args.find_lr:
+        print(train.format_lr_finding(train.find_lr(cfg)))
+        return 0
     result = train.train_folds(cfg, resume=args.resume)
     print(train.format_result(result))
     return 0
@@ -190,6 +242,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from kit import precheck
+
+    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission)
     from kit import predict
 
     report = predict.predict_from_cli(args)
@@ -220,12 +275,15 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
     p.add_argument("inputs", nargs="+", help="submission CSVs")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"])
+    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"],
+                   help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
-    p.add_argument("--rank-per-fold", action="store_true", help="rank OOF within each fold before pooling")
+    p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
+                   help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
+                        "the mean per-fold AUC; off otherwise)")
     p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
     p.set_defaults(func=_run_blend)
 
@@ -235,6 +293,55 @@ def _run_blend(args: argparse.Namespace) -> int:
 
     report = blend.blend_from_cli(args)
     print(blend.format_report(report))
+    return 0
+
+
+# --- runs / report ------------------------------------------------------------------------------
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
+                       description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
+                                   "CV by the run's metric and its spread over folds, when, and the state (finished, "
+                                   "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
+    p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
+    p.add_argument("--sort", default="cv", choices=["cv", "pooled", "when", "name"],
+                   help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
+    p.add_argument("--top", type=int, help="only the first N rows")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
+    out.add_argument("--names", action="store_true",
+                     help="only the run folders, one a line: kit blend ... --fit --oof $(kit runs runs/ --top 5 --names)")
+    p.set_defaults(func=_run_runs)
+
+
+def _run_runs(args: argparse.Namespace) -> int:
+    from kit import runs
+
+    rows = runs.scan(args.folders, sort=args.sort, top=args.top)
+    print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
+                       "Grad-CAM, the leaderboard shake-up estimate")
+    p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
+    p.add_argument("--public", type=int, help="public leaderboard size in images (default: from the competition)")
+    p.add_argument("--private", type=int, help="private leaderboard size in images (default: from the competition)")
+    p.add_argument("--draws", type=int, default=200, help="bootstrap draws for the shake-up estimate (default 200)")
+    p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
+    p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from kit import report
+
+    result = report.report_from_cli(args)
+    print(report.format_result(result))
     return 0
 
 
@@ -250,6 +357,9 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--competition", help="competition slug to attach")
     p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
     p.add_argument("--kernel-source", action="append", default=[], help="owner/slug kernel to attach (repeatable)")
+    p.add_argument("--model-source", action="append", default=[],
+                   help="Kaggle Model to attach, owner/model/framework/variation/version (repeatable), e.g. "
+                        "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2")
     p.add_argument("--owner", help="Kaggle user name for the kernel id (default: the kaggle client's configuration)")
     p.add_argument("--slug", help="kernel slug (default from the title)")
     p.add_argument("--title", help="kernel title, at least 5 characters (default from the notebook name)")
@@ -263,7 +373,7 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="status of a Kaggle kernel")
     p.add_argument("kernel", help="owner/slug")
     p.add_argument("--wait", action="store_true", help="poll until complete or error")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
     p.set_defaults(func=_run_status)
 
     p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
@@ -339,19 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     from kit import __version__
 
     parser.add_argument("--version", action="version", version=f"kit {__version__}")
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true",
+                        help="before the verb: show TensorFlow's, XLA's and JAX's own log lines (hidden by default; "
+                             "also KIT_VERBOSE=1)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
-                _add_export_backbone, _add_convert_weights, _add_demo):
+                _add_export_backbone, _add_convert_weights, _add_demo, _add_runs, _add_report):
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
-    # TensorFlow's C++ INFO lines (rendezvous, buffer sizes) drown kit's own output; a user may still ask.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
+    runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
     try:
         return args.func(args)
     except KitError as exc:

@@ -15,8 +15,9 @@ A kernel folder, as rendered by :func:`render_kernel`::
     FOLDER/kit-X.Y.Z-py3-none-any.whl   the wheel embedded in the install cell (when bundled)
 
 The same module gives notebooks their machinery: :func:`on_kaggle`, :func:`notebook_paths`,
-:func:`find_input`, :func:`locate`, :func:`link_shards`, :func:`run_kit` and the install cell text
-(:func:`install_cell_source`).
+:func:`find_input`, :func:`locate`, :func:`link_shards`, :func:`run_kit`, the install cell text
+(:func:`install_cell_source`), and pretrained weights from an attached Kaggle Model
+(:func:`find_model_mount`, :func:`pretrained_weights`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ _KERNEL_ID = re.compile(rf"^({_OWNER})/({_SLUG})$")
 _DATASET_SOURCE = re.compile(rf"^{_OWNER}/[A-Za-z0-9][A-Za-z0-9_.-]*(/\d+)?$")
 _KERNEL_SOURCE = re.compile(rf"^{_OWNER}/{_SLUG}(/\d+)?$")
 _COMPETITION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_MODEL_SOURCE = re.compile(r"^[^/\s]+(/[^/\s]+){3,4}$")
+# owner/model/framework/variation/version, as the client checks it: five parts, the version a number
+_MODEL_SOURCE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/\d+$")
+MODEL_SOURCE_FORM = "owner/model/framework/variation/version (version a number)"
 _KIT_IMPORT = re.compile(r"^\s*(import kit\b|from kit\b)", re.M)
 
 
@@ -120,6 +123,55 @@ def find_input(name: str, paths: NotebookPaths | None = None) -> Path:
             return cand
     present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
     raise KitError(f"{root}: no input named {slug!r} (found: {', '.join(present) or 'nothing'}); attach it to the kernel")
+
+
+def check_model_source(handle: str) -> str:
+    """``handle`` when it is a Kaggle Model source owner/model/framework/variation/version; else KitError."""
+    if not isinstance(handle, str) or not _MODEL_SOURCE.match(handle):
+        raise KitError(f"model source {handle!r} is not {MODEL_SOURCE_FORM}")
+    return handle
+
+
+def find_model_mount(handle: str, root: str | os.PathLike = "/kaggle/input") -> Path | None:
+    """The folder where an attached Kaggle Model ``handle`` (owner/model/framework/variation/version) is mounted.
+
+    Kaggle has mounted models as ``ROOT/<model>/<framework>/<variation>/<version>`` and, more
+    recently, as ``ROOT/m/<owner>/<model>/<framework>/<variation>/<version>``; both are tried.
+    None when the model is not attached.
+    """
+    owner, *rest = check_model_source(handle).split("/")
+    root = Path(root)
+    for folder in (root.joinpath(*rest), root.joinpath("m", owner, *rest)):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def has_internet(host: str = "www.kaggle.com", port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host`` opens (a kernel with internet on); nothing is downloaded."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
+                       online: Callable[[], bool] = has_internet) -> str:
+    """What a notebook passes to ``--weights``: the attached model's folder, else "imagenet" when online.
+
+    Offline and without the model attached, stops with one line naming the model to attach.
+    """
+    paths = paths or notebook_paths()
+    folder = find_model_mount(handle, paths.input)
+    if folder is not None:
+        return str(folder)
+    if online():
+        return "imagenet"
+    raise KitError(f"{paths.input}: the Kaggle Model {handle} is not attached and the kernel is offline: add it "
+                   f"(Add Input > Models, or kit push --model-source {handle}) or turn internet on")
 
 
 def install_cell_source(wheel: str | os.PathLike | None = None) -> str:
@@ -196,6 +248,23 @@ def link_shards(src: str | os.PathLike, dest: str | os.PathLike, split: str) -> 
         if not link.exists():
             link.symlink_to(shard.resolve())
     return dest
+
+
+def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPaths, *, tiny: bool = False) -> Path:
+    """The run folder an ISIC 2024 submission predicts with: the attached ``run_dataset`` on Kaggle; when
+    rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
+    if not tiny:
+        try:
+            return locate(find_input(run_dataset, paths), "config.toml")
+        except KitError:
+            if paths.on_kaggle:
+                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
+                               "as a dataset") from None
+    run, recs = paths.working / "run", paths.scratch / "records"
+    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 2)
+    run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
+            "--meta", "--oversample", 0.25, "--epoch-positives", 2)
+    return run
 
 
 def run_kit(*argv: Any) -> None:
@@ -358,7 +427,7 @@ def check_metadata(meta: dict[str, Any], folder: str | os.PathLike | None = None
         "dataset_sources": (_DATASET_SOURCE, "owner/slug"),
         "kernel_sources": (_KERNEL_SOURCE, "owner/slug"),
         "competition_sources": (_COMPETITION, "a competition slug"),
-        "model_sources": (_MODEL_SOURCE, "owner/model/framework/variation[/version]"),
+        "model_sources": (_MODEL_SOURCE, MODEL_SOURCE_FORM),
     }
     for key, (pattern, form) in rules.items():
         values = meta.get(key, [])
@@ -520,7 +589,7 @@ def default_metadata(root: str | os.PathLike | None = None) -> dict[str, Any] | 
 
 def notebook_kernel_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
     """Kernel settings a notebook carries in ``metadata.kit`` (title, slug, accelerator, competition,
-    datasets), as kernel-metadata.json keys; {} when it carries none."""
+    datasets, models), as kernel-metadata.json keys; {} when it carries none."""
     kit_meta = _read_notebook(Path(notebook)).metadata.get("kit", {})
     if not kit_meta:
         return {}
@@ -534,19 +603,21 @@ def notebook_kernel_defaults(notebook: str | os.PathLike) -> dict[str, Any]:
     if kit_meta.get("competition"):
         out["competition_sources"] = [kit_meta["competition"]]
     out["dataset_sources"] = list(kit_meta.get("datasets", []))
+    out["model_sources"] = list(kit_meta.get("models", []))
     return out
 
 
 def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, owner: str,
                   slug: str | None = None, title: str | None = None, accelerator: str | None = None,
                   competition: str | None = None, datasets: Sequence[str] = (), kernels: Sequence[str] = (),
-                  private: bool = True, internet: bool = False, kit_dataset: str | None = None,
-                  bundle: bool = True, defaults: dict[str, Any] | None = None) -> KernelFolder:
+                  models: Sequence[str] = (), private: bool = True, internet: bool = False,
+                  kit_dataset: str | None = None, bundle: bool = True,
+                  defaults: dict[str, Any] | None = None) -> KernelFolder:
     """Render a kernel folder for ``notebook``: checked metadata, the notebook, the kit wheel.
 
     ``defaults`` (a kernel-metadata.json dict whose code_file names the same notebook, e.g. the
     repository's default kernel), else the notebook's own ``metadata.kit``, fills the title, slug,
-    accelerator and sources not given here.
+    accelerator and sources not given here; ``models`` (Kaggle Model sources) are added to theirs.
     With ``kit_dataset`` the kernel installs kit from that attached dataset; otherwise (``bundle``)
     the wheel is built and embedded in the install cell.
     """
@@ -563,12 +634,13 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
         competition = competition or next(iter(d.get("competition_sources") or []), None)
         datasets = [*d.get("dataset_sources", []), *datasets]
         kernels = [*d.get("kernel_sources", []), *kernels]
+        models = [*d.get("model_sources", []), *models]
     accelerator = accelerator or "t4"
     if kit_dataset is not None and not (_DATASET_SOURCE.match(kit_dataset) and kit_dataset.count("/") == 1):
         raise KitError(f"--kit-dataset {kit_dataset!r} is not owner/slug")
     meta = kernel_metadata(notebook.name, owner=owner, slug=slug, title=title, accelerator=accelerator,
                            competition=competition, datasets=[*datasets, *([kit_dataset] if kit_dataset else [])],
-                           kernels=kernels, private=private, internet=internet)
+                           kernels=kernels, models=models, private=private, internet=internet)
     check_metadata(meta)  # before any file is written or wheel built
     _refuse_secrets(notebook.name, notebook.read_text(errors="replace"))
     _refuse_secrets(METADATA_FILE, json.dumps(meta))
@@ -704,7 +776,8 @@ def push_from_cli(args: Any) -> PushResult:
     return push(
         args.notebook, folder=args.folder, owner=args.owner, dry_run=args.dry_run,
         slug=args.slug, title=args.title, accelerator=args.accelerator, competition=args.competition,
-        datasets=args.dataset, kernels=args.kernel_source, private=not args.public, internet=args.internet,
+        datasets=args.dataset, kernels=args.kernel_source, models=args.model_source, private=not args.public,
+        internet=args.internet,
         kit_dataset=args.kit_dataset, defaults=default_metadata(),
     )
 
@@ -897,7 +970,8 @@ def submit_from_cli(args: Any) -> str:
 
 __all__: Iterable[str] = [
     "ACCELERATORS", "KernelFolder", "KernelOutput", "KernelStatus", "NotebookPaths", "PushResult",
-    "accelerator_settings", "build_wheel", "check_metadata", "client_path", "default_metadata", "find_input",
+    "accelerator_settings", "build_wheel", "check_metadata", "check_model_source", "client_path", "default_metadata",
+    "find_input", "find_model_mount", "has_internet", "pretrained_weights",
     "format_output", "format_push", "link_shards", "locate", "notebook_kernel_defaults", "run_kit", "format_status", "install_cell", "install_cell_source", "kaggle_username",
     "kernel_metadata", "kernel_output", "kernel_status", "notebook_paths", "on_kaggle", "prepare_notebook",
     "push", "push_from_cli", "redact", "render_kernel", "run_client", "slugify", "submit", "submit_from_cli",

@@ -71,9 +71,6 @@ class Backbone:
 
 _BACKBONES: dict[str, Backbone] = {}
 
-# Families whose published weights were trained on ImageNet (keras.applications files, keras-hub presets):
-# trained from random initialisation they need far more data and a higher learning rate.
-IMAGENET_FAMILIES = ("efficientnet", "efficientnet_v2", "resnet", "vgg", "convnext", "keras_hub")
 # Weights routes each family accepts (kit models prints them; check_weights enforces them).
 _ROUTES = {"cnn": ("none", "file"), "keras_hub": ("preset",)}
 _APPLICATION_ROUTES = ("none", "file", "imagenet")
@@ -107,14 +104,18 @@ def backbone_spec(name: str) -> Backbone:
     return _backbone(name)
 
 
-def default_size(name: str) -> int:
-    """The input size a backbone was designed for (EfficientNet B3: 300, ...)."""
-    return _backbone(name).size
+# Families whose architecture is only worth training from ImageNet weights on a competition-sized set.
+IMAGENET_FAMILIES = ("efficientnet", "efficientnet_v2", "resnet", "vgg", "convnext", "keras_hub")
 
 
 def is_imagenet_family(name: str) -> bool:
-    """True for backbones normally fine-tuned from ImageNet weights (EfficientNet, ResNet, VGG, ConvNeXt, keras-hub)."""
+    """Whether backbone ``name`` is an ImageNet architecture (fine-tuned, not trained from scratch, as a rule)."""
     return _backbone(name).family in IMAGENET_FAMILIES
+
+
+def default_size(name: str) -> int:
+    """The input size a backbone was designed for (EfficientNet B3: 300, ...)."""
+    return _backbone(name).size
 
 
 def weights_routes(name: str) -> tuple[str, ...]:
@@ -476,7 +477,7 @@ def _match_imagenet_preprocessing(backbone: keras.Model) -> None:
         norm.finalize_state()
 
 
-def _freeze_batchnorm(model: keras.Model) -> int:
+def freeze_batchnorm(model: keras.Model) -> int:
     """Keep BatchNormalization layers frozen while fine-tuning pretrained weights (keras-io habit)."""
     frozen = 0
     # recursive: a keras-hub backbone nests its BatchNormalization layers inside blocks
@@ -537,7 +538,7 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
     pretrained = route != "none"
     backbone.trainable = bool(trainable_backbone)
     if pretrained and trainable_backbone:
-        _freeze_batchnorm(backbone)
+        freeze_batchnorm(backbone)
 
     L = keras.layers
     image = keras.Input((size, size, 3), name="image", dtype="float32")
@@ -558,6 +559,16 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
     out = L.Dense(1 if binary else int(n_classes), activation="sigmoid" if binary else "softmax",
                   dtype="float32", name="head")(features)
     return keras.Model(inputs, out, name=f"kit_{name}")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The backbone inside a model ``build_model`` made (also behind device augmentation): its one nested Model."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) == 1 and model.name.endswith("_augmented"):
+        return backbone_of(inner[0])
+    if len(inner) != 1:
+        raise KitError(f"model: {model.name} holds {len(inner)} nested models; expected one backbone")
+    return inner[0]
 
 
 # --- efficientnet package weight conversion -----------------------------------------------------------
@@ -678,10 +689,7 @@ def export_backbone(model_path: str | os.PathLike, out: str | os.PathLike) -> Pa
         model = keras.saving.load_model(src, compile=False)
     except (ValueError, OSError, TypeError) as err:
         raise KitError(f"{src}: not a model kit can read ({str(err).splitlines()[0][:200]})") from err
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) != 1:
-        raise KitError(f"{src}: expected one backbone inside the model, found {len(nested)}")
-    backbone = nested[0]
+    backbone = backbone_of(model)
     hub = _hub_model(backbone)
     if hub is not None:
         if out.exists():
@@ -702,15 +710,9 @@ def export_backbone(model_path: str | os.PathLike, out: str | os.PathLike) -> Pa
 
 
 def _save_weights_atomic(model: keras.Model, dst: Path) -> Path:
-    """``model.save_weights(dst)`` through a temporary sibling (Keras wants the .weights.h5 suffix on it too)."""
+    """``model.save_weights(dst)``, atomically; Keras reads a weights file by its ``.weights.h5`` suffix."""
     if not dst.name.endswith(".weights.h5"):
         raise KitError(f"{dst}: the weights file name must end in .weights.h5")
-    tmp = dst.parent / f".{dst.name[:-len('.weights.h5')]}.{os.getpid()}.partial.weights.h5"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with fsutil.atomic_path(dst, keep_suffix=True) as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst

@@ -119,6 +119,40 @@ PRESETS: dict[str, Augment] = {
 _FILL = {"reflect": "REFLECT", "nearest": "NEAREST", "constant": "CONSTANT", "wrap": "WRAP"}
 
 
+def invariant_views(aug: Augment) -> list[str]:
+    """The exact TTA views (in TTA_VIEWS order) that training with ``aug`` shows the model.
+
+    A view outside what the model was trained on is a new input, not a second opinion: a digit or a face
+    flipped by TTA after training without flips is scored worse, not better. A rotation range of 90
+    degrees or more covers the quarter turns, 180 the half turn; flips compose with turns.
+    """
+    quarter, half = aug.rotation >= 90, aug.rotation >= 180 or (aug.hflip and aug.vflip)
+    flip = aug.hflip or aug.vflip
+    ok = {"identity": True, "hflip": aug.hflip or (aug.vflip and half), "vflip": aug.vflip or (aug.hflip and half),
+          "rot90": quarter, "rot180": half, "rot270": quarter, "transpose": quarter and flip,
+          "transverse": quarter and flip}
+    return [v for v in TTA_VIEWS if ok[v]]
+
+
+def tta_views(n: int, aug: Augment) -> tuple[list[str | int], str | None]:
+    """The first ``n`` views a run trained with ``aug`` supports, and a note when it supports fewer.
+
+    Exact views first (:func:`invariant_views`), then seeded random draws of ``aug`` itself (indices 8,
+    9, ...), which exist only when ``aug`` changes anything. Out-of-fold and test predictions both take
+    their views from here, so CV measures the TTA the submission uses.
+    """
+    if n < 1:
+        raise KitError(f"tta: must be at least 1 view, got {n}")
+    exact: list[str | int] = list(invariant_views(aug))
+    if n <= len(exact):
+        return exact[:n], None
+    if aug.active:
+        return exact + list(range(len(TTA_VIEWS), len(TTA_VIEWS) + n - len(exact))), None
+    note = (f"tta: {n} views asked, but the run trained without augmentation, so only the identity view shows "
+            f"the model what it learned from; using 1 view")
+    return exact, note
+
+
 def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any] | None = None) -> Augment:
     """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names."""
     if isinstance(preset, Augment):
@@ -343,7 +377,9 @@ def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, 
     return len(meta_numeric) + sum((meta_categorical or {}).values())
 
 
-def _manifest(paths: Sequence[str]) -> dict:
+def _manifest(paths: "Sequence[str] | records.ExampleStream") -> dict:
+    if isinstance(paths, records.ExampleStream):
+        return paths.manifest
     first = Path(paths[0])
     try:
         return records.read_manifest(first.parent, records.parse_shard_name(first)[0])
@@ -383,7 +419,9 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
     return prepare
 
 
-def _paths(paths: Sequence[str | Path]) -> list[str]:
+def _paths(paths: "Sequence[str | Path] | records.ExampleStream") -> "list[str] | records.ExampleStream":
+    if isinstance(paths, records.ExampleStream):
+        return paths  # a test split read straight from its download
     paths = [str(p) for p in paths]
     if not paths:
         raise KitError("records: no shards to read")
@@ -396,8 +434,8 @@ def _paths(paths: Sequence[str | Path]) -> list[str]:
 def _read(paths: list[str], training: bool) -> tf.data.Dataset:
     """Parsed records, image still encoded: in order of ``paths`` and of each file unless training."""
     ds = records.load_dataset(paths, ordered=not training, decode=False)
-    if training:
-        return ds
+    if training or isinstance(paths, records.ExampleStream):
+        return ds  # a stream's length is known already
     try:
         n = records.count_data_items(paths)
     except ValueError:  # shards named otherwise: length unknown until read
@@ -451,7 +489,7 @@ def make_dataset(
         ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=min(len(paths), 16),
                               num_parallel_calls=AUTOTUNE, deterministic=True)
         if oversample:
-            is_pos = lambda raw: tf.io.parse_single_example(raw, {"target": records.CORE_FEATURES["target"]})["target"] == 1  # noqa: E731
+            is_pos = lambda raw: tf.io.parse_single_example(raw, {"target": records.core_features()["target"]})["target"] == 1  # noqa: E731
             pos, neg = ds.filter(is_pos).repeat(), ds.filter(lambda raw: tf.logical_not(is_pos(raw))).repeat()
             ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -559,7 +597,8 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
 def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: bool) -> tf.data.Dataset:
     if not pad:
         return ds
-    extra = -records.count_data_items(paths) % batch
+    n = paths.count if isinstance(paths, records.ExampleStream) else records.count_data_items(paths)
+    extra = -n % batch
     return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 
 
@@ -567,6 +606,9 @@ def record_table(paths: Sequence[str | Path]) -> "Any":
     """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
     import pandas as pd
 
+    if isinstance(paths, records.ExampleStream):  # the ids without preparing a single image
+        fields = [f for _, f in paths.rows]
+        return pd.DataFrame({k: [f[k] for f in fields] for k in ("image_name", "target", "fold", "group")})
     keys = ("image_name", "target", "fold", "group")
     ds = _read(_paths(paths), training=False).map(lambda ex: {k: ex[k] for k in keys}).batch(4096)
     cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}

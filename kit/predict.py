@@ -3,9 +3,10 @@
 Reads the run folder ``kit train`` writes (``RUN/config.toml``, ``RUN/fold{k}/best.keras`` of each
 finished fold, ``RUN/cv.json``) and a test records folder. Each fold model sees every TTA view of
 every test image; views are averaged per fold, then folds are averaged (equal weights or given
-ones). Views come in a fixed order that never depends on the data stream: first the exact views
-``kit.pipeline.TTA_VIEWS`` (identity, flips, quarter turns, transposes), then seeded random
-augmentations (view indices 8, 9, ...), each seeded by its index and the image id.
+ones). The views are the ones the run's augmentation made the model invariant to
+(``kit.pipeline.tta_views``): the exact views among identity, flips, quarter turns and transposes
+that training showed, then seeded random draws of the run's own augmentation (view indices 8, 9, ...,
+each seeded by its index and the image id). A run trained without augmentation gets the identity only.
 
 The CSV copies ``sample_submission.csv`` (ids, order, column names) through
 ``kit.submission.make_submission``; without a sample it is ``id_name,target`` or ``id_name,<classes>``.
@@ -31,11 +32,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from kit import fsutil
+from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
-
-N_EXACT_VIEWS = 8  # len(kit.pipeline.TTA_VIEWS): the square's symmetries
 
 
 @dataclass
@@ -79,6 +78,7 @@ class PredictReport:
     fold_weights: list[float]
     views: list[str | int]
     seconds: float
+    tta_note: str | None = None  # set when the run supports fewer views than were asked
     cv: dict[str, Any] | None = None
     test_scores: dict[str, float] = field(default_factory=dict)
     # Test records byte-identical to training images (None: the records' manifest does not say).
@@ -89,13 +89,8 @@ class PredictReport:
 
 def load_run(run: str | os.PathLike) -> RunInfo:
     """Read a run folder: its config, the best model of every finished fold, and cv.json."""
-    folder = Path(run)
-    if not folder.is_dir():
-        raise KitError(f"{run}: no such run folder")
-    cfg_path = folder / "config.toml"
-    if not cfg_path.is_file():
-        raise KitError(f"{cfg_path}: missing; is {run} a folder written by `kit train`?")
-    config = Config.load(cfg_path)
+    folder = precheck.run_folder(run)
+    config = Config.load(folder / precheck.RUN_CONFIG)
     folds, models = [], []
     for fdir in sorted(folder.glob("fold*"), key=lambda p: (len(p.name), p.name)):
         suffix = fdir.name[len("fold"):]
@@ -115,16 +110,6 @@ def load_run(run: str | os.PathLike) -> RunInfo:
         except json.JSONDecodeError:
             raise KitError(f"{folder / 'cv.json'}: not valid JSON") from None
     return RunInfo(folder, config, folds, models, cv)
-
-
-def tta_views(n: int) -> list[str | int]:
-    """The first ``n`` TTA views: the exact views by name in TTA_VIEWS order, then random view indices."""
-    if n < 1:
-        raise KitError(f"--tta: must be at least 1, got {n}")
-    from kit.pipeline import TTA_VIEWS
-
-    names: list[str | int] = list(TTA_VIEWS[:n])
-    return names + list(range(len(TTA_VIEWS), n))
 
 
 def _fold_weights(weights: Sequence[float] | None, folds: list[int]) -> np.ndarray:
@@ -238,6 +223,32 @@ def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[s
         return None
 
 
+def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dict]:
+    """The test images to predict and their manifest: test records, or a competition download's test split
+    read straight from its files (no records written: ISIC 2024's hidden ~500,000 images on the rerun)."""
+    from kit import records
+
+    folder = Path(records_dir)
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and not any(folder.glob("*.tfrec")):
+        train_records = Path(info.config.records)
+        try:
+            train_manifest = records.read_manifest(train_records, "train")
+        except KitError:
+            raise KitError(f"{records_dir}: a download needs the run's train records ({train_records}) for their "
+                           "image size and metadata codes; write test records with `kit records --test` instead") from None
+        stream = records.stream_test_split(folder, train_manifest)
+        return stream, stream.manifest
+    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    if manifest.get("split", "test") != "test":
+        raise KitError(
+            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+        )
+    paths = records.list_shards(records_dir, split="test")
+    if not paths:
+        raise KitError(f"{records_dir}: no .tfrec shards")
+    return paths, manifest
+
+
 def predict_run(
     run: str | os.PathLike,
     records_dir: str | os.PathLike,
@@ -257,25 +268,17 @@ def predict_run(
     sample = sample_submission
     if sample is not None and Path(sample).exists() and out.exists() and os.path.samefile(out, sample):
         raise KitError(f"{out}: is the sample submission; write the submission to another file")
+    if tta < 1:
+        raise KitError(f"--tta: must be at least 1, got {tta}")
     info = load_run(run)
     weights = _fold_weights(fold_weights, info.folds)
-    views = tta_views(tta)
     sample_frame = None
     if sample is not None:
         from kit.submission import read_submission
 
         sample_frame = read_submission(sample)
 
-    from kit import records
-
-    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
-    if manifest.get("split", "test") != "test":
-        raise KitError(
-            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
-        )
-    paths = records.list_shards(records_dir, split="test")
-    if not paths:
-        raise KitError(f"{records_dir}: no .tfrec shards")
+    paths, manifest = test_images(records_dir, info)
     classes = [str(c) for c in manifest.get("classes", info.classes)]
     if classes and len(classes) != len(info.classes):
         raise KitError(
@@ -291,12 +294,13 @@ def predict_run(
     import kit.models  # noqa: F401  (registers kit's custom layers, so load_model can rebuild them)
     models = [keras.saving.load_model(p, compile=False) for p in info.models]
     cfg = info.config
+    views, note = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
     probs = predict_views(
         models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
         fold_weights=weights, progress=progress,
     )
     return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir),
-                  train_duplicate_ids(manifest, records_dir))
+                  train_duplicate_ids(manifest, records_dir), note)
 
 
 def _write(
@@ -311,6 +315,7 @@ def _write(
     t0: float,
     records_dir: str,
     train_dups: set[str] | None = None,
+    tta_note: str | None = None,
 ) -> PredictReport:
     """Align to the sample, write the CSV and its JSON sidecar, score labelled test records (also without
     the images duplicated in train)."""
@@ -326,7 +331,7 @@ def _write(
     if len(targets) and (targets >= 0).all():
         from kit import metrics
 
-        metric = (info.cv or {}).get("metric") or metrics.metric_for(n_classes)
+        metric = (info.cv or {}).get("metric") or competitions.metric_of({"n_classes": n_classes})
         scores = score_test(metric, targets, probs)
         if n_dups:
             clean = score_without(metric, targets, probs, ids, train_dups)
@@ -336,7 +341,7 @@ def _write(
         out=str(out), sidecar=str(sidecar), run=str(info.run), rows=len(frame), columns=list(frame.columns),
         folds=info.folds, fold_weights=[float(x) for x in weights], views=list(views),
         seconds=time.perf_counter() - t0, cv=info.cv, test_scores=scores, train_duplicates=n_dups,
-        test_scores_without_duplicates=clean,
+        test_scores_without_duplicates=clean, tta_note=tta_note,
     )
     cv = info.cv or {}
     fsutil.write_json(sidecar, {
@@ -345,7 +350,8 @@ def _write(
         "records": records_dir,
         "model": info.config.model,
         "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
-        "tta": {"n": len(views), "views": list(views)},  # names of exact views, indices of random ones
+        # names of exact views, indices of random ones; note: fewer views than asked, and why
+        "tta": {"n": len(views), "views": list(views), "augment": info.config.augment, "note": tta_note},
         "folds": info.folds,
         "fold_weights": report.fold_weights,
         "rows": report.rows,
@@ -359,6 +365,61 @@ def _write(
     return report
 
 
+@dataclass
+class TimeEstimate:
+    """How long predicting a whole test split will take, from a timed sample of it."""
+
+    images: int  # in the whole test split
+    sampled: int
+    seconds_per_image: float
+    seconds: float  # estimated for the whole split
+
+    def fits(self, budget_s: float) -> bool:
+        """Whether the estimate fits in ``budget_s`` seconds."""
+        return self.seconds <= budget_s
+
+    def describe(self, budget_s: float) -> str:
+        """One line: the estimate against the budget."""
+        verdict = "fits" if self.fits(budget_s) else "does NOT fit"
+        return (f"predicting {self.images:,} images: {self.seconds_per_image * 1000:.2f} ms each over a timed sample "
+                f"of {self.sampled}, about {self.seconds / 3600:.2f} h; {verdict} in the {budget_s / 3600:.2f} h left")
+
+
+def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: int = 256, tta: int = 1,
+                  batch: int = 64) -> TimeEstimate:
+    """Time the run's fold models on the first ``sample`` test images (after one warm-up batch, which pays the
+    compile) and scale to the whole test split: a code competition's rerun must fit its time limit."""
+    import keras
+
+    from kit import pipeline, records
+
+    info = load_run(run)
+    images, _ = test_images(test, info)
+    total = images.count if isinstance(images, records.ExampleStream) else records.count_data_items(images)
+    if isinstance(images, records.ExampleStream):
+        images = records.ExampleStream(images.rows[:sample + batch], images.manifest, images.workers)
+    import kit.models  # noqa: F401  (registers kit's custom layers)
+
+    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    cfg = info.config
+    views, _ = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
+
+    def batches(skip: int, take: int) -> Callable[[str | int], Any]:
+        return lambda view: pipeline.predict_dataset(images, cfg, view, batch).skip(skip).take(take)
+
+    warm = min(batch, total)  # the first batch pays for tracing and compiling: not part of the rate
+    predict_views(models, batches(0, 1), ["identity"], warm, progress=False)
+    n = min(-(-sample // batch) * batch, total - warm)
+    if n <= 0:
+        n, skip = warm, 0  # a tiny test split: time the warm batch again
+    else:
+        skip = 1
+    start = time.perf_counter()
+    predict_views(models, batches(skip, -(-n // batch)), views, n, progress=False)
+    per_image = (time.perf_counter() - start) / n
+    return TimeEstimate(total, n, per_image, per_image * total)
+
+
 def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
     return predict_run(
@@ -367,16 +428,25 @@ def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     )
 
 
+def _cv_text(cv: dict[str, Any]) -> str:
+    """``0.9120 pooled, folds 0.9301 +- 0.0100`` (the fold figures only where cv.json has them)."""
+    text = f"{float(cv['overall']):.4f} pooled"
+    if cv.get("fold_mean") is not None:
+        text += f", folds {float(cv['fold_mean']):.4f} +- {float(cv.get('fold_std') or 0.0):.4f}"
+    return text
+
+
 def format_report(report: PredictReport) -> str:
     """Lines ``kit predict`` prints."""
     views = ", ".join(str(v) for v in report.views)
-    lines = [
+    lines = [f"note: {report.tta_note}"] if report.tta_note else []
+    lines += [
         f"{report.out}: {report.rows:,} rows, columns {','.join(report.columns)}",
         f"  run {report.run}, folds {','.join(map(str, report.folds))} "
         f"(weights {', '.join(f'{w:.3f}' for w in report.fold_weights)}), {len(report.views)} TTA views ({views})",
     ]
     if report.cv and report.cv.get("overall") is not None:
-        lines.append(f"  CV {report.cv.get('metric')} {float(report.cv['overall']):.4f}")
+        lines.append(f"  CV {report.cv.get('metric')} {_cv_text(report.cv)}")
     if report.test_scores:
         line = "  test (labelled): " + ", ".join(f"{k} {v:.4f}" for k, v in report.test_scores.items())
         n = report.train_duplicates

@@ -13,18 +13,20 @@ The routes (DESIGN.md 3b):
 - ``cpu``: float32, no distribution.
 
 ``get_strategy`` sets the global Keras precision policy; build the model inside ``acc.scope()``.
-The backend and device layout are process-wide: call it first, before importing ``kit.models`` or
-``kit.schedule`` (they import Keras, which fixes the backend) and before any TensorFlow op runs.
+The backend and device layout are process-wide. ``import kit`` already picks JAX on a TPU VM
+(kit.runtime); elsewhere, to force the TPU route, call ``get_strategy("tpu")`` (or
+``kit.runtime.choose_backend("tpu")``) before importing ``kit.models`` or ``kit.schedule`` (they import
+Keras, which fixes the backend), and before any TensorFlow op runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, ContextManager
 
+from kit import runtime
 from kit.errors import KitError
 
 KINDS = ("auto", "tpu", "mirrored", "gpu", "cpu")
@@ -62,27 +64,21 @@ class Accelerator:
                 f"{'s' if self.replicas != 1 else ''}, {self.precision}, Keras on {self.backend}")
 
 
-def _keras_backend_loaded() -> str | None:
-    """The backend of an already imported Keras, or None when Keras is not imported yet."""
-    if "keras" not in sys.modules:
-        return None
-    return sys.modules["keras"].backend.backend()
-
-
 def _want_backend(backend: str, why: str) -> None:
     """Make Keras start on ``backend``; fail clearly when it already runs on another one."""
-    loaded = _keras_backend_loaded()
+    loaded = runtime.loaded_backend()
     if loaded is None:
         os.environ["KERAS_BACKEND"] = backend
         return
     if loaded != backend:
+        # import kit chose the backend already, so only a KERAS_BACKEND set by hand gets here
         raise KitError(f"strategy: {why} needs Keras on {backend}, but Keras was already imported on "
-                       f"{loaded}: set KERAS_BACKEND={backend} before importing keras (or call "
-                       "kit.strategy.get_strategy first)")
+                       f"{loaded} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')}): unset KERAS_BACKEND "
+                       f"or set it to {backend}, or choose another strategy (e.g. cpu)")
 
 
 def _requested_backend() -> str:
-    loaded = _keras_backend_loaded()
+    loaded = runtime.loaded_backend()
     return loaded if loaded is not None else os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
@@ -104,7 +100,7 @@ def get_strategy(kind: str = "auto", precision: str | None = None) -> Accelerato
         raise KitError(f"strategy: unknown kind {kind!r}; known: {', '.join(KINDS)}")
     if precision is not None and precision not in PRECISIONS:
         raise KitError(f"strategy: unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    tpu_vm = os.environ.get("ISTPUVM") == "1"
+    tpu_vm = runtime.on_tpu_vm()
     if kind == "tpu" or (kind == "auto" and tpu_vm):
         _want_backend("jax", "the TPU route" + (" (ISTPUVM=1)" if tpu_vm and kind == "auto" else ""))
         acc = _jax_route(kind, tpu_vm)

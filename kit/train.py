@@ -5,14 +5,19 @@ The run folder (``cfg.out``)::
 
     RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
     RUN/fold{k}/best.keras   the epoch with the best validation metric (loss only breaks ties)
-    RUN/fold{k}/history.csv  epoch, loss, val_loss, metric, val_metric, lr
+    RUN/fold{k}/history.csv  epoch, loss, metric, lr, val_loss, val_metric: val_metric is the competition's
+                             exact metric (scikit-learn's definition) over every image of the fold; metric
+                             is Keras' running figure on the training batches
     RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
     RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
     RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
                              fold runs (``--resume`` restarts there)
     RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x}
+    RUN/cv.json              {"metric": the competition's (kit.competitions), "folds": {"0": x, ...}, "overall": x
+                             (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
+                             "secondary": {name: mean over folds}}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
+    RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
 killed kernel) keeps what finished; the plots are drawn at the end. Example::
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -35,8 +39,8 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import fsutil, metrics, models, pipeline, records, schedule, strategy
-from kit.config import Config
+from kit import competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
+from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
 
 
@@ -101,8 +105,9 @@ class BalancedAccuracy(keras.metrics.Metric):
         return ops.sum(recall * present) / ops.maximum(ops.sum(present), 1.0)
 
     def reset_state(self) -> None:
-        self.seen.assign(ops.zeros_like(self.seen))
-        self.hits.assign(ops.zeros_like(self.hits))
+        # ops.zeros_like on a Keras Variable fails on JAX ("Could not convert <Variable ...>")
+        self.seen.assign(ops.zeros(self.seen.shape, self.seen.dtype))
+        self.hits.assign(ops.zeros(self.hits.shape, self.hits.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_classes": self.n_classes}
@@ -124,7 +129,11 @@ def make_loss(cfg: Config) -> keras.losses.Loss:
 
 
 def make_metric(cfg: Config) -> keras.metrics.Metric:
-    """The competition metric as a Keras metric, named "metric" so history reads metric/val_metric."""
+    """A running Keras figure of the competition metric on the training batches, named "metric".
+
+    Only the training side: validation is scored exactly, on the whole fold, by :class:`_ExactValidation`
+    (``keras.metrics.AUC`` buckets thresholds and logged 0.5000 for a run whose exact AUC was 0.662).
+    """
     if cfg.n_classes <= 2:
         return keras.metrics.AUC(name="metric")
     return BalancedAccuracy(cfg.n_classes, name="metric")
@@ -141,15 +150,19 @@ def lr_at(cfg: Config, replicas: int) -> Callable[[int], float]:
     return lambda epoch: schedule.ramp_exp_decay(epoch, **kw)
 
 
-def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback.
+def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int,
+                   backbone_paths: Sequence[str] = ()) -> keras.optimizers.Optimizer:
+    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback;
+    its steps on ``backbone_paths`` are ``cfg.backbone_lr_mult`` times smaller when that is below 1.
 
     A per-step schedule counts the optimizer's own iterations, which a resumed fold's last.keras restores.
     """
+    rate: Any = cfg.lr_start
     if cfg.lr_per == "step":
-        return keras.optimizers.Adam(learning_rate=schedule.RampExpDecay(
-            **_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch))
-    return keras.optimizers.Adam(learning_rate=cfg.lr_start)
+        rate = schedule.RampExpDecay(**_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch)
+    if cfg.backbone_lr_mult != 1.0:
+        return schedule.BackboneScaledAdam(backbone_paths, cfg.backbone_lr_mult, learning_rate=rate)
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
 # --- callbacks -------------------------------------------------------------------------------------
@@ -170,6 +183,38 @@ class _EpochLR(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["lr"] = float(ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+class _ExactValidation(keras.callbacks.Callback):
+    """After each epoch, predicts every image of the validation fold and logs ``val_metric`` (the competition's
+    exact metric, scikit-learn's definition) and ``val_loss`` (the training loss, without class weights).
+
+    Several replicas cannot split a partial batch: the last batch is padded and the padding dropped, so no
+    image is ever left out (Keras' own validation drops the remainder instead). Runs before the history and
+    checkpoint callbacks, which read what it writes into ``logs``.
+    """
+
+    def __init__(self, paths: Sequence[Path], cfg: Config, batch: int, replicas: int, target: np.ndarray) -> None:
+        super().__init__()
+        self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
+        self.metric, self.loss = cfg.metric, make_loss(cfg)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        pred = predict_oof(self.model, self.paths, self.cfg, self.batch, self.replicas, views=["identity"])
+        logs["val_loss"] = validation_loss(self.loss, self.target, pred)
+        try:
+            logs["val_metric"] = float(metrics.score(self.metric, self.target, pred))
+        except KitError:
+            logs["val_metric"] = float("nan")  # NaN predictions, or one class in the fold: no best epoch from it
+
+
+def validation_loss(loss: keras.losses.Loss, target: np.ndarray, pred: np.ndarray) -> float:
+    """The training loss of ``pred`` ([N] binary or [N, K]) against integer ``target``, averaged over rows."""
+    y = np.asarray(target, "float32").reshape(-1, 1)
+    p = np.asarray(pred, "float32").reshape(len(y), -1)
+    return float(ops.convert_to_numpy(loss(y, p)))
 
 
 class _NanGuard(keras.callbacks.Callback):
@@ -196,9 +241,8 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with fsutil.atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
 
 
 # last.keras (model + optimizer) is written after the first epoch, then at most this often: a kill loses
@@ -218,9 +262,10 @@ class _Checkpoints(keras.callbacks.Callback):
     """
 
     def __init__(self, folder: Path, best: float = -math.inf, best_epoch: int = -1,
-                 best_loss: float = math.inf, last_every_s: float = LAST_EVERY_S) -> None:
+                 best_loss: float = math.inf, last_every_s: float = LAST_EVERY_S, patience: int = 0) -> None:
         super().__init__()
         self.folder, self.best, self.best_epoch, self.best_loss = folder, best, best_epoch, best_loss
+        self.patience = patience
         self.last_every_s = last_every_s
         self.last_epoch: int | None = None
         self._last_saved_at: float | None = None
@@ -245,6 +290,8 @@ class _Checkpoints(keras.callbacks.Callback):
             # a resumed fold restarts after last.keras's epoch and keeps a later best.keras as the best
             fsutil.write_json(self.folder / "state.json", {"epoch": self.last_epoch, "best": self.best,
                                                            "best_epoch": self.best_epoch, "best_loss": self.best_loss})
+        if self.patience and self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True  # early stopping on the exact metric, never on the loss
 
 
 # --- resolving the config against the records ------------------------------------------------------
@@ -254,6 +301,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
     if not cfg.records:
         raise KitError("records: no records folder given (--records DIR)")
+    cfg, _ = smoke_config(cfg, _imagenet(cfg.model))
     if not cfg.out:
         raise KitError("out: no run folder given (--out RUN)")
     folder = Path(cfg.records)
@@ -271,6 +319,8 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if len(available) < 2:
         raise KitError(f"{where}: {len(available)} fold(s); k-fold training needs at least 2")
     folds = tuple(cfg.folds) or tuple(available)
+    if smoke():
+        folds = folds[:SMOKE_FOLDS]
     missing = [k for k in folds if k not in available]
     if missing:
         raise KitError(f"folds: fold {missing[0]} is not in {where} (folds there: "
@@ -290,9 +340,13 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"lr_per: expects epoch or step, got {cfg.lr_per!r}")
     if cfg.class_weight not in ("none", "balanced"):
         raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
-    if cfg.tta < 1:
-        raise KitError(f"tta: expects at least 1 view, got {cfg.tta}")
+    comp = competitions.of_manifest(manifest)
+    # left out, the augmentation is the competition's preset (PCam keeps its labelled centre in view)
+    cfg = cfg.with_schedule_defaults().replace(augment=cfg.augment or (comp.augment if comp else "default"))
+    cfg.check_numbers()
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
+    if cfg.epoch_positives and not cfg.oversample:
+        raise KitError("epoch_positives: needs oversample, the positives' share of each epoch (e.g. 0.2 for 1:4)")
     meta = manifest.get("metadata") or {}
     numeric = tuple(meta.get("numeric") or ())
     # public SIIM records carry codes without their tables: those columns cannot be one-hot encoded
@@ -302,7 +356,12 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
     classes = tuple(str(c) for c in manifest["classes"])
+    metric = cfg.metric or competitions.metric_of(manifest)
+    if metric not in metrics.METRICS:
+        raise KitError(f"metric: unknown metric {metric!r} (known: {', '.join(metrics.METRICS)})")
     resolved = cfg.replace(
+        metric=metric, competition=comp.name if comp else "",
+        secondary_metrics=list(comp.secondary) if comp and not cfg.metric else list(cfg.secondary_metrics),
         size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
         id_name=str(manifest.get("id_name", "image_name")),
         meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
@@ -310,6 +369,10 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     )
     make_loss(resolved)  # unknown or unfitting loss: fail before anything is written
     return resolved, manifest
+
+
+def _imagenet(model: str) -> bool:
+    return model in models.list_models() and models.is_imagenet_family(model)
 
 
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
@@ -324,9 +387,16 @@ def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> d
         if cfg.n_classes <= 2:
             counts += [info["images"] - info["positives"], info["positives"]]
         else:
-            counts += np.asarray(info["class_counts"], float)
+            counts += _class_count_vector(info["class_counts"], cfg.classes)
     n, present = counts.sum(), counts > 0
     return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
+
+
+def _class_count_vector(counts: Any, classes: Sequence[str]) -> np.ndarray:
+    """A manifest's per-fold class counts ({class name: n}, as kit's writer stores them, or a list) as a vector."""
+    if isinstance(counts, dict):
+        return np.asarray([float(counts.get(str(c), 0)) for c in classes])
+    return np.asarray(counts, float)
 
 
 # --- one fold --------------------------------------------------------------------------------------
@@ -342,15 +412,35 @@ def _build(cfg: Config) -> keras.Model:
 
 def build_and_compile(cfg: Config, acc: Any, steps_per_epoch: int = 1) -> keras.Model:
     """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope;
-    ``steps_per_epoch`` paces a per-step learning-rate schedule."""
+    ``steps_per_epoch`` paces a per-step learning-rate schedule. The backbone starts frozen when
+    ``cfg.freeze_epochs`` asks for a head-only warm-up."""
     with acc.scope():
         model = _build(cfg)
         if cfg.augment_on == "device":
             model = pipeline.with_device_augmentation(
                 model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
-        model.compile(optimizer=make_optimizer(cfg, acc.replicas, steps_per_epoch), loss=make_loss(cfg),
-                      metrics=[make_metric(cfg)])
+    compile_phase(model, cfg, acc, steps_per_epoch, frozen=cfg.freeze_epochs > 0)
     return model
+
+
+def compile_phase(model: keras.Model, cfg: Config, acc: Any, steps_per_epoch: int, *, frozen: bool,
+                  done_steps: int = 0) -> None:
+    """(Re)compile ``model`` with its backbone frozen or trainable, and a fresh optimizer at step ``done_steps``.
+
+    Keras fixes the trainable variables at compile time, so the switch from the head-only warm-up to the
+    whole network compiles again. A frozen Keras layer also runs its BatchNorm in inference mode: the
+    pretrained statistics stay as they are. A per-step schedule continues from ``done_steps``.
+    """
+    backbone = models.backbone_of(model)
+    backbone.trainable = cfg.trainable_backbone and not frozen
+    if backbone.trainable and cfg.pretrained:
+        models.freeze_batchnorm(backbone)
+    with acc.scope():
+        optimizer = make_optimizer(cfg, acc.replicas, steps_per_epoch, [v.path for v in backbone.weights])
+        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)])
+        if done_steps:
+            optimizer.build(model.trainable_variables)
+            optimizer.iterations.assign(done_steps)
 
 
 def _load(path: Path, acc: Any) -> keras.Model:
@@ -358,9 +448,18 @@ def _load(path: Path, acc: Any) -> keras.Model:
         return keras.saving.load_model(path)
 
 
-def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int, replicas: int = 1) -> np.ndarray:
-    """Predictions for ``paths`` in record order, averaged over the first ``cfg.tta`` views; [N] or [N,K]."""
-    views: list[str | int] = [*pipeline.TTA_VIEWS, *range(len(pipeline.TTA_VIEWS), max(cfg.tta, 8))][: cfg.tta]
+def run_tta_views(cfg: Config) -> tuple[list[str | int], str | None]:
+    """The run's first ``cfg.tta`` views, from its own augmentation (see kit.pipeline.tta_views)."""
+    return pipeline.tta_views(cfg.tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
+
+
+def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: int, replicas: int = 1,
+                views: Sequence[str | int] | None = None) -> np.ndarray:
+    """Predictions for ``paths`` in record order, averaged over ``views`` (default: the run's TTA views); [N] or [N,K].
+
+    The last batch is padded to full size when several replicas share it, and the padding dropped.
+    """
+    views = run_tta_views(cfg)[0] if views is None else views
     n = records.count_data_items(paths)
     total = None
     for view in views:
@@ -398,11 +497,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     valid_paths = records.list_shards(folder, [fold], split="train")
     batch = acc.global_batch(cfg.batch)
     n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
-    steps = max(1, n_train // batch)
-    if acc.replicas > 1 and n_valid < batch:
-        # several replicas cannot split a partial batch, so validation during fit drops the remainder
-        raise KitError(f"fold {fold}: {n_valid} validation images are fewer than the global batch {batch}; "
-                       f"lower batch")
+    steps = epoch_steps(cfg, n_train, sum(int(manifest["folds"][str(k)].get("positives", 0)) for k in others), batch)
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
@@ -421,18 +516,26 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
 
-    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss)
-    # history before checkpoints: a run killed between the two repeats the epoch and drops its row
+    table = pipeline.record_table(valid_paths)
+    target = table["target"].to_numpy()
+    guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss, patience=cfg.patience)
+    # the exact score first (history and checkpoints read it); history before checkpoints: a run killed
+    # between the two repeats the epoch and drops its row
     callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
+                 _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
-    if initial_epoch < cfg.epochs:
+    for start, stop, frozen in training_phases(cfg, initial_epoch):
+        if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
+            log(f"fold {fold}: epoch {start + 1} on, the whole network (head-only warm-up done)")
+            compile_phase(model, cfg, acc, steps, frozen=False, done_steps=start * steps)
         model.fit(
-            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
-            steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
-            validation_data=pipeline.valid_dataset(valid_paths, cfg, batch=batch, drop_remainder=acc.replicas > 1),
+            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold + start),
+            steps_per_epoch=steps, epochs=stop, initial_epoch=start,
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
+        if model.stop_training:
+            break  # NaN loss or early stopping: no later phase
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
@@ -440,19 +543,41 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         # every validation metric was NaN (e.g. one class only in the fold): keep the last epoch
         _save_atomic(inference_model(model), fdir / "best.keras")
     best_model = _load(fdir / "best.keras", acc)
-    table = pipeline.record_table(valid_paths)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
-    metric = metrics.metric_for(cfg.n_classes)
-    score = float(metrics.score(metric, table["target"].to_numpy(), pred))
+    metric = cfg.metric
+    score = float(metrics.score(metric, target, pred))
+    secondary = secondary_scores(cfg, target, pred, table["group"].to_numpy())
     oof = _oof_frame(table, pred, cfg, fold)
     fsutil.write_csv(fdir / "oof.csv", oof)
     for temp in ("last.keras", "state.json"):
         (fdir / temp).unlink(missing_ok=True)
-    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score,
+    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
                                            "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
                                            "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
+
+
+def epoch_steps(cfg: Config, n_train: int, n_positives: int, batch: int) -> int:
+    """Optimizer steps per epoch: a pass over the training images, or with ``epoch_positives`` k a balanced
+    epoch of k x the positives at the ``oversample`` share, the rest fresh negatives each epoch.
+
+    At 0.1% positives (ISIC 2024: 400 among 400,000) a pass over every negative takes hours and shows each
+    positive once; a balanced epoch of 2 x 400 positives at 1:4 is 4,000 images.
+    """
+    if not cfg.epoch_positives:
+        return max(1, n_train // batch)
+    if n_positives < 1:
+        raise KitError("epoch_positives: the training folds hold no positives")
+    return max(1, math.ceil(cfg.epoch_positives * n_positives / cfg.oversample / batch))
+
+
+def training_phases(cfg: Config, initial_epoch: int = 0) -> list[tuple[int, int, bool]]:
+    """``(first epoch, end epoch, backbone frozen)`` for each fit still to run: a head-only warm-up of
+    ``cfg.freeze_epochs`` epochs, then the whole network; phases already finished are left out."""
+    bounds = [(0, cfg.freeze_epochs, True), (cfg.freeze_epochs, cfg.epochs, False)] if cfg.freeze_epochs else \
+        [(0, cfg.epochs, False)]
+    return [(max(a, initial_epoch), b, frozen) for a, b, frozen in bounds if b > initial_epoch and b > a]
 
 
 def _truncate_history(path: Path, keep_epochs: int) -> None:
@@ -477,15 +602,21 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     if resume and saved.is_file():
         # the folder may have moved since: where it is now wins, and so do records given now
         cfg = Config.load(saved, out=str(run), **({"records": cfg.records} if cfg.records else {}))
+    smoke_note = smoke_config(cfg, _imagenet(cfg.model))[1]
     cfg, manifest = resolve(cfg)
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
+    if smoke_note:
+        log(f"note: {smoke_note}")
+    for line in advice(cfg):
+        log(f"warning: {line}")
     if cfg.weights:
         _build(cfg)  # a weights file that does not fit fails here, before anything is written
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
 
-    metric = metrics.metric_for(cfg.n_classes)
+    metric = cfg.metric
+    (run / "error.txt").unlink(missing_ok=True)  # `kit runs` shows a run with error.txt as stopped by an error
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
@@ -494,43 +625,82 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
                           float(json.loads((fdir / "done.json").read_text())["score"]))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
-        done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        try:
+            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
+            fsutil.write_text(run / "error.txt", f"fold {fold}: {type(exc).__name__}: {exc}\n")
+            raise
         _write_summary(run, cfg, metric, done)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
     return FoldResult(oof, scores, sorted(done), metric, run)
 
 
+def advice(cfg: Config) -> list[str]:
+    """Plain-words warnings about a resolved config that will train a poor model (printed, never fatal)."""
+    lines = []
+    if not cfg.pretrained and models.is_imagenet_family(cfg.model):
+        lines.append(f"{cfg.model} is an ImageNet backbone but no --weights were given, so it starts from random "
+                     f"weights and needs far more data and epochs; pass --weights (see `kit models`)")
+    if cfg.freeze_epochs and not cfg.pretrained:
+        lines.append(f"freeze_epochs {cfg.freeze_epochs}: the backbone starts from random weights, so freezing it "
+                     "trains the head on random features; the warm-up is meant for --weights")
+    note = run_tta_views(cfg)[1]
+    if note:
+        lines.append(note.replace("tta: ", "tta (out of fold): ", 1))
+    return lines
+
+
+def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
+    """The competition's secondary metrics on one fold (None where a fold cannot be scored, e.g. no positives)."""
+    out = {}
+    for name in cfg.secondary_metrics:
+        try:
+            if name == "top15_sensitivity":
+                out[name] = metrics.top_k_sensitivity(target, pred, groups, k=15)
+            else:
+                out[name] = float(metrics.score(name, target, pred))
+        except KitError:
+            out[name] = None
+    return out
+
+
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
     overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
+    fold_scores = np.asarray([done[k][1] for k in sorted(done)], float)
     fsutil.write_csv(run / "oof.csv", oof)
-    fsutil.write_json(run / "cv.json", {"metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)},
-                                        "overall": overall})
+    fsutil.write_json(run / "cv.json", {
+        "metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)}, "overall": overall,
+        # each fold model scores its own fold: the mean is what a fold model is worth; pooled, folds whose
+        # probabilities are scaled differently mix, and an AUC can drop below every fold's own
+        "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
+        "tta_views": list(run_tta_views(cfg)[0]),
+        # the competition's other figures, each the mean over folds (a per-patient one cannot be pooled)
+        "secondary": {name: _mean_or_none([_fold_secondary(run, k).get(name) for k in sorted(done)])
+                      for name in cfg.secondary_metrics},
+    })
     return oof, [done[k][1] for k in sorted(done)] + [overall]
 
 
-def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
-    import matplotlib
+def _mean_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
+    path = run / f"fold{fold}" / "done.json"
+    return json.loads(path.read_text()).get("secondary") or {} if path.is_file() else {}
+
+
+def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
+    plt = plots.pyplot()
 
     out = run / "plots"
     out.mkdir(exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k in folds:
-        path = run / f"fold{k}" / "history.csv"
-        if not path.is_file():
-            continue
-        h = pd.read_csv(path)
-        for ax, col in zip(axes, ("loss", "metric")):
-            line, = ax.plot(h["epoch"] + 1, h[col], label=f"fold {k} train")
-            if f"val_{col}" in h:
-                ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
-    axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title=metrics.metric_for(cfg.n_classes), xlabel="epoch")
-    axes[1].legend(fontsize="small")
+    histories = {k: pd.read_csv(run / f"fold{k}" / "history.csv") for k in folds
+                 if (run / f"fold{k}" / "history.csv").is_file()}
+    fig = plots.learning_curves(histories, cfg.metric)
     _savefig(fig, out / "learning_curves.png")
 
     y = oof["target"].to_numpy()
@@ -565,7 +735,8 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
         ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
         _savefig(fig, out / "confusion.png")
 
-    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas))
+    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
+                           freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)
 
 
 def _savefig(fig: Any, path: Path) -> None:
@@ -576,9 +747,119 @@ def _savefig(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+# --- learning-rate range test ----------------------------------------------------------------------
+
+
+class LrFinding(NamedTuple):
+    """What find_lr measured: the rates tried, the smoothed loss at each, the suggestion and the files written."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+    plot: Path
+    table: Path
+
+
+class _LrSweep(keras.callbacks.Callback):
+    """Raises the learning rate geometrically every step and records each step's own loss.
+
+    Keras logs the epoch's running mean after a batch; the step's own loss is recovered from two
+    consecutive means. Stops once the smoothed loss has grown to four times its minimum (diverged).
+    """
+
+    def __init__(self, lrs: np.ndarray, beta: float = 0.9) -> None:
+        super().__init__()
+        self.lrs, self.beta = lrs, beta
+        self.seen: list[float] = []
+        self._mean, self._avg = 0.0, 0.0
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self.model.optimizer.learning_rate = float(self.lrs[batch])
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        mean = float((logs or {}).get("loss", float("nan")))
+        step_loss = (batch + 1) * mean - batch * self._mean
+        self._mean = mean
+        self._avg = self.beta * self._avg + (1 - self.beta) * step_loss
+        smoothed = self._avg / (1 - self.beta ** (batch + 1))
+        self.seen.append(smoothed)
+        if not math.isfinite(smoothed) or batch > 10 and smoothed > 4 * min(self.seen):
+            self.model.stop_training = True
+
+
+def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: float = 1.0,
+            log: Callable[[str], None] = print) -> LrFinding:
+    """Learning-rate range test on fold 0's training folds: suggests ``lr_max`` and writes OUT/lr_find.png and .csv.
+
+    The suggestion is a tenth of the rate at the lowest smoothed loss (the usual rule: the minimum itself is
+    already at the edge of divergence), never above the rate where the loss falls fastest times three.
+    """
+    cfg, manifest = resolve(cfg)
+    acc = strategy.get_strategy(cfg.strategy)
+    folder, out = Path(cfg.records), Path(cfg.out)
+    fold = cfg.folds[0]
+    paths = records.list_shards(folder, [int(k) for k in manifest["folds"] if int(k) != fold], split="train")
+    batch = acc.global_batch(cfg.batch)
+    lrs = np.geomspace(lr_low, lr_high, steps)
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_and_compile(cfg.replace(lr_per="epoch"), acc, steps)
+    sweep = _LrSweep(lrs)
+    log(f"lr range test: {steps} steps of {batch} images from {lr_low:g} to {lr_high:g}")
+    model.fit(pipeline.train_dataset(paths, cfg, batch=batch, seed=cfg.seed), steps_per_epoch=steps, epochs=1,
+              callbacks=[sweep], class_weight=_class_weights(cfg, manifest, [int(k) for k in manifest["folds"]
+                                                                               if int(k) != fold]), verbose=0)
+    losses = np.asarray(sweep.seen, float)
+    tried = lrs[: len(losses)]
+    suggestion = _suggest_lr(tried, losses)
+    out.mkdir(parents=True, exist_ok=True)
+    table = fsutil.write_csv(out / "lr_find.csv", pd.DataFrame({"lr": tried, "loss": losses}))
+    plot = out / "lr_find.png"
+    _plot_lr_finding(plot, tried, losses, suggestion)
+    return LrFinding(tried, losses, suggestion, plot, Path(table))
+
+
+def _suggest_lr(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """A tenth of the rate at the lowest finite smoothed loss, capped at thrice the steepest-descent rate."""
+    finite = np.isfinite(losses)
+    if finite.sum() < 3:
+        raise KitError("find-lr: the loss was not finite from the first steps; check the records")
+    lrs, losses = lrs[finite], losses[finite]
+    at_min = float(lrs[int(np.argmin(losses))])
+    slope = np.gradient(losses, np.log(lrs))
+    steepest = float(lrs[int(np.argmin(slope[: int(np.argmin(losses)) + 1]))])
+    return min(at_min / 10, steepest * 3)
+
+
+def _plot_lr_finding(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="k", ls="--", label=f"suggested lr_max {suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title="learning-rate range test")
+    finite = losses[np.isfinite(losses)]
+    if len(finite):
+        ax.set_ylim(finite.min() * 0.95, min(finite.max(), finite[0] * 2.0) * 1.05)
+    ax.legend()
+    _savefig(fig, path)
+
+
+def format_lr_finding(finding: LrFinding) -> str:
+    """Lines ``kit train --find-lr`` prints."""
+    return (f"suggested lr_max: {finding.suggestion:.2g} (per replica; --lr-max {finding.suggestion:.2g})\n"
+            f"swept {len(finding.lrs)} steps from {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g}; "
+            f"plot {finding.plot}, table {finding.table}")
+
+
 def format_result(result: FoldResult) -> str:
     """Lines for the terminal: one per fold, the overall score and the run folder."""
+    folds = np.asarray(result.scores[:-1], float)
     lines = [f"fold {k}: {result.metric} {s:.4f}" for k, s in zip(result.folds, result.scores)]
-    lines.append(f"overall (out of fold): {result.metric} {result.scores[-1]:.4f}")
+    spread = f" +- {folds.std(ddof=1):.4f}" if len(folds) > 1 else ""
+    lines.append(f"folds: {result.metric} {folds.mean():.4f}{spread} (mean +- std over folds)")
+    lines.append(f"overall (out of fold, pooled): {result.metric} {result.scores[-1]:.4f}")
     lines.append(f"run: {result.run}")
     return "\n".join(lines)

@@ -3,8 +3,10 @@
 Each notebook is thin: the kit install cell, its settings, then calls into kit (records, train,
 predict) and a submission.csv in the working folder. On Kaggle it reads the attached inputs; locally
 it reads KIT_INPUT (a competition download, e.g. one from kit.synth) and writes under KIT_WORKING;
-KIT_TINY=1 shrinks everything to a seconds-long rehearsal. The kernel settings `kit push` uses
-(title, slug, accelerator, competition, datasets) live in each notebook's ``metadata.kit``.
+KIT_TINY=1 shrinks everything to a seconds-long rehearsal (a tiny model from scratch, no weights). The
+kernel settings `kit push` uses (title, slug, accelerator, competition, datasets, models) live in each
+notebook's ``metadata.kit``. Each notebook trains the keras-hub EfficientNet B0 preset from the public
+Kaggle Model PRETRAINED, found under /kaggle/input by kit.kaggle.pretrained_weights.
 """
 
 from __future__ import annotations
@@ -28,23 +30,24 @@ LOCAL_RUN = (
     "KIT_INPUT=data/synth-{layout} KIT_WORKING=runs/{name} KIT_TINY=1 jupyter execute {name}.ipynb\n"
     "```\n\n"
     "(`jupyter execute` comes from nbclient, installed with kit's dev tools by `make test`.)\n\n"
-    "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled as a wheel)."
+    "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled as a wheel). The "
+    "pretrained backbone, EfficientNet B0 with ImageNet weights (the keras-hub preset Keras publishes on "
+    "Kaggle Models, `MODEL_SOURCE` below), is attached as a model input; the local rehearsal needs no weights."
 )
 
 
-def _setup(extra_imports: str = "", tpu: bool = False) -> str:
-    lines = ["import os", ""]
-    if tpu:
-        lines += [
-            "# Kaggle's TPU VM ships tensorflow-cpu: the TPU is reached by Keras 3 on JAX, chosen before",
-            "# anything imports keras. tf.data still feeds the input on the host.",
-            "if os.environ.get('ISTPUVM'):",
-            "    os.environ.setdefault('KERAS_BACKEND', 'jax')",
-            "",
-        ]
-    lines += [
+# Every notebook's pretrained backbone: the keras-hub EfficientNet B0 preset that Keras publishes as a
+# public Kaggle Model (owner/model/framework/variation/version; kit push attaches it).
+PRETRAINED = "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2"
+PRETRAINED_NAME = "EfficientNet B0, ImageNet-1k (RandAugment), the keras-hub preset by Keras"
+
+
+def _setup(extra_imports: str = "") -> str:
+    lines = [
+        "import os",
+        "",
         "from kit import records",
-        "from kit.kaggle import find_input, locate, notebook_paths, run_kit" + extra_imports,
+        "from kit.kaggle import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
         "",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
         "TINY = os.environ.get('KIT_TINY') == '1'  # a seconds-long rehearsal: tiny model, 32 px, one epoch",
@@ -53,15 +56,17 @@ def _setup(extra_imports: str = "", tpu: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _settings(input_line: str, model: str, size: int, folds: int, epochs: int, batch: int, tta: int,
-              extra: str = "") -> str:
+def _settings(input_line: str, size: int, folds: int, epochs: int, batch: int, tta: int, extra: str = "") -> str:
     return "\n".join([
         input_line,
-        f"MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = {model!r}, {size}, {folds}, {epochs}, {batch}, {tta}",
-        "WEIGHTS = ''  # backbone weights from an attached dataset (the kernel is offline); '' trains from scratch",
+        f"# pretrained backbone, a public Kaggle Model (kit push attaches it): {PRETRAINED_NAME}",
+        f"MODEL_SOURCE = {PRETRAINED!r}",
+        f"MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'keras_hub', {size}, {folds}, {epochs}, {batch}, {tta}",
         *([extra] if extra else []),
         "if TINY:",
         "    MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'tiny_cnn', 32, 2, 1, 8, 2",
+        "# the attached model's folder; 'imagenet' (a download) only when the kernel is online; else it stops here",
+        "WEIGHTS = '' if TINY else pretrained_weights(MODEL_SOURCE, paths)",
     ])
 
 
@@ -109,12 +114,14 @@ def siim_isic_tpu() -> tuple[list, dict]:
            "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
            "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
            "number); locally it writes kit's own records from the competition download.\n\n"
+           "Kaggle's TPU VM ships tensorflow-cpu: `import kit` sees `ISTPUVM=1` and starts Keras on JAX, "
+           "which trains over the 8 TPU cores (tf.data still feeds them from the host).\n\n"
            + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup(", link_shards", tpu=True)),
+        code(_setup(", link_shards")),
         code(_settings("COMPETITION = 'siim-isic-melanoma-classification'\n"
                        "PUBLIC_TFRECORDS = 'cdeotte/melanoma-256x256'  # train00-2182.tfrec ... test15-677.tfrec",
-                       "efficientnet_b0", 256, 5, 12, 32, 8,
+                       256, 5, 12, 32, 8,
                        "USE_PUBLIC_TFRECORDS = paths.on_kaggle  # their size (256) must equal SIZE")),
         code("SOURCE = locate(find_input(COMPETITION, paths), 'train.csv')\n"
              "if USE_PUBLIC_TFRECORDS and not TINY:\n"
@@ -127,7 +134,8 @@ def siim_isic_tpu() -> tuple[list, dict]:
         code(RESULT),
     ]
     meta = {"title": "SIIM-ISIC Melanoma TPU", "slug": "siim-isic-melanoma-tpu", "accelerator": "tpu",
-            "competition": "siim-isic-melanoma-classification", "datasets": ["cdeotte/melanoma-256x256"]}
+            "competition": "siim-isic-melanoma-classification", "datasets": ["cdeotte/melanoma-256x256"],
+            "models": [PRETRAINED]}
     return cells, meta
 
 
@@ -141,7 +149,7 @@ def ham10000_t4() -> tuple[list, dict]:
            "that never saw it.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
         code(_setup()),
-        code(_settings("DATASET = 'kmader/skin-cancer-mnist-ham10000'", "efficientnet_b0", 256, 5, 15, 32, 1)),
+        code(_settings("DATASET = 'kmader/skin-cancer-mnist-ham10000'", 256, 5, 15, 32, 1)),
         code("SOURCE = locate(find_input(DATASET, paths), 'HAM10000_metadata.csv')\n" + _records(layout, test=False)),
         code(TRAIN.format(augment="")),
         code("import pandas as pd\n\n"
@@ -154,7 +162,7 @@ def ham10000_t4() -> tuple[list, dict]:
         code(RESULT),
     ]
     meta = {"title": "HAM10000 skin lesions T4", "slug": "ham10000-skin-lesions-t4", "accelerator": "t4",
-            "datasets": ["kmader/skin-cancer-mnist-ham10000"]}
+            "datasets": ["kmader/skin-cancer-mnist-ham10000"], "models": [PRETRAINED]}
     return cells, meta
 
 
@@ -166,14 +174,14 @@ def pcam_t4() -> tuple[list, dict]:
            "augmentation preset keeps the centre in view.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
         code(_setup()),
-        code(_settings("COMPETITION = 'histopathologic-cancer-detection'", "efficientnet_b0", 96, 5, 10, 64, 8)),
+        code(_settings("COMPETITION = 'histopathologic-cancer-detection'", 96, 5, 10, 64, 8)),
         code("SOURCE = locate(find_input(COMPETITION, paths), 'train_labels.csv')\n" + _records(layout)),
         code(TRAIN.format(augment=", '--augment', 'pcam'")),
         code(_predict(sample=True)),
         code(RESULT),
     ]
     meta = {"title": "Histopathologic Cancer Detection T4", "slug": "histopathologic-cancer-detection-t4",
-            "accelerator": "t4", "competition": "histopathologic-cancer-detection"}
+            "accelerator": "t4", "competition": "histopathologic-cancer-detection", "models": [PRETRAINED]}
     return cells, meta
 
 
@@ -186,14 +194,14 @@ def isic9_t4() -> tuple[list, dict]:
            + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
         code(_setup()),
-        code(_settings("DATASET = 'nodoubttome/skin-cancer9-classesisic'", "efficientnet_b0", 256, 5, 15, 32, 8)),
+        code(_settings("DATASET = 'nodoubttome/skin-cancer9-classesisic'", 256, 5, 15, 32, 8)),
         code("SOURCE = locate(find_input(DATASET, paths), 'Train')\n" + _records("folders")),
         code(TRAIN.format(augment="")),
         code(_predict(sample=False)),
         code(RESULT),
     ]
     meta = {"title": "Skin cancer ISIC 9 classes T4", "slug": "skin-cancer-isic-9-classes-t4", "accelerator": "t4",
-            "datasets": ["nodoubttome/skin-cancer9-classesisic"]}
+            "datasets": ["nodoubttome/skin-cancer9-classesisic"], "models": [PRETRAINED]}
     return cells, meta
 
 
@@ -206,21 +214,65 @@ def melanoma10k_t4() -> tuple[list, dict]:
         install_cell(),
         code(_setup()),
         code(_settings("DATASET = 'hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images'",
-                       "efficientnet_b0", 256, 5, 10, 32, 8)),
+                       256, 5, 10, 32, 8)),
         code("SOURCE = locate(find_input(DATASET, paths), 'train')\n" + _records("folders")),
         code(TRAIN.format(augment="")),
         code(_predict(sample=False)),
         code(RESULT),
     ]
     meta = {"title": "Melanoma 10k benign malignant T4", "slug": "melanoma-10k-benign-malignant-t4",
-            "accelerator": "t4", "datasets": ["hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"]}
+            "accelerator": "t4", "datasets": ["hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"],
+            "models": [PRETRAINED]}
     return cells, meta
 
 
-NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4)}
+def isic2024_t4() -> tuple[list, dict]:
+    name, layout = "isic2024_t4", "isic2024"
+    cells = [
+        md("# ISIC 2024 (3D-TBP) on two T4s: the code-competition submission\n\n"
+           "Binary, 0.1% positives, scored by the partial AUC above 80% true-positive rate. This is a code "
+           "competition: Kaggle reruns this notebook offline on about 500,000 hidden test images, within 12 hours. "
+           "The notebook trains nothing there: it predicts the test HDF5 straight from its file (no records "
+           "written) with the fold models of a run you trained beforehand (`kit train ... --oversample 0.2 "
+           "--epoch-positives 2 --meta`) and attached as a dataset, writes `submission.csv` and checks it. "
+           "Before the long part it times a sample and stops if the whole rerun would not fit.\n\n"
+           + LOCAL_RUN.format(layout=layout, name=name)
+           + " Locally (and with `KIT_TINY=1`) it first trains a tiny run on the synthetic download."),
+        install_cell(),
+        code(_setup(", isic2024_run")),
+        code("COMPETITION = 'isic-2024-challenge'\n"
+             "RUN_DATASET = 'you/isic2024-run'  # a `kit train` run folder, attached as a dataset\n"
+             "BUDGET_H, MARGIN_H = 12.0, 1.0  # Kaggle's limit, and what is kept back for safety\n"
+             "SAMPLE, BATCH, TTA = 512, 128, 1\n"
+             "if TINY:\n"
+             "    SAMPLE, BATCH = 8, 4"),
+        code("import time\n\n"
+             "STARTED = time.time()\n"
+             "SOURCE = locate(find_input(COMPETITION, paths), 'test-metadata.csv')\n"
+             "# Kaggle: the attached run; locally: a tiny run trained here on the synthetic download\n"
+             "RUN = isic2024_run(RUN_DATASET, SOURCE, paths, tiny=TINY)"),
+        code("from kit import predict\n\n"
+             "estimate = predict.estimate_time(RUN, SOURCE, sample=SAMPLE, tta=TTA, batch=BATCH)\n"
+             "left_s = (BUDGET_H - MARGIN_H) * 3600 - (time.time() - STARTED)\n"
+             "print(estimate.describe(left_s))\n"
+             "if not estimate.fits(left_s):\n"
+             "    raise SystemExit('stopping: the rerun would not finish in time; lower TTA, use fewer folds or a '\n"
+             "                     'smaller backbone')"),
+        code("SUBMISSION = paths.working / 'submission.csv'\n"
+             "run_kit('predict', '--run', RUN, '--records', SOURCE, '--out', SUBMISSION, '--tta', TTA,\n"
+             "        '--batch', BATCH, '--sample-submission', SOURCE / 'sample_submission.csv')\n"
+             "run_kit('check', SUBMISSION, '--sample-submission', SOURCE / 'sample_submission.csv')"),
+        code(RESULT),
+    ]
+    meta = {"title": "ISIC 2024 submission T4", "slug": "isic-2024-submission-t4", "accelerator": "t4",
+            "competition": "isic-2024-challenge", "datasets": ["you/isic2024-run"]}
+    return cells, meta
+
+
+NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4, isic2024_t4)}
 # The synthetic layout each notebook rehearses on (kit.synth.make_competition).
 LAYOUTS = {"siim_isic_tpu": "siim", "ham10000_t4": "ham10000", "pcam_t4": "pcam", "isic9_t4": "isic9",
-           "melanoma10k_t4": "melanoma10k"}
+           "melanoma10k_t4": "melanoma10k", "isic2024_t4": "isic2024"}
 
 
 def build(name: str) -> nbformat.NotebookNode:

@@ -188,10 +188,20 @@ def test_bad_duplicate_ids(three, tmp_path, capsys):
 
 def test_bad_different_columns(three, tmp_path, capsys):
     ids, preds, paths = three
-    other = _sub(tmp_path / "other.csv", ids, preds[1], ("image_name", "pred"))
+    other = _sub(tmp_path / "other.csv", ids, preds[1], ("image_name", "prob"))
     assert _bad(capsys, tmp_path, paths[0], other) == (
-        f"kit blend: error: {other}: columns image_name,pred differ from {paths[0]}'s image_name,target"
+        f"kit blend: error: {other}: columns image_name,prob differ from {paths[0]}'s image_name,target"
     )
+
+
+def test_an_oof_csv_is_refused_as_a_submission(binary_runs, tmp_path, capsys):
+    # blending oof.csv files as submissions would average the label and fold columns as predictions
+    ids, y, runs, subs = binary_runs
+    oof = runs[0] / "oof.csv"
+    assert _bad(capsys, tmp_path, oof, runs[1] / "oof.csv") == (
+        f"kit blend: error: {oof}: has column 'pred', so it is out-of-fold predictions, not a submission; blend "
+        "the submissions `kit predict` wrote and give the run folders to --oof RUN ... --fit")
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_bad_nan(three, tmp_path, capsys):
@@ -289,12 +299,15 @@ def test_fit_scores_at_least_the_best_member(binary_runs, tmp_path, capsys):
     fit = fit_weights(runs, method="rank")
     assert fit.blend_score >= max(fit.member_scores)
     assert fit.blend_score > max(fit.member_scores)  # independent noise: blending helps here
-    # each member's score is its own OOF AUC
-    for run, s in zip(runs, fit.member_scores):
+    # AUC: each member's score is the mean of its per-fold AUCs; its pooled OOF AUC is reported beside it
+    assert fit.objective == "fold mean"
+    for run, s, pooled in zip(runs, fit.member_scores, fit.member_pooled):
         oof = pd.read_csv(run / "oof.csv")
-        assert s == pytest.approx(roc_auc_score(oof["target"], oof["pred"]), abs=1e-12)
+        per_fold = [roc_auc_score(g["target"], g["pred"]) for _, g in oof.groupby("fold")]
+        assert s == pytest.approx(np.mean(per_fold), abs=1e-12)
+        assert pooled == pytest.approx(roc_auc_score(oof["target"], oof["pred"]), abs=1e-12)
     assert np.isclose(sum(fit.weights), 1.0)
-    assert lines[0].split() == ["run", "oof", "auc", "weight"]
+    assert lines[0].split() == ["run", "oof", "auc", "(fold", "mean)", "pooled", "weight"]
     assert [l.split()[0] for l in lines[1:5]] == [str(r) for r in runs] + ["blend"]
     assert float(lines[4].split()[1]) == pytest.approx(fit.blend_score, abs=1e-6)
     # the fitted weights were applied to the submissions
@@ -334,8 +347,33 @@ def test_rank_per_fold(tmp_path):
         rows = fold == f
         per_fold[rows] = rankdata(p[rows]) / rows.sum()
     fit = fit_weights([run], method="rank", rank_per_fold=True)
-    assert fit.member_scores[0] == pytest.approx(roc_auc_score(y, per_fold), abs=1e-12)
-    assert fit_weights([run], method="rank").member_scores[0] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    # the fit ranks within folds; the pooled figure beside it is the run's own, as cv.json reports it
+    assert fit.blend_pooled == pytest.approx(roc_auc_score(y, per_fold), abs=1e-12)
+    assert fit.member_pooled[0] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    unranked = fit_weights([run], method="rank", rank_per_fold=False)
+    assert unranked.blend_pooled == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    # ranking within folds is the default for AUC
+    assert fit_weights([run], method="rank").blend_pooled == pytest.approx(roc_auc_score(y, per_fold), abs=1e-12)
+
+
+def test_auc_fit_prefers_the_run_better_on_every_fold_over_the_better_pooled_one(tmp_path):
+    # PCam seen in practice: folds 0.992 / 0.998 / 0.988 but 0.961 pooled, and the pooled fit gave that run
+    # weight 0. Run A ranks better within every fold but each fold model is calibrated its own way.
+    rng = np.random.default_rng(7)
+    n = 900
+    ids = [f"ISIC_{i:07d}" for i in range(n)]
+    y = (rng.random(n) < 0.3).astype(int)
+    fold = np.arange(n) % 3
+    score_a = y * 2.5 + rng.normal(0, 1, n)
+    pa = 1 / (1 + np.exp(-(score_a * 0.4 + np.array([-3.0, 0.0, 3.0])[fold])))  # strong, badly pooled
+    pb = 1 / (1 + np.exp(-(y * 1.2 + rng.normal(0, 1, n))))  # weaker, consistently calibrated
+    a = _run(tmp_path / "a", ids, y, pa, fold, metric="auc")
+    b = _run(tmp_path / "b", ids, y, pb, fold, metric="auc")
+    fit = fit_weights([a, b], method="rank")
+    assert fit.member_pooled[0] < fit.member_pooled[1]  # pooled, A looks worse ...
+    assert fit.member_scores[0] > fit.member_scores[1]  # ... but per fold it is better
+    assert fit.weights[0] > 0.5
+    assert fit_weights([a, b], method="mean", rank_per_fold=False).member_scores[0] > fit.member_scores[1]
 
 
 def test_bad_run_without_oof(binary_runs, tmp_path, capsys):

@@ -60,10 +60,13 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "kit.train", FakeTrain)
     monkeypatch.setattr(kit, "train", FakeTrain, raising=False)
     (tmp_path / "c.toml").write_text('model = "tiny_cnn"\nepochs = 3\naugment = "pcam"\n')
-    code = cli.main(["train", "--records", "R", "--out", "O", "--config", str(tmp_path / "c.toml"), "--epochs", "5",
-                     "--folds", "0,1", "--meta", "--resume"])
+    records, out = tmp_path / "R", tmp_path / "O"
+    records.mkdir()
+    (records / "manifest.json").write_text("{}")  # kit train checks the folder before it imports TensorFlow
+    code = cli.main(["train", "--records", str(records), "--out", str(out), "--config", str(tmp_path / "c.toml"),
+                     "--epochs", "5", "--folds", "0,1", "--meta", "--resume"])
     assert code == 0
     cfg = seen["cfg"]
     assert (cfg.records, cfg.out, cfg.model, cfg.epochs, cfg.augment, cfg.folds, cfg.meta) == \
-        ("R", "O", "tiny_cnn", 5, "pcam", (0, 1), True)
+        (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
     assert seen["resume"] is True

@@ -184,6 +184,11 @@ def test_sources_refused_by_kaggle_are_an_error(stub, notebook, capsys):
     ({"slug": "Bad_Slug"}, "id 'alice/Bad_Slug' is not owner/slug"),
     ({"slug": "ham"}, "id 'alice/ham': the slug is too short (Kaggle needs at least 5 characters)"),
     ({"kit_dataset": "kitwheel"}, "--kit-dataset 'kitwheel' is not owner/slug"),
+    ({"models": ["keras/efficientnet/keras/efficientnet_b0_ra_imagenet"]},
+     "model_sources entry 'keras/efficientnet/keras/efficientnet_b0_ra_imagenet' is not "
+     "owner/model/framework/variation/version (version a number)"),
+    ({"models": ["keras/efficientnet/keras/efficientnet_b0_ra_imagenet/latest"]}, "version a number"),
+    ({"models": ["keras//keras/efficientnet_b0_ra_imagenet/2"]}, "model_sources entry 'keras//keras/"),
 ])
 def test_bad_metadata_is_refused_before_anything_is_sent(stub, notebook, tmp_path, options, message):
     with pytest.raises(KitError) as exc:
@@ -191,6 +196,60 @@ def test_bad_metadata_is_refused_before_anything_is_sent(stub, notebook, tmp_pat
     assert message in str(exc.value) and "\n" not in str(exc.value)
     assert stub.requests == []
     assert not (tmp_path / "k").exists()
+
+
+MODEL = "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2"
+
+
+def test_model_sources_reach_the_kernel_folder_and_kaggle(stub, notebook, home, capsys):
+    folder = home.parent / "kernel"
+    code = main(["push", str(notebook), "--model-source", MODEL, "--model-source", "bob/ham-b3/keras/fold0/3",
+                 "--model-source", MODEL, "--folder", str(folder)])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["model_sources"] == [MODEL, "bob/ham-b3/keras/fold0/3"]  # in order, once each
+    # the real client accepted them and sent them to Kaggle
+    assert stub.calls("SaveKernel")[0].json()["modelDataSources"] == [MODEL, "bob/ham-b3/keras/fold0/3"]
+
+
+def test_a_malformed_model_source_is_one_line_and_nothing_is_sent(stub, notebook, capsys):
+    assert main(["push", str(notebook), "--model-source", "keras/efficientnet/keras/2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("kit push: error: kernel-metadata.json: model_sources entry 'keras/efficientnet/keras/2' is not "
+                   "owner/model/framework/variation/version (version a number)")
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize("mount", [
+    "efficientnet/keras/efficientnet_b0_ra_imagenet/2",  # /kaggle/input/<model>/<framework>/<variation>/<version>
+    "m/keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2",  # /kaggle/input/m/<owner>/...
+])
+def test_find_model_mount_in_both_mount_forms(tmp_path, mount):
+    (tmp_path / mount).mkdir(parents=True)
+    (tmp_path / mount / "config.json").write_text("{}")
+    (tmp_path / "efficientnet" / "keras" / "efficientnet_b0_ra_imagenet" / "1").mkdir(parents=True, exist_ok=True)
+    assert kaggle.find_model_mount(MODEL, tmp_path) == tmp_path / mount
+    assert kaggle.find_model_mount(MODEL.replace("/2", "/3"), tmp_path) is None  # another version is not attached
+    assert kaggle.find_model_mount("bob/efficientnet/keras/efficientnet_b0_ra_imagenet/2", tmp_path) == (
+        tmp_path / mount if not mount.startswith("m/") else None)  # the short form does not name the owner
+    with pytest.raises(KitError, match=r"^model source 'efficientnet_b0' is not owner/model/framework/variation/"):
+        kaggle.find_model_mount("efficientnet_b0", tmp_path)
+
+
+def test_pretrained_weights_attached_online_or_one_line(tmp_path):
+    paths = kaggle.NotebookPaths(tmp_path, tmp_path / "w", tmp_path / "s", True)
+    with pytest.raises(KitError) as exc:
+        kaggle.pretrained_weights(MODEL, paths, online=lambda: False)
+    assert str(exc.value) == (f"{tmp_path}: the Kaggle Model {MODEL} is not attached and the kernel is offline: add "
+                              f"it (Add Input > Models, or kit push --model-source {MODEL}) or turn internet on")
+    assert kaggle.pretrained_weights(MODEL, paths, online=lambda: True) == "imagenet"
+    mount = tmp_path / "m" / "keras" / "efficientnet" / "keras" / "efficientnet_b0_ra_imagenet" / "2"
+    mount.mkdir(parents=True)
+    assert kaggle.pretrained_weights(MODEL, paths, online=lambda: pytest.fail("no probe")) == str(mount)
+
+
+def test_has_internet_is_false_when_nothing_answers():
+    assert kaggle.has_internet("127.0.0.1", port=9, timeout=0.5) is False  # discard port: refused at once
 
 
 def test_check_metadata_refuses_missing_code_file_and_tpu_docker_image(tmp_path):
@@ -418,6 +477,8 @@ def test_push_of_the_default_notebook_takes_the_repository_defaults(stub, tmp_pa
     assert meta["id"] == "alice/siim-isic-melanoma-tpu" and meta["title"] == "SIIM-ISIC Melanoma TPU"
     assert meta["machine_shape"] == "TpuV5E8" and meta["competition_sources"] == [COMPETITION]
     assert meta["dataset_sources"] == ["cdeotte/melanoma-256x256"]
+    assert meta["model_sources"] == [MODEL]
+    assert stub.calls("SaveKernel")[0].json()["modelDataSources"] == [MODEL]
     sent = _sent_notebook(stub)
     assert sent["cells"][0]["metadata"]["tags"] == ["kit-install"]  # inserted: the notebook imports kit
 

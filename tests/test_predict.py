@@ -103,12 +103,24 @@ def _sigmoid(z):
 # --- tests ------------------------------------------------------------------------------------------------
 
 
-def test_tta_views_fixed_then_seeded_random():
-    assert predict.tta_views(1) == ["identity"]
-    assert predict.tta_views(3) == ["identity", "hflip", "vflip"]
-    assert predict.tta_views(10) == EXACT_VIEWS + [8, 9]
-    with pytest.raises(KitError, match="--tta: must be at least 1, got 0"):
-        predict.tta_views(0)
+def test_tta_views_follow_the_runs_augmentation():
+    from kit.pipeline import Augment, PRESETS, tta_views
+
+    # the default and pcam presets flip and turn: every exact view, then seeded draws of the preset
+    assert tta_views(1, PRESETS["default"]) == (["identity"], None)
+    assert tta_views(3, PRESETS["pcam"]) == (["identity", "hflip", "vflip"], None)
+    assert tta_views(10, PRESETS["default"]) == (EXACT_VIEWS + [8, 9], None)
+    # without augmentation the model never saw a flipped image: the identity only, and one line says so
+    views, note = tta_views(4, PRESETS["none"])
+    assert views == ["identity"] and "trained without augmentation" in note and "using 1 view" in note
+    # flips without turns: the flips and their composition, the half turn, nothing else
+    assert tta_views(8, Augment(hflip=True, vflip=True))[0] == ["identity", "hflip", "vflip", "rot180", 8, 9, 10, 11]
+    assert tta_views(8, Augment(hflip=True))[0][:2] == ["identity", "hflip"]
+    # a colour-only preset keeps the image's geometry: identity, then colour draws
+    assert tta_views(3, Augment(brightness=0.1))[0] == ["identity", 8, 9]
+    assert tta_views(8, Augment(rotation=90.0))[0][:4] == ["identity", "rot90", "rot270", 8]
+    with pytest.raises(KitError, match="tta: must be at least 1 view, got 0"):
+        tta_views(0, PRESETS["default"])
 
 
 class _Affine:
@@ -176,7 +188,7 @@ def test_binary_predict_aligned_to_sample_scored_and_checked(tmp_path, capsys):
     side = json.loads((tmp_path / "submissions" / "pcam.json").read_text())
     assert side["run"] == str(run)
     assert side["cv"] == {"metric": "auc", "overall": 0.71, "folds": {"0": 0.7, "1": 0.72}}
-    assert side["tta"] == {"n": 4, "views": ["identity", "hflip", "vflip", "rot90"]}
+    assert side["tta"] == {"n": 4, "views": ["identity", "hflip", "vflip", "rot90"], "augment": "default", "note": None}
     assert side["folds"] == [0, 1]
     assert side["fold_weights"] == [0.25, 0.75]
     assert side["test_scores"]["auc"] == pytest.approx(auc, abs=1e-9)
@@ -243,6 +255,7 @@ def test_multiclass_predict_without_sample_passes_check(tmp_path, capsys):
 def test_bad_run_and_flags(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "empty_run" / "config.toml").write_text(f"size = {SIZE}\n")
+    (tmp_path / "manifest.json").write_text(json.dumps({"split": "test"}))  # passes kit.precheck; never read here
     base = ["predict", "--records", str(tmp_path), "--out", str(tmp_path / "s.csv")]
     assert main(base + ["--run", str(tmp_path / "empty_run")]) == 1
     assert capsys.readouterr().err.strip() == (

@@ -1,5 +1,6 @@
 """Record writer and reader: every layout round trip, public SIIM-ISIC shards, bad input, the CLI."""
 
+import io
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def _plain(value):
 
 def _reference(path, size):
     """The crop policy done the slow way: full decode, centred square, bicubic."""
-    im = Image.open(path).convert("RGB")
+    im = Image.open(io.BytesIO(imaging.read_image_bytes(path))).convert("RGB")  # a file or an HDF5 member
     w, h = im.size
     s = min(w, h)
     box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
@@ -62,8 +63,8 @@ def test_round_trip_ids_labels_groups_pixels(written, layout):
         assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
         worst = max(worst, float(np.abs(img - _reference(table.at[i, "path"], SIZE)).mean()))
     # JPEG quality 95 with 4:2:0 chroma on 16 px noisy images (about 5 grey levels alone), plus
-    # libjpeg's DCT-scaled decode (about 1).
-    assert worst < 8.0
+    # libjpeg's DCT-scaled decode (about 1; ISIC 2024's varied tiles, up to 8x the side, a little more).
+    assert worst < (9.0 if layout == "isic2024" else 8.0)
 
 
 @pytest.mark.parametrize("layout", synth.LAYOUTS)
@@ -363,3 +364,19 @@ def test_cli_records_test_prints_the_train_duplicates_warning(tmp_path, capsys):
     assert rc == 0
     assert (f"warning: 2 test images are byte-identical to training images (first: test {pairs[0]['image_name']} "
             f"= train {pairs[0]['train_image_name']}); scores on this labelled test split overstate the model") in out
+
+
+def test_writing_records_never_imports_tensorflow(tmp_path):
+    # TensorFlow's import alone took 4.6 s of a 4.75 s `kit records` on 200 images: the writer needs none
+    import subprocess
+    import sys
+
+    src = synth.make_competition("melanoma10k", tmp_path / "src", n_train=30, n_test=0, size=32)
+    code = ("import sys\nfrom kit.cli import main\n"
+            f"assert main(['records', {str(src)!r}, '--out', {str(tmp_path / 'rec')!r}, '--size', '32']) == 0\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    # and what it wrote is read back by TensorFlow's own reader
+    recs = _read_all(tmp_path / "rec")
+    assert len(recs) == 30 and recs[0]["image"].shape == (32, 32, 3)

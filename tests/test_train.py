@@ -17,7 +17,8 @@ from records_fixture import write_records
 
 def _cfg(recs, run, **kw) -> Config:
     base = dict(records=str(recs), out=str(run), model="tiny_cnn", epochs=2, batch=8, lr_start=1e-3, lr_max=3e-3,
-                lr_ramp_epochs=1, augment="default", verbose=0, strategy="cpu", seed=1)
+                lr_min=1e-6, lr_ramp_epochs=1, lr_sustain_epochs=0, lr_decay=0.8, augment="default", verbose=0,
+                strategy="cpu", seed=1)
     base.update(kw)
     return Config(**base)
 

@@ -14,9 +14,11 @@ from records_fixture import kit_train_process, rehearsal_records  # noqa: F401 (
 @pytest.mark.slow
 def test_jax_data_parallel_over_eight_devices_bfloat16(rehearsal_records, tmp_path):
     run = tmp_path / "run"
+    schedule = tmp_path / "schedule.toml"  # the fine-tuning ramp, spelled out: tiny_cnn alone would train from scratch
+    schedule.write_text("lr_start = 1e-5\nlr_max = 5e-5\nlr_ramp_epochs = 2\n")
     out = kit_train_process(["--records", str(rehearsal_records), "--out", str(run), "--model", "tiny_cnn",
                              "--epochs", "1", "--batch", "2", "--folds", "1", "--strategy", "tpu", "--verbose", "0",
-                             "--lr-per", "step"],
+                             "--lr-per", "step", "--config", str(schedule)],
                             # the last two flags only make XLA's CPU compiles cheaper; the computation is the same
                             {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
                              "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "

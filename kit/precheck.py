@@ -1,0 +1,102 @@
+"""The files and folders a verb names, checked before TensorFlow loads, so that a typo fails at once.
+
+Importing TensorFlow takes seconds; ``kit train`` and ``kit predict`` call :func:`train_paths` or
+:func:`predict_paths` first, which import nothing heavier than ``json`` (no TensorFlow, Keras or
+pandas). They check that things are where the flags say; kit.records, kit.train and kit.predict
+still check what is inside. Every failure is a ``KitError`` of one line that names the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kit.errors import KitError
+
+MANIFEST = "manifest.json"
+RUN_CONFIG = "config.toml"
+
+
+def records_folder(path: str | os.PathLike, flag: str = "--records") -> Path:
+    """A records folder: it exists and holds a readable manifest.json, or ``*.tfrec`` shards (public sets)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise KitError(f"{folder}: no such records folder ({flag})")
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            json.loads(manifest.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise KitError(f"{manifest}: not valid JSON ({exc})") from None
+        return folder
+    if not any(folder.glob("*.tfrec")):
+        raise KitError(f"{folder}: no {MANIFEST} and no .tfrec shards ({flag}); write records with `kit records`")
+    return folder
+
+
+def test_input(path: str | os.PathLike, flag: str = "--records") -> Path:
+    """What ``kit predict`` reads: test records, or a competition download whose test split it reads directly."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and not any(folder.glob("*.tfrec")):
+        if any(folder.glob("*.csv")) or any((folder / d).is_dir() for d in ("test", "Test")):
+            return folder  # a download: kit.sources reads its test split
+        raise KitError(f"{folder}: neither test records (no {MANIFEST}, no .tfrec shards) nor a competition "
+                       f"download ({flag}); write test records with `kit records --test`")
+    return records_folder(path, flag)
+
+
+def run_folder(path: str | os.PathLike) -> Path:
+    """A run folder written by ``kit train``: it exists and holds config.toml."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise KitError(f"{path}: no such run folder")
+    if not (folder / RUN_CONFIG).is_file():
+        raise KitError(f"{folder / RUN_CONFIG}: missing; is {path} a folder written by `kit train`?")
+    return folder
+
+
+def input_file(path: str | os.PathLike, flag: str) -> Path:
+    """A file the verb reads: it exists and is a file."""
+    p = Path(path)
+    if not p.is_file():
+        raise KitError(f"{p}: {'is a folder, not a file' if p.is_dir() else 'no such file'} ({flag})")
+    return p
+
+
+def output_path(path: str | os.PathLike, flag: str, folder: bool = False) -> Path:
+    """Where the verb writes (a file, or with ``folder`` a folder): not the other kind, and creatable.
+
+    Missing parent folders are fine (kit creates them) as long as the nearest existing one is a
+    writable folder.
+    """
+    p = Path(path)
+    if p.exists() and p.is_dir() != folder:
+        want, found = ("folder", "file") if folder else ("file", "folder")
+        raise KitError(f"{p}: is a {found}, expected a {want} ({flag})")
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise KitError(f"{p}: cannot be created, {parent} is a file ({flag})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KitError(f"{p}: cannot be created, {parent} is not writable ({flag})")
+    return p
+
+
+def train_paths(records: str, out: str) -> None:
+    """``kit train``'s paths: the records folder (when given) and the run folder to write."""
+    if records:
+        records_folder(records)
+    if not out:
+        raise KitError("no run folder: pass --out (or set out in the config file)")
+    output_path(out, "--out", folder=True)
+
+
+def predict_paths(run: str, records: str, out: str, sample_submission: str | None = None) -> None:
+    """``kit predict``'s paths: the run folder, the test records, the sample submission and the output CSV."""
+    run_folder(run)
+    test_input(records)
+    if sample_submission:
+        input_file(sample_submission, "--sample-submission")
+    output_path(out, "--out")
