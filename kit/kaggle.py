@@ -160,7 +160,9 @@ def has_internet(host: str = "www.kaggle.com", port: int = 443, timeout: float =
 
 def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
                        online: Callable[[], bool] = has_internet) -> str:
-    """What a notebook passes to ``--weights``: the attached model's folder, else "imagenet" when online.
+    """What a notebook passes to ``--weights``: the attached model's folder, else its ``kaggle://`` handle if online.
+
+    keras-hub downloads a ``kaggle://`` preset itself; ``imagenet`` would not do, as the model is a keras-hub one.
 
     Offline and without the model attached, stops with one line naming the model to attach.
     """
@@ -169,7 +171,7 @@ def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
     if folder is not None:
         return str(folder)
     if online():
-        return "imagenet"
+        return f"kaggle://{handle}"
     raise KitError(f"{paths.input}: the Kaggle Model {handle} is not attached and the kernel is offline: add it "
                    f"(Add Input > Models, or kit push --model-source {handle}) or turn internet on")
 
