@@ -431,8 +431,10 @@ def check_weights(name: str, weights: str | os.PathLike | None) -> str:
                            f"efficientnet_b0_ra_imagenet), not {w or 'nothing'}")
         if route == "imagenet":
             raise KitError(f"imagenet: {name} has no ImageNet weights; pass a weights file or leave --weights out")
+        files = sorted(Path(w).glob("*.h5")) if Path(w).is_dir() else []  # a dataset folder holding the file
+        hint = f"; did you mean {files[0]}?" if len(files) == 1 else ""
         raise KitError(f"{w}: a keras-hub preset needs --model keras_hub (or hub_efficientnet, hub_vit, hub_dinov2); "
-                       f"model {name} takes a weights file (.h5 / .weights.h5)")
+                       f"model {name} takes a weights file (.h5 / .weights.h5){hint}")
     if route == "file" and not Path(w).is_file():
         raise KitError(f"{w}: weights file not found")
     if route == "preset":

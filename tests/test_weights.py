@@ -35,6 +35,11 @@ def test_an_existing_folder_is_a_preset_and_a_file_without_suffix_a_file(tmp_pat
     (tmp_path / "plainfile").write_bytes(b"x")
     assert models.weights_route(tmp_path / "preset") == "preset"
     assert models.weights_route(str(tmp_path / "plainfile")) == "file"
+    # an attached dataset's folder given where its .h5 file was meant
+    (tmp_path / "preset" / "efficientnetb0_notop.h5").write_bytes(b"x")
+    with pytest.raises(KitError, match=r"model efficientnet_b0 takes a weights file \(.h5 / .weights.h5\); "
+                                       r"did you mean .*preset/efficientnetb0_notop.h5\?"):
+        models.check_weights("efficientnet_b0", tmp_path / "preset")
 
 
 # --- imagenet -----------------------------------------------------------------------------------------
