@@ -375,6 +375,9 @@ def _hub_backbone(preset: str, size: int, spec: Backbone) -> keras.Model:
     features = hub({names[0]: x} if len(names) == 1 else x)
     rank = len(features.shape)
     if rank == 4:
+        # a layer of this graph holding the feature map: Grad-CAM (kit report) cuts the model there, and the
+        # nested keras-hub model's own .output belongs to its inner graph, not to this one
+        features = keras.layers.Identity(name="backbone_features")(features)
         features = keras.layers.GlobalAveragePooling2D(name="backbone_pool")(features)
     elif rank == 3:
         features = FirstToken(name="backbone_token")(features)

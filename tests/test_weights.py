@@ -165,7 +165,7 @@ def test_preset_backbone_keeps_the_converter_inside_and_round_trips(presets, tmp
     backbone = model.get_layer("backbone")
     names = [layer.name for layer in backbone.layers]  # (Keras numbers a second EfficientNetBackbone "_1")
     assert names[:2] == ["backbone_input", "image_converter"] and names[-1] == "backbone_pool"
-    assert type(backbone.layers[2]).__name__ == "EfficientNetBackbone" and len(names) == 4
+    assert type(backbone.layers[2]).__name__ == "EfficientNetBackbone" and names[3] == "backbone_features"
     converter = backbone.get_layer("image_converter")
     np.testing.assert_allclose(converter.scale, [1 / (255 * s) for s in STD])
     np.testing.assert_allclose(converter.offset, [-m / s for m, s in zip(MEAN, STD)])
@@ -177,6 +177,14 @@ def test_preset_backbone_keeps_the_converter_inside_and_round_trips(presets, tmp
     model.save(tmp_path / "best.keras")
     back = keras.saving.load_model(tmp_path / "best.keras")  # needs `import kit.models` only
     np.testing.assert_allclose(_predict(back, x), before, rtol=1e-5, atol=1e-6)
+
+
+def test_grad_cam_reaches_the_feature_map_of_a_keras_hub_cnn(presets):
+    from kit import report
+
+    model = models.build_model("hub_efficientnet", n_classes=3, size=32, weights=presets["efficientnet"])
+    heat, out = report.gradcam(model, _images(2, 32))
+    assert heat.shape == (2, 32, 32) and np.isfinite(heat).all() and out.shape == (2, 3)
 
 
 @pytest.mark.parametrize("name, family", [("hub_vit", "vit"), ("hub_dinov2", "dinov2"), ("keras_hub", "vit")])
