@@ -12,6 +12,15 @@ Resize policy (``prepare_image``), applied to every image the writer stores:
 - ``"squash"``: resize to ``size`` x ``size`` ignoring the aspect ratio (what most public
   notebooks do with ``cv2.resize``), for users who want every pixel of the original field.
 
+Pixel depth: 16-bit grey images (PCam-style TIFFs, mode ``I;16``) are scaled from 0..65535 to 0..255,
+32-bit integer ones the same when their pixels fit in 16 bits (as they are when they fit in 8), and
+float ones (mode ``F``) from 0..1 (or 0..255 when their pixels lie there) to 0..255; any other range,
+and NaN or infinite pixels, is refused with the range found. Pillow's own conversion would clip them
+to flat white or black without a word.
+
+Orientation: a JPEG's EXIF orientation tag is applied, as image viewers do (a phone photo of a lesion
+is stored sideways and shown upright), so the records hold what the user saw.
+
 Resampling is Pillow's antialiased bicubic. JPEGs are first decoded with libjpeg's DCT scaling
 (``Image.draft``) at the smallest of 1/1, 1/2, 1/4, 1/8 scale that still covers ``size``: this is
 the area-averaging reduction libjpeg does for free, and it makes large JPEGs several times faster
@@ -32,7 +41,7 @@ import struct
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_POLICIES = ("crop", "squash")
 JPEG_QUALITY = 95
@@ -107,6 +116,8 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError("empty file (0 bytes)")
     try:
         return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -121,8 +132,14 @@ def _resized(im: Image.Image, size: int, policy: str) -> Image.Image:
         if im.format == "JPEG":
             im.draft("RGB", (size, size))
         im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"corrupt image ({exc})") from None
+    if _orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in _DEEP_MODES:
+        im = _to_8bit(im)
     if im.mode != "RGB":
         im = im.convert("RGB")
     w, h = im.size
@@ -131,6 +148,39 @@ def _resized(im: Image.Image, size: int, policy: str) -> Image.Image:
     side = min(w, h)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2) if policy == "crop" else (0, 0, w, h)
     return im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+# Modes whose pixels do not fit 0..255: Pillow's convert("RGB") clips them (flat white or black).
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of ``im`` (1, upright, when it has none or it cannot be read)."""
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A greyscale image of more than 8 bits per pixel scaled to 8 bits by its depth (module doc), or ImageError."""
+    import numpy as np  # only here: the writer's workers stay numpy-free for the usual 8-bit images
+
+    a = np.asarray(im)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ImageError("float image with NaN or infinite pixels")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 255:
+            raise ImageError(f"float image with pixels in {lo:g}..{hi:g}; kit reads float images in 0..1 or 0..255")
+        scale = 255.0 if hi <= 1 else 1.0
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ImageError(f"{a.dtype.itemsize * 8}-bit image with pixels in {lo}..{hi}; kit reads 0..65535")
+        scale = 1.0 if (im.mode == "I" and hi <= 255) else 255.0 / 65535.0
+    return Image.fromarray(np.clip(np.rint(a.astype(np.float64) * scale), 0, 255).astype(np.uint8), "L")
 
 
 def encode_jpeg(im: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
@@ -266,7 +316,7 @@ def prepared_jpeg(data: bytes, size: int, policy: str = "crop", quality: int = J
     of ``size`` x ``size`` (a second JPEG generation would only lose detail and time), else resized by
     ``policy`` and encoded at ``quality``."""
     im = _open(data)
-    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size):
+    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size) and _orientation(im) == 1:
         return data
     return encode_jpeg(_resized(im, size, policy), quality)
 
