@@ -270,6 +270,8 @@ def predict_run(
         raise KitError(f"{out}: is the sample submission; write the submission to another file")
     if tta < 1:
         raise KitError(f"--tta: must be at least 1, got {tta}")
+    if batch < 1:
+        raise KitError(f"--batch: must be at least 1, got {batch}")
     info = load_run(run)
     weights = _fold_weights(fold_weights, info.folds)
     sample_frame = None
@@ -424,7 +426,7 @@ def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
     return predict_run(
         args.run, args.records, args.out, sample_submission=args.sample_submission, tta=args.tta,
-        fold_weights=args.fold_weights, batch=getattr(args, "batch", None) or 64,
+        fold_weights=args.fold_weights, batch=64 if getattr(args, "batch", None) is None else args.batch,
     )
 
 
