@@ -85,6 +85,22 @@ def count_data_items(paths: Iterable[str | Path]) -> int:
     return sum(parse_shard_name(p)[2] for p in paths)
 
 
+def verify_shards(paths: Iterable[str | Path]) -> None:
+    """Check that each shard holds the number of records its name says (a cheap read of the framing only), so a
+    truncated or corrupt shard stops a run in seconds with its name instead of mid-epoch; KitError otherwise."""
+    for p in paths:
+        try:
+            expected = parse_shard_name(p)[2]
+        except ValueError:
+            continue  # a name that carries no count has nothing to check against
+        try:
+            found = imaging.count_tfrecords(p)
+        except ValueError as exc:
+            raise KitError(f"{p}: damaged shard ({exc}); write the records again") from None
+        if found != expected:
+            raise KitError(f"{p}: holds {found} records, its name says {expected}; write the records again")
+
+
 def _bytes(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 

@@ -496,6 +496,11 @@ def make_submission(
             out[c] = probs[:, j]
         return out
     sample_ids = sample.iloc[:, 0].astype(str).tolist()
+    sample_index = pd.Index(sample_ids)
+    if sample_index.has_duplicates:
+        rows = np.flatnonzero(sample_index == sample_index[sample_index.duplicated()][0])
+        raise KitError(f"sample submission: id {sample_ids[rows[0]]!r} is on rows {rows[0] + 1} and {rows[1] + 1}; "
+                       "each id must appear once")
     pos = index.get_indexer(sample_ids)
     if (pos < 0).any():
         miss = sample_ids[int(np.flatnonzero(pos < 0)[0])]

@@ -653,6 +653,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
             raise KitError(mismatch)
     smoke_note = smoke_config(cfg, _imagenet(cfg.model))[1]
     cfg, manifest = resolve(cfg)
+    records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
     if smoke_note:
@@ -852,6 +853,7 @@ def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: flo
     already at the edge of divergence), never above the rate where the loss falls fastest times three.
     """
     cfg, manifest = resolve(cfg)
+    records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     acc = strategy.get_strategy(cfg.strategy)
     folder, out = Path(cfg.records), Path(cfg.out)
     fold = cfg.folds[0]

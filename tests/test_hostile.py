@@ -395,3 +395,73 @@ def test_every_verb_fails_on_one_line_and_writes_nothing(tmp_path, capsys):
         after = _tree(out) if out.is_dir() else (out.read_bytes() if out.exists() else None)
         assert after == before, argv
         assert _tree(tmp_path) == tree_before, (argv, _tree(tmp_path) - tree_before)
+
+
+# --- damaged records, runs and samples (one real run: tiny_cnn, 1 epoch, 32 px) ------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """(download, train records, test records, run) written and trained by kit itself."""
+    base = tmp_path_factory.mktemp("hostile_run")
+    comp = synth.make_competition("pcam", base / "comp", n_train=16, n_test=6, size=40)
+    assert cli.main(["records", str(comp), "--out", str(base / "rec"), "--size", "32", "--folds", "2",
+                     "--workers", "1"]) == 0
+    assert cli.main(["records", str(comp), "--out", str(base / "test"), "--size", "32", "--test",
+                     "--workers", "1"]) == 0
+    assert cli.main(["train", "--records", str(base / "rec"), "--out", str(base / "run"), "--model", "tiny_cnn",
+                     "--epochs", "1", "--batch", "8", "--verbose", "0"]) == 0
+    return comp, base / "rec", base / "test", base / "run"
+
+
+def test_damaged_shards_fail_before_training_with_their_name(tmp_path, capsys, small_run):
+    _, rec, _, _ = small_run
+    bad = tmp_path / "rec"
+    shutil.copytree(rec, bad)
+    shard = sorted(bad.glob("train01-*.tfrec"))[0]
+    shard.write_bytes(shard.read_bytes()[:1500])
+    code, err = _run(capsys, "train", "--records", bad, "--out", tmp_path / "run", "--model", "tiny_cnn",
+                     "--epochs", "1")
+    assert code == 1 and err[-1].startswith(f"kit train: error: {shard}: damaged shard (truncated: record ")
+    assert not (tmp_path / "run").exists()
+    shard.write_bytes(os.urandom(4000))
+    with pytest.raises(KitError, match=r"damaged shard \(not TFRecord data at byte 0"):
+        __import__("kit.records").records.verify_shards([shard])
+
+
+def test_predict_names_a_size_mismatch_a_duplicate_sample_id_and_a_damaged_model(tmp_path, capsys, small_run):
+    comp, _, test, run = small_run
+    sample = comp / "sample_submission.csv"
+    assert cli.main(["records", str(comp), "--out", str(tmp_path / "test48"), "--size", "40", "--test",
+                     "--workers", "1"]) == 0
+    capsys.readouterr()
+    code, err = _run(capsys, "predict", "--run", run, "--records", tmp_path / "test48", "--sample-submission",
+                     sample, "--out", tmp_path / "a.csv")
+    assert code == 1 and err == [f"kit predict: error: {tmp_path / 'test48'}: images are 40 px, the run trained on "
+                                 "32 px; write the test records with `kit records --test --size 32`"]
+    lines = sample.read_text().splitlines()
+    (tmp_path / "dup.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+    code, err = _run(capsys, "predict", "--run", run, "--records", test, "--sample-submission", tmp_path / "dup.csv",
+                     "--out", tmp_path / "b.csv")
+    first = lines[1].split(",")[0]
+    assert code == 1 and err == [f"kit predict: error: sample submission: id {first!r} is on rows 1 and "
+                                 f"{len(lines)}; each id must appear once"]
+    broken = tmp_path / "run"
+    shutil.copytree(run, broken)
+    best = broken / "fold1" / "best.keras"
+    best.write_bytes(best.read_bytes()[:3000])
+    code, err = _run(capsys, "predict", "--run", broken, "--records", test, "--sample-submission", sample,
+                     "--out", tmp_path / "c.csv")
+    assert code == 1 and err == [f"kit predict: error: {best}: damaged model file (not a complete .keras zip); "
+                                 "train that fold again"]
+    assert not any(tmp_path.glob("[abc].*"))
+
+
+def test_resume_with_another_model_is_refused_by_name(capsys, small_run):
+    _, rec, _, run = small_run
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    code, err = _run(capsys, "train", "--records", rec, "--out", run, "--resume", "--model", "small_cnn")
+    assert code == 1 and err[-1] == ("kit train: error: --resume: model is 'tiny_cnn' in the run's config.toml, "
+                                     "'small_cnn' was given; resume with the run's own settings, or train the new "
+                                     "ones into another --out")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
