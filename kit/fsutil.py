@@ -9,6 +9,7 @@ expects.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from kit.errors import KitError
 
 
 def umask() -> int:
@@ -124,7 +127,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _honour_umask(tmp, folder=True)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # another writer of the same path finished first: its complete output stays, this one is dropped
+            raise KitError(f"{final}: was written by another process meanwhile; its output is kept and "
+                           "this one dropped") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -38,6 +38,7 @@ import math
 import numbers
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -307,6 +308,41 @@ def count_tfrecords(path: str | Path) -> int:
             f.seek(at)
             n += 1
     return n
+
+
+# --- the writer's worker processes ----------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process get SIGKILL when ``parent`` dies (Linux), so a killed ``kit records`` leaves no
+    workers behind; exits at once if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl (an unusual libc): workers then end when they next find the pool gone
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> "concurrent.futures.ProcessPoolExecutor":
+    """A pool of ``workers`` processes that die with this one (see :func:`die_with_parent`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Fork on Linux: workers run only kit.imaging (Pillow), never TensorFlow, so TensorFlow's
+    # threads in this process are harmless to them, and forking (unlike spawn or a fork server)
+    # does not re-run the caller's script, which a user's plain script without a __main__ guard
+    # would need. Elsewhere spawn is the only safe choice.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                               initargs=(os.getpid(),))
 
 
 # --- the writer's unit of work -------------------------------------------------------------------

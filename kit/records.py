@@ -34,14 +34,12 @@ SIIM-ISIC TFRecords as they are: no manifest, no ``fold`` field; the shard numbe
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import sys
 import time
 import itertools
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -387,13 +385,7 @@ def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, worker
         for c in chunks:
             yield imaging.make_records(c, size, policy, quality)
         return
-    # Fork on Linux: workers run only kit.imaging (Pillow), never TensorFlow, so TensorFlow's
-    # threads in this process are harmless to them, and forking (unlike spawn or a fork server)
-    # does not re-run the caller's script, which a user's plain script without a __main__ guard
-    # would need. Elsewhere spawn is the only safe choice.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = imaging.worker_pool(workers)
     try:
         # A bounded window of chunks in flight, not all of them: results wait in memory only until read,
         # which matters when a slow reader (a model predicting 500,000 images) consumes them

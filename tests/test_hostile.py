@@ -465,3 +465,51 @@ def test_resume_with_another_model_is_refused_by_name(capsys, small_run):
                                      "'small_cnn' was given; resume with the run's own settings, or train the new "
                                      "ones into another --out")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by a container's init, counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return "\nState:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_record_writer_workers_die_with_a_killed_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, time\nfrom kit import imaging\npool = imaging.worker_pool(2)\n"
+              "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+              "print(*pids, flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        workers = [int(x) for x in parent.stdout.readline().split()]
+        assert workers and all(_alive(w) for w in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        parent.kill()
+
+
+def test_the_second_of_two_writers_of_one_folder_gets_one_line(tmp_path):
+    final = tmp_path / "rec"
+    with pytest.raises(KitError, match=r"rec: was written by another process meanwhile; its output is kept"):
+        with fsutil.atomic_dir(final) as loser:
+            (loser / "manifest.json").write_text("loser")
+            with fsutil.atomic_dir(final) as winner:  # finishes first
+                (winner / "manifest.json").write_text("winner")
+    assert (final / "manifest.json").read_text() == "winner"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]
