@@ -241,6 +241,10 @@ def write_records(
     check_out_folder(out)
     if size < 8:
         raise KitError(f"--size {size}: images must be at least 8 pixels")
+    for flag, value, low in (("--seed", seed, 0), ("--folds", n_folds, 2), ("--shards", n_shards, 1),
+                             ("--workers", workers, 1)):
+        if value is not None and value < low and not (flag == "--folds" and test):
+            raise KitError(f"{flag} {value}: must be at least {low}")
     if resize not in imaging.RESIZE_POLICIES:
         raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
     split = "test" if test else "train"
@@ -571,6 +575,9 @@ _PUBLIC_META_NUMERIC = ["age_approx"]
 _PUBLIC_META_CATEGORICAL = ["sex", "anatom_site_general_challenge"]
 
 
+MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
+
+
 def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     """The manifest of a records folder; for public SIIM-ISIC TFRecords, one built from shard names.
 
@@ -583,9 +590,15 @@ def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     path = folder / "manifest.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KitError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise KitError(f"{path}: not a kit manifest (a JSON {type(manifest).__name__}, not an object)")
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise KitError(f"{path}: not a kit manifest (no {missing[0]!r}); write the records again")
+        return manifest
     if not folder.is_dir():
         raise KitError(f"{folder}: no such records folder")
     by_split: dict[str, list[Path]] = {}

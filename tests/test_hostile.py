@@ -513,3 +513,63 @@ def test_the_second_of_two_writers_of_one_folder_gets_one_line(tmp_path):
                 (winner / "manifest.json").write_text("winner")
     assert (final / "manifest.json").read_text() == "winner"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec"]
+
+
+# --- credentials ---------------------------------------------------------------------------------------
+
+KEY = "k3y-0f-b0b-d0-n0t-l3ak"
+
+
+@pytest.fixture
+def kaggle_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in ("KAGGLE_USERNAME", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    return KEY
+
+
+def _notebook(path: Path, code: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_a_key_in_a_basic_auth_header_is_refused(tmp_path, kaggle_key):
+    import base64
+
+    from kit import kaggle
+
+    header = base64.b64encode(f"bob:{kaggle_key}".encode()).decode()
+    nb = _notebook(tmp_path / "basic_auth.ipynb", f"headers = {{'Authorization': 'Basic {header}'}}")
+    with pytest.raises(KitError, match=r"^basic_auth.ipynb: holds a Kaggle credential of this machine"):
+        kaggle.push(nb, folder=tmp_path / "k", dry_run=True)
+    assert not (tmp_path / "k").exists()
+
+
+def test_a_key_planted_in_the_bundled_package_is_refused(tmp_path, kaggle_key, monkeypatch):
+    from kit import kaggle
+
+    root = tmp_path / "checkout"
+    (root / "kit").mkdir(parents=True)
+    (root / "kit" / "__init__.py").write_text("")
+    (root / "kit" / "notes.txt").write_text(f"token: {kaggle_key}\n")
+    (root / "pyproject.toml").write_text("[project]\nname = 'kit'\n")
+    monkeypatch.setattr(kaggle, "_project_root", lambda: root)
+    nb = _notebook(tmp_path / "clean.ipynb", "print(1)")
+    with pytest.raises(KitError, match=r"^kit/notes.txt \(bundled in the kit wheel\): holds a Kaggle credential"):
+        kaggle.push(nb, folder=tmp_path / "k", dry_run=True)
+    assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize("text,why", [('{"split": ', "not valid JSON"), ("[1, 2]", "a JSON list, not an object"),
+                                      ('{"split": "train"}', "no 'image_size'")])
+def test_a_damaged_manifest_is_one_line(tmp_path, text, why):
+    from kit import records
+
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(KitError, match=f"manifest.json: .*{why}"):
+        records.read_manifest(tmp_path)
