@@ -437,26 +437,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
     runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
-    prefix = f"kit {args.verb}:"
     try:
         return args.func(args)
-    except KitError as exc:
-        print(f"{prefix} error: {_one_line(str(exc))}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"{prefix} interrupted", file=sys.stderr)
+        print(f"kit {args.verb}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as exc:
-        print(f"{prefix} error: {_one_line(_os_error_line(exc))}", file=sys.stderr)
-        return EXIT_ENVIRONMENT
-    except MemoryError:
-        print(f"{prefix} error: out of memory", file=sys.stderr)
-        return EXIT_ENVIRONMENT
     except Exception as exc:  # noqa: BLE001 - the boundary: a bug still ends in one line, never a wall of text
-        where = write_traceback(args.verb)
-        detail = _one_line(str(exc)) or "no message"
-        print(f"{prefix} error: unexpected {type(exc).__name__}: {detail} (traceback: {where})", file=sys.stderr)
-        return EXIT_UNEXPECTED
+        status, line = failure(exc, args.verb)
+        print(f"kit {args.verb}: error: {line}", file=sys.stderr)
+        return status
+
+
+def failure(exc: Exception, verb: str) -> tuple[int, str]:
+    """The exit status and the one line for ``exc`` (called while it is handled: a bug's traceback goes to a file)."""
+    if isinstance(exc, KitError):
+        return EXIT_BAD_INPUT, _one_line(str(exc))
+    if isinstance(exc, OSError):
+        return EXIT_ENVIRONMENT, _one_line(_os_error_line(exc))
+    if isinstance(exc, MemoryError):
+        return EXIT_ENVIRONMENT, "out of memory"
+    where = write_traceback(verb)
+    return EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {_one_line(str(exc)) or 'no message'} (traceback: {where})"
 
 
 def _one_line(text: str, limit: int = 400) -> str:

@@ -573,3 +573,10 @@ def test_a_damaged_manifest_is_one_line(tmp_path, text, why):
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(KitError, match=f"manifest.json: .*{why}"):
         records.read_manifest(tmp_path)
+
+
+def test_an_unreadable_other_split_csv_is_one_line(tmp_path):
+    root = synth.make_competition("siim", tmp_path / "siim", n_train=8, n_test=4, size=32)
+    (root / "test.csv").write_bytes(b"image_name,patient_id\n\xff\xfe\x00broken\n")
+    with pytest.raises(KitError, match=r"test.csv: not a readable CSV"):
+        sources.load_source(root)
