@@ -1,7 +1,8 @@
 """Image preparation and record serialization without TensorFlow (the record writer's worker side).
 
 The writer's worker processes import only this module (numpy-free: Pillow and the standard library),
-so they start in a fraction of a second instead of paying for a TensorFlow import each.
+so they start in a fraction of a second instead of paying for a TensorFlow import each (numpy loads only
+for the rare image of more than 8 bits per pixel).
 
 Resize policy (``prepare_image``), applied to every image the writer stores:
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -182,7 +183,7 @@ def _header(csv: Path) -> list[str]:
 _NA_TEXTS = sorted(pd._libs.parsers.STR_NA_VALUES)
 
 
-def read_csv_ids(csv: str | os.PathLike, id_cols: list[str], **kwargs) -> pd.DataFrame:
+def read_csv_ids(csv: str | os.PathLike, id_cols: list[str], **kwargs: Any) -> pd.DataFrame:
     """``pd.read_csv`` with ``id_cols`` kept as the exact strings of the file; KitError naming the file when unreadable.
 
     An image may be called ``nan``, ``NA``, ``None`` or ``null``: pandas reads those as missing in any
