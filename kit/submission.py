@@ -543,7 +543,11 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 def _id_problems(sub: Table, sample: Table, name: str, sname: str) -> list[str]:
     """Row count, duplicate, foreign and missing ids of ``sub`` against ``sample``."""
     try:
-        IdIndex(sample.ids, sname).align(sub.ids, name)
+        index = IdIndex(sample.ids, sname)
+    except KitError as exc:  # the reference itself repeats an id: no submission can match it
+        return [str(exc)]
+    try:
+        index.align(sub.ids, name)
         return []  # the same id set, no duplicates: the usual case, decided by hashing alone
     except KitError:
         pass

@@ -580,3 +580,13 @@ def test_an_unreadable_other_split_csv_is_one_line(tmp_path):
     (root / "test.csv").write_bytes(b"image_name,patient_id\n\xff\xfe\x00broken\n")
     with pytest.raises(KitError, match=r"test.csv: not a readable CSV"):
         sources.load_source(root)
+
+
+def test_a_sample_submission_repeating_an_id_is_named_by_check_and_blend(tmp_path, capsys):
+    (tmp_path / "s.csv").write_text("id,target\na,0.1\nb,0.1\na,0.2\n")
+    (tmp_path / "sub.csv").write_text("id,target\na,0.1\nb,0.3\n")
+    code, err = _run(capsys, "check", tmp_path / "sub.csv", "--sample-submission", tmp_path / "s.csv")
+    assert code == 1 and err == [f"{tmp_path / 's.csv'}: duplicate id a (rows 1 and 3)"]
+    code, err = _run(capsys, "blend", tmp_path / "sub.csv", "--out", tmp_path / "o.csv", "--sample-submission",
+                     tmp_path / "s.csv")
+    assert code == 1 and err == [f"kit blend: error: {tmp_path / 's.csv'}: duplicate id a (rows 1 and 3)"]
