@@ -2,7 +2,8 @@
 
 Verbs import their module lazily, so ``kit --help``, ``kit check`` and ``kit blend`` never import
 TensorFlow or Keras, and ``kit train`` / ``kit predict`` check the paths they are given (kit.precheck)
-before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1; every other
+failure is one line too, its exit status saying which kind (see ``main``).
 TensorFlow's own log lines are hidden unless ``kit --verbose VERB`` (kit.runtime).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -176,7 +178,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.find_lr:
         print(train.format_lr_finding(train.find_lr(cfg)))
         return 0
-    result = train.train_folds(cfg, resume=args.resume)
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags))
     print(train.format_result(result))
     return 0
 
@@ -238,13 +240,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
     p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
     p.add_argument("--batch", type=int, default=64, help="images per prediction batch (default 64)")
+    p.add_argument("--force", action="store_true", help="replace --out (and its .json) if they exist")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from kit import precheck
 
-    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission)
+    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
     report = predict.predict_from_cli(args)
@@ -285,6 +288,9 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
                    help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
                         "the mean per-fold AUC; off otherwise)")
     p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
+    p.add_argument("--scores", action="store_true", help="the inputs are scores (any finite number), not "
+                   "probabilities in [0, 1], which are otherwise required")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_run_blend)
 
 
@@ -460,19 +466,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit statuses (README, "When things go wrong"): argparse itself exits 2 on a usage error.
+EXIT_BAD_INPUT = 1  # a KitError: the file, row, field or setting is named
+EXIT_ENVIRONMENT = 3  # the machine refused: disk full, read-only, permission denied, name too long
+EXIT_UNEXPECTED = 70  # a bug in kit (EX_SOFTWARE): one line, the traceback in a file
+EXIT_INTERRUPTED = 130
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path(s) it names, then what the system said."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def write_traceback(verb: str) -> str:
+    """Write the traceback being handled to a new file (KIT_TRACEBACK_DIR, else the temp folder); its path."""
+    import tempfile
+    import traceback
+
+    folder = os.environ.get("KIT_TRACEBACK_DIR") or tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"kit-{verb}-", suffix=".traceback.txt", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"kit {verb}: {' '.join(sys.argv)}\n")
+            traceback.print_exc(file=f)
+        return path
+    except OSError:  # nowhere to write it (a full disk): the traceback is lost, the line still says what broke
+        return "(could not be written)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
+    """Run ``kit`` with ``argv``; returns the exit status (always one line on stderr when it fails).
+
+    1: bad input (KitError), 2: usage (argparse), 3: the environment (an OSError: disk full, read-only,
+    permission), 130: interrupted, 70: anything else, with the path of the file holding its traceback.
+    """
     args = build_parser().parse_args(argv)
     # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
     runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
     try:
         return args.func(args)
-    except KitError as exc:
-        print(f"kit {args.verb}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"kit {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug still ends in one line, never a wall of text
+        status, line = failure(exc, args.verb)
+        print(f"kit {args.verb}: error: {line}", file=sys.stderr)
+        return status
+
+
+def failure(exc: Exception, verb: str) -> tuple[int, str]:
+    """The exit status and the one line for ``exc`` (called while it is handled: a bug's traceback goes to a file)."""
+    if isinstance(exc, KitError):
+        return EXIT_BAD_INPUT, _one_line(str(exc))
+    if isinstance(exc, OSError):
+        return EXIT_ENVIRONMENT, _one_line(_os_error_line(exc))
+    if isinstance(exc, MemoryError):
+        return EXIT_ENVIRONMENT, "out of memory"
+    where = write_traceback(verb)
+    return EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {_one_line(str(exc)) or 'no message'} (traceback: {where})"
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """``text`` folded onto one line (TensorFlow's messages span dozens), cut at ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

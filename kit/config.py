@@ -144,6 +144,10 @@ class Config:
             ("epoch_positives", cfg.epoch_positives >= 0, ">= 0 (0: an epoch is every training image)"),
             ("freeze_epochs", 0 <= cfg.freeze_epochs < cfg.epochs, f"in [0, epochs) = [0, {cfg.epochs})"),
             ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
+            ("seed", 0 <= cfg.seed < 2**31, "in [0, 2**31)"), ("size", cfg.size >= 0, ">= 0 (0: the records' size)"),
+            ("shuffle_buffer", cfg.shuffle_buffer >= 1, "at least 1"), ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+            ("focal_gamma", cfg.focal_gamma >= 0, ">= 0"), ("verbose", cfg.verbose in (0, 1, 2), "0, 1 or 2"),
+            ("folds", all(f >= 0 for f in cfg.folds), "fold numbers >= 0"),
         ]
         for name, ok, want in rules:
             if not ok:
@@ -169,6 +173,11 @@ SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
                     lr_decay=0.8),
 }
 _SCHEDULE_TYPES = {k: type(v) for k, v in SCHEDULE_DEFAULTS["pretrained"].items()}
+
+
+def coerce_setting(name: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` as the type of ``default`` (an int is a float too), or KitError naming ``source`` and ``name``."""
+    return _coerce(name, value, default, source)
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:

@@ -166,6 +166,13 @@ def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any
     unknown = sorted(set(options) - fields)
     if unknown:
         raise KitError(f"augment_options: unknown part {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    from kit.config import coerce_setting
+
+    for name, value in options.items():
+        # a TOML `rotation = "lots"` must stop here with its name, not deep inside the augmentation graph
+        options[name] = coerce_setting(name, value, getattr(base, name), "augment_options")
+        if isinstance(options[name], float) and not (math.isfinite(options[name]) and options[name] >= 0):
+            raise KitError(f"augment_options: {name} expects a finite number >= 0, got {value!r}")
     aug = dataclasses.replace(base, **options)
     if aug.fill not in _FILL:
         raise KitError(f"augment_options: fill {aug.fill!r} is not one of {', '.join(_FILL)}")
