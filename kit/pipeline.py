@@ -154,9 +154,15 @@ def tta_views(n: int, aug: Augment) -> tuple[list[str | int], str | None]:
 
 
 def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any] | None = None) -> Augment:
-    """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names."""
+    """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names.
+
+    An empty name is a config that left the preset out: ``kit train`` fills in the competition's, and a
+    config written by hand gets ``default``.
+    """
     if isinstance(preset, Augment):
         base = preset
+    elif not preset:
+        base = PRESETS["default"]
     elif preset in PRESETS:
         base = PRESETS[preset]
     else:
