@@ -375,7 +375,7 @@ def _write(
         "model": info.config.model,
         "cv": {"metric": cv.get("metric"), "overall": cv.get("overall"), "folds": cv.get("folds")},
         # names of exact views, indices of random ones; note: fewer views than asked, and why
-        "tta": {"n": len(views), "views": list(views), "augment": info.config.augment, "note": tta_note},
+        "tta": {"n": len(views), "views": list(views), "augment": info.config.augment or "default", "note": tta_note},
         "folds": info.folds,
         "fold_weights": report.fold_weights,
         "rows": report.rows,

@@ -307,7 +307,7 @@ def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None
     from keras import ops
 
     pre, features, tail = _feature_chain(model)
-    x = ops.convert_to_tensor(np.asarray(images, "float32"))
+    x = x0 = ops.convert_to_tensor(np.asarray(images, "float32"))
     for layer in pre:
         x = layer(x, training=False)
     fmap = features(x, training=False)
@@ -318,6 +318,11 @@ def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None
         return ops.cast(a, "float32")
 
     out = ops.convert_to_numpy(head(fmap))
+    direct = ops.convert_to_numpy(ops.cast(model({"image": x0}, training=False), "float32"))
+    if not np.allclose(out, direct, rtol=1e-3, atol=1e-4):
+        # the layers after the feature map do not replay as a chain (ConvNeXt's head normalises across
+        # what it pools): a heatmap from such a replay would explain another function than the model
+        raise KitError(f"{model.name}: Grad-CAM cannot replay this backbone's head after its feature map")
     binary = out.shape[-1] == 1
     if classes is None:
         classes = (out[:, 0] > 0.5).astype(int) if binary else out.argmax(-1)

@@ -246,8 +246,14 @@ def _one_per_family() -> list[str]:
 
     first: dict[str, str] = {}
     for name in models.list_models():
-        first.setdefault(models._backbone(name).family, name)
+        if models._backbone(name).family != "keras_hub":  # built from a preset only (tests/test_weights.py)
+            first.setdefault(models._backbone(name).family, name)
     return sorted(first.values())
+
+
+# Grad-CAM replays the layers after the backbone's last feature map; where that replay is not the model
+# (ConvNeXt's head), kit report says so instead of drawing a heatmap of another function.
+NO_GRADCAM = {"convnext"}
 
 
 @pytest.mark.parametrize("name", _one_per_family())
@@ -258,6 +264,10 @@ def test_gradcam_works_for_every_backbone_family(name):
     size = 96 if name == "pcam_cnn" else 64  # the PCam CNN's valid convolutions need 96 px
     model = models.build_model(name, n_classes=3, size=size)
     images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    if models._backbone(name).family in NO_GRADCAM:
+        with pytest.raises(report.KitError, match="Grad-CAM cannot replay this backbone's head"):
+            report.gradcam(model, images)
+        return
     heat, out = report.gradcam(model, images)
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(model({"image": images}, training=False)),
                                rtol=1e-4, atol=1e-5)
