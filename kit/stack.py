@@ -137,7 +137,7 @@ def installed(kind: str) -> bool:
 def resolve_models(models: Sequence[str], log: Callable[[str], None] = print) -> list[str]:
     """The model kinds to fit: ``all`` is every installed kind (a line for each one skipped); a named kind
     that is not installed is refused."""
-    names = [m.strip().lower() for m in models if m.strip()]
+    names = [m.strip().lower() for part in models for m in part.split(",") if m.strip()]
     if not names:
         raise KitError("--models: no model kind given (known: lightgbm, catboost, xgboost, all)")
     if "all" in names:
