@@ -422,8 +422,8 @@ def build_features(
             base = [_safe(c) for c in numeric] + list(image)
             values = frame[base].to_numpy(np.float64) if base else np.empty((len(frame), 0))
             g, names = group_features(values, table["group"].to_numpy(), base)
-            for i, name in enumerate(names):
-                frame[name] = g[:, i]
+            frame = pd.concat([frame, pd.DataFrame(g, columns=names, index=frame.index)], axis=1)
+            for name in names:
                 source[name] = "group"
                 kind[name] = "group_size" if name == "group_size" else name.rsplit("__", 1)[1]
         frames.append(frame)
@@ -450,7 +450,8 @@ def _run_label(run: str, taken: set[str]) -> str:
     return label
 
 
-def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str], records: str) -> np.ndarray:
+def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
+              records: str) -> tuple[np.ndarray, str | None]:
     """A run's OOF predictions in records order, after checking it was trained on these records and folds."""
     header = _oof_header(run)
     path = Path(run) / "oof.csv"
@@ -476,7 +477,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
         r = int(np.flatnonzero(target != train["target"].to_numpy())[0])
         raise KitError(f"{path}: target differs from the records' for id {train['image_name'].iat[r]} "
                        f"(was the run trained on {records}?)")
-    return oof.preds if src is None else oof.preds[src]
+    return (oof.preds if src is None else oof.preds[src]), oof.metric
 
 
 def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classes: list[str]) -> np.ndarray:
@@ -519,11 +520,23 @@ def _metadata_columns(train_manifest: dict, test_manifest: dict | None, drop: Se
     return [c for c in numeric if c not in drop], [c for c in categorical if c not in drop]
 
 
+def _constant(values: pd.Series | np.ndarray) -> bool:
+    """One value in every row (missing counts as a value, as in ``nunique(dropna=False)``), without hashing."""
+    v = values.cat.codes.to_numpy() if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype) else values
+    v = np.asarray(v, np.float64)
+    if len(v) == 0:
+        return True
+    missing = np.isnan(v)
+    if missing.all():
+        return True
+    return not missing.any() and v.min() == v.max()
+
+
 def _check_columns(train: pd.DataFrame, test: pd.DataFrame | None, columns: Sequence[str], what: Mapping[str, str]) -> None:
     """Refuse a feature constant in train, or a metadata column whose test values are all missing."""
     for c in columns:
         v = train[c]
-        if v.nunique(dropna=False) <= 1:
+        if _constant(v):
             first = v.iloc[0] if len(v) else None
             raise KitError(f"{what.get(c, 'feature')} {c!r} is constant in the training records ({first}), so no tree "
                            f"can split on it; leave it out with --drop {c}")
@@ -613,8 +626,13 @@ def _write_run(folder: Path, oof: pd.DataFrame, metric: str, per: dict[str, floa
                           {"fold": int(f), "metric": metric, "score": score, **done_extra.get(f, {})})
 
 
-def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResult:
-    """Fit the second stage on the records' folds and write its run folder (and submission); see the module doc."""
+def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
+          tables: tuple[pd.DataFrame, dict, pd.DataFrame | None, dict | None] | None = None) -> StackResult:
+    """Fit the second stage on the records' folds and write its run folder (and submission); see the module doc.
+
+    ``tables``: the (train, manifest, test, test manifest) that ``records.read_metadata`` returns, for a caller
+    that already holds them (a notebook, the benchmark); the records folders are then not read again.
+    """
     t0 = time.perf_counter()
     cfg.check()
     out = Path(cfg.out)
@@ -623,15 +641,19 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResul
     kinds = resolve_models(cfg.models, log)
     if not kinds:
         raise KitError("--models all: no tree library installed (pip install lightgbm)")
-    for p in (cfg.records, cfg.test_records, *cfg.runs):
+    for p in ((cfg.records, cfg.test_records) if tables is None else ()) + tuple(cfg.runs):
         if p and not Path(p).is_dir():
             raise KitError(f"{p}: no such folder")
     for p in (*cfg.predictions, cfg.sample_submission):
         if p and not Path(p).is_file():
             raise KitError(f"{p}: no such file")
-    from kit import records
+    if tables is None:
+        from kit import records
 
-    train, manifest = records.read_metadata(cfg.records, "train")
+        train, manifest = records.read_metadata(cfg.records, "train")
+        test, test_manifest = records.read_metadata(cfg.test_records, "test") if cfg.test_records else (None, None)
+    else:
+        train, manifest, test, test_manifest = tables
     if manifest.get("split", "train") != "train" or (train["fold"] < 0).all():
         raise KitError(f"{cfg.records}: holds test records (fold -1); give the train records to --records")
     if (train["target"] < 0).any():
@@ -642,9 +664,6 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResul
                        "stop the trees on, the rest to fit)")
     classes = [str(c) for c in manifest.get("classes", [])] or ["0", "1"]
     n_classes = max(2, len(classes))
-    test, test_manifest = (None, None)
-    if cfg.test_records:
-        test, test_manifest = records.read_metadata(cfg.test_records, "test")
     y = train["target"].to_numpy(np.int64)
     index = IdIndex(train["image_name"].to_numpy().astype(bytes), cfg.records)
     test_index = IdIndex(test["image_name"].to_numpy().astype(bytes), cfg.test_records) if test is not None else None
@@ -654,7 +673,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResul
     run_metrics = set()
     taken: set[str] = set()
     for i, run in enumerate(cfg.runs):
-        preds = _load_run(run, train, index, classes, cfg.records)
+        preds, m = _load_run(run, train, index, classes, cfg.records)
         test_preds = _load_test_predictions(cfg.predictions[i], test, test_index, classes) if test is not None else None
         label = _run_label(run, taken)
         cols = ["pred"] if preds.shape[1] == 1 else [f"pred_{c}" for c in classes]
@@ -662,7 +681,6 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResul
             name = _safe(f"{label}_{c}")
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
             image_source[name] = str(run)
-        m = load_oof(run).metric
         if m:
             run_metrics.add(m)
     metric = run_metrics.pop() if len(run_metrics) == 1 else metrics.metric_for(n_classes)
@@ -676,7 +694,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print) -> StackResul
                            image_source=image_source)
     # a derived feature constant in train (e.g. the z-score of age, which SIIM repeats within a patient)
     # tells the trees nothing: leave it out quietly, as it is not an input the user chose
-    derived = [f for f in feats.train.columns if feats.source[f] == "group" and feats.train[f].nunique(dropna=False) <= 1]
+    derived = [f for f in feats.train.columns if feats.source[f] == "group" and _constant(feats.train[f])]
     names = [f for f in feats.train.columns if f not in derived and f not in cfg.drop]
     if not names:
         raise KitError("no features left (every column dropped or constant)")
