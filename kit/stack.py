@@ -20,7 +20,7 @@ The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` r
                                 "models": {kind: {"overall", "weight"}}, "features": n}
     STACK/fold{k}/done.json    {"fold", "metric", "score", "trees": {kind: mean trees}}
     STACK/features.csv         feature, source, kind, importance_<model kind>... (gain, each kind sums to 1)
-    STACK/models/<kind>/       one run folder per model kind (oof.csv, cv.json, fold{k}/done.json, test.csv)
+    STACK/models/<kind>/       one run folder per model kind (oof.csv, cv.json, fold{k}/done.json, submission.csv)
     STACK/submission.csv       the test predictions aligned to the sample (when test records are given)
     STACK/plots/importance.png the 30 most important features, stacked by model kind
 
@@ -159,14 +159,7 @@ class _Data(NamedTuple):
     categorical: list[str]
 
 
-def _maximise(metric: str) -> bool:
-    return True  # every metric kit knows (auc, accuracy, balanced_accuracy) is better when higher
-
-
-def _lgb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | None, rounds: int, seed: int,
-             n_classes: int, metric: str, cfg: StackConfig) -> tuple[Any, int]:
-    import lightgbm as lgb
-
+def _lgb_params(seed: int, n_classes: int, metric: str, cfg: StackConfig) -> dict[str, Any]:
     params = {
         "objective": "binary" if n_classes == 2 else "multiclass", "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
@@ -177,10 +170,31 @@ def _lgb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | 
     }
     if n_classes > 2:
         params["num_class"] = n_classes
-    dtrain = lgb.Dataset(train.frame, y, categorical_feature=train.categorical or "auto", free_raw_data=True)
-    if valid is None:
+    return params
+
+
+def _lgb_prepare(data: _Data, y: np.ndarray, n_classes: int, metric: str, cfg: StackConfig) -> Any:
+    """The fold's training rows binned once; every fit of the fold (inner, refit, each seed) takes a subset.
+
+    Binning is most of LightGBM's time on a wide table (2.2 s of 3.9 s per fit at 100,000 x 173); the bin
+    edges come from the training folds' features only, never from the fold being scored.
+    """
+    import lightgbm as lgb
+
+    params = _lgb_params(cfg.seed, n_classes, metric, cfg)
+    return lgb.Dataset(data.frame, y, categorical_feature=data.categorical or "auto", params=params,
+                       free_raw_data=False).construct()
+
+
+def _lgb_fit(pool: Any, rows: np.ndarray, stop_rows: np.ndarray | None, rounds: int, seed: int,
+             n_classes: int, metric: str, cfg: StackConfig) -> tuple[Any, int]:
+    import lightgbm as lgb
+
+    params = _lgb_params(seed, n_classes, metric, cfg)
+    dtrain = pool.subset(sorted(rows.tolist()))
+    if stop_rows is None:
         return lgb.train(params, dtrain, num_boost_round=rounds), rounds
-    dvalid = lgb.Dataset(valid.frame, yv, reference=dtrain, categorical_feature=valid.categorical or "auto")
+    dvalid = pool.subset(sorted(stop_rows.tolist()))
     feval = None
     if params["metric"] == "None":
         def feval(pred: np.ndarray, data: Any) -> tuple[str, float, bool]:
@@ -198,9 +212,25 @@ def _lgb_importance(model: Any) -> dict[str, float]:
     return dict(zip(model.feature_name(), model.feature_importance("gain").astype(float)))
 
 
-def _xgb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | None, rounds: int, seed: int,
+def _keep(data: _Data, y: np.ndarray, n_classes: int, metric: str, cfg: StackConfig) -> tuple[_Data, np.ndarray]:
+    """XGBoost and CatBoost take each fit's rows as a table of their own."""
+    return data, y
+
+
+def _split(pool: tuple[_Data, np.ndarray], rows: np.ndarray,
+           stop_rows: np.ndarray | None) -> tuple[_Data, np.ndarray, _Data | None, np.ndarray | None]:
+    """(fit table, its labels, early-stopping table, its labels) out of a kept pool."""
+    data, y = pool
+    if stop_rows is None:
+        return _subset(data, rows), y[rows], None, None
+    return _subset(data, rows), y[rows], _subset(data, stop_rows), y[stop_rows]
+
+
+def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndarray | None, rounds: int, seed: int,
              n_classes: int, metric: str, cfg: StackConfig) -> tuple[Any, int]:
     import xgboost as xgb
+
+    train, y, valid, yv = _split(pool, rows, stop_rows)
 
     params = {
         "objective": "binary:logistic" if n_classes == 2 else "multi:softprob", "eta": cfg.learning_rate,
@@ -219,7 +249,8 @@ def _xgb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | 
         return metric, metrics.score(metric, data.get_label().astype(np.int64), pred)
 
     model = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "inner")], custom_metric=score,
-                      early_stopping_rounds=cfg.early_stopping, maximize=_maximise(metric), verbose_eval=False)
+                      early_stopping_rounds=cfg.early_stopping, maximize=True,  # every metric in kit.metrics
+                      verbose_eval=False)
     return model, max(1, int(model.best_iteration) + 1)
 
 
@@ -241,9 +272,11 @@ def _cb_frame(data: _Data) -> pd.DataFrame:
     return frame
 
 
-def _cb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | None, rounds: int, seed: int,
+def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndarray | None, rounds: int, seed: int,
             n_classes: int, metric: str, cfg: StackConfig) -> tuple[Any, int]:
     from catboost import CatBoostClassifier, Pool
+
+    train, y, valid, yv = _split(pool, rows, stop_rows)
 
     # CatBoost has AUC built in; balanced accuracy and accuracy stop on its multi-class log loss
     eval_metric = "AUC" if metric == "auc" and n_classes == 2 else ("Logloss" if n_classes == 2 else "MultiClass")
@@ -253,11 +286,11 @@ def _cb_fit(train: _Data, y: np.ndarray, valid: _Data | None, yv: np.ndarray | N
         thread_count=cfg.threads or os.cpu_count() or 1, verbose=False, allow_writing_files=False,
         od_type="Iter" if valid is not None else None, od_wait=cfg.early_stopping if valid is not None else None,
         use_best_model=valid is not None)
-    pool = Pool(_cb_frame(train), y, cat_features=train.categorical or None)
+    train_pool = Pool(_cb_frame(train), y, cat_features=train.categorical or None)
     if valid is None:
-        model.fit(pool)
+        model.fit(train_pool)
         return model, rounds
-    model.fit(pool, eval_set=Pool(_cb_frame(valid), yv, cat_features=valid.categorical or None))
+    model.fit(train_pool, eval_set=Pool(_cb_frame(valid), yv, cat_features=valid.categorical or None))
     return model, max(1, int(model.get_best_iteration()) + 1)
 
 
@@ -270,10 +303,11 @@ def _cb_importance(model: Any) -> dict[str, float]:
     return dict(zip(model.feature_names_, model.get_feature_importance().astype(float)))
 
 
-_FITTERS: dict[str, tuple[Callable, Callable, Callable]] = {
-    "lightgbm": (_lgb_fit, _lgb_predict, _lgb_importance),
-    "xgboost": (_xgb_fit, _xgb_predict, _xgb_importance),
-    "catboost": (_cb_fit, _cb_predict, _cb_importance),
+# kind -> (prepare the fold's training rows once, fit on some of them, predict, importance by feature)
+_FITTERS: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
+    "lightgbm": (_lgb_prepare, _lgb_fit, _lgb_predict, _lgb_importance),
+    "xgboost": (_keep, _xgb_fit, _xgb_predict, _xgb_importance),
+    "catboost": (_keep, _cb_fit, _cb_predict, _cb_importance),
 }
 
 
@@ -307,35 +341,39 @@ def group_features(values: np.ndarray, group: Sequence[Any] | np.ndarray,
     x = np.asarray(values, np.float64)
     if x.ndim == 1:
         x = x[:, None]
+    # column-major in and out: every step below reads or writes one column, contiguous this way (row-major
+    # strides each element onto its own cache line: 3x slower on 400,000 x 43)
+    x = np.asfortranarray(x)
     n, c = x.shape
     codes, uniques = pd.factorize(np.asarray(group), sort=False)
     g = len(uniques)
     size = np.bincount(codes, minlength=g)
-    out = np.empty((n, 1 + 3 * c), np.float64)
+    out = np.empty((n, 1 + 3 * c), np.float64, order="F")
     out[:, 0] = size[codes]
     first = np.concatenate([[0], np.cumsum(size)[:-1]])  # start of each group in the group order
+    new = np.empty(n, bool)
     for j in range(c):
         v = x[:, j]
         ok = ~np.isnan(v)
-        vz = np.where(ok, v, 0.0)
         count = np.bincount(codes, weights=ok, minlength=g)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.bincount(codes, weights=vz, minlength=g) / count
-            centred = v - mean[codes]
-            var = np.bincount(codes, weights=np.where(ok, centred * centred, 0.0), minlength=g) / count
-            std = np.sqrt(var)[codes]
-            # a group whose values agree to rounding has no spread: its members are "usual" (z 0)
-            flat = std <= 1e-12 * np.maximum(np.abs(mean[codes]), 1.0)
-            out[:, 1 + 3 * j] = np.where(flat, 0.0, centred / np.where(flat, 1.0, std))
-            m = mean[codes]
-            out[:, 2 + 3 * j] = np.where(m != 0, v / np.where(m != 0, m, 1.0), np.nan)
-        out[~ok, 1 + 3 * j] = np.nan
-        out[~ok, 2 + 3 * j] = np.nan
-        # rank: sort by value (NaN last), then stably by group, so each group's values come in order
-        order = np.argsort(v, kind="stable")
+            mean = np.bincount(codes, weights=np.where(ok, v, 0.0), minlength=g) / count
+            centred = v - mean[codes]  # NaN where v is missing, and so are z and ratio below
+            sq = np.nan_to_num(centred * centred, copy=False, nan=0.0)
+            std = np.sqrt(np.bincount(codes, weights=sq, minlength=g) / count)
+            # statistics per group (few), then one gather and one product per row: a group whose values agree
+            # to rounding has no spread, and its members are "usual" (z 0)
+            flat = std <= 1e-12 * np.maximum(np.abs(mean), 1.0)
+            inv_std = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, std))
+            inv_mean = np.where(mean != 0, 1.0 / np.where(mean != 0, mean, 1.0), np.nan)
+        np.multiply(centred, inv_std[codes], out=out[:, 1 + 3 * j])
+        np.multiply(v, inv_mean[codes], out=out[:, 2 + 3 * j])
+        # rank: sort by value (missing last), then stably by group, so each group's values come in order.
+        # numpy sorts NaN 4x slower than numbers: missing becomes +inf first, unless +inf is a real value there
+        key = v if ok.all() or np.isposinf(v).any() else np.where(ok, v, np.inf)
+        order = np.argsort(key)
         order = order[_group_order(codes[order], g)]
         vs, cs = v[order], codes[order]
-        new = np.empty(n, bool)
         if n:
             new[0] = True
             np.not_equal(vs[1:], vs[:-1], out=new[1:])
@@ -344,11 +382,9 @@ def group_features(values: np.ndarray, group: Sequence[Any] | np.ndarray,
         ends = np.append(starts[1:], n)
         avg = np.repeat((starts + ends + 1) / 2.0, ends - starts) - first[cs]
         with np.errstate(invalid="ignore", divide="ignore"):
-            rank = avg / count[cs]
-        rank[np.isnan(vs)] = np.nan
-        col = np.empty(n, np.float64)
-        col[order] = rank
-        out[:, 3 + 3 * j] = col
+            avg /= count[cs]
+        avg[~ok[order]] = np.nan
+        out[order, 3 + 3 * j] = avg
     feature_names = ["group_size"] + [f"{name}__{s}" for name in names for s in GROUP_STATS]
     return out, feature_names
 
@@ -569,23 +605,24 @@ def _subset(data: _Data, rows: np.ndarray) -> _Data:
 def _fit_fold(kind: str, data: _Data, y: np.ndarray, folds: np.ndarray, fold: int, test: _Data | None,
               n_classes: int, metric: str, cfg: StackConfig) -> tuple[np.ndarray, np.ndarray | None, list[int], dict]:
     """Fold ``fold``'s trees of ``kind``, averaged over seeds: (valid preds, test preds, trees per seed, importance)."""
-    fit, predict, importance = _FITTERS[kind]
+    prepare, fit, predict, importance = _FITTERS[kind]
     order = sorted(np.unique(folds).tolist())
     others = [f for f in order if f != fold]
     inner = next((f for f in others if f > fold), others[0])  # the next fold, cyclically
     train_rows = np.flatnonzero(folds != fold)
-    fit_rows = np.flatnonzero((folds != fold) & (folds != inner))
-    inner_rows = np.flatnonzero(folds == inner)
+    local = folds[train_rows]  # positions below are within the training rows
+    fit_rows, inner_rows, all_rows = np.flatnonzero(local != inner), np.flatnonzero(local == inner), np.arange(len(local))
+    yt = y[train_rows]
+    pool = prepare(_subset(data, train_rows), yt, n_classes, metric, cfg)
     valid = _subset(data, np.flatnonzero(folds == fold))
     pv, pt, trees, imp = None, None, [], {}
     for s in range(cfg.seeds):
         seed = cfg.seed + 1000 * s + fold
         rng = np.random.default_rng([cfg.seed, s, fold])
-        rows = fit_rows[undersample(y[fit_rows], cfg.undersample, rng)]
-        _, best = fit(_subset(data, rows), y[rows], _subset(data, inner_rows), y[inner_rows], cfg.rounds, seed,
-                      n_classes, metric, cfg)
-        rows = train_rows[undersample(y[train_rows], cfg.undersample, rng)]
-        model, _ = fit(_subset(data, rows), y[rows], None, None, best, seed, n_classes, metric, cfg)
+        rows = fit_rows[undersample(yt[fit_rows], cfg.undersample, rng)]
+        _, best = fit(pool, rows, inner_rows, cfg.rounds, seed, n_classes, metric, cfg)
+        rows = all_rows[undersample(yt, cfg.undersample, rng)]
+        model, _ = fit(pool, rows, None, best, seed, n_classes, metric, cfg)
         trees.append(best)
         p = predict(model, valid)
         pv = p if pv is None else pv + p
@@ -731,8 +768,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             _write_run(kind_dir, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
                        trees_of, {"model": kind})
             if ptest is not None:
-                fsutil.write_csv(kind_dir / "test.csv", _oof_frame(test["image_name"], np.full(len(test), -1), ptest,
-                                                                   np.full(len(test), -1), classes))
+                fsutil.write_csv(kind_dir / "submission.csv", make_submission(
+                    test["image_name"].tolist(), ptest, classes, None, manifest.get("id_name") or "image_name"))
             kind_pred[kind], kind_test[kind], kind_score[kind] = pred, ptest, overall
             total = sum(imp.values()) or 1.0
             importance[kind] = {k: v / total for k, v in imp.items()}
@@ -762,7 +799,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
 
         fsutil.write_text(tmp / "config.toml", tomli_w.dumps({**cfg.to_dict(), "metric": metric, "classes": classes,
                                                                "n_classes": n_classes, "features": names}))
-        _plots(tmp / "plots", table, kinds, oof, classes)
+        _plots(tmp / "plots", table, kinds)
         sub_path = None
         if test is not None:
             sample = read_submission(cfg.sample_submission) if cfg.sample_submission else None
@@ -779,7 +816,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
     return StackResult(oof, list(per.values()) + [overall], fold_ids, metric, out, names, kind_score, weights, sub_path)
 
 
-def _plots(folder: Path, table: pd.DataFrame, kinds: Sequence[str], oof: pd.DataFrame, classes: list[str]) -> None:
+def _plots(folder: Path, table: pd.DataFrame, kinds: Sequence[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -186,6 +186,9 @@ def test_stack_run_folder_is_a_run_kit_blend_and_check_read(comp, stacked, capsy
     sample = pd.read_csv(comp["sample"])
     assert sub["image_name"].tolist() == sample["image_name"].tolist()
     assert (comp["root"] / "stack_sub.csv").read_bytes() == (run / "submission.csv").read_bytes()
+    # one model kind: its own run folder holds the same predictions as the stack's
+    assert (run / "models" / "lightgbm" / "submission.csv").read_bytes() == (run / "submission.csv").read_bytes()
+    assert (run / "models" / "lightgbm" / "oof.csv").read_bytes() == (run / "oof.csv").read_bytes()
     assert main(["check", str(run / "submission.csv"), "--sample-submission", str(comp["sample"])]) == 0
     out = comp["root"] / "blend.csv"
     code = main(["blend", str(run / "submission.csv"), str(comp["subs"][0]), "--oof", str(run), str(comp["runs"][0]),
