@@ -309,3 +309,21 @@ def test_all_installed_kinds_skip_the_missing_with_a_line(monkeypatch):
                      "xgboost: not installed, skipped (pip install 'kit[trees]')"]
     with pytest.raises(KitError, match="unknown model kind 'forest'"):
         stack.resolve_models(["forest"])
+
+
+def test_readme_stack_commands_parse_with_kit_stack_flags():
+    import re
+    import shlex
+
+    from kit.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
+    commands = [re.sub(r"\\\n\s*", " ", block) for block in re.findall(r"```(?:bash|text)\n(.*?)```", section, re.S)]
+    lines = [ln.split("  #")[0].strip() for block in commands for ln in block.splitlines() if ln.startswith("kit stack")]
+    assert len(lines) == 2  # SIIM-ISIC 2020 and ISIC 2024
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        cfg = stack.config_from_cli(args)
+        cfg.check()
+        assert cfg.runs and len(cfg.predictions) == len(cfg.runs)
