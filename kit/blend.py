@@ -37,6 +37,7 @@ from typing import Sequence
 
 import numpy as np
 
+from kit import competitions
 from kit.errors import KitError
 from kit.submission import IdIndex, Table, read_table, write_table
 
@@ -354,7 +355,7 @@ def fit_weights(
     from kit import metrics  # scikit-learn: imported only when weights are fit
 
     n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or metrics.metric_for(n_classes)
+    metric = ref.metric or competitions.metric_of({"n_classes": n_classes})
     if metric not in metrics.METRICS:
         raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
     per_fold = metric == "auc"
@@ -413,6 +414,30 @@ def fit_weights(
                      member_pooled=[pooled(m, 1.0) for m in raw], blend_pooled=pooled(acc, float(counts.sum())))
 
 
+def fit_and_blend(
+    inputs: Sequence[str | os.PathLike],
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    method: str = "mean",
+    power: float = 2.0,
+    rank_per_fold: bool | None = None,
+    sample: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> BlendReport:
+    """Fit weights on the runs' out-of-fold predictions (one run per input), then blend the inputs with them."""
+    if len(runs) != len(inputs):
+        raise KitError(f"--oof: {len(runs)} run folders for {len(inputs)} submissions (one per submission)")
+    for p in inputs:
+        if _same_file(p, out):
+            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+    fit = fit_weights(runs, method=method, power=power, rank_per_fold=rank_per_fold)
+    report = blend_files(inputs, out, method=method, weights=fit.weights, power=power, sample=sample,
+                         progress=progress)
+    report.fit = fit
+    return report
+
+
 # --- CLI glue ------------------------------------------------------------------------------------
 
 
@@ -426,24 +451,13 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if args.oof and not args.fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
+    sample = getattr(args, "sample_submission", None)
     if args.fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
-        if len(args.oof) != len(args.inputs):
-            raise KitError(
-                f"--oof: {len(args.oof)} run folders for {len(args.inputs)} submissions (one per submission)"
-            )
-        for p in args.inputs:
-            if _same_file(p, args.out):
-                raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")
-        fit = fit_weights(args.oof, method=args.method, power=args.power, rank_per_fold=args.rank_per_fold)
-        weights = fit.weights
-    report = blend_files(
-        args.inputs, args.out, method=args.method, weights=weights, power=args.power,
-        sample=getattr(args, "sample_submission", None),
-    )
-    report.fit = fit
-    return report
+        return fit_and_blend(args.inputs, args.oof, args.out, method=args.method, power=args.power,
+                             rank_per_fold=args.rank_per_fold, sample=sample)
+    return blend_files(args.inputs, args.out, method=args.method, weights=weights, power=args.power, sample=sample)
 
 
 def format_report(report: BlendReport) -> str:

@@ -36,10 +36,12 @@ def _csv_floats(text: str) -> list[float]:
 
 
 def _add_records(sub: argparse._SubParsersAction) -> None:
+    from kit import competitions
     p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
     p.add_argument("source", help="the competition folder (or its train CSV with --images)")
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
-    p.add_argument("--layout", default="auto", choices=["auto", "csv", "folders", "ham10000", "pcam", "siim"])
+    p.add_argument("--layout", default="auto", choices=["auto", *competitions.layouts()],
+                   help="the download's layout (default auto: recognised from its files)")
     p.add_argument("--id-col", help="id column (csv layout)")
     p.add_argument("--label-col", help="label column (csv layout)")
     p.add_argument("--group-col", help="patient/lesion column folds must not split (csv layout)")
@@ -118,9 +120,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "or every step (default epoch)")
     p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
                    "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
-                   "in view) (default 'default'). TTA uses only the views this preset makes the model invariant to")
+                   "in view) (default: the competition's, pcam for PCam, else default). TTA uses only the views "
+                   "this preset makes the model invariant to")
     p.add_argument("--weights", help="pretrained backbone weights: a local .h5 / .weights.h5 file (default: none, "
                    "random initialisation; ImageNet backbones want weights)")
+    p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
+                   f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
+                   f"{d('freeze_epochs')})")
+    p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
+                   f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
     p.add_argument("--loss", choices=["auto", "bce", "cce", "focal"],
                    help="auto: bce for binary, cce for multi-class (default auto)")
     p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
@@ -131,6 +139,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "step (device) (default host)")
     p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
                    "0 keeps the natural rate (default 0)")
+    p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
+                   "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
+                   "--oversample 0.2); 0 passes over every training image (default 0)")
     p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
                    "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
@@ -145,8 +156,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
-                "weights", "loss", "label_smoothing", "seed", "strategy", "augment_on", "oversample", "class_weight",
-                "meta", "tta", "verbose")
+                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
+                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "tta", "verbose")
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -245,9 +256,10 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
     p.add_argument("inputs", nargs="+", help="submission CSVs")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"])
+    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"],
+                   help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
     p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
@@ -303,6 +315,55 @@ def _run_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- runs / report ------------------------------------------------------------------------------
+
+
+def _add_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
+                       description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
+                                   "CV by the run's metric and its spread over folds, when, and the state (finished, "
+                                   "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
+    p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
+    p.add_argument("--sort", default="cv", choices=["cv", "pooled", "when", "name"],
+                   help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
+    p.add_argument("--top", type=int, help="only the first N rows")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
+    out.add_argument("--names", action="store_true",
+                     help="only the run folders, one a line: kit blend ... --fit --oof $(kit runs runs/ --top 5 --names)")
+    p.set_defaults(func=_run_runs)
+
+
+def _run_runs(args: argparse.Namespace) -> int:
+    from kit import runs
+
+    rows = runs.scan(args.folders, sort=args.sort, top=args.top)
+    print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
+                       "Grad-CAM, the leaderboard shake-up estimate")
+    p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
+    p.add_argument("--public", type=int, help="public leaderboard size in images (default: from the competition)")
+    p.add_argument("--private", type=int, help="private leaderboard size in images (default: from the competition)")
+    p.add_argument("--draws", type=int, default=200, help="bootstrap draws for the shake-up estimate (default 200)")
+    p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
+    p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from kit import report
+
+    result = report.report_from_cli(args)
+    print(report.format_result(result))
+    return 0
+
+
 # --- kaggle --------------------------------------------------------------------------------------
 
 
@@ -331,7 +392,7 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="status of a Kaggle kernel")
     p.add_argument("kernel", help="owner/slug")
     p.add_argument("--wait", action="store_true", help="poll until complete or error")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
     p.set_defaults(func=_run_status)
 
     p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
@@ -413,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_stack, _add_check, _add_kaggle, _add_models,
-                _add_convert_weights, _add_demo):
+                _add_convert_weights, _add_demo, _add_runs, _add_report):
         add(sub)
     return parser
 

@@ -32,6 +32,8 @@ class Config:
     weights: str = ""  # pretrained weights for the backbone; "" means random initialisation (from scratch)
     dropout: float = 0.2
     trainable_backbone: bool = True
+    freeze_epochs: int = 0  # fine-tuning: train the head alone (backbone frozen, BatchNorm as pretrained) this long
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate as a fraction of the head's (e.g. 0.1)
     meta: bool = False  # feed the records' metadata columns to a metadata branch
     # optimisation; None (left out) takes the value of SCHEDULE_DEFAULTS for what is trained
     epochs: int | None = None
@@ -49,17 +51,21 @@ class Config:
     focal_gamma: float = 2.0
     class_weight: str = "none"  # none | balanced
     # input
-    augment: str = "default"  # preset: none | default | pcam
+    augment: str = ""  # preset: none | default | pcam; "" = the competition's (kit.competitions), else default
     augment_options: dict[str, Any] = field(default_factory=dict)  # per-part overrides of the preset
     augment_on: str = "host"  # host (tf.data) | device (Keras random layers inside the training step)
     oversample: float = 0.0  # binary only: fraction of positives in the training stream; 0 = natural
+    epoch_positives: float = 0.0  # with oversample: an epoch shows each positive this often on average; 0 = all images
     shuffle_buffer: int = 2048
     tta: int = 1  # views averaged for out-of-fold predictions (1 = identity only)
     # running
     strategy: str = "auto"  # auto | tpu | mirrored | gpu | cpu
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 bar, 2 one line per epoch
+    metric: str = ""  # picks checkpoints and scores CV; "" = the competition's (kit.competitions)
     # resolved from the records by `kit train` (leave empty in a config file)
+    competition: str = ""
+    secondary_metrics: tuple[str, ...] = ()
     n_classes: int = 0
     classes: tuple[str, ...] = ()
     id_name: str = ""
@@ -134,6 +140,9 @@ class Config:
             ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"), ("tta", cfg.tta >= 1, "at least 1 view"),
             ("patience", cfg.patience >= 0, ">= 0 (0: never stop early)"),
             ("oversample", 0 <= cfg.oversample < 1, "in [0, 1)"),
+            ("epoch_positives", cfg.epoch_positives >= 0, ">= 0 (0: an epoch is every training image)"),
+            ("freeze_epochs", 0 <= cfg.freeze_epochs < cfg.epochs, f"in [0, epochs) = [0, {cfg.epochs})"),
+            ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
         ]
         for name, ok, want in rules:
             if not ok:

@@ -7,6 +7,7 @@ What it writes under ``out`` (the tree printed at the end)::
     runs/<member>/          one k-fold run per member: config.toml, fold*/best.keras, oof.csv, cv.json, plots/
     submissions/<member>.csv, submissions/blend.csv   (+ JSON sidecars)
     kernel/                 the Kaggle kernel folder `kit push --dry-run` renders for the SIIM-ISIC notebook
+    runs/<member>/report.html   `kit report` of each member: curves, worst mistakes, Grad-CAM, leaderboard shake-up
 """
 
 from __future__ import annotations
@@ -56,24 +57,27 @@ class DemoReport:
 
     out: Path
     cv: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold AUC (each run's cv.json)
-    ranked: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC with predictions ranked per fold
+    fold_mean: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC, the mean over folds
     submissions: dict[str, Path] = field(default_factory=dict)
     blend_oof: float = float("nan")
     blend_weights: list[float] = field(default_factory=list)
     plots: dict[str, list[Path]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     kernel_folder: Path | None = None
+    reports: dict[str, Path] = field(default_factory=dict)
+    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's cv.json "shakeup"
     seconds: float = 0.0
 
 
 def _step(log: Callable[[str], None], n: int, text: str) -> None:
-    log(f"\n== {n}/5 {text}")
+    log(f"\n== {n}/6 {text}")
 
 
 def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
              log: Callable[[str], None] = print) -> DemoReport:
-    """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel."""
-    from kit import blend, kaggle, predict, records, submission, synth, train
+    """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel,
+    and write each member's report."""
+    from kit import blend, kaggle, predict, records, report as run_report, submission, synth, train
     from kit.config import Config
 
     t0 = time.perf_counter()
@@ -119,16 +123,15 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
         log(predict.format_report(pred))
         report.submissions[name] = subs_dir / f"{name}.csv"
     # Each fold's model squashes its probabilities a little differently after a few epochs, so pooling
-    # raw OOF predictions across folds understates a model; a rank blend of test predictions (one
-    # fold-averaged model per member) never sees that, so its weights are fit on per-fold ranks.
-    fit = blend.fit_weights([runs[n] for n in MEMBERS], method="rank", rank_per_fold=True)
-    blended = blend.blend_files([report.submissions[n] for n in MEMBERS], subs_dir / "blend.csv", method="rank",
-                                weights=fit.weights, sample=sample)
-    blended.fit = fit
+    # raw OOF predictions across folds understates a model; kit blend fits AUC weights on the mean of the
+    # per-fold AUCs, with the members ranked within each fold.
+    blended = blend.fit_and_blend([report.submissions[n] for n in MEMBERS], [runs[n] for n in MEMBERS],
+                                  subs_dir / "blend.csv", method="rank", sample=sample)
+    fit = blended.fit
     log(blend.format_report(blended))
     report.submissions["blend"] = subs_dir / "blend.csv"
     report.blend_oof, report.blend_weights = fit.blend_score, fit.weights
-    report.ranked = dict(zip(MEMBERS, fit.member_scores))
+    report.fold_mean = dict(zip(MEMBERS, fit.member_scores))
     report.problems = submission.check_submission(report.submissions["blend"], sample)
     log(f"kit check {report.submissions['blend']}: " + ("OK" if not report.problems else "; ".join(report.problems)))
 
@@ -141,6 +144,12 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     log(kaggle.format_push(pushed))
     report.kernel_folder = pushed.kernel.folder
 
+    _step(log, 6, "one HTML report per member (`kit report RUN`): curves, worst mistakes, Grad-CAM, shake-up")
+    for name, run in runs.items():
+        written = run_report.write_report(run)
+        log(run_report.format_result(written))
+        report.reports[name], report.shakeup[name] = written.path, written.shakeup
+
     report.seconds = time.perf_counter() - t0
     log(format_report(report))
     return report
@@ -151,11 +160,11 @@ def format_report(report: DemoReport) -> str:
     names = list(report.cv)
     width = max(len(n) for n in [*names, "blend"])
     weights = report.blend_weights or [float("nan")] * len(names)
-    lines = ["", f"== done in {report.seconds:.0f} s", "out-of-fold AUC: pooled (cv.json) and ranked per fold (what the blend is fit on)",
-             f"  {'':<{width}}  {'pooled':>7}  {'ranked':>7}  {'blend weight':>12}"]
+    lines = ["", f"== done in {report.seconds:.0f} s", "out-of-fold AUC: pooled (cv.json) and the mean over folds (what the blend is fit on)",
+             f"  {'':<{width}}  {'pooled':>7}  {'folds':>7}  {'blend weight':>12}"]
     for name, w in zip(names, weights):
-        ranked = report.ranked.get(name, float("nan"))
-        lines.append(f"  {name:<{width}}  {report.cv[name]:>7.4f}  {ranked:>7.4f}  {w:>12.2f}")
+        folds = report.fold_mean.get(name, float("nan"))
+        lines.append(f"  {name:<{width}}  {report.cv[name]:>7.4f}  {folds:>7.4f}  {w:>12.2f}")
     lines.append(f"  {'blend':<{width}}  {'':>7}  {report.blend_oof:>7.4f}  (rank blend, weights fit on OOF)")
     check = "passes kit check" if not report.problems else "FAILS kit check: " + "; ".join(report.problems)
     lines.append("submissions:")
@@ -166,4 +175,7 @@ def format_report(report: DemoReport) -> str:
         if paths:
             lines.append(f"  {name:<{width}}  {paths[0].parent}/ " + ", ".join(p.name for p in paths))
     lines.append(f"kernel folder (kit push --dry-run): {report.kernel_folder}")
+    if report.reports:
+        lines.append("reports (open in a browser):")
+        lines += [f"  {name:<{width}}  {path}" for name, path in report.reports.items()]
     return "\n".join(lines)

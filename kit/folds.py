@@ -19,7 +19,6 @@ apart, so the test writer lists them instead.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,13 +27,14 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from kit import imaging
 from kit.errors import KitError
 
 
 def file_digest(path: str | Path) -> str:
     """SHA-1 of a file's bytes ("" for a missing or empty file, which is never a duplicate)."""
     try:
-        data = Path(path).read_bytes()
+        data = imaging.read_image_bytes(path)
     except OSError:
         return ""
     return hashlib.sha1(data).hexdigest() if data else ""
@@ -77,13 +77,7 @@ def paired_digests(
 
 def _sizes(paths: list[str]) -> list[int]:
     """Byte size per file, -1 where it cannot be read."""
-    sizes = []
-    for p in paths:
-        try:
-            sizes.append(os.stat(p).st_size)
-        except OSError:
-            sizes.append(-1)
-    return sizes
+    return [imaging.image_byte_size(p) for p in paths]
 
 
 def train_duplicates(

@@ -250,6 +250,23 @@ def link_shards(src: str | os.PathLike, dest: str | os.PathLike, split: str) -> 
     return dest
 
 
+def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPaths, *, tiny: bool = False) -> Path:
+    """The run folder an ISIC 2024 submission predicts with: the attached ``run_dataset`` on Kaggle; when
+    rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
+    if not tiny:
+        try:
+            return locate(find_input(run_dataset, paths), "config.toml")
+        except KitError:
+            if paths.on_kaggle:
+                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
+                               "as a dataset") from None
+    run, recs = paths.working / "run", paths.scratch / "records"
+    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 2)
+    run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
+            "--meta", "--oversample", 0.25, "--epoch-positives", 2)
+    return run
+
+
 def run_kit(*argv: Any) -> None:
     """Run a ``kit`` command from a notebook, exactly as in a terminal; stops the notebook if it fails."""
     from kit import cli

@@ -1,4 +1,5 @@
-"""The competitions' metrics: ROC AUC, accuracy, balanced accuracy (ISIC 2018 task 3), per-class figures.
+"""The competitions' metrics: ROC AUC, partial AUC above a true-positive rate (ISIC 2024), accuracy, balanced
+accuracy (ISIC 2018 task 3), the top-15 sensitivity per patient (ISIC 2024's secondary), per-class figures.
 
 Pure numpy / scikit-learn (no TensorFlow), so ``kit blend`` and ``kit check`` stay fast.
 
@@ -21,7 +22,8 @@ from sklearn.metrics import roc_auc_score
 
 from kit.errors import KitError
 
-METRICS = ("auc", "accuracy", "balanced_accuracy")
+METRICS = ("auc", "pauc", "accuracy", "balanced_accuracy")
+PAUC_MIN_TPR = 0.80  # ISIC 2024: the area under the ROC curve above 80% true-positive rate, in [0, 0.2]
 
 _UNDECIDED = -1
 
@@ -92,6 +94,42 @@ def auc(y_true: object, y_pred: object) -> float:
     return float(np.mean(scores))
 
 
+def pauc(y_true: object, y_pred: object, min_tpr: float = PAUC_MIN_TPR) -> float:
+    """Partial ROC AUC above ``min_tpr`` true-positive rate, in [0, 1 - min_tpr] (ISIC 2024's metric).
+
+    The competition's scorer swaps the classes and flips the scores, so the region above a TPR becomes
+    the region below an FPR of ``1 - min_tpr``, and takes scikit-learn's McClish-standardised partial AUC
+    back to the raw area: a perfect ranking scores ``1 - min_tpr`` (0.2), a constant half of its square.
+    """
+    t, p = _arrays(y_true, y_pred)
+    if p.ndim == 2:
+        p = p[:, -1]
+    if not 0 < float(min_tpr) < 1:
+        raise KitError(f"min_tpr: must be in (0, 1), got {min_tpr}")
+    if len(np.unique(t)) < 2:
+        raise KitError(f"y_true: only class {t[0]} present; partial AUC needs both classes")
+    max_fpr = 1.0 - float(min_tpr)
+    standardised = roc_auc_score(1 - t, 1.0 - p, max_fpr=max_fpr)
+    return float(0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / 0.5 * (standardised - 0.5))
+
+
+def top_k_sensitivity(y_true: object, y_pred: object, groups: Sequence[object], k: int = 15) -> float:
+    """Share of the positives found among the ``k`` highest scores of their own group (ISIC 2024's secondary:
+    a dermatologist looks at a patient's 15 most suspicious lesions)."""
+    t, p = _arrays(y_true, y_pred)
+    if p.ndim == 2:
+        p = p[:, -1]
+    g = np.asarray(groups)
+    if len(g) != len(t):
+        raise KitError(f"groups: {len(g)} group ids for {len(t)} rows")
+    if not t.any():
+        raise KitError("y_true: no positives; top-k sensitivity needs some")
+    frame = pd.DataFrame({"g": g, "p": p, "t": t})
+    # ties broken by row order, so a run repeats exactly
+    rank = frame.groupby("g", sort=False)["p"].rank(method="first", ascending=False)
+    return float(frame.loc[rank <= k, "t"].sum() / t.sum())
+
+
 def _class_auc(t: np.ndarray, p: np.ndarray, k: int) -> float:
     """One-vs-rest AUC of class k, NaN when class k is absent (or alone) in t."""
     hit = t == k
@@ -152,14 +190,7 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-def metric_for(n_classes: int) -> str:
-    """The competition metric kit selects by: "auc" for binary, "balanced_accuracy" for multi-class."""
-    if int(n_classes) < 1:
-        raise KitError(f"n_classes: must be >= 1, got {n_classes}")
-    return "auc" if int(n_classes) <= 2 else "balanced_accuracy"
-
-
-_BY_NAME = {"auc": auc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
+_BY_NAME = {"auc": auc, "pauc": pauc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
 
 
 def score(metric: str, y_true: object, y_pred: object) -> float:

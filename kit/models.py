@@ -233,7 +233,7 @@ def _match_imagenet_preprocessing(backbone: keras.Model) -> None:
         norm.finalize_state()
 
 
-def _freeze_batchnorm(model: keras.Model) -> int:
+def freeze_batchnorm(model: keras.Model) -> int:
     """Keep BatchNormalization layers frozen while fine-tuning pretrained weights (keras-io habit)."""
     frozen = 0
     for layer in model.layers:
@@ -278,7 +278,7 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
         _load_backbone_weights(backbone, spec, weights, size)
     backbone.trainable = bool(trainable_backbone)
     if weights is not None and trainable_backbone:
-        _freeze_batchnorm(backbone)
+        freeze_batchnorm(backbone)
 
     L = keras.layers
     image = keras.Input((size, size, 3), name="image", dtype="float32")
@@ -299,6 +299,16 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
     out = L.Dense(1 if binary else int(n_classes), activation="sigmoid" if binary else "softmax",
                   dtype="float32", name="head")(features)
     return keras.Model(inputs, out, name=f"kit_{name}")
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    """The backbone inside a model ``build_model`` made (also behind device augmentation): its one nested Model."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) == 1 and model.name.endswith("_augmented"):
+        return backbone_of(inner[0])
+    if len(inner) != 1:
+        raise KitError(f"model: {model.name} holds {len(inner)} nested models; expected one backbone")
+    return inner[0]
 
 
 # --- efficientnet package weight conversion -----------------------------------------------------------
@@ -374,12 +384,8 @@ def convert_efficientnet_weights(src_h5: str | os.PathLike, dst: str | os.PathLi
     extra = sorted(set(stored) - used - {"probs"})  # "probs" is the ImageNet top, which kit drops
     if extra:
         raise KitError(f"{src}: layers {extra[:3]} have no place in {name}; is it another variant?")
-    tmp = dst.parent / f".{dst.name[:-len('.weights.h5')]}.{os.getpid()}.partial.weights.h5"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    from kit import fsutil
+
+    with fsutil.atomic_path(dst, keep_suffix=True) as tmp:
         model.save_weights(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst

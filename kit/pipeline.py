@@ -377,7 +377,9 @@ def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, 
     return len(meta_numeric) + sum((meta_categorical or {}).values())
 
 
-def _manifest(paths: Sequence[str]) -> dict:
+def _manifest(paths: "Sequence[str] | records.ExampleStream") -> dict:
+    if isinstance(paths, records.ExampleStream):
+        return paths.manifest
     first = Path(paths[0])
     try:
         return records.read_manifest(first.parent, records.parse_shard_name(first)[0])
@@ -417,7 +419,9 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
     return prepare
 
 
-def _paths(paths: Sequence[str | Path]) -> list[str]:
+def _paths(paths: "Sequence[str | Path] | records.ExampleStream") -> "list[str] | records.ExampleStream":
+    if isinstance(paths, records.ExampleStream):
+        return paths  # a test split read straight from its download
     paths = [str(p) for p in paths]
     if not paths:
         raise KitError("records: no shards to read")
@@ -430,8 +434,8 @@ def _paths(paths: Sequence[str | Path]) -> list[str]:
 def _read(paths: list[str], training: bool) -> tf.data.Dataset:
     """Parsed records, image still encoded: in order of ``paths`` and of each file unless training."""
     ds = records.load_dataset(paths, ordered=not training, decode=False)
-    if training:
-        return ds
+    if training or isinstance(paths, records.ExampleStream):
+        return ds  # a stream's length is known already
     try:
         n = records.count_data_items(paths)
     except ValueError:  # shards named otherwise: length unknown until read
@@ -593,7 +597,8 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
 def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: bool) -> tf.data.Dataset:
     if not pad:
         return ds
-    extra = -records.count_data_items(paths) % batch
+    n = paths.count if isinstance(paths, records.ExampleStream) else records.count_data_items(paths)
+    extra = -n % batch
     return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 
 
@@ -601,6 +606,9 @@ def record_table(paths: Sequence[str | Path]) -> "Any":
     """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
     import pandas as pd
 
+    if isinstance(paths, records.ExampleStream):  # the ids without preparing a single image
+        fields = [f for _, f in paths.rows]
+        return pd.DataFrame({k: [f[k] for f in fields] for k in ("image_name", "target", "fold", "group")})
     keys = ("image_name", "target", "fold", "group")
     ds = _read(_paths(paths), training=False).map(lambda ex: {k: ex[k] for k in keys}).batch(4096)
     cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}

@@ -35,6 +35,17 @@ def records_folder(path: str | os.PathLike, flag: str = "--records") -> Path:
     return folder
 
 
+def test_input(path: str | os.PathLike, flag: str = "--records") -> Path:
+    """What ``kit predict`` reads: test records, or a competition download whose test split it reads directly."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / MANIFEST).is_file() and not any(folder.glob("*.tfrec")):
+        if any(folder.glob("*.csv")) or any((folder / d).is_dir() for d in ("test", "Test")):
+            return folder  # a download: kit.sources reads its test split
+        raise KitError(f"{folder}: neither test records (no {MANIFEST}, no .tfrec shards) nor a competition "
+                       f"download ({flag}); write test records with `kit records --test`")
+    return records_folder(path, flag)
+
+
 def run_folder(path: str | os.PathLike) -> Path:
     """A run folder written by ``kit train``: it exists and holds config.toml."""
     folder = Path(path)
@@ -85,7 +96,7 @@ def train_paths(records: str, out: str) -> None:
 def predict_paths(run: str, records: str, out: str, sample_submission: str | None = None) -> None:
     """``kit predict``'s paths: the run folder, the test records, the sample submission and the output CSV."""
     run_folder(run)
-    records_folder(records)
+    test_input(records)
     if sample_submission:
         input_file(sample_submission, "--sample-submission")
     output_path(out, "--out")

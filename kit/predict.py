@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from kit import fsutil, precheck
+from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
 
@@ -223,6 +223,32 @@ def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[s
         return None
 
 
+def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dict]:
+    """The test images to predict and their manifest: test records, or a competition download's test split
+    read straight from its files (no records written: ISIC 2024's hidden ~500,000 images on the rerun)."""
+    from kit import records
+
+    folder = Path(records_dir)
+    if folder.is_dir() and not (folder / "manifest.json").is_file() and not any(folder.glob("*.tfrec")):
+        train_records = Path(info.config.records)
+        try:
+            train_manifest = records.read_manifest(train_records, "train")
+        except KitError:
+            raise KitError(f"{records_dir}: a download needs the run's train records ({train_records}) for their "
+                           "image size and metadata codes; write test records with `kit records --test` instead") from None
+        stream = records.stream_test_split(folder, train_manifest)
+        return stream, stream.manifest
+    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
+    if manifest.get("split", "test") != "test":
+        raise KitError(
+            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+        )
+    paths = records.list_shards(records_dir, split="test")
+    if not paths:
+        raise KitError(f"{records_dir}: no .tfrec shards")
+    return paths, manifest
+
+
 def predict_run(
     run: str | os.PathLike,
     records_dir: str | os.PathLike,
@@ -252,16 +278,7 @@ def predict_run(
 
         sample_frame = read_submission(sample)
 
-    from kit import records
-
-    manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
-    if manifest.get("split", "test") != "test":
-        raise KitError(
-            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
-        )
-    paths = records.list_shards(records_dir, split="test")
-    if not paths:
-        raise KitError(f"{records_dir}: no .tfrec shards")
+    paths, manifest = test_images(records_dir, info)
     classes = [str(c) for c in manifest.get("classes", info.classes)]
     if classes and len(classes) != len(info.classes):
         raise KitError(
@@ -314,7 +331,7 @@ def _write(
     if len(targets) and (targets >= 0).all():
         from kit import metrics
 
-        metric = (info.cv or {}).get("metric") or metrics.metric_for(n_classes)
+        metric = (info.cv or {}).get("metric") or competitions.metric_of({"n_classes": n_classes})
         scores = score_test(metric, targets, probs)
         if n_dups:
             clean = score_without(metric, targets, probs, ids, train_dups)
@@ -346,6 +363,61 @@ def _write(
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     return report
+
+
+@dataclass
+class TimeEstimate:
+    """How long predicting a whole test split will take, from a timed sample of it."""
+
+    images: int  # in the whole test split
+    sampled: int
+    seconds_per_image: float
+    seconds: float  # estimated for the whole split
+
+    def fits(self, budget_s: float) -> bool:
+        """Whether the estimate fits in ``budget_s`` seconds."""
+        return self.seconds <= budget_s
+
+    def describe(self, budget_s: float) -> str:
+        """One line: the estimate against the budget."""
+        verdict = "fits" if self.fits(budget_s) else "does NOT fit"
+        return (f"predicting {self.images:,} images: {self.seconds_per_image * 1000:.2f} ms each over a timed sample "
+                f"of {self.sampled}, about {self.seconds / 3600:.2f} h; {verdict} in the {budget_s / 3600:.2f} h left")
+
+
+def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: int = 256, tta: int = 1,
+                  batch: int = 64) -> TimeEstimate:
+    """Time the run's fold models on the first ``sample`` test images (after one warm-up batch, which pays the
+    compile) and scale to the whole test split: a code competition's rerun must fit its time limit."""
+    import keras
+
+    from kit import pipeline, records
+
+    info = load_run(run)
+    images, _ = test_images(test, info)
+    total = images.count if isinstance(images, records.ExampleStream) else records.count_data_items(images)
+    if isinstance(images, records.ExampleStream):
+        images = records.ExampleStream(images.rows[:sample + batch], images.manifest, images.workers)
+    import kit.models  # noqa: F401  (registers kit's custom layers)
+
+    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    cfg = info.config
+    views, _ = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
+
+    def batches(skip: int, take: int) -> Callable[[str | int], Any]:
+        return lambda view: pipeline.predict_dataset(images, cfg, view, batch).skip(skip).take(take)
+
+    warm = min(batch, total)  # the first batch pays for tracing and compiling: not part of the rate
+    predict_views(models, batches(0, 1), ["identity"], warm, progress=False)
+    n = min(-(-sample // batch) * batch, total - warm)
+    if n <= 0:
+        n, skip = warm, 0  # a tiny test split: time the warm batch again
+    else:
+        skip = 1
+    start = time.perf_counter()
+    predict_views(models, batches(skip, -(-n // batch)), views, n, progress=False)
+    per_image = (time.perf_counter() - start) / n
+    return TimeEstimate(total, n, per_image, per_image * total)
 
 
 def predict_from_cli(args: argparse.Namespace) -> PredictReport:

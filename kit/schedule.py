@@ -115,10 +115,56 @@ class RampExpDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="kit")
+class BackboneScaledAdam(keras.optimizers.Adam):
+    """Adam whose steps on the backbone's variables are ``backbone_lr_mult`` times the head's.
+
+    Fine-tuning moves pretrained features less than a fresh head: a lower backbone rate keeps what
+    ImageNet taught while the head learns at full rate. The variables are named by path, so the
+    optimizer saves into ``last.keras`` and resumes with the same split.
+    """
+
+    def __init__(self, backbone_paths: tuple[str, ...] | list[str] = (), backbone_lr_mult: float = 1.0,
+                 **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        if not 0 <= float(backbone_lr_mult):
+            raise ScheduleArgumentError(f"Argument `backbone_lr_mult` must be >= 0. Received: {backbone_lr_mult!r}")
+        self.backbone_paths = tuple(str(p) for p in backbone_paths)
+        self.backbone_lr_mult = float(backbone_lr_mult)
+        self._scaled: set = set()
+
+    def build(self, var_list: list) -> None:
+        """Adam's slots, and the keys of the backbone's variables among ``var_list``."""
+        super().build(var_list)
+        # update_step receives the backend's variable (a tf.Variable on TensorFlow): match by the
+        # optimizer's own variable key, which maps both to one identity, also under a distribution
+        paths = set(self.backbone_paths)
+        self._scaled = {self._var_key(v) for v in var_list if v.path in paths}
+
+    def update_step(self, gradient: object, variable: object, learning_rate: object) -> None:
+        """Adam's step, at ``backbone_lr_mult`` times the rate for a backbone variable."""
+        if self._var_key(variable) in self._scaled:
+            learning_rate = learning_rate * self.backbone_lr_mult
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict:
+        """Adam's config plus the backbone's variable paths and its rate multiplier."""
+        return {**super().get_config(), "backbone_paths": list(self.backbone_paths),
+                "backbone_lr_mult": self.backbone_lr_mult}
+
+
+def backbone_rate(epoch: float, head_rate: float, *, freeze_epochs: int = 0, backbone_lr_mult: float = 1.0) -> float:
+    """The backbone's learning rate at ``epoch`` given the head's: 0 while frozen, then ``backbone_lr_mult`` x."""
+    return 0.0 if epoch < freeze_epochs else head_rate * backbone_lr_mult
+
+
 def plot_schedule(path: str | os.PathLike, *, epochs: int, lr_start: float, lr_max: float,
                   lr_min: float, ramp_epochs: float, sustain_epochs: float, decay: float,
-                  steps_per_epoch: int = 20) -> Path:
-    """Write a PNG of the per-step curve with the per-epoch values marked; return the path."""
+                  steps_per_epoch: int = 20, freeze_epochs: int = 0, backbone_lr_mult: float = 1.0) -> Path:
+    """Write a PNG of the per-step curve with the per-epoch values marked; return the path.
+
+    With a frozen warm-up or a backbone multiplier, a second curve shows the backbone's own rate.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,6 +185,10 @@ def plot_schedule(path: str | os.PathLike, *, epochs: int, lr_start: float, lr_m
     ax.plot(x, y, label="per step")
     ep = np.arange(int(epochs))
     ax.plot(ep, [ramp_exp_decay(e, **kw) for e in ep], "o", ms=3, label="per epoch")
+    if freeze_epochs or backbone_lr_mult != 1.0:
+        ax.lines[0].set_label("head, per step")
+        ax.plot(x, [backbone_rate(e, r, freeze_epochs=freeze_epochs, backbone_lr_mult=backbone_lr_mult)
+                    for e, r in zip(x, y)], "--", label=f"backbone (frozen {freeze_epochs} epochs, x{backbone_lr_mult:g})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(f"ramp {ramp_epochs}, sustain {sustain_epochs}, decay {decay}; max {lr_max:.2e}")

@@ -8,6 +8,8 @@ then metadata columns. Layouts:
     siim      train.csv / test.csv + jpeg/train/, jpeg/test/          group = patient_id
     ham10000  HAM10000_metadata.csv + HAM10000_images_part_{1,2}/     group = lesion_id
     pcam      train_labels.csv + train/<id>.tif; test/<id>.tif        group = id
+    isic2024  {train,test}-metadata.csv + {train,test}-image.hdf5       group = patient_id
+              (or {train,test}-image/image/<isic_id>.jpg)
     folders   [Train|train/]<class>/*.jpg, [Test|test/]<class>/*.jpg  (class names may hold spaces)
     csv       any CSV with --id-col, --label-col, [--group-col], --images DIR
 
@@ -24,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kit import competitions
 from kit.errors import KitError
 
-LAYOUTS = ("siim", "ham10000", "pcam", "folders", "csv")
+LAYOUTS = tuple(competitions.layouts())  # the registry's readers, then the generic folders and csv
 # Names kit.synth uses for the two class-folder competitions.
 _ALIASES = {"isic9": "folders", "melanoma10k": "folders"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -57,6 +60,9 @@ class Source:
     # Rows dropped because their image file is missing (only with skip_bad): {"path", "reason"}.
     skipped: list[dict] = field(default_factory=list)
     root: str = ""
+    # Columns of the train CSV that the test CSV lacks (ISIC 2024: diagnosis, biopsy, lesion id). They
+    # restate or leak the label and cannot exist at prediction time: never metadata inputs.
+    train_only: list[str] = field(default_factory=list)
 
 
 def detect_layout(path: str | Path) -> str:
@@ -70,6 +76,8 @@ def detect_layout(path: str | Path) -> str:
             return "ham10000"
         if name == "train_labels.csv":
             return "pcam"
+        if name in ("train-metadata.csv", "test-metadata.csv"):
+            return "isic2024"
         if name.lower().endswith(".csv"):
             cols = set(_header(p))
             if {"image_name", "patient_id"} <= cols:
@@ -78,6 +86,8 @@ def detect_layout(path: str | Path) -> str:
         raise KitError(f"{p}: not a CSV file or a folder; pass the competition folder")
     if (p / "HAM10000_metadata.csv").is_file():
         return "ham10000"
+    if (p / "train-metadata.csv").is_file() or (p / "test-metadata.csv").is_file():
+        return "isic2024"
     if (p / "train_labels.csv").is_file() or ((p / "sample_submission.csv").is_file() and (p / "train").is_dir()
                                               and any(p.joinpath("train").glob("*.tif"))):
         return "pcam"
@@ -116,7 +126,8 @@ def load_source(
         layout = detect_layout(path)
     if layout not in LAYOUTS:
         raise KitError(f"--layout {layout}: unknown layout; known: auto, {', '.join(LAYOUTS)}")
-    reader = {"siim": _siim, "ham10000": _ham, "pcam": _pcam, "folders": _folders, "csv": _csv}[layout]
+    reader = {"siim": _siim, "ham10000": _ham, "pcam": _pcam, "isic2024": _isic2024, "folders": _folders,
+              "csv": _csv}[layout]
     src = reader(Path(path), id_col=id_col, label_col=label_col, group_col=group_col,
                  images=Path(images) if images else None, test=test, skip_bad=skip_bad)
     if src.table.empty:
@@ -125,7 +136,7 @@ def load_source(
 
 
 # Layouts whose download holds a train split beside the test split, both found from ``Source.root``.
-_TRAIN_BESIDE_TEST = ("siim", "pcam", "folders")
+_TRAIN_BESIDE_TEST = ("siim", "pcam", "isic2024", "folders")
 
 
 def train_split_of(test: Source) -> Source | None:
@@ -204,7 +215,7 @@ def _labels(csv: Path, df: pd.DataFrame, col: str, classes: list[str]) -> np.nda
     index = {c: i for i, c in enumerate(classes)}
     bad = ~text.isin(list(index))
     if bad.any():
-        raise KitError(f"{csv}: line {_line(df, bad)}: label {values[bad].iloc[0]!r} in column {col!r} "
+        raise KitError(f"{csv}: line {_line(df, bad)}: label {text[bad].iloc[0]!r} in column {col!r} "
                        f"is not one of {', '.join(classes)}")
     return text.map(index).to_numpy(dtype=np.int64)
 
@@ -345,6 +356,70 @@ def _pcam(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -
         labelled = True
     table = _finish(df, "id", target, df["id"], [], [])
     return Source(table, ["0", "1"], "pcam", "id", [], [], labelled, {}, skipped, str(root))
+
+
+# ISIC 2024: the train CSV's 55 columns less the test CSV's 44. Used when the download holds one split only.
+ISIC2024_TRAIN_ONLY = ["target", "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
+                       "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"]
+ISIC2024_CATEGORICAL = ["sex", "anatom_site_general", "image_type", "tbp_tile_type", "tbp_lv_location",
+                        "tbp_lv_location_simple", "attribution"]
+# Identifiers and licence text: not features.
+ISIC2024_NOT_FEATURES = ["isic_id", "patient_id", "copyright_license"]
+
+
+def _isic2024(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
+    root = path.parent if path.is_file() else path
+    split = "test" if test else "train"
+    csv = root / f"{split}-metadata.csv"
+    df = _read_csv(csv, ["isic_id", "patient_id"] + ([] if test else ["target"]), "isic_id")
+    other = root / f"{'train' if test else 'test'}-metadata.csv"
+    train_cols = _header(root / "train-metadata.csv") if (root / "train-metadata.csv").is_file() else list(df.columns)
+    test_cols = _header(root / "test-metadata.csv") if (root / "test-metadata.csv").is_file() else None
+    train_only = ([c for c in train_cols if c not in test_cols] if test_cols is not None
+                  else [c for c in ISIC2024_TRAIN_ONLY if c in train_cols])
+    skipped: list[dict] = []
+    df = _isic2024_images(df, root, split, images, csv, skip_bad, skipped)
+    target = np.full(len(df), -1) if test else _labels(csv, df, "target", ["0", "1"])
+    group_by = group_col or "patient_id"
+    if group_by not in df.columns:
+        raise KitError(f"{csv}: no column {group_by!r} to group folds by")
+    group = df[group_by].where(df[group_by].notna(), df["isic_id"])
+    features = [c for c in df.columns if c not in train_only and c not in ISIC2024_NOT_FEATURES and c != "path"]
+    categorical = [c for c in features if c in ISIC2024_CATEGORICAL or df[c].dtype == object]
+    numeric = [c for c in features if c not in categorical]
+    others = [pd.read_csv(other, usecols=lambda c: c in categorical)] if other.is_file() else []
+    table = _finish(df, "isic_id", target, group, numeric, categorical)
+    return Source(table, SIIM_CLASSES, "isic2024", "isic_id", numeric, categorical, not test,
+                  _categories([df, *others], categorical), skipped, str(root), train_only)
+
+
+def _isic2024_images(df: pd.DataFrame, root: Path, split: str, images: Path | None, csv: Path, skip_bad: bool,
+                     skipped: list[dict]) -> pd.DataFrame:
+    """Attach each isic_id's image: a member of {split}-image.hdf5, else {split}-image/image/<isic_id>.jpg."""
+    h5 = images if images and images.is_file() else root / f"{split}-image.hdf5"
+    if not h5.is_file():
+        folders = [images] if images else [root / f"{split}-image" / "image", root / f"{split}-image"]
+        return _find_images(df, df["isic_id"], folders, csv, skip_bad, skipped, (".jpg", ".jpeg"))
+    import h5py
+
+    try:
+        with h5py.File(h5, "r") as f:
+            keys = set(f.keys())
+    except OSError as exc:
+        raise KitError(f"{h5}: not a readable HDF5 file ({exc})") from None
+    ids = df["isic_id"].astype(str)
+    missing = ~ids.isin(keys)
+    if missing.any() and not skip_bad:
+        raise KitError(f"{csv}: line {_line(df, missing)}: isic_id {ids[missing].iloc[0]!r} has no image in {h5.name}")
+    unlisted = sorted(keys - set(ids))
+    if unlisted:
+        raise KitError(f"{h5}: key {unlisted[0]!r} has no row in {csv.name} ({len(unlisted)} such keys)")
+    for i in ids[missing]:
+        skipped.append({"path": f"{h5}::{i}", "reason": f"listed in {csv.name} but not in {h5.name}"})
+    from kit.imaging import hdf5_member
+
+    resolved = str(h5.resolve())
+    return df.assign(path=[hdf5_member(resolved, i) for i in ids])[~missing].reset_index(drop=True)
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from kit.imaging import example_bytes, write_tfrecord
 
-LAYOUTS = ("siim", "ham10000", "pcam", "isic9", "melanoma10k")
+LAYOUTS = ("siim", "ham10000", "pcam", "isic9", "melanoma10k", "isic2024")  # the registry's competitions
 
 HAM_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 ISIC9_CLASSES = [
@@ -114,6 +114,7 @@ def make_competition(
     size: int | None = None,
     seed: int = 0,
     overlap: float = 0.0,
+    image_store: str = "hdf5",
 ) -> Path:
     """Write a synthetic competition download of ``layout`` under ``root``; returns ``root``.
 
@@ -122,6 +123,8 @@ def make_competition(
     (siim and melanoma10k only) is the spread of each malignancy cue around its class mean, in units
     of the gap between the benign and malignant means: 0 keeps one fixed look per class (perfectly
     separable, the same bytes as always), about 0.5-1 makes a small CNN's AUC fall short of 1.
+    ``image_store`` (isic2024 only): the images in ``{split}-image.hdf5``, as ``{split}-image/image/*.jpg``
+    files, or both, as the real downloads come.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown synthetic layout {layout!r}; known: {', '.join(LAYOUTS)}")
@@ -129,13 +132,17 @@ def make_competition(
         raise ValueError(f"need n_train >= 1 and n_test >= 0. Received: n_train={n_train}, n_test={n_test}")
     if not (overlap >= 0 and np.isfinite(overlap)):
         raise ValueError(f"need a finite overlap >= 0. Received: overlap={overlap}")
-    if overlap and layout not in ("siim", "melanoma10k"):
-        raise ValueError(f"overlap applies to the binary lesion layouts siim and melanoma10k, not {layout!r}")
+    if overlap and layout not in ("siim", "melanoma10k", "isic2024"):
+        raise ValueError(f"overlap applies to the binary lesion layouts siim, melanoma10k and isic2024, not {layout!r}")
+    if image_store not in ("hdf5", "jpg", "both"):
+        raise ValueError(f"image_store must be hdf5, jpg or both. Received: image_store={image_store!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     size = size or (96 if layout == "pcam" else 64)
     rng = np.random.default_rng([seed, LAYOUTS.index(layout)])
-    if layout in ("siim", "melanoma10k"):
+    if layout == "isic2024":
+        _isic2024(root, rng, n_train, n_test, size, overlap or 0.6, image_store)
+    elif layout in ("siim", "melanoma10k"):
         {"siim": _siim, "melanoma10k": _melanoma10k}[layout](root, rng, n_train, n_test, size, overlap)
     else:
         {"ham10000": _ham, "pcam": _pcam, "isic9": _isic9}[layout](root, rng, n_train, n_test, size)
@@ -502,3 +509,100 @@ def write_public_siim_tfrecords(
         write_tfrecord(path, recs)
         paths.append(path)
     return paths
+
+
+# --- ISIC 2024 (3D-TBP) ------------------------------------------------------------------------------
+
+ISIC2024_TBP = [
+    "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext", "tbp_lv_H", "tbp_lv_Hext",
+    "tbp_lv_L", "tbp_lv_Lext", "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio", "tbp_lv_color_std_mean",
+    "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB", "tbp_lv_deltaLBnorm",
+    "tbp_lv_eccentricity", "tbp_lv_minorAxisMM", "tbp_lv_nevi_confidence", "tbp_lv_norm_border",
+    "tbp_lv_norm_color", "tbp_lv_perimeterMM", "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt",
+    "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle", "tbp_lv_x", "tbp_lv_y", "tbp_lv_z",
+]
+ISIC2024_TEST_COLUMNS = [
+    "isic_id", "patient_id", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm", "image_type",
+    "tbp_tile_type", *ISIC2024_TBP[:18], "tbp_lv_eccentricity", "tbp_lv_location", "tbp_lv_location_simple",
+    *ISIC2024_TBP[19:], "attribution", "copyright_license",
+]
+ISIC2024_TRAIN_ONLY = ["lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5",
+                       "mel_mitotic_index", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence"]
+ISIC2024_TRAIN_COLUMNS = ISIC2024_TEST_COLUMNS[:2] + ["target"] + ISIC2024_TEST_COLUMNS[2:] + ISIC2024_TRAIN_ONLY
+_ISIC2024_SITES = ["posterior torso", "lower extremity", "anterior torso", "upper extremity", "head/neck"]
+_ISIC2024_ATTRIBUTION = ["Memorial Sloan Kettering Cancer Center", "ACEMID MIA", "Department of Dermatology, "
+                         "University of Athens", "Frazer Institute, The University of Queensland"]
+
+
+def _isic2024_rows(rng: np.random.Generator, ids: list[str], n_pos: int, labelled: bool) -> list[dict]:
+    """Metadata rows: patients of 3-12 lesions; a malignant lesion is larger and, above all, unlike the
+    patient's other lesions in colour (the "ugly duckling" that only shows relative to the patient)."""
+    sizes = _group_sizes(rng, len(ids), 3, 12)
+    starts = np.cumsum([0] + sizes[:-1])
+    positives = set(int(starts[g] + rng.integers(sizes[g])) for g in rng.permutation(len(sizes))[:n_pos])
+    rows, i = [], 0
+    for g, n_img in enumerate(sizes):
+        patient = f"IP_{int(rng.integers(1_000_000, 9_999_999)):07d}"
+        sex, age = str(rng.choice(["male", "female"])), float(rng.integers(6, 17) * 5)
+        hospital, colour = str(rng.choice(_ISIC2024_ATTRIBUTION)), rng.normal(0, 1)
+        age = np.nan if rng.random() < 0.15 else age  # some patients' age is unknown: written as the literal NA
+        for _ in range(n_img):
+            target = int(i in positives)
+            tbp = {c: float(np.round(rng.normal(10, 3), 4)) for c in ISIC2024_TBP}
+            tbp["tbp_lv_color_std_mean"] = float(np.round(colour + rng.normal(0, 0.3) + 2.5 * target, 4))
+            tbp["tbp_lv_areaMM2"] = float(np.round(rng.gamma(2, 4) * (1.6 if target else 1.0), 4))
+            row = {"isic_id": ids[i], "patient_id": patient,
+                   "age_approx": age,
+                   "sex": sex, "anatom_site_general": str(rng.choice(_ISIC2024_SITES)),
+                   "clin_size_long_diam_mm": float(np.round(rng.gamma(3, 1.3) * (1.3 if target else 1.0), 2)),
+                   "image_type": "TBP tile: close-up", "tbp_tile_type": str(rng.choice(["3D: white", "3D: XP"])),
+                   **tbp, "tbp_lv_location": str(rng.choice(["Torso Back Top Third", "Left Leg", "Right Arm"])),
+                   "tbp_lv_location_simple": str(rng.choice(["Torso Back", "Left Leg", "Right Arm"])),
+                   "attribution": hospital, "copyright_license": "CC-BY"}
+            if labelled:
+                # planted leaks that exist in train only: a model that used them would look perfect in CV
+                diagnosis = "Malignant" if target else "Benign"
+                row.update(target=target, lesion_id=f"IL_{int(rng.integers(1e6, 9e6)):07d}" if target else np.nan,
+                           iddx_full=diagnosis, iddx_1=diagnosis, iddx_2=np.nan, iddx_3=np.nan, iddx_4=np.nan,
+                           iddx_5=np.nan, mel_mitotic_index=np.nan, mel_thick_mm=0.4 if target else np.nan,
+                           tbp_lv_dnn_lesion_confidence=float(np.round(rng.uniform(0, 100), 3)))
+            rows.append(row)
+            i += 1
+    return rows
+
+
+def _isic2024_split(root: Path, rng: np.random.Generator, split: str, rows: list[dict], size: int,
+                    overlap: float, image_store: str) -> None:
+    import h5py
+
+    columns = ISIC2024_TRAIN_COLUMNS if split == "train" else ISIC2024_TEST_COLUMNS
+    pd.DataFrame(rows, columns=columns).to_csv(root / f"{split}-metadata.csv", index=False, na_rep="NA")
+    folder = root / f"{split}-image" / "image"
+    h5 = h5py.File(root / f"{split}-image.hdf5", "w") if image_store in ("hdf5", "both") else None
+    try:
+        skins: dict[str, np.ndarray] = {}
+        for row in rows:
+            side = int(rng.integers(max(24, size * 3 // 4), size * 2))  # tiles of varied sides, as the real ones
+            skin = skins.setdefault(row["patient_id"], _skin(rng))
+            target = int(row.get("target", rng.random() < 0.01))
+            jpeg = _jpeg_bytes(_binary_lesion(rng, side, skin, target, overlap))
+            if h5 is not None:
+                h5.create_dataset(row["isic_id"], data=np.bytes_(jpeg))  # one scalar of encoded bytes per id
+            if image_store in ("jpg", "both"):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{row['isic_id']}.jpg").write_bytes(jpeg)
+    finally:
+        if h5 is not None:
+            h5.close()
+
+
+def _isic2024(root: Path, rng: np.random.Generator, n_train: int, n_test: int, size: int, overlap: float,
+              image_store: str) -> None:
+    ids = _isic_ids(rng, n_train + n_test)
+    train = _isic2024_rows(rng, ids[:n_train], _n_positive(n_train), labelled=True)
+    _isic2024_split(root, rng, "train", train, size, overlap, image_store)
+    test = _isic2024_rows(rng, ids[n_train:], 0, labelled=False) if n_test else []
+    _isic2024_split(root, rng, "test", test, size, overlap, image_store)
+    pd.DataFrame({"isic_id": [r["isic_id"] for r in test], "target": 0.3}).to_csv(
+        root / "sample_submission.csv", index=False)
+

@@ -13,9 +13,11 @@ The run folder (``cfg.out``)::
     RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
                              fold runs (``--resume`` restarts there)
     RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": "auc"|"balanced_accuracy", "folds": {"0": x, ...}, "overall": x (pooled
-                             out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...]}
+    RUN/cv.json              {"metric": the competition's (kit.competitions), "folds": {"0": x, ...}, "overall": x
+                             (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
+                             "secondary": {name: mean over folds}}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
+    RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
 killed kernel) keeps what finished; the plots are drawn at the end. Example::
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import fsutil, metrics, models, pipeline, records, schedule, strategy
+from kit import competitions, fsutil, metrics, models, pipeline, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
 
@@ -149,15 +150,19 @@ def lr_at(cfg: Config, replicas: int) -> Callable[[int], float]:
     return lambda epoch: schedule.ramp_exp_decay(epoch, **kw)
 
 
-def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback.
+def make_optimizer(cfg: Config, replicas: int, steps_per_epoch: int,
+                   backbone_paths: Sequence[str] = ()) -> keras.optimizers.Optimizer:
+    """Adam whose rate follows the schedule per step (``lr_per="step"``) or is set per epoch by a callback;
+    its steps on ``backbone_paths`` are ``cfg.backbone_lr_mult`` times smaller when that is below 1.
 
     A per-step schedule counts the optimizer's own iterations, which a resumed fold's last.keras restores.
     """
+    rate: Any = cfg.lr_start
     if cfg.lr_per == "step":
-        return keras.optimizers.Adam(learning_rate=schedule.RampExpDecay(
-            **_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch))
-    return keras.optimizers.Adam(learning_rate=cfg.lr_start)
+        rate = schedule.RampExpDecay(**_schedule_kwargs(cfg, replicas), steps_per_epoch=steps_per_epoch)
+    if cfg.backbone_lr_mult != 1.0:
+        return schedule.BackboneScaledAdam(backbone_paths, cfg.backbone_lr_mult, learning_rate=rate)
+    return keras.optimizers.Adam(learning_rate=rate)
 
 
 # --- callbacks -------------------------------------------------------------------------------------
@@ -192,7 +197,7 @@ class _ExactValidation(keras.callbacks.Callback):
     def __init__(self, paths: Sequence[Path], cfg: Config, batch: int, replicas: int, target: np.ndarray) -> None:
         super().__init__()
         self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
-        self.metric, self.loss = metrics.metric_for(cfg.n_classes), make_loss(cfg)
+        self.metric, self.loss = cfg.metric, make_loss(cfg)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
@@ -236,9 +241,8 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 
 def _save_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with fsutil.atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
 
 
 # last.keras (model + optimizer) is written after the first epoch, then at most this often: a kill loses
@@ -337,9 +341,13 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"lr_per: expects epoch or step, got {cfg.lr_per!r}")
     if cfg.class_weight not in ("none", "balanced"):
         raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
-    cfg = cfg.with_schedule_defaults()
+    comp = competitions.of_manifest(manifest)
+    # left out, the augmentation is the competition's preset (PCam keeps its labelled centre in view)
+    cfg = cfg.with_schedule_defaults().replace(augment=cfg.augment or (comp.augment if comp else "default"))
     cfg.check_numbers()
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
+    if cfg.epoch_positives and not cfg.oversample:
+        raise KitError("epoch_positives: needs oversample, the positives' share of each epoch (e.g. 0.2 for 1:4)")
     meta = manifest.get("metadata") or {}
     numeric = tuple(meta.get("numeric") or ())
     # public SIIM records carry codes without their tables: those columns cannot be one-hot encoded
@@ -349,7 +357,12 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
     classes = tuple(str(c) for c in manifest["classes"])
+    metric = cfg.metric or competitions.metric_of(manifest)
+    if metric not in metrics.METRICS:
+        raise KitError(f"metric: unknown metric {metric!r} (known: {', '.join(metrics.METRICS)})")
     resolved = cfg.replace(
+        metric=metric, competition=comp.name if comp else "",
+        secondary_metrics=list(comp.secondary) if comp and not cfg.metric else list(cfg.secondary_metrics),
         size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
         id_name=str(manifest.get("id_name", "image_name")),
         meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
@@ -400,15 +413,35 @@ def _build(cfg: Config) -> keras.Model:
 
 def build_and_compile(cfg: Config, acc: Any, steps_per_epoch: int = 1) -> keras.Model:
     """The config's model (behind device augmentation when asked), compiled, inside the accelerator's scope;
-    ``steps_per_epoch`` paces a per-step learning-rate schedule."""
+    ``steps_per_epoch`` paces a per-step learning-rate schedule. The backbone starts frozen when
+    ``cfg.freeze_epochs`` asks for a head-only warm-up."""
     with acc.scope():
         model = _build(cfg)
         if cfg.augment_on == "device":
             model = pipeline.with_device_augmentation(
                 model, pipeline.resolve_augment(cfg.augment, cfg.augment_options), seed=cfg.seed)
-        model.compile(optimizer=make_optimizer(cfg, acc.replicas, steps_per_epoch), loss=make_loss(cfg),
-                      metrics=[make_metric(cfg)])
+    compile_phase(model, cfg, acc, steps_per_epoch, frozen=cfg.freeze_epochs > 0)
     return model
+
+
+def compile_phase(model: keras.Model, cfg: Config, acc: Any, steps_per_epoch: int, *, frozen: bool,
+                  done_steps: int = 0) -> None:
+    """(Re)compile ``model`` with its backbone frozen or trainable, and a fresh optimizer at step ``done_steps``.
+
+    Keras fixes the trainable variables at compile time, so the switch from the head-only warm-up to the
+    whole network compiles again. A frozen Keras layer also runs its BatchNorm in inference mode: the
+    pretrained statistics stay as they are. A per-step schedule continues from ``done_steps``.
+    """
+    backbone = models.backbone_of(model)
+    backbone.trainable = cfg.trainable_backbone and not frozen
+    if backbone.trainable and cfg.pretrained:
+        models.freeze_batchnorm(backbone)
+    with acc.scope():
+        optimizer = make_optimizer(cfg, acc.replicas, steps_per_epoch, [v.path for v in backbone.weights])
+        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)])
+        if done_steps:
+            optimizer.build(model.trainable_variables)
+            optimizer.iterations.assign(done_steps)
 
 
 def _load(path: Path, acc: Any) -> keras.Model:
@@ -465,7 +498,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
     valid_paths = records.list_shards(folder, [fold], split="train")
     batch = acc.global_batch(cfg.batch)
     n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
-    steps = max(1, n_train // batch)
+    steps = epoch_steps(cfg, n_train, sum(int(manifest["folds"][str(k)].get("positives", 0)) for k in others), batch)
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
@@ -493,12 +526,17 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
                  _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
                  keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
     t0 = time.time()
-    if initial_epoch < cfg.epochs:
+    for start, stop, frozen in training_phases(cfg, initial_epoch):
+        if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
+            log(f"fold {fold}: epoch {start + 1} on, the whole network (head-only warm-up done)")
+            compile_phase(model, cfg, acc, steps, frozen=False, done_steps=start * steps)
         model.fit(
-            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold),
-            steps_per_epoch=steps, epochs=cfg.epochs, initial_epoch=initial_epoch,
+            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold + start),
+            steps_per_epoch=steps, epochs=stop, initial_epoch=start,
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
+        if model.stop_training:
+            break  # NaN loss or early stopping: no later phase
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
@@ -507,17 +545,40 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
         _save_atomic(inference_model(model), fdir / "best.keras")
     best_model = _load(fdir / "best.keras", acc)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
-    metric = metrics.metric_for(cfg.n_classes)
+    metric = cfg.metric
     score = float(metrics.score(metric, target, pred))
+    secondary = secondary_scores(cfg, target, pred, table["group"].to_numpy())
     oof = _oof_frame(table, pred, cfg, fold)
     fsutil.write_csv(fdir / "oof.csv", oof)
     for temp in ("last.keras", "state.json"):
         (fdir / temp).unlink(missing_ok=True)
-    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score,
+    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
                                            "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
                                            "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
+
+
+def epoch_steps(cfg: Config, n_train: int, n_positives: int, batch: int) -> int:
+    """Optimizer steps per epoch: a pass over the training images, or with ``epoch_positives`` k a balanced
+    epoch of k x the positives at the ``oversample`` share, the rest fresh negatives each epoch.
+
+    At 0.1% positives (ISIC 2024: 400 among 400,000) a pass over every negative takes hours and shows each
+    positive once; a balanced epoch of 2 x 400 positives at 1:4 is 4,000 images.
+    """
+    if not cfg.epoch_positives:
+        return max(1, n_train // batch)
+    if n_positives < 1:
+        raise KitError("epoch_positives: the training folds hold no positives")
+    return max(1, math.ceil(cfg.epoch_positives * n_positives / cfg.oversample / batch))
+
+
+def training_phases(cfg: Config, initial_epoch: int = 0) -> list[tuple[int, int, bool]]:
+    """``(first epoch, end epoch, backbone frozen)`` for each fit still to run: a head-only warm-up of
+    ``cfg.freeze_epochs`` epochs, then the whole network; phases already finished are left out."""
+    bounds = [(0, cfg.freeze_epochs, True), (cfg.freeze_epochs, cfg.epochs, False)] if cfg.freeze_epochs else \
+        [(0, cfg.epochs, False)]
+    return [(max(a, initial_epoch), b, frozen) for a, b, frozen in bounds if b > initial_epoch and b > a]
 
 
 def _truncate_history(path: Path, keep_epochs: int) -> None:
@@ -555,7 +616,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
 
-    metric = metrics.metric_for(cfg.n_classes)
+    metric = cfg.metric
+    (run / "error.txt").unlink(missing_ok=True)  # `kit runs` shows a run with error.txt as stopped by an error
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
@@ -564,7 +626,11 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
                           float(json.loads((fdir / "done.json").read_text())["score"]))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
-        done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        try:
+            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+        except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
+            fsutil.write_text(run / "error.txt", f"fold {fold}: {type(exc).__name__}: {exc}\n")
+            raise
         _write_summary(run, cfg, metric, done)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
@@ -577,10 +643,27 @@ def advice(cfg: Config) -> list[str]:
     if not cfg.pretrained and models.is_imagenet_family(cfg.model):
         lines.append(f"{cfg.model} is an ImageNet backbone but no --weights were given, so it starts from random "
                      f"weights and needs far more data and epochs; pass --weights (see `kit models`)")
+    if cfg.freeze_epochs and not cfg.pretrained:
+        lines.append(f"freeze_epochs {cfg.freeze_epochs}: the backbone starts from random weights, so freezing it "
+                     "trains the head on random features; the warm-up is meant for --weights")
     note = run_tta_views(cfg)[1]
     if note:
         lines.append(note.replace("tta: ", "tta (out of fold): ", 1))
     return lines
+
+
+def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> dict[str, float | None]:
+    """The competition's secondary metrics on one fold (None where a fold cannot be scored, e.g. no positives)."""
+    out = {}
+    for name in cfg.secondary_metrics:
+        try:
+            if name == "top15_sensitivity":
+                out[name] = metrics.top_k_sensitivity(target, pred, groups, k=15)
+            else:
+                out[name] = float(metrics.score(name, target, pred))
+        except KitError:
+            out[name] = None
+    return out
 
 
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
@@ -594,8 +677,21 @@ def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.
         # probabilities are scaled differently mix, and an AUC can drop below every fold's own
         "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
         "tta_views": list(run_tta_views(cfg)[0]),
+        # the competition's other figures, each the mean over folds (a per-patient one cannot be pooled)
+        "secondary": {name: _mean_or_none([_fold_secondary(run, k).get(name) for k in sorted(done)])
+                      for name in cfg.secondary_metrics},
     })
     return oof, [done[k][1] for k in sorted(done)] + [overall]
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
+    path = run / f"fold{fold}" / "done.json"
+    return json.loads(path.read_text()).get("secondary") or {} if path.is_file() else {}
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
@@ -617,7 +713,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
             if f"val_{col}" in h:
                 ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
     axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title=metrics.metric_for(cfg.n_classes), xlabel="epoch")
+    axes[1].set(title=f"{cfg.metric} (train: Keras' running figure; val: exact)", xlabel="epoch")
     axes[1].legend(fontsize="small")
     _savefig(fig, out / "learning_curves.png")
 
@@ -653,7 +749,8 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
         ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
         _savefig(fig, out / "confusion.png")
 
-    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas))
+    schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
+                           freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)
 
 
 def _savefig(fig: Any, path: Path) -> None:

@@ -226,10 +226,53 @@ def melanoma10k_t4() -> tuple[list, dict]:
     return cells, meta
 
 
-NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4)}
+def isic2024_t4() -> tuple[list, dict]:
+    name, layout = "isic2024_t4", "isic2024"
+    cells = [
+        md("# ISIC 2024 (3D-TBP) on two T4s: the code-competition submission\n\n"
+           "Binary, 0.1% positives, scored by the partial AUC above 80% true-positive rate. This is a code "
+           "competition: Kaggle reruns this notebook offline on about 500,000 hidden test images, within 12 hours. "
+           "The notebook trains nothing there: it predicts the test HDF5 straight from its file (no records "
+           "written) with the fold models of a run you trained beforehand (`kit train ... --oversample 0.2 "
+           "--epoch-positives 2 --meta`) and attached as a dataset, writes `submission.csv` and checks it. "
+           "Before the long part it times a sample and stops if the whole rerun would not fit.\n\n"
+           + LOCAL_RUN.format(layout=layout, name=name)
+           + " Locally (and with `KIT_TINY=1`) it first trains a tiny run on the synthetic download."),
+        install_cell(),
+        code(_setup(", isic2024_run")),
+        code("COMPETITION = 'isic-2024-challenge'\n"
+             "RUN_DATASET = 'you/isic2024-run'  # a `kit train` run folder, attached as a dataset\n"
+             "BUDGET_H, MARGIN_H = 12.0, 1.0  # Kaggle's limit, and what is kept back for safety\n"
+             "SAMPLE, BATCH, TTA = 512, 128, 1\n"
+             "if TINY:\n"
+             "    SAMPLE, BATCH = 8, 4"),
+        code("import time\n\n"
+             "STARTED = time.time()\n"
+             "SOURCE = locate(find_input(COMPETITION, paths), 'test-metadata.csv')\n"
+             "# Kaggle: the attached run; locally: a tiny run trained here on the synthetic download\n"
+             "RUN = isic2024_run(RUN_DATASET, SOURCE, paths, tiny=TINY)"),
+        code("from kit import predict\n\n"
+             "estimate = predict.estimate_time(RUN, SOURCE, sample=SAMPLE, tta=TTA, batch=BATCH)\n"
+             "left_s = (BUDGET_H - MARGIN_H) * 3600 - (time.time() - STARTED)\n"
+             "print(estimate.describe(left_s))\n"
+             "if not estimate.fits(left_s):\n"
+             "    raise SystemExit('stopping: the rerun would not finish in time; lower TTA, use fewer folds or a '\n"
+             "                     'smaller backbone')"),
+        code("SUBMISSION = paths.working / 'submission.csv'\n"
+             "run_kit('predict', '--run', RUN, '--records', SOURCE, '--out', SUBMISSION, '--tta', TTA,\n"
+             "        '--batch', BATCH, '--sample-submission', SOURCE / 'sample_submission.csv')\n"
+             "run_kit('check', SUBMISSION, '--sample-submission', SOURCE / 'sample_submission.csv')"),
+        code(RESULT),
+    ]
+    meta = {"title": "ISIC 2024 submission T4", "slug": "isic-2024-submission-t4", "accelerator": "t4",
+            "competition": "isic-2024-challenge", "datasets": ["you/isic2024-run"]}
+    return cells, meta
+
+
+NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4, isic2024_t4)}
 # The synthetic layout each notebook rehearses on (kit.synth.make_competition).
 LAYOUTS = {"siim_isic_tpu": "siim", "ham10000_t4": "ham10000", "pcam_t4": "pcam", "isic9_t4": "isic9",
-           "melanoma10k_t4": "melanoma10k"}
+           "melanoma10k_t4": "melanoma10k", "isic2024_t4": "isic2024"}
 
 
 def build(name: str) -> nbformat.NotebookNode:

@@ -114,11 +114,8 @@ def test_absent_class_is_skipped_not_zero():
     assert np.isnan(table.loc[2, "sensitivity"]) and np.isnan(table.loc[2, "auc"])
 
 
-def test_metric_for_and_score_names():
-    assert metrics.metric_for(2) == "auc"
-    assert metrics.metric_for(1) == "auc"
-    assert metrics.metric_for(7) == "balanced_accuracy"
-    with pytest.raises(KitError, match="unknown metric 'f2'.*auc, accuracy, balanced_accuracy"):
+def test_unknown_metric_names_the_known_ones():
+    with pytest.raises(KitError, match="unknown metric 'f2'.*auc, pauc, accuracy, balanced_accuracy"):
         metrics.score("f2", [0, 1], [0.1, 0.9])
 
 
@@ -140,3 +137,59 @@ def test_no_tensorflow_import():
             "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'jax') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- ISIC 2024: partial AUC above 80% TPR and the top-15 sensitivity per patient ----------------------------
+
+
+def _pauc_isic_scorer(y, p, min_tpr=0.80):
+    """The ISIC 2024 scorer's form: roc_curve with the classes swapped and scores flipped, one point
+    interpolated at FPR = 1 - min_tpr, trapezoids below it."""
+    from sklearn.metrics import auc as area, roc_curve
+
+    max_fpr = abs(1 - min_tpr)
+    fpr, tpr, _ = roc_curve(np.asarray(y) == 0, -np.asarray(p))  # flip: 1 - p ranks as -p
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    x_interp = [fpr[stop - 1], fpr[stop]]
+    y_interp = [tpr[stop - 1], tpr[stop]]
+    tpr = np.append(tpr[:stop], np.interp(max_fpr, x_interp, y_interp))
+    fpr = np.append(fpr[:stop], max_fpr)
+    return area(fpr, tpr)
+
+
+def _pauc_notebook_form(y, p):
+    from sklearn.metrics import roc_auc_score
+
+    s = roc_auc_score(1 - np.asarray(y), 1 - np.asarray(p), max_fpr=0.2)
+    return 0.5 * 0.2**2 + (0.2 - 0.5 * 0.2**2) / 0.5 * (s - 0.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pauc_matches_the_competition_scorer_and_the_notebook_form(seed):
+    rng = np.random.default_rng(seed)
+    n = 20000
+    y = (rng.random(n) < 0.001 * (1 + seed)).astype(int)  # 0.1% .. 0.6% positives
+    y[:2] = [0, 1]
+    p = np.round(np.clip(0.3 * y + rng.normal(0.3, 0.2, n), 0, 1), 2)  # rounded: many ties
+    ours = metrics.pauc(y, p)
+    assert ours == pytest.approx(_pauc_notebook_form(y, p), abs=1e-12)
+    assert ours == pytest.approx(_pauc_isic_scorer(y, p), abs=1e-9)
+    assert 0.0 <= ours <= 0.2 and metrics.score("pauc", y, p) == ours
+
+
+def test_pauc_of_a_perfect_and_a_constant_ranking():
+    y = np.array([0] * 990 + [1] * 10)
+    assert metrics.pauc(y, y.astype(float)) == pytest.approx(0.2)
+    assert metrics.pauc(y, np.full(1000, 0.3)) == pytest.approx(0.02)
+    assert metrics.pauc(y, y.astype(float), min_tpr=0.9) == pytest.approx(0.1)
+
+
+def test_top15_sensitivity_counts_positives_among_each_patients_top_scores():
+    groups = ["a"] * 20 + ["b"] * 5
+    y = np.zeros(25, int)
+    p = np.linspace(0, 1, 25)
+    y[[0, 19, 22]] = 1  # a's lowest score (rank 20: missed), a's highest, one of b's five (always in)
+    assert metrics.top_k_sensitivity(y, p, groups, k=15) == pytest.approx(2 / 3)
+    assert metrics.top_k_sensitivity(y, p, groups, k=20) == pytest.approx(1.0)
+    with pytest.raises(KitError, match="groups: 3 group ids for 25 rows"):
+        metrics.top_k_sensitivity(y, p, ["a", "b", "c"])

@@ -22,7 +22,9 @@ import build_notebooks  # noqa: E402
 
 NAMES = list(build_notebooks.NOTEBOOKS)
 SHAPES = {"siim_isic_tpu": "TpuV5E8", "ham10000_t4": "NvidiaTeslaT4", "pcam_t4": "NvidiaTeslaT4",
-          "isic9_t4": "NvidiaTeslaT4", "melanoma10k_t4": "NvidiaTeslaT4"}
+          "isic9_t4": "NvidiaTeslaT4", "melanoma10k_t4": "NvidiaTeslaT4", "isic2024_t4": "NvidiaTeslaT4"}
+# The code-competition notebook trains nothing on Kaggle: it predicts with a run attached as a dataset.
+TRAINING = [n for n in build_notebooks.NOTEBOOKS if n != "isic2024_t4"]
 
 
 def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list]]:
@@ -31,7 +33,10 @@ def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list]]:
 
 def test_there_is_one_notebook_per_competition():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
-    assert sorted(build_notebooks.LAYOUTS.values()) == ["ham10000", "isic9", "melanoma10k", "pcam", "siim"]
+    from kit import competitions
+
+    assert sorted(build_notebooks.LAYOUTS.values()) == sorted(competitions.list_competitions())
+    assert {competitions.get(layout).notebook for layout in build_notebooks.LAYOUTS.values()} == set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -50,7 +55,9 @@ def test_notebook_is_valid_thin_and_installs_kit_offline(name):
     assert code[0].metadata.tags == ["kit-install"] and code[0].source == kaggle.install_cell_source()
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     text = "\n".join(c.source for c in code)
-    for call in ("records.write_from_source", "run_kit('train'", "run_kit('predict'" if name != "ham10000_t4" else "make_submission"):
+    calls = {"ham10000_t4": ("records.write_from_source", "run_kit('train'", "make_submission"),
+             "isic2024_t4": ("predict.estimate_time", "run_kit('predict'", "run_kit('check'")}
+    for call in calls.get(name, ("records.write_from_source", "run_kit('train'", "run_kit('predict'")):
         assert call in text, call
     assert "submission.csv" in text
     assert "KAGGLE_KEY" not in text and "kaggle.json" not in text
@@ -71,10 +78,10 @@ def test_notebook_renders_a_valid_kernel_folder(name, tmp_path, monkeypatch):
     assert meta["is_private"] is True and meta["enable_internet"] is False and "docker_image" not in meta
     assert meta["dataset_sources"] == [*kit_meta.get("datasets", []), "alice/kit-wheel"]
     assert meta["competition_sources"] == ([kit_meta["competition"]] if "competition" in kit_meta else [])
-    assert meta["model_sources"] == kit_meta["models"] == [build_notebooks.PRETRAINED]
+    assert meta["model_sources"] == kit_meta.get("models", []) == ([build_notebooks.PRETRAINED] if name in TRAINING else [])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TRAINING)
 def test_notebook_trains_the_attached_pretrained_backbone_unless_tiny(name):
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -107,6 +114,7 @@ EXPECTED_COLUMNS = {
     "pcam_t4": ["id", "label"],
     "isic9_t4": None,  # id + the 9 class names, checked below
     "melanoma10k_t4": ["id", "target"],
+    "isic2024_t4": ["isic_id", "target"],
 }
 
 
@@ -138,4 +146,6 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_synthetic_competition(name, tmp_p
     probs = sub.iloc[:, 1:].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
     cv = json.loads((work / "run" / "cv.json").read_text())
-    assert cv["metric"] == ("balanced_accuracy" if name in ("ham10000_t4", "isic9_t4") else "auc")
+    from kit import competitions
+
+    assert cv["metric"] == competitions.get(build_notebooks.LAYOUTS[name]).metric

@@ -1,5 +1,6 @@
 """Record writer and reader: every layout round trip, public SIIM-ISIC shards, bad input, the CLI."""
 
+import io
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def _plain(value):
 
 def _reference(path, size):
     """The crop policy done the slow way: full decode, centred square, bicubic."""
-    im = Image.open(path).convert("RGB")
+    im = Image.open(io.BytesIO(imaging.read_image_bytes(path))).convert("RGB")  # a file or an HDF5 member
     w, h = im.size
     s = min(w, h)
     box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
@@ -62,8 +63,8 @@ def test_round_trip_ids_labels_groups_pixels(written, layout):
         assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
         worst = max(worst, float(np.abs(img - _reference(table.at[i, "path"], SIZE)).mean()))
     # JPEG quality 95 with 4:2:0 chroma on 16 px noisy images (about 5 grey levels alone), plus
-    # libjpeg's DCT-scaled decode (about 1).
-    assert worst < 8.0
+    # libjpeg's DCT-scaled decode (about 1; ISIC 2024's varied tiles, up to 8x the side, a little more).
+    assert worst < (9.0 if layout == "isic2024" else 8.0)
 
 
 @pytest.mark.parametrize("layout", synth.LAYOUTS)

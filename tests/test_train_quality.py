@@ -4,6 +4,7 @@ defaults fit what is trained, multi-class class weights on real records, the lea
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,9 +95,9 @@ def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
 
 
 def test_an_imagenet_backbone_without_weights_is_named_in_plain_words():
-    lines = train.advice(Config(model="efficientnet_b0", tta=1).with_schedule_defaults())
+    lines = train.advice(Config(model="efficientnet_b0", augment="default").with_schedule_defaults())
     assert len(lines) == 1 and "efficientnet_b0 is an ImageNet backbone but no --weights were given" in lines[0]
-    assert train.advice(Config(model="tiny_cnn").with_schedule_defaults()) == []
+    assert train.advice(Config(model="tiny_cnn", augment="default").with_schedule_defaults()) == []
 
 
 @pytest.mark.parametrize("setting, value, message", [
@@ -138,3 +139,135 @@ def test_find_lr_writes_its_plot_and_suggests_a_rate_inside_the_sweep(recs, tmp_
     assert table["lr"].min() <= finding.suggestion <= table["lr"].max()
     assert not (out / "config.toml").exists()  # the folder stays free for the run itself
     assert "suggested lr_max" in train.format_lr_finding(finding)
+
+
+# --- fine-tuning: a head-only warm-up, then the whole network at a lower backbone rate ---------------------
+
+
+def test_training_phases_warm_up_the_head_then_train_everything():
+    cfg = Config(epochs=5, freeze_epochs=2)
+    assert train.training_phases(cfg) == [(0, 2, True), (2, 5, False)]
+    assert train.training_phases(cfg, initial_epoch=1) == [(1, 2, True), (2, 5, False)]
+    assert train.training_phases(cfg, initial_epoch=3) == [(3, 5, False)]
+    assert train.training_phases(Config(epochs=5)) == [(0, 5, False)]
+    with pytest.raises(KitError, match=r"freeze_epochs: expects in \[0, epochs\)"):
+        Config(epochs=2, freeze_epochs=2).check_numbers()
+
+
+def _backbone_weights(model):
+    from kit import models
+
+    return [np.array(w) for w in models.backbone_of(model).get_weights()]
+
+
+def test_frozen_warm_up_keeps_the_pretrained_backbone_and_its_batchnorm(recs, tmp_path):
+    from kit import models, pipeline, strategy
+
+    weights = tmp_path / "pre.weights.h5"
+    pre = models.build_model("tiny_cnn", n_classes=2, size=32)
+    models.backbone_of(pre).save_weights(str(weights))
+    cfg, manifest = train.resolve(_cfg(recs, tmp_path / "run", weights=str(weights), freeze_epochs=1, epochs=2,
+                                       backbone_lr_mult=0.5, lr_max=1e-2, lr_start=1e-2))
+    acc = strategy.get_strategy("cpu")
+    model = train.build_and_compile(cfg, acc, steps_per_epoch=3)
+    start = _backbone_weights(model)
+    head = np.array(model.get_layer("head").get_weights()[0])
+    data = pipeline.train_dataset(records.list_shards(recs, [1], split="train"), cfg, batch=8, seed=0)
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+    # warm-up: every backbone weight, BatchNorm moving statistics included, is exactly as pretrained
+    assert all(np.array_equal(a, b) for a, b in zip(start, _backbone_weights(model)))
+    assert not np.array_equal(head, model.get_layer("head").get_weights()[0])
+    train.compile_phase(model, cfg, acc, 3, frozen=False, done_steps=3)
+    assert model.optimizer.iterations.numpy() == 3 and model.optimizer.backbone_lr_mult == 0.5
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+    bn = models.backbone_of(model).get_layer("tiny_bn0")
+    after = dict(zip([w.path for w in models.backbone_of(model).weights], _backbone_weights(model)))
+    before = dict(zip([w.path for w in models.backbone_of(model).weights], start))
+    conv = "tiny_conv0/kernel"
+    assert not np.array_equal(before[conv], after[conv])  # then the whole network trains ...
+    for w in bn.non_trainable_weights:  # ... with the pretrained BatchNorm statistics kept
+        assert np.array_equal(before[w.path], after[w.path])
+
+
+def test_the_backbone_steps_at_its_fraction_of_the_head_rate(recs, tmp_path):
+    from kit import models, pipeline, strategy
+
+    acc = strategy.get_strategy("cpu")
+    moved = {}
+    for mult in (1.0, 0.1):
+        cfg, _ = train.resolve(_cfg(recs, tmp_path / f"r{mult}", backbone_lr_mult=mult, lr_start=1e-3, lr_max=1e-3))
+        keras_seed = 3
+        import keras
+
+        keras.utils.set_random_seed(keras_seed)
+        model = train.build_and_compile(cfg, acc, steps_per_epoch=1)
+        before = _backbone_weights(model)
+        data = pipeline.train_dataset(records.list_shards(recs, [1], split="train"), cfg, batch=8, seed=0)
+        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+        kernel = models.backbone_of(model).get_layer("tiny_conv0").get_weights()[0]
+        moved[mult] = float(np.abs(kernel - before[0]).mean())
+    # Adam's first step is about the rate itself whatever the gradient: the backbone moves a tenth as far
+    assert moved[0.1] / moved[1.0] == pytest.approx(0.1, rel=0.05)
+
+
+def test_a_fine_tuning_run_draws_both_rates_and_says_when_the_backbone_joins(recs, tmp_path):
+    from kit import models
+
+    weights = tmp_path / "pre.weights.h5"
+    models.backbone_of(models.build_model("tiny_cnn", n_classes=2, size=32)).save_weights(str(weights))
+    lines: list[str] = []
+    run = tmp_path / "run"
+    train.train_folds(_cfg(recs, run, folds=(0,), weights=str(weights), epochs=2, freeze_epochs=1,
+                           backbone_lr_mult=0.1), log=lines.append)
+    assert "fold 0: epoch 2 on, the whole network (head-only warm-up done)" in lines
+    saved = Config.load(run / "config.toml")
+    assert (saved.freeze_epochs, saved.backbone_lr_mult) == (1, 0.1)
+    assert (run / "plots" / "lr.png").stat().st_size > 1000
+
+
+# --- kit against a plain model.fit ------------------------------------------------------------------------
+
+
+def _plain_fit_cv(rec: Path, n_classes: int, settings: dict) -> float:
+    """What a user writes without kit: the same network and rate, arrays in memory, the best epoch by the
+    exact metric on the held-out fold (checked after every epoch), averaged over the records' folds."""
+    import keras
+
+    from kit import metrics, models, pipeline
+
+    paths = records.list_shards(rec, split="train")
+    table = pipeline.record_table(paths)
+    images = np.concatenate([b["image"] for b in pipeline.predict_dataset(paths, 32, "identity", 64).as_numpy_iterator()])
+    y, folds = table["target"].to_numpy(), table["fold"].to_numpy()
+    metric, scores = ("auc" if n_classes == 2 else "balanced_accuracy"), []
+    for k in np.unique(folds):
+        keras.utils.set_random_seed(1 + int(k))
+        model = models.build_model("tiny_cnn", n_classes=n_classes, size=32)
+        loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
+        model.compile(optimizer=keras.optimizers.Adam(settings["lr_max"]), loss=loss)
+        train_rows, valid_rows = folds != k, folds == k
+        best = -1.0
+        for _ in range(settings["epochs"]):
+            model.fit({"image": images[train_rows]}, y[train_rows].astype("float32"), batch_size=settings["batch"],
+                      epochs=1, shuffle=True, verbose=0)
+            pred = model.predict({"image": images[valid_rows]}, verbose=0)
+            best = max(best, metrics.score(metric, y[valid_rows], pred[:, 0] if n_classes == 2 else pred))
+        scores.append(best)
+    return float(np.mean(scores))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["siim", "isic9"])
+def test_kit_is_no_worse_than_a_plain_model_fit_of_the_same_network_on_the_same_folds(layout, tmp_path):
+    # overlapping classes, so that neither reaches a perfect score and a difference would show
+    src = synth.make_competition(layout, tmp_path / "src", n_train=160, n_test=0, size=32, seed=2,
+                                 **({"overlap": 0.8} if layout == "siim" else {}))
+    manifest = records.write_from_source(src, tmp_path / "rec", n_folds=2, size=32, progress=False)
+    settings = dict(model="tiny_cnn", epochs=6, batch=16, lr_start=3e-3, lr_max=3e-3, lr_min=3e-3, lr_ramp_epochs=0,
+                    lr_sustain_epochs=0, lr_decay=1.0, augment="none")
+    res = train.train_folds(Config(records=str(tmp_path / "rec"), out=str(tmp_path / "run"), strategy="cpu",
+                                   verbose=0, seed=1, **settings), log=lambda _: None)
+    kit_cv = json.loads((tmp_path / "run" / "cv.json").read_text())["fold_mean"]
+    plain_cv = _plain_fit_cv(tmp_path / "rec", int(manifest["n_classes"]), settings)
+    print(f"{layout}: kit {kit_cv:.4f} vs plain model.fit {plain_cv:.4f} ({res.metric}, fold mean)")
+    assert kit_cv >= plain_cv - 0.05, (kit_cv, plain_cv)

@@ -1,0 +1,138 @@
+"""`kit runs`: run folders found, their states, the sort, --json / --names / --top, and no TensorFlow at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kit import runs
+from kit.cli import main
+
+OLD = time.time() - 3 * 3600  # three hours ago: no longer running
+
+
+def _run(folder: Path, *, planned=(0, 1, 2), done=(), scores=None, model="tiny_cnn", mtime=OLD, error=None,
+         active=None) -> Path:
+    """A run folder as kit.train leaves it: config.toml, fold{k}/done.json for ``done``, cv.json when scored."""
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text(f'model = "{model}"\nsize = 32\nepochs = 3\nfolds = {list(planned)}\n')
+    for k in planned:
+        (folder / f"fold{k}").mkdir()
+    for k in done:
+        (folder / f"fold{k}" / "done.json").write_text(json.dumps({"fold": k, "score": scores[k]}))
+    if scores and done:
+        vals = [scores[k] for k in done]
+        mean = sum(vals) / len(vals)
+        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+        (folder / "cv.json").write_text(json.dumps({"metric": "auc", "folds": {str(k): scores[k] for k in done},
+                                                    "overall": mean - 0.01, "fold_mean": mean, "fold_std": std}))
+    if active is not None:
+        (folder / f"fold{active}" / "state.json").write_text("{}")
+    if error:
+        (folder / "error.txt").write_text(error + "\n")
+    for p in folder.rglob("*"):
+        os.utime(p, (mtime, mtime))
+    if active is not None:  # the fold in progress wrote its state a moment ago
+        os.utime(folder / f"fold{active}" / "state.json", None)
+    return folder
+
+
+@pytest.fixture()
+def runs_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "runs"
+    _run(root / "b0", done=(0, 1, 2), scores={0: 0.90, 1: 0.92, 2: 0.88})
+    _run(root / "siim" / "b3", done=(0, 1, 2), scores={0: 0.95, 1: 0.93, 2: 0.94}, model="efficientnet_b3")
+    _run(root / "live", done=(0,), scores={0: 0.80}, active=1)
+    _run(root / "broken", done=(0,), scores={0: 0.85}, error="fold 1: RuntimeError: the loss became NaN")
+    _run(root / "paused", done=(0, 1), scores={0: 0.70, 1: 0.72})
+    _run(root / "fresh")  # started three hours ago, no fold finished, not running: resumable
+    stack = root / "stack1"  # as `kit stack` writes it: config.toml lists the image runs; no backbone
+    for k in (0, 1):
+        (stack / f"fold{k}").mkdir(parents=True)
+        (stack / f"fold{k}" / "done.json").write_text("{}")
+    (stack / "config.toml").write_text('runs = ["runs/b0", "runs/siim/b3"]\nmodels = ["lightgbm"]\n')
+    (stack / "cv.json").write_text(json.dumps({"metric": "auc", "folds": {"0": 0.96, "1": 0.97},
+                                               "overall": 0.965, "fold_mean": 0.965, "fold_std": 0.007}))
+    for p in stack.rglob("*"):
+        os.utime(p, (OLD, OLD))
+    (root / "notes").mkdir()  # not a run: skipped
+    return root
+
+
+def test_every_run_found_with_its_state_and_scores(runs_dir):
+    rows = {r.name: r for r in runs.scan([runs_dir])}
+    assert set(rows) == {"b0", "b3", "live", "broken", "paused", "fresh", "stack1"}
+    assert {n: r.state for n, r in rows.items()} == {
+        "b0": "finished", "b3": "finished", "live": "running", "broken": "error", "paused": "resumable",
+        "fresh": "resumable", "stack1": "finished"}
+    b0 = rows["b0"]
+    assert (b0.model, b0.size, b0.epochs, b0.folds_done, b0.folds_planned) == ("tiny_cnn", 32, 3, 3, 3)
+    assert b0.cv == pytest.approx(0.90) and b0.cv_std == pytest.approx(0.02) and b0.pooled == pytest.approx(0.89)
+    assert (rows["paused"].folds_done, rows["paused"].folds_planned) == (2, 3)
+    assert rows["broken"].error == "fold 1: RuntimeError: the loss became NaN"
+    assert (rows["stack1"].kind, rows["stack1"].model, rows["stack1"].folds_done, rows["stack1"].folds_planned) == (
+        "stack", "stack (lightgbm)", 2, 2)
+    assert rows["fresh"].cv is None
+    assert rows["b0"].when == pytest.approx(OLD, abs=1)
+
+
+def test_sorted_by_cv_unscored_last_and_other_sorts(runs_dir):
+    names = [r.name for r in runs.scan([runs_dir])]
+    assert names == ["stack1", "b3", "b0", "broken", "live", "paused", "fresh"]
+    assert [r.name for r in runs.scan([runs_dir], sort="pooled")][:3] == ["stack1", "b3", "b0"]
+    assert runs.scan([runs_dir], sort="when")[0].name == "live"
+    assert [r.name for r in runs.scan([runs_dir], top=2)] == ["stack1", "b3"]
+
+
+def test_running_means_a_change_within_the_window(runs_dir):
+    live = runs_dir / "live"
+    assert runs.read_run(live).state == "running"
+    paused = runs_dir / "paused"
+    (paused / "cv.json").write_text((paused / "cv.json").read_text())  # what `kit report` does: no training
+    assert runs.read_run(paused).state == "resumable" and runs.read_run(paused).when == pytest.approx(OLD, abs=1)
+    later = time.time() + runs.RUNNING_WITHIN_S + 1
+    assert runs.read_run(live, now=later).state == "resumable"
+
+
+def test_cli_table_json_and_names(runs_dir, capsys):
+    assert main(["runs", str(runs_dir)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["run", "model", "size", "epochs", "folds", "metric", "cv", "+-", "pooled", "when", "state"]
+    b3 = next(line for line in table if line.startswith(str(runs_dir / "siim" / "b3")))
+    assert b3.split()[1:9] == ["efficientnet_b3", "32", "3", "3/3", "auc", "0.9400", "0.0100", "0.9300"]
+    assert b3.split()[-1] == "finished"
+    assert "    error: fold 1: RuntimeError: the loss became NaN" in table
+
+    assert main(["runs", str(runs_dir), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in data][:2] == ["stack1", "b3"]
+    assert data[1]["folds"] == {"0": 0.95, "1": 0.93, "2": 0.94} and data[1]["when_iso"].endswith("Z")
+
+    assert main(["runs", str(runs_dir), "--top", "2", "--names"]) == 0
+    assert capsys.readouterr().out.split() == [str(runs_dir / "stack1"), str(runs_dir / "siim" / "b3")]
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["runs", str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().err.strip() == f"kit runs: error: {tmp_path / 'nope'}: no such folder"
+    assert main(["runs", str(tmp_path), "--top", "0"]) == 1
+    assert "--top: expects at least 1" in capsys.readouterr().err
+    assert main(["runs", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("no runs found")
+
+
+def test_kit_runs_never_imports_tensorflow_keras_or_jax(runs_dir):
+    code = (
+        "import sys\n"
+        "from kit.cli import main\n"
+        f"assert main(['runs', {str(runs_dir)!r}, '--json']) == 0\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
