@@ -486,8 +486,7 @@ def _run_label(run: str, taken: set[str]) -> str:
     return label
 
 
-def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
-              records: str) -> tuple[np.ndarray, str | None]:
+def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str], records: str) -> np.ndarray:
     """A run's OOF predictions in records order, after checking it was trained on these records and folds."""
     header = _oof_header(run)
     path = Path(run) / "oof.csv"
@@ -513,7 +512,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
         r = int(np.flatnonzero(target != train["target"].to_numpy())[0])
         raise KitError(f"{path}: target differs from the records' for id {train['image_name'].iat[r]} "
                        f"(was the run trained on {records}?)")
-    return (oof.preds if src is None else oof.preds[src]), oof.metric
+    return oof.preds if src is None else oof.preds[src]
 
 
 def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classes: list[str]) -> np.ndarray:
@@ -707,10 +706,9 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
 
     image: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     image_source: dict[str, str] = {}
-    run_metrics = set()
     taken: set[str] = set()
     for i, run in enumerate(cfg.runs):
-        preds, m = _load_run(run, train, index, classes, cfg.records)
+        preds = _load_run(run, train, index, classes, cfg.records)
         test_preds = _load_test_predictions(cfg.predictions[i], test, test_index, classes) if test is not None else None
         label = _run_label(run, taken)
         cols = ["pred"] if preds.shape[1] == 1 else [f"pred_{c}" for c in classes]
@@ -718,9 +716,9 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             name = _safe(f"{label}_{c}")
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
             image_source[name] = str(run)
-        if m:
-            run_metrics.add(m)
-    metric = run_metrics.pop() if len(run_metrics) == 1 else metrics.metric_for(n_classes)
+    from kit import competitions
+
+    metric = competitions.metric_of(manifest)  # the registry's: early stopping and every score use it
 
     numeric, categorical = _metadata_columns(manifest, test_manifest, cfg.drop, log) if cfg.metadata else ([], [])
     what = {**{c: "metadata column" for c in numeric + categorical}, **{c: "image prediction" for c in image}}
