@@ -687,7 +687,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         from kit import records
 
         train, manifest = records.read_metadata(cfg.records, "train")
-        test, test_manifest = records.read_metadata(cfg.test_records, "test") if cfg.test_records else (None, None)
+        test, test_manifest = ((records.read_metadata(cfg.test_records, "test", train_manifest=manifest))
+                               if cfg.test_records else (None, None))
     else:
         train, manifest, test, test_manifest = tables
     if manifest.get("split", "train") != "train" or (train["fold"] < 0).all():

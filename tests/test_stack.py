@@ -327,3 +327,31 @@ def test_readme_stack_commands_parse_with_kit_stack_flags():
         cfg = stack.config_from_cli(args)
         cfg.check()
         assert cfg.runs and len(cfg.predictions) == len(cfg.runs)
+
+
+def test_isic2024_stack_reads_the_test_download_and_scores_partial_auc(tmp_path, capsys):
+    download = synth.make_competition("isic2024", tmp_path / "isic2024", n_train=600, n_test=40, size=16, seed=4)
+    manifest = records.write_from_source(download, tmp_path / "rec", n_folds=5, size=8, progress=False, workers=1)
+    train, _ = records.read_metadata(tmp_path / "rec")
+    test, test_manifest = records.read_metadata(download, "test", train_manifest=manifest)
+    assert len(test) == 40 and (test["fold"] == -1).all() and test_manifest["split"] == "test"
+    y, g = train["target"].to_numpy(), train["group"].to_numpy()
+    run = sf.write_run(tmp_path / "b0", train, sf.image_preds(y, g, strength=1.5, patient=1.0, noise=0.8, seed=1),
+                       metric="pauc")
+    sub = sf.write_submission(tmp_path / "b0.csv", test["image_name"], np.full(len(test), 0.2), ["isic_id", "target"])
+    out = tmp_path / "stack"
+    code, lines, err = _stack_cli(capsys, "--records", tmp_path / "rec", "--runs", run, "--out", out,
+                                  "--test-records", download, "--predictions", sub,
+                                  "--sample-submission", download / "sample_submission.csv",
+                                  "--undersample", "4", "--seeds", "2", "--drop", "image_type", *FAST)
+    assert code == 0, err  # image_type is "TBP tile: close-up" on every row, as in the real download
+    cv = json.loads((out / "cv.json").read_text())
+    image = json.loads((run / "cv.json").read_text())["overall"]
+    assert cv["metric"] == "pauc" and 0 <= cv["overall"] <= 0.2
+    # measured: the image run 0.089, the stack 0.197 of 0.2 (the "ugly duckling" colour, relative to the patient)
+    assert cv["overall"] > image + 0.03, (cv["overall"], image)
+    feats = set(pd.read_csv(out / "features.csv")["feature"])
+    assert "tbp_lv_color_std_mean__z" in feats and "b0_pred__rank" in feats
+    assert not feats & {"iddx_full", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence", "lesion_id", "target"}
+    assert main(["check", str(out / "submission.csv"), "--sample-submission",
+                 str(download / "sample_submission.csv")]) == 0
