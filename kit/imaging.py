@@ -206,22 +206,28 @@ def example_bytes(features: Mapping[str, bytes | str | int | float | Sequence]) 
     return _len_field(1, b"".join([_entry(key, value) for key, value in features.items()]))
 
 
-# --- TFRecord framing (for writers without TensorFlow, e.g. kit.synth) -----------------------------
-
-_CRC_TABLE = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
+# --- TFRecord framing (the writer needs no TensorFlow) ----------------------------------------------
 
 
-def _crc32c(data: bytes) -> int:
+def _crc32c_python(data: bytes) -> int:
+    """CRC32C in pure Python: only where google-crc32c is missing (a kernel that installed kit with --no-deps)."""
+    if not _CRC_TABLE:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+            _CRC_TABLE.append(c)
     crc = 0xFFFFFFFF
-    table = _CRC_TABLE
     for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+        crc = _CRC_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+_CRC_TABLE: list[int] = []
+try:  # the C (hardware CRC32C) implementation: framing 100 MB shards in Python would crawl
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - exercised by the test that hides the module
+    _crc32c = _crc32c_python
 
 
 def _masked_crc(data: bytes) -> int:
@@ -229,12 +235,38 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def frame_record(data: bytes) -> bytes:
+    """One record in TFRecord framing: length, its masked CRC32C, the data, its masked CRC32C."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data))
+
+
+class TFRecordFile:
+    """A TFRecord file written record by record without TensorFlow (what ``tf.io.TFRecordWriter`` writes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._f = open(path, "wb")
+
+    def write(self, data: bytes) -> None:
+        """Append one serialized record."""
+        self._f.write(frame_record(data))
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self._f.close()
+
+    def __enter__(self) -> "TFRecordFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_tfrecord(path: str | Path, records: Sequence[bytes]) -> None:
-    """Write ``records`` in TFRecord framing (pure Python: slow for big files, fine for test data)."""
-    with open(path, "wb") as f:
+    """Write ``records`` in TFRecord framing."""
+    with TFRecordFile(path) as f:
         for data in records:
-            length = struct.pack("<Q", len(data))
-            f.write(length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data)))
+            f.write(data)
 
 
 # --- the writer's unit of work -------------------------------------------------------------------

@@ -489,7 +489,7 @@ def make_dataset(
         ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=min(len(paths), 16),
                               num_parallel_calls=AUTOTUNE, deterministic=True)
         if oversample:
-            is_pos = lambda raw: tf.io.parse_single_example(raw, {"target": records.CORE_FEATURES["target"]})["target"] == 1  # noqa: E731
+            is_pos = lambda raw: tf.io.parse_single_example(raw, {"target": records.core_features()["target"]})["target"] == 1  # noqa: E731
             pos, neg = ds.filter(is_pos).repeat(), ds.filter(lambda raw: tf.logical_not(is_pos(raw))).repeat()
             ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()

@@ -44,11 +44,10 @@ from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 import kit
 from kit import competitions, folds as kfolds
@@ -56,13 +55,33 @@ from kit import imaging, sources
 from kit.errors import KitError
 from kit.fsutil import atomic_dir, write_json
 
-CORE_FEATURES: dict[str, tf.io.FixedLenFeature] = {
-    "image": tf.io.FixedLenFeature([], tf.string),
-    "image_name": tf.io.FixedLenFeature([], tf.string),
-    "target": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    "fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    "group": tf.io.FixedLenFeature([], tf.string, default_value=""),
-}
+
+class _Lazy:
+    """A module imported on first use: writing records needs no TensorFlow (its import alone takes seconds),
+    reading them does."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+tf = _Lazy("tensorflow")
+
+
+def core_features() -> dict[str, "tf.io.FixedLenFeature"]:
+    """The parse spec of the fields every record of kit's schema holds."""
+    return {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "image_name": tf.io.FixedLenFeature([], tf.string),
+        "target": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "group": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
 
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z_]+?)(?P<index>\d+)-(?P<count>\d+)\.tfrec$")
 
@@ -85,18 +104,6 @@ def count_data_items(paths: Iterable[str | Path]) -> int:
     return sum(parse_shard_name(p)[2] for p in paths)
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-
-def _float(value: float) -> tf.train.Feature:
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-
-
 def to_example(
     image: bytes,
     image_name: str,
@@ -107,25 +114,18 @@ def to_example(
     categorical: Mapping[str, int] | None = None,
 ) -> bytes:
     """Serialize one record of kit's schema (metadata: float for numeric, int codes otherwise)."""
-    feature = {
-        "image": _bytes(image),
-        "image_name": _bytes(str(image_name).encode()),
-        "target": _int(target),
-        "fold": _int(fold),
-        "group": _bytes(str(group).encode()),
-    }
-    for name, value in (numeric or {}).items():
-        feature[name] = _float(value)
-    for name, value in (categorical or {}).items():
-        feature[name] = _int(value)
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    fields: dict[str, Any] = {"image": bytes(image), "image_name": str(image_name), "target": int(target),
+                              "fold": int(fold), "group": str(group)}
+    fields.update({name: float(value) for name, value in (numeric or {}).items()})
+    fields.update({name: int(value) for name, value in (categorical or {}).items()})
+    return imaging.example_bytes(fields)
 
 
 def feature_spec(
     numeric: Sequence[str] = (), categorical: Sequence[str] = ()
 ) -> dict[str, tf.io.FixedLenFeature]:
     """The parse spec for kit's records with the given metadata columns."""
-    spec = dict(CORE_FEATURES)
+    spec = core_features()
     for name in numeric:
         spec[name] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
     for name in categorical:
@@ -282,7 +282,7 @@ def write_records(
                     close_shard()
                     current, count = shard_idx, 0
                     part = tmp / f".{split}{shard_idx:02d}.part"
-                    writer = tf.io.TFRecordWriter(str(part))
+                    writer = imaging.TFRecordFile(part)
                 for i, (blob, reason) in zip(idx, res):
                     if blob is None:
                         path = table.at[i, "path"]

@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kit import competitions, fsutil, metrics
+from kit import competitions, fsutil, metrics, plots
 from kit.errors import KitError
 
 # --- leaderboard sizes (the registry can absorb this table) ---------------------------------------
@@ -345,19 +345,10 @@ def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None
 # --- drawing --------------------------------------------------------------------------------------
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _fig_png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    _plt().close(fig)
+    plots.pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -386,23 +377,11 @@ def _img(png: bytes, alt: str, cls: str = "") -> str:
 
 
 def _learning_curves(histories: Mapping[int, pd.DataFrame], metric: str) -> bytes:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for k, h in histories.items():
-        for ax, col in zip(axes, ("loss", "metric")):
-            if col not in h:
-                continue
-            line, = ax.plot(h["epoch"] + 1, h[col], label=f"fold {k} train")
-            if f"val_{col}" in h:
-                ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
-    axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title=f"{metric} (validation: exact, whole fold)", xlabel="epoch")
-    axes[1].legend(fontsize="small")
-    return _fig_png(fig)
+    return _fig_png(plots.learning_curves(histories, metric))
 
 
 def _lr_plot(histories: Mapping[int, pd.DataFrame]) -> bytes:
-    plt = _plt()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for k, h in histories.items():
         ax.plot(h["epoch"] + 1, h["lr"], marker="o", ms=3, label=f"fold {k}")
@@ -415,7 +394,7 @@ def _binary_plots(oof: pd.DataFrame) -> tuple[bytes, bytes, bytes]:
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-    plt = _plt()
+    plt = plots.pyplot()
     parts = [(f"fold {k}", oof[oof["fold"] == k], 1.0) for k in sorted(oof["fold"].unique())]
     parts.append(("pooled", oof, 2.2))
     roc, ax_roc = plt.subplots(figsize=(4.6, 4.6))
@@ -445,7 +424,7 @@ def _binary_plots(oof: pd.DataFrame) -> tuple[bytes, bytes, bytes]:
 
 
 def _confusion_plot(cm: np.ndarray, classes: Sequence[str]) -> bytes:
-    plt = _plt()
+    plt = plots.pyplot()
     n = len(classes)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     side = max(4.5, 1.5 + 0.65 * n)
@@ -462,7 +441,7 @@ def _confusion_plot(cm: np.ndarray, classes: Sequence[str]) -> bytes:
 
 
 def _shakeup_plot(samples: Mapping[str, np.ndarray], metric: str) -> bytes:
-    plt = _plt()
+    plt = plots.pyplot()
     panels = [k for k in ("public", "private", "difference") if len(samples.get(k, []))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels):
@@ -473,7 +452,7 @@ def _shakeup_plot(samples: Mapping[str, np.ndarray], metric: str) -> bytes:
 
 
 def _importance_plot(table: pd.DataFrame) -> bytes:
-    plt = _plt()
+    plt = plots.pyplot()
     top = table.head(25)[::-1]
     fig, ax = plt.subplots(figsize=(6, 0.25 * len(top) + 1))
     ax.barh(top.iloc[:, 0].astype(str), top.iloc[:, 1].astype(float))
@@ -586,7 +565,7 @@ def _cv_section(data: RunData) -> str:
                     "prediction together, and folds whose models scale their probabilities differently can pull "
                     "it below every fold's own score."))
     if len(folds) > 1:
-        plt = _plt()
+        plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(5, 2.8))
         ax.bar([f"fold {k}" for k in folds], list(folds.values()), color="#4477aa")
         if cv.get("overall") is not None:

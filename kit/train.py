@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import competitions, fsutil, metrics, models, pipeline, records, schedule, strategy
+from kit import competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
 
@@ -695,26 +695,13 @@ def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     out = run / "plots"
     out.mkdir(exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k in folds:
-        path = run / f"fold{k}" / "history.csv"
-        if not path.is_file():
-            continue
-        h = pd.read_csv(path)
-        for ax, col in zip(axes, ("loss", "metric")):
-            line, = ax.plot(h["epoch"] + 1, h[col], label=f"fold {k} train")
-            if f"val_{col}" in h:
-                ax.plot(h["epoch"] + 1, h[f"val_{col}"], "--", color=line.get_color(), label=f"fold {k} val")
-    axes[0].set(title="loss", xlabel="epoch")
-    axes[1].set(title=f"{cfg.metric} (train: Keras' running figure; val: exact)", xlabel="epoch")
-    axes[1].legend(fontsize="small")
+    histories = {k: pd.read_csv(run / f"fold{k}" / "history.csv") for k in folds
+                 if (run / f"fold{k}" / "history.csv").is_file()}
+    fig = plots.learning_curves(histories, cfg.metric)
     _savefig(fig, out / "learning_curves.png")
 
     y = oof["target"].to_numpy()
