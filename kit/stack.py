@@ -816,11 +816,9 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
 
 
 def _plots(folder: Path, table: pd.DataFrame, kinds: Sequence[str]) -> None:
-    import matplotlib
+    from kit.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     top = table.assign(mean=table[[f"importance_{k}" for k in kinds]].mean(axis=1)).nlargest(30, "mean")[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.25 * len(top) + 1.2))
     left = np.zeros(len(top))
