@@ -195,6 +195,9 @@ def test_stack_run_folder_is_a_run_kit_blend_and_check_read(comp, stacked, capsy
                  "--fit", "--out", str(out)])
     assert code == 0
     assert "/stack_leak " in capsys.readouterr().out
+    assert main(["runs", str(run), "--json"]) == 0  # kit runs lists it as a stack of LightGBM
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["model"] == "stack (lightgbm)" and row["state"] == "finished" and row["metric"] == "auc"
 
 
 def test_several_model_kinds_blend_with_weights_fit_on_oof(comp):
