@@ -17,7 +17,7 @@ The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` r
     STACK/config.toml          the resolved StackConfig
     STACK/oof.csv              image_name,target,pred|pred_<class>...,fold (records order)
     STACK/cv.json              {"metric", "folds": {"0": x, ...}, "overall" (pooled), "fold_mean", "fold_std",
-                                "models": {kind: {"overall", "weight"}}, "features": n}
+                                "models": {kind: {"overall", "weight"}}, "features": n, "runs": [...]}
     STACK/fold{k}/done.json    {"fold", "metric", "score", "trees": {kind: mean trees}}
     STACK/features.csv         feature, source, kind, importance_<model kind>... (gain, each kind sums to 1)
     STACK/models/<kind>/       one run folder per model kind (oof.csv, cv.json, fold{k}/done.json, submission.csv)
@@ -744,6 +744,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
     fold_ids = sorted(np.unique(folds).tolist())
     with fsutil.atomic_dir(out) as tmp:
         kind_pred, kind_test, kind_score, importance = {}, {}, {}, {}
+        trees_all: dict[str, dict] = {}  # fold -> {"trees": {kind: mean trees over seeds}}
         for kind in kinds:
             pred = np.zeros((len(y),) if n_classes == 2 else (len(y), n_classes))
             ptest = None
@@ -760,6 +761,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
                     imp[k] = imp.get(k, 0.0) + v
                 s = float(metrics.score(metric, y[rows], pv))
                 trees_of[str(f)] = {"trees": float(np.mean(trees))}
+                trees_all.setdefault(str(f), {"trees": {}})["trees"][kind] = float(np.mean(trees))
                 log(f"{kind} fold {f}: {metric} {s:.4f} ({np.mean(trees):.0f} trees, {cfg.seeds} seed"
                     f"{'s' if cfg.seeds > 1 else ''}, {time.perf_counter() - t1:.1f} s)")
             per, overall = _scores(metric, y, pred, folds)
@@ -786,7 +788,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             pred, ptest = kind_pred[kinds[0]], kind_test[kinds[0]]
         per, overall = _scores(metric, y, pred, folds)
         oof = _oof_frame(train["image_name"], y, pred, folds, classes)
-        _write_run(tmp, oof, metric, per, overall, {},
+        _write_run(tmp, oof, metric, per, overall, trees_all,
                    {"models": {k: {"overall": kind_score[k], "weight": weights[k]} for k in kinds},
                     "features": len(names), "runs": list(cfg.runs)})
         table = pd.DataFrame({

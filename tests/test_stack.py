@@ -173,7 +173,10 @@ def test_stack_run_folder_is_a_run_kit_blend_and_check_read(comp, stacked, capsy
     cv = json.loads((run / "cv.json").read_text())
     assert set(cv) >= {"metric", "folds", "overall", "fold_mean", "fold_std"} and len(cv["folds"]) == 5
     assert cv["fold_mean"] == pytest.approx(np.mean(list(cv["folds"].values())))
-    assert [json.loads((run / f"fold{k}" / "done.json").read_text())["fold"] for k in range(5)] == list(range(5))
+    done = [json.loads((run / f"fold{k}" / "done.json").read_text()) for k in range(5)]
+    assert [d["fold"] for d in done] == list(range(5))
+    assert [d["score"] for d in done] == list(cv["folds"].values())
+    assert all(1 <= d["trees"]["lightgbm"] <= 400 for d in done)  # early stopping chose each fold's count
     feats = pd.read_csv(run / "features.csv")
     assert set(feats["feature"]) == set(res.features)
     assert {"b0_pred", "b0_pred__z", "b0_pred__ratio", "b0_pred__rank", "group_size", "age_approx", "sex",
