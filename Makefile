@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# compat mode: a plain .pth path, so a checkout's own kit/ always wins on sys.path
 	$(PY) -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	# keras-hub without its tensorflow-text requirement (see pyproject.toml); it needs Python 3.11+
+	$(PY) -m pip install -q --no-deps "keras-hub==0.26.*" || echo "kit: keras-hub not installed; the preset route stays off"
 	touch $(STAMP)
 
 # each run gets its own folder (demo/YYYYmmdd-HHMMSS): kit never overwrites earlier output

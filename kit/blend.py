@@ -170,12 +170,38 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def _check_values(table: Table) -> None:
-    bad = ~np.isfinite(table.values)
+def _check_values(table: Table, scores: bool = False, method: str = "mean") -> None:
+    """Refuse NaN and infinite values, and, unless ``scores``, values outside [0, 1], naming file, row and value.
+
+    Every method checks: a rank blend would hide a 1.7 in its ranks. Scores (logits, margins) may be any
+    finite number, but a power or geometric mean of a negative value has no real result.
+    """
+    v = table.values
+    bad = ~np.isfinite(v)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        what = "NaN" if np.isnan(table.values[r, c]) else "an infinite value"
+        what = "NaN" if np.isnan(v[r, c]) else "an infinite value"
         raise KitError(f"{table.path}: {what} in column {table.columns[c + 1]}, e.g. id {table.id_text(r)}")
+    low = 0.0 if (not scores or method in ("power", "geomean")) else -np.inf
+    high = np.inf if scores else 1.0
+    bad = (v < low) | (v > high)
+    if bad.any():
+        r, c = (int(x) for x in np.argwhere(bad)[0])
+        if scores:
+            why = f"--method {method} needs values >= 0; blend scores with --method mean or rank"
+        else:
+            why = "probabilities lie in [0, 1]; pass --scores if the inputs are scores, not probabilities"
+        raise KitError(f"{table.path}: row {r + 1} (id {table.id_text(r)}), column {table.columns[c + 1]}: "
+                       f"{v[r, c]:g} ({why})")
+
+
+def _check_blended(blended: np.ndarray, ids: np.ndarray, columns: list[str]) -> None:
+    """The blend is finite everywhere (a multi-class row of zeros in every input cannot be renormalised)."""
+    bad = ~np.isfinite(blended)
+    if bad.any():
+        r = int(np.argwhere(bad)[0][0])
+        raise KitError(f"blend: row {r + 1} (id {ids[r].decode('utf-8', 'replace')}) has no finite blend: its "
+                       f"{', '.join(columns[1:])} are 0 in every input, so it cannot be renormalised to sum to 1")
 
 
 def _column_order(table: Table, columns: list[str], ref_name: str) -> list[int] | None:
@@ -198,8 +224,10 @@ def blend_files(
     power: float = 2.0,
     sample: str | os.PathLike | None = None,
     progress: bool | None = None,
+    scores: bool = False,
 ) -> BlendReport:
-    """Blend submission CSVs into ``out`` (ids and order of the first input, or of ``sample``)."""
+    """Blend submission CSVs into ``out`` (ids and order of the first input, or of ``sample``); values must be
+    probabilities in [0, 1] unless ``scores``."""
     t0 = time.perf_counter()
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
@@ -245,7 +273,7 @@ def blend_files(
                 raise KitError(f"{path}: no rows")
             _refuse_oof(table)
             cols = _column_order(table, columns, ref_name)
-            _check_values(table)
+            _check_values(table, scores, method)
             src = index.align(table.ids, path)
             values = table.values if cols is None else table.values[:, cols]
             term = _transform(values, method, power)
@@ -263,7 +291,9 @@ def blend_files(
         pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
-    blended = _finish(acc, method, power)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        blended = _finish(acc, method, power)
+    _check_blended(blended, first.ids, columns)
     write_table(out, columns, first.ids, blended)
     return BlendReport(
         out=str(out), inputs=inputs, method=method, weights=[float(x) for x in w], rows=len(first),
@@ -424,6 +454,7 @@ def fit_and_blend(
     rank_per_fold: bool | None = None,
     sample: str | os.PathLike | None = None,
     progress: bool | None = None,
+    scores: bool = False,
 ) -> BlendReport:
     """Fit weights on the runs' out-of-fold predictions (one run per input), then blend the inputs with them."""
     if len(runs) != len(inputs):
@@ -433,7 +464,7 @@ def fit_and_blend(
             raise KitError(f"{out}: is an input of the blend; write the blend to another file")
     fit = fit_weights(runs, method=method, power=power, rank_per_fold=rank_per_fold)
     report = blend_files(inputs, out, method=method, weights=fit.weights, power=power, sample=sample,
-                         progress=progress)
+                         progress=progress, scores=scores)
     report.fit = fit
     return report
 
@@ -443,21 +474,27 @@ def fit_and_blend(
 
 def blend_from_cli(args: argparse.Namespace) -> BlendReport:
     """``kit blend``: fit weights on ``--oof`` when asked, then blend the inputs."""
-    fit = None
+    from kit import precheck
+
     weights = args.weights
+    for p in [*args.inputs, *([args.sample_submission] if getattr(args, "sample_submission", None) else [])]:
+        if _same_file(p, args.out):
+            raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")
+    precheck.fresh_output(args.out, "--out", bool(getattr(args, "force", False)))
     if args.fit and not args.oof:
         raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
     if args.rank_per_fold is not None and not args.fit:
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if args.oof and not args.fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
-    sample = getattr(args, "sample_submission", None)
+    sample, scores = getattr(args, "sample_submission", None), bool(getattr(args, "scores", False))
     if args.fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
         return fit_and_blend(args.inputs, args.oof, args.out, method=args.method, power=args.power,
-                             rank_per_fold=args.rank_per_fold, sample=sample)
-    return blend_files(args.inputs, args.out, method=args.method, weights=weights, power=args.power, sample=sample)
+                             rank_per_fold=args.rank_per_fold, sample=sample, scores=scores)
+    return blend_files(args.inputs, args.out, method=args.method, weights=weights, power=args.power, sample=sample,
+                       scores=scores)
 
 
 def format_report(report: BlendReport) -> str:

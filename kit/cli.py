@@ -2,13 +2,16 @@
 
 Verbs import their module lazily, so ``kit --help``, ``kit check`` and ``kit blend`` never import
 TensorFlow or Keras, and ``kit train`` / ``kit predict`` check the paths they are given (kit.precheck)
-before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1.
+before they import it. Bad input raises ``KitError``; ``main`` prints it as one line and exits 1; every other
+failure is one line too, its exit status saying which kind (see ``main``).
 TensorFlow's own log lines are hidden unless ``kit --verbose VERB`` (kit.runtime).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -122,8 +125,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
                    "in view) (default: the competition's, pcam for PCam, else default). TTA uses only the views "
                    "this preset makes the model invariant to")
-    p.add_argument("--weights", help="pretrained backbone weights: a local .h5 / .weights.h5 file (default: none, "
-                   "random initialisation; ImageNet backbones want weights)")
+    p.add_argument("--weights", help="pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' "
+                   "download), or a keras-hub preset folder or name for the keras_hub models; `kit models` lists "
+                   "each backbone's routes (default: none, random initialisation; ImageNet backbones want weights)")
     p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
                    f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
                    f"{d('freeze_epochs')})")
@@ -174,20 +178,37 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.find_lr:
         print(train.format_lr_finding(train.find_lr(cfg)))
         return 0
-    result = train.train_folds(cfg, resume=args.resume)
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags))
     print(train.format_result(result))
     return 0
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the backbone names kit knows")
+    p = sub.add_parser("models", help="the backbones kit knows: family, default size, parameters, weights routes")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
     p.set_defaults(func=_run_models)
 
 
 def _run_models(args: argparse.Namespace) -> int:
     from kit import models
 
-    print("\n".join(models.list_models()))
+    rows = models.model_table()
+    print(json.dumps(rows) if args.json else models.format_model_table(rows))
+    return 0
+
+
+def _add_export_backbone(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-backbone", help="save a run's backbone as --weights for the next run "
+                       "(a .weights.h5 file, or a preset folder for keras-hub models)")
+    p.add_argument("model", help="a saved model, e.g. RUN/fold0/best.keras")
+    p.add_argument("--out", required=True, help="NAME.weights.h5 (or a new folder for a keras-hub backbone)")
+    p.set_defaults(func=_run_export_backbone)
+
+
+def _run_export_backbone(args: argparse.Namespace) -> int:
+    from kit import models
+
+    print(f"wrote {models.export_backbone(args.model, args.out)}")
     return 0
 
 
@@ -219,13 +240,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
     p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
     p.add_argument("--batch", type=int, default=64, help="images per prediction batch (default 64)")
+    p.add_argument("--force", action="store_true", help="replace --out (and its .json) if they exist")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from kit import precheck
 
-    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission)
+    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
     report = predict.predict_from_cli(args)
@@ -266,6 +288,9 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
                    help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
                         "the mean per-fold AUC; off otherwise)")
     p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
+    p.add_argument("--scores", action="store_true", help="the inputs are scores (any finite number), not "
+                   "probabilities in [0, 1], which are otherwise required")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_run_blend)
 
 
@@ -474,24 +499,77 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for add in (_add_records, _add_train, _add_predict, _add_blend, _add_stack, _add_check, _add_kaggle, _add_models,
-                _add_convert_weights, _add_demo, _add_runs, _add_report):
+                _add_export_backbone, _add_convert_weights, _add_demo, _add_runs, _add_report):
         add(sub)
     return parser
 
 
+# Exit statuses (README, "When things go wrong"): argparse itself exits 2 on a usage error.
+EXIT_BAD_INPUT = 1  # a KitError: the file, row, field or setting is named
+EXIT_ENVIRONMENT = 3  # the machine refused: disk full, read-only, permission denied, name too long
+EXIT_UNEXPECTED = 70  # a bug in kit (EX_SOFTWARE): one line, the traceback in a file
+EXIT_INTERRUPTED = 130
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the path(s) it names, then what the system said."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def write_traceback(verb: str) -> str:
+    """Write the traceback being handled to a new file (KIT_TRACEBACK_DIR, else the temp folder); its path."""
+    import tempfile
+    import traceback
+
+    folder = os.environ.get("KIT_TRACEBACK_DIR") or tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"kit-{verb}-", suffix=".traceback.txt", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"kit {verb}: {' '.join(sys.argv)}\n")
+            traceback.print_exc(file=f)
+        return path
+    except OSError:  # nowhere to write it (a full disk): the traceback is lost, the line still says what broke
+        return "(could not be written)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``kit`` with ``argv``; returns the exit status (bad input: one line on stderr, status 1)."""
+    """Run ``kit`` with ``argv``; returns the exit status (always one line on stderr when it fails).
+
+    1: bad input (KitError), 2: usage (argparse), 3: the environment (an OSError: disk full, read-only,
+    permission), 130: interrupted, 70: anything else, with the path of the file holding its traceback.
+    """
     args = build_parser().parse_args(argv)
     # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
     runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
     try:
         return args.func(args)
-    except KitError as exc:
-        print(f"kit {args.verb}: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"kit {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug still ends in one line, never a wall of text
+        status, line = failure(exc, args.verb)
+        print(f"kit {args.verb}: error: {line}", file=sys.stderr)
+        return status
+
+
+def failure(exc: Exception, verb: str) -> tuple[int, str]:
+    """The exit status and the one line for ``exc`` (called while it is handled: a bug's traceback goes to a file)."""
+    if isinstance(exc, KitError):
+        return EXIT_BAD_INPUT, _one_line(str(exc))
+    if isinstance(exc, OSError):
+        return EXIT_ENVIRONMENT, _one_line(_os_error_line(exc))
+    if isinstance(exc, MemoryError):
+        return EXIT_ENVIRONMENT, "out of memory"
+    where = write_traceback(verb)
+    return EXIT_UNEXPECTED, f"unexpected {type(exc).__name__}: {_one_line(str(exc)) or 'no message'} (traceback: {where})"
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """``text`` folded onto one line (TensorFlow's messages span dozens), cut at ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ class Config:
     # model
     model: str = "efficientnet_b0"
     size: int = 0  # image side; 0 means the records' size (any other value must equal it)
-    weights: str = ""  # pretrained weights for the backbone; "" means random initialisation (from scratch)
+    # "" random initialisation (from scratch) | a weights file (.h5, .weights.h5) | "imagenet" | a keras-hub preset
+    weights: str = ""
     dropout: float = 0.2
     trainable_backbone: bool = True
     freeze_epochs: int = 0  # fine-tuning: train the head alone (backbone frozen, BatchNorm as pretrained) this long
@@ -143,6 +144,10 @@ class Config:
             ("epoch_positives", cfg.epoch_positives >= 0, ">= 0 (0: an epoch is every training image)"),
             ("freeze_epochs", 0 <= cfg.freeze_epochs < cfg.epochs, f"in [0, epochs) = [0, {cfg.epochs})"),
             ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
+            ("seed", 0 <= cfg.seed < 2**31, "in [0, 2**31)"), ("size", cfg.size >= 0, ">= 0 (0: the records' size)"),
+            ("shuffle_buffer", cfg.shuffle_buffer >= 1, "at least 1"), ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+            ("focal_gamma", cfg.focal_gamma >= 0, ">= 0"), ("verbose", cfg.verbose in (0, 1, 2), "0, 1 or 2"),
+            ("folds", all(f >= 0 for f in cfg.folds), "fold numbers >= 0"),
         ]
         for name, ok, want in rules:
             if not ok:
@@ -168,6 +173,11 @@ SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
                     lr_decay=0.8),
 }
 _SCHEDULE_TYPES = {k: type(v) for k, v in SCHEDULE_DEFAULTS["pretrained"].items()}
+
+
+def coerce_setting(name: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` as the type of ``default`` (an int is a float too), or KitError naming ``source`` and ``name``."""
+    return _coerce(name, value, default, source)
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:

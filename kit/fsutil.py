@@ -1,9 +1,17 @@
-"""Atomic writes: nothing half-written is ever left under its final name."""
+"""Atomic writes: nothing half-written is ever left under its final name.
+
+The temporary files and folders come from ``mkstemp``/``mkdtemp``, which create them private (0600 and
+0700) whatever the umask says; they are given the mode any other tool would create (0666 and 0777 less
+the umask) before they take their final name, so records, runs and submissions are shared as the user
+expects.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -12,6 +20,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
+
+from kit.errors import KitError
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(path: Path, folder: bool = False) -> None:
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask())
 
 
 @contextlib.contextmanager
@@ -29,6 +50,8 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            _honour_umask(tmp_path)
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
@@ -44,7 +67,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as None: JSON has no NaN or Infinity, and strict readers refuse them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs: Any) -> Path:
@@ -107,7 +141,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
-        os.replace(tmp, final)
+        _honour_umask(tmp, folder=True)
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # another writer of the same path finished first: its complete output stays, this one is dropped
+            raise KitError(f"{final}: was written by another process meanwhile; its output is kept and "
+                           "this one dropped") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Image preparation and record serialization without TensorFlow (the record writer's worker side).
 
 The writer's worker processes import only this module (numpy-free: Pillow and the standard library),
-so they start in a fraction of a second instead of paying for a TensorFlow import each.
+so they start in a fraction of a second instead of paying for a TensorFlow import each (numpy loads only
+for the rare image of more than 8 bits per pixel).
 
 Resize policy (``prepare_image``), applied to every image the writer stores:
 
@@ -11,6 +12,15 @@ Resize policy (``prepare_image``), applied to every image the writer stores:
   tells classes apart. Square images are simply resized.
 - ``"squash"``: resize to ``size`` x ``size`` ignoring the aspect ratio (what most public
   notebooks do with ``cv2.resize``), for users who want every pixel of the original field.
+
+Pixel depth: 16-bit grey images (PCam-style TIFFs, mode ``I;16``) are scaled from 0..65535 to 0..255,
+32-bit integer ones the same when their pixels fit in 16 bits (as they are when they fit in 8), and
+float ones (mode ``F``) from 0..1 (or 0..255 when their pixels lie there) to 0..255; any other range,
+and NaN or infinite pixels, is refused with the range found. Pillow's own conversion would clip them
+to flat white or black without a word.
+
+Orientation: a JPEG's EXIF orientation tag is applied, as image viewers do (a phone photo of a lesion
+is stored sideways and shown upright), so the records hold what the user saw.
 
 Resampling is Pillow's antialiased bicubic. JPEGs are first decoded with libjpeg's DCT scaling
 (``Image.draft``) at the smallest of 1/1, 1/2, 1/4, 1/8 scale that still covers ``size``: this is
@@ -29,10 +39,11 @@ import math
 import numbers
 import os
 import struct
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_POLICIES = ("crop", "squash")
 JPEG_QUALITY = 95
@@ -107,6 +118,8 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError("empty file (0 bytes)")
     try:
         return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels to decode safely ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError("not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -121,8 +134,14 @@ def _resized(im: Image.Image, size: int, policy: str) -> Image.Image:
         if im.format == "JPEG":
             im.draft("RGB", (size, size))
         im.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"too many pixels to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"corrupt image ({exc})") from None
+    if _orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in _DEEP_MODES:
+        im = _to_8bit(im)
     if im.mode != "RGB":
         im = im.convert("RGB")
     w, h = im.size
@@ -131,6 +150,39 @@ def _resized(im: Image.Image, size: int, policy: str) -> Image.Image:
     side = min(w, h)
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2) if policy == "crop" else (0, 0, w, h)
     return im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+# Modes whose pixels do not fit 0..255: Pillow's convert("RGB") clips them (flat white or black).
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag of ``im`` (1, upright, when it has none or it cannot be read)."""
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A greyscale image of more than 8 bits per pixel scaled to 8 bits by its depth (module doc), or ImageError."""
+    import numpy as np  # only here: the writer's workers stay numpy-free for the usual 8-bit images
+
+    a = np.asarray(im)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise ImageError("float image with NaN or infinite pixels")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 255:
+            raise ImageError(f"float image with pixels in {lo:g}..{hi:g}; kit reads float images in 0..1 or 0..255")
+        scale = 255.0 if hi <= 1 else 1.0
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ImageError(f"{a.dtype.itemsize * 8}-bit image with pixels in {lo}..{hi}; kit reads 0..65535")
+        scale = 1.0 if (im.mode == "I" and hi <= 255) else 255.0 / 65535.0
+    return Image.fromarray(np.clip(np.rint(a.astype(np.float64) * scale), 0, 255).astype(np.uint8), "L")
 
 
 def encode_jpeg(im: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
@@ -269,6 +321,63 @@ def write_tfrecord(path: str | Path, records: Sequence[bytes]) -> None:
             f.write(data)
 
 
+def count_tfrecords(path: str | Path) -> int:
+    """Records in a TFRecord file, read from its framing alone (each length and its checksum; the payloads are
+    skipped, so a 100 MB shard is counted in milliseconds). ValueError naming the byte offset when the framing is
+    broken: a truncated file, random bytes, or a length whose checksum does not match."""
+    n, at = 0, 0
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        while at < end:
+            head = f.read(12)
+            if len(head) < 12:
+                raise ValueError(f"truncated at byte {at} (record {n + 1} has no complete header)")
+            length, crc = struct.unpack("<QI", head)
+            if _masked_crc(head[:8]) != crc:
+                raise ValueError(f"not TFRecord data at byte {at} (record {n + 1}'s length checksum is wrong)")
+            at += 12 + length + 4
+            if at > end:
+                raise ValueError(f"truncated: record {n + 1} runs past the end of the file ({end} bytes)")
+            f.seek(at)
+            n += 1
+    return n
+
+
+# --- the writer's worker processes ----------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this worker process get SIGKILL when ``parent`` dies (Linux), so a killed ``kit records`` leaves no
+    workers behind; exits at once if the parent is already gone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl (an unusual libc): workers then end when they next find the pool gone
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> "concurrent.futures.ProcessPoolExecutor":
+    """A pool of ``workers`` processes that die with this one (see :func:`die_with_parent`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # Fork on Linux: workers run only kit.imaging (Pillow), never TensorFlow, so TensorFlow's
+    # threads in this process are harmless to them, and forking (unlike spawn or a fork server)
+    # does not re-run the caller's script, which a user's plain script without a __main__ guard
+    # would need. Elsewhere spawn is the only safe choice.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                               initargs=(os.getpid(),))
+
+
 # --- the writer's unit of work -------------------------------------------------------------------
 
 
@@ -298,7 +407,7 @@ def prepared_jpeg(data: bytes, size: int, policy: str = "crop", quality: int = J
     of ``size`` x ``size`` (a second JPEG generation would only lose detail and time), else resized by
     ``policy`` and encoded at ``quality``."""
     im = _open(data)
-    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size):
+    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size) and _orientation(im) == 1:
         return data
     return encode_jpeg(_resized(im, size, policy), quality)
 

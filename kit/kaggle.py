@@ -160,7 +160,9 @@ def has_internet(host: str = "www.kaggle.com", port: int = 443, timeout: float =
 
 def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
                        online: Callable[[], bool] = has_internet) -> str:
-    """What a notebook passes to ``--weights``: the attached model's folder, else "imagenet" when online.
+    """What a notebook passes to ``--weights``: the attached model's folder, else its ``kaggle://`` handle if online.
+
+    keras-hub downloads a ``kaggle://`` preset itself; ``imagenet`` would not do, as the model is a keras-hub one.
 
     Offline and without the model attached, stops with one line naming the model to attach.
     """
@@ -169,7 +171,7 @@ def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
     if folder is not None:
         return str(folder)
     if online():
-        return "imagenet"
+        return f"kaggle://{handle}"
     raise KitError(f"{paths.input}: the Kaggle Model {handle} is not attached and the kernel is offline: add it "
                    f"(Add Input > Models, or kit push --model-source {handle}) or turn internet on")
 
@@ -329,9 +331,37 @@ def redact(text: str) -> str:
     return text
 
 
-def _refuse_secrets(name: str, text: str) -> None:
-    if any(secret in text for secret in _secrets()):
+# A run of base64 long enough to hide a key: an HTTP basic-auth header carries base64("user:key")
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{16,}={0,2}")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _holds_secret(data: bytes, secrets: list[str]) -> bool:
+    """Whether ``data`` holds one of ``secrets`` as it is or base64-encoded (alone or inside "user:key")."""
+    raw = [s.encode() for s in secrets]
+    if any(s in data for s in raw):
+        return True
+    for m in _BASE64_RUN.finditer(data):
+        token = m.group().rstrip(b"=").translate(_URLSAFE)
+        try:
+            decoded = base64.b64decode(token + b"=" * (-len(token) % 4))
+        except ValueError:  # binascii.Error: not base64 after all
+            continue
+        if any(s in decoded for s in raw):
+            return True
+    return False
+
+
+def _refuse_secrets(name: str, text: str | bytes) -> None:
+    secrets = _secrets()
+    if secrets and _holds_secret(text.encode(errors="replace") if isinstance(text, str) else text, secrets):
         raise KitError(f"{name}: holds a Kaggle credential of this machine; remove it before pushing")
+
+
+def wheel_files(root: Path) -> list[Path]:
+    """The files the bundled kit wheel is built from (and so carries into a kernel)."""
+    files = sorted(p for p in (root / "kit").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return files + [root / "pyproject.toml"] + ([root / "README.md"] if (root / "README.md").is_file() else [])
 
 
 # --- kernel metadata ----------------------------------------------------------------------------
@@ -469,8 +499,7 @@ def build_wheel(dest: str | os.PathLike) -> Path:
     and a wheel is built once per process for the same sources.
     """
     root = _project_root()
-    files = sorted(p for p in (root / "kit").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    files += [root / "pyproject.toml"] + ([root / "README.md"] if (root / "README.md").is_file() else [])
+    files = wheel_files(root)
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
@@ -644,6 +673,10 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     check_metadata(meta)  # before any file is written or wheel built
     _refuse_secrets(notebook.name, notebook.read_text(errors="replace"))
     _refuse_secrets(METADATA_FILE, json.dumps(meta))
+    if bundle and kit_dataset is None and _secrets():
+        root = _project_root()
+        for path in wheel_files(root):  # whatever sits in kit/ rides along in the wheel
+            _refuse_secrets(f"{path.relative_to(root)} (bundled in the kit wheel)", path.read_bytes())
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / METADATA_FILE).is_file():
         raise KitError(f"{folder}: exists and is not a kernel folder; choose an empty or new folder")

@@ -1,4 +1,4 @@
-"""Backbones by name, the binary / multi-class heads, the metadata branch, and local weight files.
+"""Backbones by name, the binary / multi-class heads, the metadata branch, and the weights routes.
 
 Every model kit builds takes ``{"image": [B, S, S, 3] pixels 0..255}`` (plus ``"meta":
 float32 [B, M]`` when ``n_meta > 0``) and keeps its normalisation inside, so a saved ``.keras`` file
@@ -9,15 +9,25 @@ alike. Binary (``n_classes=2``) ends in one sigmoid unit, multi-class in a softm
 float32 under mixed precision. Only Keras 3 ops: the same model trains on
 TensorFlow and on JAX (Kaggle's TPU route).
 
-Weights come from local files only, never downloaded:
+``weights`` (``--weights``, ``Config.weights``) takes four routes, ``weights_route`` decides which:
 
-- keras.applications weight files (``efficientnetb0_notop.h5``, ``resnet50_..._notop.h5``, ...).
-  V1 EfficientNet files store the ImageNet *std* where a variance belongs; ``weights="imagenet"``
-  compensates with an extra Rescaling layer that a file path does not get. kit squares those values
-  on load, so the model computes exactly what ``weights="imagenet"`` would.
-- the ``efficientnet`` package's 'imagenet' / 'noisy-student' ``.h5`` files, after
-  ``convert_efficientnet_weights`` rewrites them into the keras.applications layout (that package's
-  own models call a TensorFlow-only swish and cannot train on JAX).
+- ``""``: random initialisation.
+- a local file (``.h5`` / ``.weights.h5``): keras.applications weight files (``efficientnetb0_notop.h5``,
+  ``resnet50_..._notop.h5``, ...), a kit run's backbone (``export_backbone``), or the ``efficientnet``
+  package's 'imagenet' / 'noisy-student' files after ``convert_efficientnet_weights`` rewrites them
+  into the keras.applications layout (that package's own models call a TensorFlow-only swish and
+  cannot train on JAX). V1 EfficientNet files store the ImageNet *std* where a variance belongs;
+  ``weights="imagenet"`` compensates with an extra Rescaling layer that a file path does not get. kit
+  squares those values on load, so the model computes exactly what ``weights="imagenet"`` would.
+- ``"imagenet"``: Keras' own download, cached in ``~/.keras/models``; offline, one line naming the file
+  to attach instead.
+- a keras-hub preset (a folder as a Kaggle Model mounts it, a preset name, a ``kaggle://`` / ``hf://``
+  handle) for the ``keras_hub`` models, whose architecture comes from the preset. The preset's image
+  converter (scale and offset: its mean, std and 0..1 or -1..1 scaling) becomes kit's ``ScaleOffset``
+  layer inside the model, and the features are pooled (average for CNNs, class token for ViT / DINOv2).
+
+Whatever the route, the feature extractor is one nested model named ``backbone``: freeze or export it as
+``model.get_layer("backbone")``. With pretrained weights its BatchNormalization layers stay frozen.
 
 Example:
     model = build_model("efficientnet_b3", n_classes=2, size=384, n_meta=3,
@@ -26,7 +36,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,6 +46,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from kit import fsutil
 from kit.errors import KitError
 from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
 
@@ -48,21 +61,29 @@ class Backbone:
 
     name: str
     size: int  # default input size in pixels
-    build: Callable[[int], keras.Model]  # size -> model mapping 0..255 pixels (after preprocess) to [B, F]
+    build: Callable[..., keras.Model]  # (size[, weights=]) -> model mapping 0..255 pixels (after preprocess) to [B, F]
     preprocess: Callable[[], keras.layers.Layer] | None = None  # placed before the backbone
-    family: str = "cnn"  # "efficientnet" (V1 keras.applications), "efficientnet_v2", "resnet", "vgg", "cnn"
+    # "efficientnet" (V1 keras.applications), "efficientnet_v2", "resnet", "vgg", "convnext", "cnn", "keras_hub"
+    family: str = "cnn"
+    params: int | None = None  # backbone parameters (no head) at the default size; None: decided by the preset
+    hub_class: str = ""  # keras_hub family: the preset's backbone class this name expects ("" = any)
 
 
 _BACKBONES: dict[str, Backbone] = {}
 
+# Weights routes each family accepts (kit models prints them; check_weights enforces them).
+_ROUTES = {"cnn": ("none", "file"), "keras_hub": ("preset",)}
+_APPLICATION_ROUTES = ("none", "file", "imagenet")
+
 
 def register(name: str, size: int, *, family: str = "cnn",
-             preprocess: Callable[[], keras.layers.Layer] | None = None) -> Callable:
+             preprocess: Callable[[], keras.layers.Layer] | None = None, params: int | None = None,
+             hub_class: str = "") -> Callable:
     """Decorator: register ``fn(size) -> keras.Model`` as the backbone ``name``."""
-    def deco(fn: Callable[[int], keras.Model]) -> Callable[[int], keras.Model]:
+    def deco(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         if name in _BACKBONES:
             raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = Backbone(name, size, fn, preprocess, family)
+        _BACKBONES[name] = Backbone(name, size, fn, preprocess, family, params, hub_class)
         return fn
     return deco
 
@@ -76,6 +97,11 @@ def _backbone(name: str) -> Backbone:
     if name not in _BACKBONES:
         raise KitError(f"model: unknown model {name!r}; known: {', '.join(list_models())}")
     return _BACKBONES[name]
+
+
+def backbone_spec(name: str) -> Backbone:
+    """The registry row of ``name`` (family, default size, parameters); KitError when unknown."""
+    return _backbone(name)
 
 
 # Families whose architecture is only worth training from ImageNet weights on a competition-sized set.
@@ -92,6 +118,11 @@ def default_size(name: str) -> int:
     return _backbone(name).size
 
 
+def weights_routes(name: str) -> tuple[str, ...]:
+    """The ``--weights`` routes backbone ``name`` accepts: some of "none", "file", "imagenet", "preset"."""
+    return _ROUTES.get(_backbone(name).family, _APPLICATION_ROUTES)
+
+
 # --- layers ---------------------------------------------------------------------------------------
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -106,39 +137,65 @@ class CaffePreprocess(keras.layers.Layer):
 # --- keras.applications backbones (dict rows) --------------------------------------------------------
 
 _APPLICATIONS = {
-    # name: (keras.applications constructor, default size, family)
-    "efficientnet_b0": ("EfficientNetB0", 224, "efficientnet"),
-    "efficientnet_b1": ("EfficientNetB1", 240, "efficientnet"),
-    "efficientnet_b2": ("EfficientNetB2", 260, "efficientnet"),
-    "efficientnet_b3": ("EfficientNetB3", 300, "efficientnet"),
-    "efficientnet_b4": ("EfficientNetB4", 380, "efficientnet"),
-    "efficientnet_b5": ("EfficientNetB5", 456, "efficientnet"),
-    "efficientnet_b6": ("EfficientNetB6", 528, "efficientnet"),
-    "efficientnet_b7": ("EfficientNetB7", 600, "efficientnet"),
-    "efficientnet_v2_b0": ("EfficientNetV2B0", 224, "efficientnet_v2"),
-    "efficientnet_v2_b1": ("EfficientNetV2B1", 240, "efficientnet_v2"),
-    "efficientnet_v2_b2": ("EfficientNetV2B2", 260, "efficientnet_v2"),
-    "efficientnet_v2_b3": ("EfficientNetV2B3", 300, "efficientnet_v2"),
-    "efficientnet_v2_s": ("EfficientNetV2S", 384, "efficientnet_v2"),
-    "efficientnet_v2_m": ("EfficientNetV2M", 480, "efficientnet_v2"),
-    "efficientnet_v2_l": ("EfficientNetV2L", 480, "efficientnet_v2"),
-    "resnet50": ("ResNet50", 224, "resnet"),
-    "vgg16": ("VGG16", 224, "vgg"),
-    "vgg19": ("VGG19", 224, "vgg"),
+    # name: (keras.applications constructor, default size, family, backbone parameters without the head)
+    # (parameters counted once with count_params(); building all 21 takes ~40 s, too slow for `kit models`)
+    "efficientnet_b0": ("EfficientNetB0", 224, "efficientnet", 4_049_571),
+    "efficientnet_b1": ("EfficientNetB1", 240, "efficientnet", 6_575_239),
+    "efficientnet_b2": ("EfficientNetB2", 260, "efficientnet", 7_768_569),
+    "efficientnet_b3": ("EfficientNetB3", 300, "efficientnet", 10_783_535),
+    "efficientnet_b4": ("EfficientNetB4", 380, "efficientnet", 17_673_823),
+    "efficientnet_b5": ("EfficientNetB5", 456, "efficientnet", 28_513_527),
+    "efficientnet_b6": ("EfficientNetB6", 528, "efficientnet", 40_960_143),
+    "efficientnet_b7": ("EfficientNetB7", 600, "efficientnet", 64_097_687),
+    "efficientnet_v2_b0": ("EfficientNetV2B0", 224, "efficientnet_v2", 5_919_312),
+    "efficientnet_v2_b1": ("EfficientNetV2B1", 240, "efficientnet_v2", 6_931_124),
+    "efficientnet_v2_b2": ("EfficientNetV2B2", 260, "efficientnet_v2", 8_769_374),
+    "efficientnet_v2_b3": ("EfficientNetV2B3", 300, "efficientnet_v2", 12_930_622),
+    "efficientnet_v2_s": ("EfficientNetV2S", 384, "efficientnet_v2", 20_331_360),
+    "efficientnet_v2_m": ("EfficientNetV2M", 480, "efficientnet_v2", 53_150_388),
+    "efficientnet_v2_l": ("EfficientNetV2L", 480, "efficientnet_v2", 117_746_848),
+    "resnet50": ("ResNet50", 224, "resnet", 23_587_712),
+    "vgg16": ("VGG16", 224, "vgg", 14_714_688),
+    "vgg19": ("VGG19", 224, "vgg", 20_024_384),
+    "convnext_tiny": ("ConvNeXtTiny", 224, "convnext", 27_820_128),
+    "convnext_small": ("ConvNeXtSmall", 224, "convnext", 49_454_688),
+    "convnext_base": ("ConvNeXtBase", 224, "convnext", 87_566_464),
 }
 
 
-def _application_builder(constructor: str, family: str) -> Callable[[int], keras.Model]:
-    def build(size: int) -> keras.Model:
-        kwargs = dict(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
-        if family == "efficientnet_v2":
-            kwargs["include_preprocessing"] = True  # rescaling inside: inputs stay 0..255
+def imagenet_file(name: str) -> str:
+    """The file Keras downloads for ``weights="imagenet"`` (no top), e.g. ``efficientnetb0_notop.h5``."""
+    constructor, _, family, _ = _APPLICATIONS[name]
+    if family in ("resnet", "vgg"):
+        return f"{constructor.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if family == "efficientnet_v2":
+        return f"efficientnetv2-{constructor[len('EfficientNetV2'):].lower()}_notop.h5"
+    if family == "convnext":
+        return f"convnext_{constructor[len('ConvNeXt'):].lower()}_notop.h5"
+    return f"{constructor.lower()}_notop.h5"
+
+
+def _imagenet_offline(name: str, err: Exception) -> KitError:
+    file = imagenet_file(name)
+    # get_file says "URL fetch failure on <url>: <errno> -- <reason>": the reason is the part a user needs
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rsplit(" -- ", 1)[-1]
+    return KitError(
+        f"imagenet: {name} needs Keras' {file} and the download failed ({reason[:160]}); "
+        f"offline (a Kaggle kernel with internet off), attach {file} as a dataset or Kaggle Model and pass "
+        f"--weights /kaggle/input/<dataset>/{file}, or copy it into ~/.keras/models/")
+
+
+def _application_builder(constructor: str, family: str) -> Callable[..., keras.Model]:
+    def build(size: int, weights: str | None = None) -> keras.Model:
+        kwargs = dict(include_top=False, weights=weights, input_shape=(size, size, 3), pooling="avg")
+        if family in ("efficientnet_v2", "convnext"):
+            kwargs["include_preprocessing"] = True  # rescaling / normalisation inside: inputs stay 0..255
         return getattr(keras.applications, constructor)(**kwargs)
     return build
 
 
-for _name, (_ctor, _size, _family) in _APPLICATIONS.items():
-    register(_name, _size, family=_family,
+for _name, (_ctor, _size, _family, _params) in _APPLICATIONS.items():
+    register(_name, _size, family=_family, params=_params,
              preprocess=CaffePreprocess if _family in ("resnet", "vgg") else None)(
         _application_builder(_ctor, _family))
 
@@ -157,7 +214,7 @@ def _sequential_features(size: int, name: str, layers: list[keras.layers.Layer])
     return keras.Model(inp, x, name=name)
 
 
-@register("tiny_cnn", 32)
+@register("tiny_cnn", 32, params=6_200)
 def tiny_cnn(size: int) -> keras.Model:
     """About 6k parameters: three strided conv + BatchNorm blocks, global average pooling (CI rehearsals)."""
     L = keras.layers
@@ -169,7 +226,7 @@ def tiny_cnn(size: int) -> keras.Model:
     return _sequential_features(size, "tiny_cnn", layers)
 
 
-@register("small_cnn", 64)
+@register("small_cnn", 64, params=2_162_848)
 def small_cnn(size: int) -> keras.Model:
     """The HAM10000 seed CNN: 2x(conv32) pool drop .25, 2x(conv64) pool drop .4, flatten, dense 128."""
     L = keras.layers
@@ -184,7 +241,7 @@ def small_cnn(size: int) -> keras.Model:
     ])
 
 
-@register("pcam_cnn", 96)
+@register("pcam_cnn", 96, params=1_660_672)
 def pcam_cnn(size: int) -> keras.Model:
     """The PCam seed CNN: 3 stages of 3x(conv3x3) + pool + dropout .3 (32/64/128 filters), dense 256."""
     L = keras.layers
@@ -194,6 +251,198 @@ def pcam_cnn(size: int) -> keras.Model:
         layers += [L.MaxPooling2D(2, name=f"pcam_pool{stage}"), L.Dropout(0.3, name=f"pcam_drop{stage}")]
     layers += [L.Flatten(name="pcam_flatten"), L.Dense(256, activation="relu", name="pcam_dense")]
     return _sequential_features(size, "pcam_cnn", layers)
+
+
+# --- keras-hub presets ------------------------------------------------------------------------------
+
+# keras-hub installs with --no-deps: its tensorflow-text requirement would pull a second TensorFlow.
+KERAS_HUB_HINT = "pip install --no-deps keras-hub==0.26.* regex kagglehub (Kaggle's GPU image ships it)"
+_PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class ScaleOffset(keras.layers.Layer):
+    """``x * scale + offset`` per channel: a keras-hub preset's image converter (mean, std, 0..1 or -1..1
+    scaling) as a layer of kit's own, so a saved model needs neither keras-hub's preprocessing (which wants
+    tensorflow-text) nor any outside normalisation."""
+
+    def __init__(self, scale: float | list[float] = 1.0, offset: float | list[float] = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.scale, self.offset = scale, offset
+
+    def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
+        scale = keras.ops.convert_to_tensor(self.scale, dtype=self.compute_dtype)
+        return x * scale + keras.ops.convert_to_tensor(self.offset, dtype=self.compute_dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class FirstToken(keras.layers.Layer):
+    """[B, T, D] -> [B, D]: the class token a ViT / DINOv2 backbone puts first in its sequence."""
+
+    def call(self, x):
+        return x[:, 0]
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError as err:
+        raise KitError(f"the keras-hub preset route needs keras-hub, which is not installed here: "
+                       f"{KERAS_HUB_HINT}") from err
+    return keras_hub
+
+
+def _preset_json(preset: str, file: str) -> dict:
+    """One JSON file of a preset: read from a local folder, or fetched (and cached) by keras-hub for a name."""
+    local = Path(preset) / file
+    if local.is_file():
+        return json.loads(local.read_text())
+    if Path(preset).is_dir():
+        raise KitError(f"{preset}: the keras-hub preset has no {file}" + (
+            "; kit needs the preset's image converter (its mean, std and scaling): write one with "
+            "kit.models.write_image_converter" if file == "image_converter.json" else ""))
+    from keras_hub.src.utils import preset_utils  # only reached for names and kaggle:// / hf:// handles
+
+    try:
+        return preset_utils.load_json(preset, file)
+    # kagglehub / huggingface_hub raise their own HTTP and connection errors: each means "cannot fetch"
+    except Exception as err:  # noqa: BLE001
+        raise KitError(f"{preset}: cannot fetch the keras-hub preset's {file} ({str(err).splitlines()[0][:200]}); "
+                       f"offline, attach the preset as a Kaggle Model and pass its folder, "
+                       f"--weights /kaggle/input/<model>/keras/<variation>/<version>") from err
+
+
+def _find_preset_below(folder: Path) -> Path | None:
+    """A preset one to four levels below ``folder`` (the mount point of a Kaggle Model), for the error's hint."""
+    for depth in range(1, 5):
+        found = sorted(folder.glob("/".join(["*"] * depth) + "/config.json"))
+        if found:
+            return found[0].parent
+    return None
+
+
+def _check_preset(spec: Backbone, preset: str) -> None:
+    if Path(preset).is_dir() and not (Path(preset) / "config.json").is_file():
+        below = _find_preset_below(Path(preset))
+        hint = f"; did you mean {below}?" if below else " (a keras-hub preset folder holds config.json)"
+        raise KitError(f"{preset}: not a keras-hub preset folder{hint}")
+    _keras_hub()
+    if Path(preset).is_dir():  # a name or handle is checked when it is fetched, in _hub_backbone
+        _check_class(preset, json.loads((Path(preset) / "config.json").read_text()), spec)
+
+
+def _check_class(preset: str, config: dict, spec: Backbone) -> None:
+    found = config.get("class_name", "?")
+    if spec.hub_class and found != spec.hub_class:
+        raise KitError(f"{preset}: the preset holds a {found}, but model {spec.name} expects {spec.hub_class}; "
+                       f"pass --model keras_hub to take whatever the preset holds")
+
+
+def _hub_builder(name: str) -> Callable[..., keras.Model]:
+    def build(size: int, weights: str | None = None) -> keras.Model:
+        if not weights:
+            raise KitError(f"model: {name} takes its architecture from a keras-hub preset; pass --weights")
+        return _hub_backbone(str(weights), size, _BACKBONES[name])
+    return build
+
+
+def _hub_backbone(preset: str, size: int, spec: Backbone) -> keras.Model:
+    """The preset's backbone at ``size`` px behind its image converter, pooled to [B, F], as one model."""
+    keras_hub = _keras_hub()
+    config = _preset_json(preset, "config.json")
+    _check_class(preset, config, spec)
+    found = config.get("class_name", "?")
+    converter = _preset_json(preset, "image_converter.json").get("config", {})
+    # The input size is the records' size: ViT-style configs name it image_shape, CNNs input_shape.
+    inner = config.get("config", {})
+    shape = {key: (size, size, 3) for key in ("image_shape", "input_shape") if key in inner}
+    try:
+        hub = keras_hub.models.Backbone.from_preset(preset, **shape)
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        saved = inner.get("image_shape") or inner.get("input_shape") or (None,)
+        hint = f"; it was saved at {saved[0]} px: write records at that size" if saved[0] not in (None, size) else ""
+        raise KitError(f"{preset}: the preset's {found} does not load at {size}px ({reason[:300]}){hint}") from err
+    image = keras.Input((size, size, 3), name="backbone_input")
+    scale, offset = converter.get("scale"), converter.get("offset")  # null in the JSON: no scaling / offset
+    x = ScaleOffset(1.0 if scale is None else scale, 0.0 if offset is None else offset, name="image_converter")(image)
+    # DINOv2 names its one input ("images"): feed it by name, as its functional graph expects
+    names = list(hub.input) if isinstance(hub.input, dict) else []
+    features = hub({names[0]: x} if len(names) == 1 else x)
+    rank = len(features.shape)
+    if rank == 4:
+        # a layer of this graph holding the feature map: Grad-CAM (kit report) cuts the model there, and the
+        # nested keras-hub model's own .output belongs to its inner graph, not to this one
+        features = keras.layers.Identity(name="backbone_features")(features)
+        features = keras.layers.GlobalAveragePooling2D(name="backbone_pool")(features)
+    elif rank == 3:
+        features = FirstToken(name="backbone_token")(features)
+    return keras.Model(image, features, name="backbone")
+
+
+def write_image_converter(folder: str | os.PathLike, scale: float | list[float],
+                          offset: float | list[float]) -> Path:
+    """Write a preset's ``image_converter.json`` as keras-hub does (its ImageConverter class, no resizing)."""
+    path = Path(folder) / "image_converter.json"
+    config = {"name": "image_converter", "trainable": True, "image_size": None, "scale": scale, "offset": offset,
+              "interpolation": "bilinear", "antialias": False, "crop_to_aspect_ratio": True,
+              "pad_to_aspect_ratio": False, "bounding_box_format": "yxyx"}
+    fsutil.write_json(path, {"module": "keras_hub.src.layers.preprocessing.image_converter",
+                             "class_name": "ImageConverter", "config": config,
+                             "registered_name": "keras_hub>ImageConverter"})
+    return path
+
+
+for _name, _class in (("keras_hub", ""), ("hub_efficientnet", "EfficientNetBackbone"), ("hub_vit", "ViTBackbone"),
+                      ("hub_dinov2", "DINOV2Backbone")):
+    register(_name, 224, family="keras_hub", hub_class=_class)(_hub_builder(_name))
+
+
+# --- weights routes ---------------------------------------------------------------------------------
+
+def weights_route(weights: str | os.PathLike | None) -> str:
+    """What ``--weights`` means: "none" (""), "file" (.h5 / .weights.h5), "imagenet", or "preset" (keras-hub).
+
+    A folder, a ``kaggle://`` / ``hf://`` handle or a bare name without a suffix (``efficientnet_b0_ra_imagenet``)
+    is a keras-hub preset; anything else is a weights file.
+    """
+    w = str(weights or "").strip()
+    if not w:
+        return "none"
+    if w == "imagenet":
+        return "imagenet"
+    path = Path(w)
+    if w.startswith(_PRESET_SCHEMES) or path.is_dir():
+        return "preset"
+    if path.is_file() or path.suffix or "/" in w or os.sep in w:
+        return "file"
+    return "preset"
+
+
+def check_weights(name: str, weights: str | os.PathLike | None) -> str:
+    """The route of ``weights`` for model ``name``, or KitError (one line) when it cannot work; downloads nothing."""
+    spec, route = _backbone(name), weights_route(weights)
+    w = str(weights or "").strip()
+    if route not in weights_routes(name):
+        if spec.family == "keras_hub":
+            raise KitError(f"model {name} takes its architecture from a keras-hub preset: pass --weights with a "
+                           f"preset folder (what a Kaggle Model mounts) or a preset name (e.g. "
+                           f"efficientnet_b0_ra_imagenet), not {w or 'nothing'}")
+        if route == "imagenet":
+            raise KitError(f"imagenet: {name} has no ImageNet weights; pass a weights file or leave --weights out")
+        files = sorted(Path(w).glob("*.h5")) if Path(w).is_dir() else []  # a dataset folder holding the file
+        hint = f"; did you mean {files[0]}?" if len(files) == 1 else ""
+        raise KitError(f"{w}: a keras-hub preset needs --model keras_hub (or hub_efficientnet, hub_vit, hub_dinov2); "
+                       f"model {name} takes a weights file (.h5 / .weights.h5){hint}")
+    if route == "file" and not Path(w).is_file():
+        raise KitError(f"{w}: weights file not found")
+    if route == "preset":
+        _check_preset(spec, w)
+    return route
 
 
 # --- weights ------------------------------------------------------------------------------------------
@@ -236,7 +485,8 @@ def _match_imagenet_preprocessing(backbone: keras.Model) -> None:
 def freeze_batchnorm(model: keras.Model) -> int:
     """Keep BatchNormalization layers frozen while fine-tuning pretrained weights (keras-io habit)."""
     frozen = 0
-    for layer in model.layers:
+    # recursive: a keras-hub backbone nests its BatchNormalization layers inside blocks
+    for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
             frozen += 1
@@ -253,7 +503,9 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
         name: a registry name (``list_models()``).
         n_classes: 2 gives one sigmoid unit; K > 2 gives a K-way softmax.
         size: square input size in pixels.
-        weights: a local backbone weights file, or None for random initialisation.
+        weights: None / "" (random initialisation), a local weights file (.h5, .weights.h5), "imagenet"
+            (Keras' download; one clear line when offline) or, for the keras-hub models, a preset folder or
+            name (``weights_route`` decides).
         n_meta: width of the ``"meta"`` input (0: image only).
         dropout: dropout rate before the head.
         trainable_backbone: False freezes the backbone (train the head only). With pretrained
@@ -270,14 +522,27 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
         raise KitError(f"model: n_meta must be >= 0, got {n_meta}")
     if not 0 <= float(dropout) < 1:
         raise KitError(f"model: dropout must be in [0, 1), got {dropout}")
+    route = check_weights(name, weights)
     try:
-        backbone = spec.build(int(size))
+        if route in ("imagenet", "preset"):
+            backbone = spec.build(int(size), weights=str(weights))
+        else:
+            backbone = spec.build(int(size))
     except ValueError as err:
         raise KitError(f"model: {name} cannot be built at size {size} ({str(err).splitlines()[0]})") from err
-    if weights is not None:
+    except KitError:
+        raise
+    except Exception as err:  # keras' get_file raises a bare Exception when the download fails
+        if route != "imagenet":
+            raise
+        raise _imagenet_offline(name, err) from err
+    # One name for every backbone, so that callers freeze or export it as model.get_layer("backbone").
+    backbone.name = "backbone"
+    if route == "file":
         _load_backbone_weights(backbone, spec, weights, size)
+    pretrained = route != "none"
     backbone.trainable = bool(trainable_backbone)
-    if weights is not None and trainable_backbone:
+    if pretrained and trainable_backbone:
         freeze_batchnorm(backbone)
 
     L = keras.layers
@@ -384,8 +649,75 @@ def convert_efficientnet_weights(src_h5: str | os.PathLike, dst: str | os.PathLi
     extra = sorted(set(stored) - used - {"probs"})  # "probs" is the ImageNet top, which kit drops
     if extra:
         raise KitError(f"{src}: layers {extra[:3]} have no place in {name}; is it another variant?")
-    from kit import fsutil
+    return _save_weights_atomic(model, dst)
 
+
+# --- the table `kit models` prints, and a run's backbone as weights for the next run --------------------
+
+def model_table() -> list[dict]:
+    """One row per backbone: name, family, default size, parameters (None: the preset decides), routes."""
+    return [{"name": b.name, "family": b.family, "size": b.size, "params": b.params,
+             "weights": list(weights_routes(b.name))} for b in (_BACKBONES[n] for n in list_models())]
+
+
+def format_model_table(rows: list[dict]) -> str:
+    """The table as aligned text columns (parameters in millions or thousands; "preset": the preset decides)."""
+    cells = [("name", "family", "size", "params", "weights")]
+    for r in rows:
+        p = r["params"]
+        params = "preset" if not p else f"{p / 1e6:.2f}M" if p >= 1e6 else f"{p / 1e3:.1f}k"
+        cells.append((r["name"], r["family"], str(r["size"]), params, ",".join(r["weights"])))
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(row, widths))).rstrip() for row in cells)
+
+
+def _hub_model(backbone: keras.Model) -> keras.Model | None:
+    return next((layer for layer in backbone.layers
+                 if type(layer).__module__.startswith("keras_hub.")), None)
+
+
+def export_backbone(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Save the backbone of a run's ``best.keras`` as ``--weights`` for the next run.
+
+    A keras-hub backbone becomes a preset folder (keras-hub's ``save_to_preset`` plus the image converter
+    kit kept inside the model); any other backbone a ``.weights.h5`` file. BatchNorm statistics travel too.
+
+    Example:
+        export_backbone("runs/isic2019_b0/fold0/best.keras", "weights/isic2019_b0.weights.h5")
+        # then: kit train --model efficientnet_b0 --weights weights/isic2019_b0.weights.h5 ...
+    """
+    src, out = Path(model_path), Path(out)
+    if not src.is_file():
+        raise KitError(f"{src}: saved model not found (a run's fold folder holds best.keras)")
+    try:
+        model = keras.saving.load_model(src, compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise KitError(f"{src}: not a model kit can read ({str(err).splitlines()[0][:200]})") from err
+    backbone = backbone_of(model)
+    hub = _hub_model(backbone)
+    if hub is not None:
+        if out.exists():
+            raise KitError(f"{out}: already exists; choose a new folder for the preset")
+        converter = backbone.get_layer("image_converter")
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            hub.save_to_preset(str(tmp))
+            write_image_converter(tmp, converter.scale, converter.offset)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+    if out.exists():
+        raise KitError(f"{out}: already exists; choose another name")
+    return _save_weights_atomic(backbone, out)
+
+
+def _save_weights_atomic(model: keras.Model, dst: Path) -> Path:
+    """``model.save_weights(dst)``, atomically; Keras reads a weights file by its ``.weights.h5`` suffix."""
+    if not dst.name.endswith(".weights.h5"):
+        raise KitError(f"{dst}: the weights file name must end in .weights.h5")
     with fsutil.atomic_path(dst, keep_suffix=True) as tmp:
         model.save_weights(str(tmp))
     return dst

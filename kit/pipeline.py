@@ -154,9 +154,15 @@ def tta_views(n: int, aug: Augment) -> tuple[list[str | int], str | None]:
 
 
 def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any] | None = None) -> Augment:
-    """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names."""
+    """The preset named ``preset`` with the fields in ``options`` overriding it; KitError on unknown names.
+
+    An empty name is a config that left the preset out: ``kit train`` fills in the competition's, and a
+    config written by hand gets ``default``.
+    """
     if isinstance(preset, Augment):
         base = preset
+    elif not preset:
+        base = PRESETS["default"]
     elif preset in PRESETS:
         base = PRESETS[preset]
     else:
@@ -166,6 +172,13 @@ def resolve_augment(preset: str | Augment = "default", options: Mapping[str, Any
     unknown = sorted(set(options) - fields)
     if unknown:
         raise KitError(f"augment_options: unknown part {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    from kit.config import coerce_setting
+
+    for name, value in options.items():
+        # a TOML `rotation = "lots"` must stop here with its name, not deep inside the augmentation graph
+        options[name] = coerce_setting(name, value, getattr(base, name), "augment_options")
+        if isinstance(options[name], float) and not (math.isfinite(options[name]) and options[name] >= 0):
+            raise KitError(f"augment_options: {name} expects a finite number >= 0, got {value!r}")
     aug = dataclasses.replace(base, **options)
     if aug.fill not in _FILL:
         raise KitError(f"augment_options: fill {aug.fill!r} is not one of {', '.join(_FILL)}")

@@ -84,6 +84,17 @@ def output_path(path: str | os.PathLike, flag: str, folder: bool = False) -> Pat
     return p
 
 
+def fresh_output(path: str | os.PathLike, flag: str, force: bool, sidecars: tuple[str, ...] = ()) -> Path:
+    """An output file that does not exist yet (nor its ``sidecars``, e.g. ``.json``), unless ``force`` replaces them."""
+    p = output_path(path, flag)
+    if not force:
+        for existing in [p, *(p.with_suffix(s) for s in sidecars)]:
+            if existing.exists():
+                raise KitError(f"{existing}: already exists ({flag}); pass --force to replace it, or choose "
+                               "another name")
+    return p
+
+
 def train_paths(records: str, out: str) -> None:
     """``kit train``'s paths: the records folder (when given) and the run folder to write."""
     if records:
@@ -93,10 +104,12 @@ def train_paths(records: str, out: str) -> None:
     output_path(out, "--out", folder=True)
 
 
-def predict_paths(run: str, records: str, out: str, sample_submission: str | None = None) -> None:
-    """``kit predict``'s paths: the run folder, the test records, the sample submission and the output CSV."""
+def predict_paths(run: str, records: str, out: str, sample_submission: str | None = None,
+                  force: bool = False) -> None:
+    """``kit predict``'s paths: the run folder, the test records, the sample submission and the output CSV
+    (new, with its ``.json`` report, unless ``force``)."""
     run_folder(run)
     test_input(records)
     if sample_submission:
         input_file(sample_submission, "--sample-submission")
-    output_path(out, "--out")
+    fresh_output(out, "--out", force, sidecars=(".json",))

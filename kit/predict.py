@@ -223,6 +223,23 @@ def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[s
         return None
 
 
+def load_fold_model(path: str | os.PathLike) -> Any:
+    """A fold's saved model; KitError naming the file when it is truncated or not a .keras file."""
+    import zipfile
+
+    import keras
+
+    import kit.models  # noqa: F401  (registers kit's custom layers, so load_model can rebuild them)
+
+    # Keras calls a truncated .keras "File not found"; a .keras file is a zip, whose directory sits at its end
+    if not zipfile.is_zipfile(path):
+        raise KitError(f"{path}: damaged model file (not a complete .keras zip); train that fold again")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise KitError(f"{path}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
+
+
 def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dict]:
     """The test images to predict and their manifest: test records, or a competition download's test split
     read straight from its files (no records written: ISIC 2024's hidden ~500,000 images on the rerun)."""
@@ -246,6 +263,11 @@ def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dic
     paths = records.list_shards(records_dir, split="test")
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")
+    records.verify_shards(paths)
+    size, trained = manifest.get("image_size"), info.config.size
+    if size and trained and int(size) != int(trained):
+        raise KitError(f"{records_dir}: images are {size} px, the run trained on {trained} px; write the test "
+                       f"records with `kit records --test --size {trained}`")
     return paths, manifest
 
 
@@ -270,6 +292,8 @@ def predict_run(
         raise KitError(f"{out}: is the sample submission; write the submission to another file")
     if tta < 1:
         raise KitError(f"--tta: must be at least 1, got {tta}")
+    if batch < 1:
+        raise KitError(f"--batch: must be at least 1, got {batch}")
     info = load_run(run)
     weights = _fold_weights(fold_weights, info.folds)
     sample_frame = None
@@ -292,7 +316,7 @@ def predict_run(
     table = pipeline.record_table(paths)
     ids, targets = table["image_name"].tolist(), table["target"].to_numpy(np.int64)
     import kit.models  # noqa: F401  (registers kit's custom layers, so load_model can rebuild them)
-    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    models = [load_fold_model(p) for p in info.models]
     cfg = info.config
     views, note = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
     probs = predict_views(
@@ -400,7 +424,7 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
         images = records.ExampleStream(images.rows[:sample + batch], images.manifest, images.workers)
     import kit.models  # noqa: F401  (registers kit's custom layers)
 
-    models = [keras.saving.load_model(p, compile=False) for p in info.models]
+    models = [load_fold_model(p) for p in info.models]
     cfg = info.config
     views, _ = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
 
@@ -424,7 +448,7 @@ def predict_from_cli(args: argparse.Namespace) -> PredictReport:
     """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
     return predict_run(
         args.run, args.records, args.out, sample_submission=args.sample_submission, tta=args.tta,
-        fold_weights=args.fold_weights, batch=getattr(args, "batch", None) or 64,
+        fold_weights=args.fold_weights, batch=64 if getattr(args, "batch", None) is None else args.batch,
     )
 
 

@@ -34,14 +34,12 @@ SIIM-ISIC TFRecords as they are: no manifest, no ``fold`` field; the shard numbe
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import sys
 import time
 import itertools
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -102,6 +100,22 @@ def parse_shard_name(path: str | Path) -> tuple[str, int, int]:
 def count_data_items(paths: Iterable[str | Path]) -> int:
     """Number of records in ``paths``, read from the shard names alone (no scan)."""
     return sum(parse_shard_name(p)[2] for p in paths)
+
+
+def verify_shards(paths: Iterable[str | Path]) -> None:
+    """Check that each shard holds the number of records its name says (a cheap read of the framing only), so a
+    truncated or corrupt shard stops a run in seconds with its name instead of mid-epoch; KitError otherwise."""
+    for p in paths:
+        try:
+            expected = parse_shard_name(p)[2]
+        except ValueError:
+            continue  # a name that carries no count has nothing to check against
+        try:
+            found = imaging.count_tfrecords(p)
+        except ValueError as exc:
+            raise KitError(f"{p}: damaged shard ({exc}); write the records again") from None
+        if found != expected:
+            raise KitError(f"{p}: holds {found} records, its name says {expected}; write the records again")
 
 
 def to_example(
@@ -227,6 +241,10 @@ def write_records(
     check_out_folder(out)
     if size < 8:
         raise KitError(f"--size {size}: images must be at least 8 pixels")
+    for flag, value, low in (("--seed", seed, 0), ("--folds", n_folds, 2), ("--shards", n_shards, 1),
+                             ("--workers", workers, 1)):
+        if value is not None and value < low and not (flag == "--folds" and test):
+            raise KitError(f"{flag} {value}: must be at least {low}")
     if resize not in imaging.RESIZE_POLICIES:
         raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
     split = "test" if test else "train"
@@ -371,13 +389,7 @@ def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, worker
         for c in chunks:
             yield imaging.make_records(c, size, policy, quality)
         return
-    # Fork on Linux: workers run only kit.imaging (Pillow), never TensorFlow, so TensorFlow's
-    # threads in this process are harmless to them, and forking (unlike spawn or a fork server)
-    # does not re-run the caller's script, which a user's plain script without a __main__ guard
-    # would need. Elsewhere spawn is the only safe choice.
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") and "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pool = imaging.worker_pool(workers)
     try:
         # A bounded window of chunks in flight, not all of them: results wait in memory only until read,
         # which matters when a slow reader (a model predicting 500,000 images) consumes them
@@ -563,6 +575,9 @@ _PUBLIC_META_NUMERIC = ["age_approx"]
 _PUBLIC_META_CATEGORICAL = ["sex", "anatom_site_general_challenge"]
 
 
+MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
+
+
 def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     """The manifest of a records folder; for public SIIM-ISIC TFRecords, one built from shard names.
 
@@ -575,9 +590,15 @@ def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     path = folder / "manifest.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KitError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict):
+            raise KitError(f"{path}: not a kit manifest (a JSON {type(manifest).__name__}, not an object)")
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise KitError(f"{path}: not a kit manifest (no {missing[0]!r}); write the records again")
+        return manifest
     if not folder.is_dir():
         raise KitError(f"{folder}: no such records folder")
     by_split: dict[str, list[Path]] = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,14 +179,31 @@ def _header(csv: Path) -> list[str]:
         raise KitError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from None
 
 
+# pandas' own list of the texts it reads as missing ("nan", "NA", "None", "null", "N/A", "" ...)
+_NA_TEXTS = sorted(pd._libs.parsers.STR_NA_VALUES)
+
+
+def read_csv_ids(csv: str | os.PathLike, id_cols: list[str], **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` with ``id_cols`` kept as the exact strings of the file; KitError naming the file when unreadable.
+
+    An image may be called ``nan``, ``NA``, ``None`` or ``null``: pandas reads those as missing in any
+    column, so id columns get no missing-value texts at all while other columns keep pandas' defaults.
+    """
+    header = _header(Path(csv))
+    present = [c for c in id_cols if c in header]
+    na_values = {c: _NA_TEXTS for c in header if c not in present}
+    try:
+        return pd.read_csv(csv, dtype={c: str for c in present}, keep_default_na=False, na_values=na_values,
+                           **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise KitError(f"{csv}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
+
+
 def _read_csv(csv: Path, required: list[str], id_col: str) -> pd.DataFrame:
     """A CSV with ``required`` columns and unique, non-empty ids (ids kept as strings)."""
     if not csv.is_file():
         raise KitError(f"{csv}: file not found")
-    try:
-        df = pd.read_csv(csv, dtype={id_col: str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise KitError(f"{csv}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    df = read_csv_ids(csv, [id_col])
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise KitError(f"{csv}: missing column {missing[0]!r} (columns: {', '.join(map(str, df.columns))})")
@@ -250,6 +268,11 @@ def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Pat
                     return str(cand.resolve())
         return None
 
+    # An id is a name below the image folder: an absolute path or ".." would read images from anywhere.
+    outside = ids.astype(str).map(lambda i: Path(i).is_absolute() or ".." in Path(i).parts or i.startswith("~"))
+    if outside.any():
+        raise KitError(f"{csv}: line {_line(df, outside)}: image {ids[outside].iloc[0]!r} is not a name below "
+                       f"{folders[0]} (absolute paths and '..' are refused)")
     paths = ids.astype(str).map(locate)
     missing = paths.isna()
     if missing.any():
@@ -308,7 +331,7 @@ def _siim(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -
     group = df["patient_id"].where(df["patient_id"].notna(), df["image_name"])
     numeric = [c for c in SIIM_NUMERIC if c in df.columns]
     categorical = [c for c in SIIM_CATEGORICAL if c in df.columns]
-    others = [pd.read_csv(f) for f in (train_csv, test_csv) if f.is_file() and f != csv]
+    others = [read_csv_ids(f, ["image_name"]) for f in (train_csv, test_csv) if f.is_file() and f != csv]
     table = _finish(df, "image_name", target, group, numeric, categorical)
     return Source(table, SIIM_CLASSES, "siim", "image_name", numeric, categorical, labelled,
                   _categories([df, *others], categorical), skipped, str(root))
@@ -387,7 +410,7 @@ def _isic2024(path: Path, *, id_col, label_col, group_col, images, test, skip_ba
     features = [c for c in df.columns if c not in train_only and c not in ISIC2024_NOT_FEATURES and c != "path"]
     categorical = [c for c in features if c in ISIC2024_CATEGORICAL or df[c].dtype == object]
     numeric = [c for c in features if c not in categorical]
-    others = [pd.read_csv(other, usecols=lambda c: c in categorical)] if other.is_file() else []
+    others = [read_csv_ids(other, ["isic_id"], usecols=lambda c: c in categorical)] if other.is_file() else []
     table = _finish(df, "isic_id", target, group, numeric, categorical)
     return Source(table, SIIM_CLASSES, "isic2024", "isic_id", numeric, categorical, not test,
                   _categories([df, *others], categorical), skipped, str(root), train_only)
@@ -431,7 +454,28 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    """Sub-folders that can be classes: not hidden, and not kit's own output (records, runs) kept inside the download."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and not is_kit_output(d))
+
+
+def is_kit_output(folder: Path) -> bool:
+    """Whether ``folder`` holds what kit writes (a ``manifest.json``, ``.tfrec`` shards, a run's ``config.toml``)."""
+    try:
+        return ((folder / "manifest.json").is_file() or (folder / "config.toml").is_file()
+                or any(p.suffix == ".tfrec" for p in folder.iterdir()))
+    except OSError:
+        return False
+
+
+def _class_images(d: Path) -> list[Path]:
+    """The images of class folder ``d``, in its sub-folders too (a nested image is never silently left out)."""
+    found = []
+    for p in sorted(d.rglob("*")):
+        rel = p.relative_to(d).parts
+        if (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(x.startswith(".") for x in rel)
+                and not any(is_kit_output(d.joinpath(*rel[:k])) for k in range(1, len(rel)))):
+            found.append(p)
+    return found
 
 
 def _class_root(root: Path, test: bool) -> Path | None:
@@ -443,7 +487,8 @@ def _class_root(root: Path, test: bool) -> Path | None:
             return cand
     if not test and not (root / "Test").is_dir() and not (root / "test").is_dir():
         dirs = _class_dirs(root)
-        if dirs and all(not _class_dirs(d) for d in dirs) and any(_image_files(d) for d in dirs):
+        # a class folder may hold sub-folders of its own images (Benign/deeper/x.jpg), never only sub-folders
+        if dirs and all(_image_files(d) or not _class_dirs(d) for d in dirs) and any(_image_files(d) for d in dirs):
             return root
     return None
 
@@ -465,8 +510,13 @@ def _folders(path: Path, *, id_col, label_col, group_col, images, test, skip_bad
         for d in dirs:
             if d.name not in classes:
                 raise KitError(f"{d}: class folder not among the training classes ({', '.join(classes)})")
-            for f in _image_files(d):
-                rows.append((f, classes.index(d.name)))
+            images = _class_images(d)
+            if not images and not test:
+                raise KitError(f"{d}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} images); remove it or "
+                               "add its images")
+            rows.extend((f, classes.index(d.name)) for f in images)
+        if not test and len(classes) < 2:
+            raise KitError(f"{split_root}: one class folder ({classes[0]}); a classifier needs at least two")
     else:
         rows = [(f, -1) for f in _image_files(split_root)]
     if not rows:

@@ -77,6 +77,9 @@ def _header(buf: bytes, path: str) -> tuple[list[str], int]:
         raise _not_csv(path, "binary data")
     end = buf.find(b"\n")
     line = buf if end < 0 else buf[:end]
+    if b"\r" in line.rstrip(b"\r"):
+        raise KitError(f"{path}: lines end in a carriage return alone (old Mac text); save it with \\n or \\r\\n "
+                       "line ends")
     try:
         text = line.decode("utf-8-sig").rstrip("\r")
     except UnicodeDecodeError:
@@ -108,10 +111,17 @@ def read_table(path: str | os.PathLike, *, lenient: bool = False) -> Table:
     return table
 
 
+_BOOLEAN_TAILS = (b"rue", b"RUE", b"alse", b"ALSE")
+
+
 def _read_fast(buf: bytes, start: int, columns: list[str], name: str) -> Table | None:
     """Byte-scan the ids and let pandas' C parser read only the numbers; None if the file is unusual."""
     k = len(columns)
     if buf.find(b'"', start) >= 0:
+        return None
+    # pandas' C parser reads True/False as 1/0 in a float column; the careful reader calls them text, and
+    # both readers must give one answer: a file that might hold a boolean is read carefully
+    if any(buf.find(word, start) >= 0 for word in _BOOLEAN_TAILS):
         return None
     whole = np.frombuffer(buf, np.uint8)
     body = whole[start:]
@@ -486,6 +496,11 @@ def make_submission(
             out[c] = probs[:, j]
         return out
     sample_ids = sample.iloc[:, 0].astype(str).tolist()
+    sample_index = pd.Index(sample_ids)
+    if sample_index.has_duplicates:
+        rows = np.flatnonzero(sample_index == sample_index[sample_index.duplicated()][0])
+        raise KitError(f"sample submission: id {sample_ids[rows[0]]!r} is on rows {rows[0] + 1} and {rows[1] + 1}; "
+                       "each id must appear once")
     pos = index.get_indexer(sample_ids)
     if (pos < 0).any():
         miss = sample_ids[int(np.flatnonzero(pos < 0)[0])]
@@ -528,7 +543,11 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
 def _id_problems(sub: Table, sample: Table, name: str, sname: str) -> list[str]:
     """Row count, duplicate, foreign and missing ids of ``sub`` against ``sample``."""
     try:
-        IdIndex(sample.ids, sname).align(sub.ids, name)
+        index = IdIndex(sample.ids, sname)
+    except KitError as exc:  # the reference itself repeats an id: no submission can match it
+        return [str(exc)]
+    try:
+        index.align(sub.ids, name)
         return []  # the same id set, no duplicates: the usual case, decided by hashing alone
     except KitError:
         pass

@@ -42,6 +42,7 @@ from keras import ops
 from kit import competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
 from kit.errors import KitError
+from kit.sources import read_csv_ids
 
 
 class FoldResult(NamedTuple):
@@ -333,8 +334,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     known = models.list_models()
     if cfg.model not in known:
         raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise KitError(f"{cfg.weights}: weights file not found")
+    models.check_weights(cfg.model, cfg.weights)  # a missing file, a preset of another architecture: one line
     if cfg.augment_on not in ("host", "device"):
         raise KitError(f"augment_on: expects host or device, got {cfg.augment_on!r}")
     if cfg.lr_per not in ("epoch", "step"):
@@ -488,6 +488,29 @@ def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
     return df[[f"pred_{c}" for c in cfg.classes]].to_numpy()
 
 
+def _or(value: Any, missing: float) -> float:
+    return missing if value is None else float(value)
+
+
+def _resume_point(fdir: Path, acc: Any, fold: int,
+                  log: Callable[[str], None]) -> tuple[tuple[int, float, int, float], keras.Model] | None:
+    """(epoch to start, best, best epoch, best loss) and the model of an interrupted fold, or None (with one
+    warning line) when its state.json or last.keras is missing or damaged: the fold then restarts from scratch."""
+    try:
+        state = json.loads((fdir / "state.json").read_text())
+        # strict JSON stores a best of -inf (no finite metric yet) as null
+        point = (int(state["epoch"]) + 1, _or(state["best"], -math.inf), int(state["best_epoch"]),
+                 _or(state.get("best_loss"), math.inf))
+        if not (fdir / "last.keras").is_file():
+            raise FileNotFoundError("last.keras is missing")
+        return point, _load(fdir / "last.keras", acc)
+    except Exception as exc:  # noqa: BLE001 - a damaged file (truncated zip, bad JSON) fails in many ways; all mean restart
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        log(f"warning: fold {fold}: cannot resume from {fdir} ({type(exc).__name__}: {reason}); training this fold "
+            "again from its start")
+        return None
+
+
 def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, resume: bool = False,
                log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
     """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
@@ -503,11 +526,9 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, r
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
     state_path = fdir / "state.json"
-    if resume and state_path.is_file() and (fdir / "last.keras").is_file():
-        state = json.loads(state_path.read_text())
-        initial_epoch, best, best_epoch = state["epoch"] + 1, float(state["best"]), int(state["best_epoch"])
-        best_loss = float(state.get("best_loss", math.inf))
-        model = _load(fdir / "last.keras", acc)
+    resumed = _resume_point(fdir, acc, fold, log) if resume and state_path.is_file() else None
+    if resumed is not None:
+        (initial_epoch, best, best_epoch, best_loss), model = resumed
         _truncate_history(fdir / "history.csv", initial_epoch)
         log(f"fold {fold}: resuming after epoch {initial_epoch} (best val {best:.4f})")
     else:
@@ -590,11 +611,32 @@ def _truncate_history(path: Path, keep_epochs: int) -> None:
 # --- the k-fold loop -------------------------------------------------------------------------------
 
 
-def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print) -> FoldResult:
+# Settings a resumed run may take anew: where things are and how much is printed.
+_RESUME_FREE = ("records", "out", "verbose")
+
+
+def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> str | None:
+    """The first setting of ``given`` (those in ``names``, and any that differs from the default) that differs
+    from the saved run's, as one line; None when ``--resume`` can go on with the saved settings."""
+    default = Config()
+    for name in dict.fromkeys([*names, *(f for f in default.to_dict() if getattr(given, f) != getattr(default, f))]):
+        if name in _RESUME_FREE or getattr(given, name, None) is None:
+            continue
+        mine, theirs = getattr(given, name), getattr(saved, name)
+        if mine != theirs:
+            return (f"--resume: {name} is {theirs!r} in the run's config.toml, {mine!r} was given; resume with the "
+                    f"run's own settings, or train the new ones into another --out")
+    return None
+
+
+def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print,
+                given: Sequence[str] = ()) -> FoldResult:
     """Train every requested fold of ``cfg`` into the run folder ``cfg.out``; returns OOF and scores.
 
     A run folder that already holds a run is refused unless ``resume``; resuming uses the run's saved
-    config.toml, skips folds with done.json and restarts an unfinished fold from its last epoch.
+    config.toml, skips folds with done.json and restarts an unfinished fold from its last epoch. A setting
+    in ``given`` (the flags the user typed), or any non-default one, that differs from the saved run's is
+    refused: a resumed run never silently trains something other than what was asked.
     """
     run = Path(cfg.out)
     saved = run / "config.toml"
@@ -602,9 +644,14 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         raise KitError(f"{run}: already holds a run (config.toml); pass --resume to continue it or choose another --out")
     if resume and saved.is_file():
         # the folder may have moved since: where it is now wins, and so do records given now
+        asked = cfg
         cfg = Config.load(saved, out=str(run), **({"records": cfg.records} if cfg.records else {}))
+        mismatch = resume_mismatch(asked, cfg, given)
+        if mismatch:
+            raise KitError(mismatch)
     smoke_note = smoke_config(cfg, _imagenet(cfg.model))[1]
     cfg, manifest = resolve(cfg)
+    records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
     if smoke_note:
@@ -622,8 +669,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     for fold in cfg.folds:
         fdir = run / f"fold{fold}"
         if resume and (fdir / "done.json").is_file() and (fdir / "oof.csv").is_file():
-            done[fold] = (pd.read_csv(fdir / "oof.csv", dtype={"image_name": str}),
-                          float(json.loads((fdir / "done.json").read_text())["score"]))
+            done[fold] = (read_csv_ids(fdir / "oof.csv", ["image_name"]),
+                          _or(json.loads((fdir / "done.json").read_text())["score"], math.nan))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
         try:
@@ -792,6 +839,7 @@ def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: flo
     already at the edge of divergence), never above the rate where the loss falls fastest times three.
     """
     cfg, manifest = resolve(cfg)
+    records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     acc = strategy.get_strategy(cfg.strategy)
     folder, out = Path(cfg.records), Path(cfg.out)
     fold = cfg.folds[0]

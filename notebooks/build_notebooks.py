@@ -65,7 +65,7 @@ def _settings(input_line: str, size: int, folds: int, epochs: int, batch: int, t
         *([extra] if extra else []),
         "if TINY:",
         "    MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'tiny_cnn', 32, 2, 1, 8, 2",
-        "# the attached model's folder; 'imagenet' (a download) only when the kernel is online; else it stops here",
+        "# the attached model's folder; its kaggle:// handle (a download) only when online; else it stops here",
         "WEIGHTS = '' if TINY else pretrained_weights(MODEL_SOURCE, paths)",
     ])
 

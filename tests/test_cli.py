@@ -8,7 +8,7 @@ import pytest
 from kit.cli import build_parser, main
 
 VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "models",
-         "convert-weights", "demo", "runs", "report"]
+         "convert-weights", "export-backbone", "demo", "runs", "report"]
 
 
 def test_every_contract_verb_is_present():

@@ -47,8 +47,8 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
 
     class FakeTrain:  # the handler's only job is to turn flags + file into a Config
         @staticmethod
-        def train_folds(cfg, resume=False):
-            seen["cfg"], seen["resume"] = cfg, resume
+        def train_folds(cfg, resume=False, given=()):
+            seen["cfg"], seen["resume"], seen["given"] = cfg, resume, given
             return "result"
 
         @staticmethod
@@ -70,3 +70,4 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
     assert (cfg.records, cfg.out, cfg.model, cfg.epochs, cfg.augment, cfg.folds, cfg.meta) == \
         (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
     assert seen["resume"] is True
+    assert set(seen["given"]) == {"records", "out", "epochs", "folds", "meta"}

@@ -242,7 +242,10 @@ def test_pretrained_weights_attached_online_or_one_line(tmp_path):
         kaggle.pretrained_weights(MODEL, paths, online=lambda: False)
     assert str(exc.value) == (f"{tmp_path}: the Kaggle Model {MODEL} is not attached and the kernel is offline: add "
                               f"it (Add Input > Models, or kit push --model-source {MODEL}) or turn internet on")
-    assert kaggle.pretrained_weights(MODEL, paths, online=lambda: True) == "imagenet"
+    online = kaggle.pretrained_weights(MODEL, paths, online=lambda: True)
+    from kit import models
+
+    assert online == f"kaggle://{MODEL}" and models.weights_route(online) == "preset"  # what keras-hub fetches
     mount = tmp_path / "m" / "keras" / "efficientnet" / "keras" / "efficientnet_b0_ra_imagenet" / "2"
     mount.mkdir(parents=True)
     assert kaggle.pretrained_weights(MODEL, paths, online=lambda: pytest.fail("no probe")) == str(mount)

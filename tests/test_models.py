@@ -1,5 +1,6 @@
 """kit.models: the registry, heads, metadata branch, local weights, EfficientNet conversion, JAX."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,10 +21,13 @@ EXPECTED = {
     "efficientnet_v2_b0": 224, "efficientnet_v2_b1": 240, "efficientnet_v2_b2": 260,
     "efficientnet_v2_b3": 300, "efficientnet_v2_s": 384, "efficientnet_v2_m": 480,
     "efficientnet_v2_l": 480, "resnet50": 224, "vgg16": 224, "vgg19": 224,
+    "convnext_tiny": 224, "convnext_small": 224, "convnext_base": 224,
     "small_cnn": 64, "pcam_cnn": 96, "tiny_cnn": 32,
+    "keras_hub": 224, "hub_efficientnet": 224, "hub_vit": 224, "hub_dinov2": 224,
 }
 # Built and run here (a small size); the rest are only checked to be registered with a default size.
-CHEAP = {"tiny_cnn": 32, "small_cnn": 32, "pcam_cnn": 64, "efficientnet_b0": 32, "resnet50": 32}
+CHEAP = {"tiny_cnn": 32, "small_cnn": 32, "pcam_cnn": 64, "efficientnet_b0": 32, "resnet50": 32,
+         "convnext_tiny": 32}
 
 
 def _images(n, size, seed=0):
@@ -77,17 +81,42 @@ def test_head_stays_float32_under_mixed_precision():
         m = models.build_model("tiny_cnn", n_classes=7, size=32, n_meta=2)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert m.get_layer("tiny_cnn").get_layer("tiny_conv0").compute_dtype == "float16"
+    assert m.get_layer("backbone").get_layer("tiny_conv0").compute_dtype == "float16"
     out = m({"image": _images(2, 32), "meta": np.zeros((2, 2), "float32")}, training=False)
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
     np.testing.assert_allclose(keras.ops.convert_to_numpy(out).sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_kit_models_cli_lists_the_registry(capsys):
+def test_kit_models_cli_prints_the_table_and_json(capsys):
     from kit.cli import main
 
     assert main(["models"]) == 0
-    assert capsys.readouterr().out.split() == sorted(EXPECTED)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "family", "size", "params", "weights"]
+    assert [line.split()[0] for line in lines[1:]] == sorted(EXPECTED)
+    assert "efficientnet_b0     efficientnet      224    4.05M  none,file,imagenet" in lines
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == sorted(EXPECTED)
+    assert rows["tiny_cnn"] == {"name": "tiny_cnn", "family": "cnn", "size": 32, "params": 6200,
+                                "weights": ["none", "file"]}
+    assert rows["keras_hub"]["params"] is None and rows["keras_hub"]["weights"] == ["preset"]
+    assert rows["convnext_tiny"]["weights"] == ["none", "file", "imagenet"]
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "small_cnn", "pcam_cnn", "efficientnet_b0", "efficientnet_v2_b0",
+                                  "resnet50", "vgg16", "convnext_tiny"])
+def test_table_parameter_counts_are_the_built_backbones(name):
+    # the table states counts instead of building 21 backbones (~40 s) on every `kit models`
+    size = models.default_size(name)
+    built = models.build_model(name, n_classes=2, size=size).get_layer("backbone")
+    assert built.count_params() == models.backbone_spec(name).params
+
+
+def test_imagenet_families():
+    assert models.is_imagenet_family("efficientnet_b0") and models.is_imagenet_family("convnext_base")
+    assert models.is_imagenet_family("keras_hub") and models.is_imagenet_family("vgg16")
+    assert not models.is_imagenet_family("tiny_cnn") and not models.is_imagenet_family("pcam_cnn")
 
 
 def test_tiny_cnn_is_tiny_and_small_cnn_is_the_seed_shape():
@@ -116,10 +145,10 @@ def test_frozen_backbone_and_batchnorm_frozen_when_fine_tuning(tmp_path):
     scratch = models.build_model("tiny_cnn", n_classes=2, size=32)
     assert len(scratch.trainable_weights) == 3 + 3 * 2 + 2  # conv kernels, BN gamma/beta, head: all train
     path = tmp_path / "tiny.weights.h5"
-    scratch.get_layer("tiny_cnn").save_weights(str(path))
+    scratch.get_layer("backbone").save_weights(str(path))
     tuned = models.build_model("tiny_cnn", n_classes=2, size=32, weights=path)
-    backbone = tuned.get_layer("tiny_cnn")
-    for a, b in zip(backbone.weights, scratch.get_layer("tiny_cnn").weights):
+    backbone = tuned.get_layer("backbone")
+    for a, b in zip(backbone.weights, scratch.get_layer("backbone").weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     bn = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bn) == 3 and not any(layer.trainable for layer in bn)
@@ -128,12 +157,12 @@ def test_frozen_backbone_and_batchnorm_frozen_when_fine_tuning(tmp_path):
 
 
 def test_bad_names_and_weights_files(tmp_path):
-    with pytest.raises(KitError, match=r"unknown model 'effnet_b0'; known: efficientnet_b0, .*tiny_cnn"):
+    with pytest.raises(KitError, match=r"unknown model 'effnet_b0'; known: convnext_base, .*efficientnet_b0, .*tiny_cnn"):
         models.build_model("effnet_b0", n_classes=2, size=32)
     with pytest.raises(KitError, match="nope.h5: weights file not found"):
         models.build_model("tiny_cnn", n_classes=2, size=32, weights=tmp_path / "nope.h5")
     path = tmp_path / "tiny.weights.h5"
-    models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("tiny_cnn").save_weights(str(path))
+    models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("backbone").save_weights(str(path))
     with pytest.raises(KitError, match=r"tiny.weights.h5: weights do not fit small_cnn at 32px"):
         models.build_model("small_cnn", n_classes=2, size=32, weights=path)
     junk = tmp_path / "junk.h5"
@@ -219,7 +248,7 @@ def test_keras_applications_file_predicts_like_weights_imagenet(tmp_path, monkey
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in model.get_layer("head").weights)
     expected = 1 / (1 + np.exp(-(ref_features @ kernel + bias)))
     np.testing.assert_allclose(_predict(model, {"image": x}), expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(_predict(model.get_layer("efficientnetb0"), x), ref_features,
+    np.testing.assert_allclose(_predict(model.get_layer("backbone"), x), ref_features,
                                rtol=1e-4, atol=1e-4)
     # The plain file route (what kit corrects) divides by sqrt(std) instead of std, feeding the stem
     # about half the ImageNet-normalised input (std ~0.23, sqrt(std) ~0.48):
@@ -230,7 +259,7 @@ def test_keras_applications_file_predicts_like_weights_imagenet(tmp_path, monkey
     def stem(m):
         return _predict(keras.Model(m.input, m.get_layer("stem_conv").output), x)
 
-    np.testing.assert_allclose(stem(model.get_layer("efficientnetb0")), stem(ref), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stem(model.get_layer("backbone")), stem(ref), rtol=1e-4, atol=1e-4)
     ratio = np.abs(stem(naive)).mean() / np.abs(stem(ref)).mean()
     assert 0.45 < ratio < 0.5, ratio  # = sqrt(std), averaged over the channels
 
@@ -250,7 +279,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
     x = _images(2, size, seed=7)
     ref = _predict(pkg, efn.preprocess_input(x.copy()))  # the package normalises outside its model
     model = models.build_model("efficientnet_b0", n_classes=2, size=size, weights=dst, dropout=0.0)
-    got = _predict(model.get_layer("efficientnetb0"), x)
+    got = _predict(model.get_layer("backbone"), x)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     assert np.abs(ref).max() > 1e-2  # features are not all zero
 
@@ -259,7 +288,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
 
     assert main(["convert-weights", str(src), "--model", "efficientnet_b0", "--out", str(tmp_path / "cli.weights.h5")]) == 0
     from_cli = models.build_model("efficientnet_b0", n_classes=2, size=size, weights=tmp_path / "cli.weights.h5")
-    np.testing.assert_array_equal(_predict(from_cli.get_layer("efficientnetb0"), x), got)
+    np.testing.assert_array_equal(_predict(from_cli.get_layer("backbone"), x), got)
     assert main(["convert-weights", str(tmp_path / "none.h5"), "--model", "b0", "--out", str(tmp_path / "x.weights.h5")]) == 1
 
     with pytest.raises(KitError, match=r"package.h5: weights do not fit efficientnet_b0 at 64px .*"
@@ -273,6 +302,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
 
 _JAX_SCRIPT = textwrap.dedent("""
     import json
+    import sys
     import numpy as np
     import keras
     from kit import models
@@ -294,22 +324,43 @@ _JAX_SCRIPT = textwrap.dedent("""
         after = keras.ops.convert_to_numpy(m.get_layer("head").kernel)
         out[name] = {"loss": loss_value, "changed": bool(np.abs(after - before).max() > 0),
                      "shape": list(m.output_shape)}
+    if len(sys.argv) > 1:  # keras-hub: a best.keras saved on TensorFlow, and a DINOv2 preset built here
+        saved, images, preset = sys.argv[1:4]
+        x = {"image": np.load(images)}
+        out["saved_keras_hub"] = np.asarray(keras.saving.load_model(saved).predict(x, verbose=0)).tolist()
+        m = models.build_model("hub_dinov2", n_classes=3, size=32, weights=preset)
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        out["hub_dinov2"] = {"loss": float(m.train_on_batch(x, np.array([0, 2]))), "shape": list(m.output_shape)}
     print("RESULT " + json.dumps(out))
 """)
 
 
-def test_tiny_and_small_cnn_train_a_step_on_jax():
+def test_cnns_and_keras_hub_presets_run_on_jax(tmp_path):
+    args, expected = [], None
+    if importlib.util.find_spec("keras_hub"):
+        from test_weights import make_presets
+
+        presets = make_presets(tmp_path)
+        hub = models.build_model("hub_efficientnet", n_classes=3, size=32, weights=presets["efficientnet"])
+        x = _images(2, 32, seed=4)
+        hub.save(tmp_path / "best.keras")
+        np.save(tmp_path / "x.npy", x)
+        args, expected = [str(tmp_path / "best.keras"), str(tmp_path / "x.npy"), str(presets["dinov2"])], \
+            _predict(hub, {"image": x})
     # Cheaper XLA CPU compiles (half the test's time goes to compiling); the computation is the same.
     env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="",
                XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
-    proc = subprocess.run([sys.executable, "-c", _JAX_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, "-c", _JAX_SCRIPT, *args], env=env, capture_output=True, text=True,
+                          timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
     assert r["backend"] == "jax"
     assert r["tiny_cnn"]["shape"] == [None, 1] and r["small_cnn"]["shape"] == [None, 7]
     for name in ("tiny_cnn", "small_cnn"):
         assert np.isfinite(r[name]["loss"]) and r[name]["changed"], r
+    if args:  # a saved .keras needs only `import kit.models`, on either backend
+        np.testing.assert_allclose(r["saved_keras_hub"], expected, rtol=1e-4, atol=1e-5)
+        assert r["hub_dinov2"]["shape"] == [None, 3] and np.isfinite(r["hub_dinov2"]["loss"])
 
 
 def test_too_small_input_fails_at_build_naming_the_model():

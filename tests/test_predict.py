@@ -269,7 +269,7 @@ def test_bad_run_and_flags(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"kit predict: error: {tmp_path / 's.txt'}: the submission must be a .csv file"
     train = tmp_path / "train_records"
     train.mkdir()
-    (train / "manifest.json").write_text(json.dumps({"split": "train", "classes": ["0", "1"], "shards": []}))
+    (train / "manifest.json").write_text(json.dumps({"split": "train", "classes": ["0", "1"], "shards": [], "image_size": SIZE}))
     assert main(["predict", "--run", str(run), "--records", str(train), "--out", str(tmp_path / "s.csv")]) == 1
     assert capsys.readouterr().err.strip() == (
         f"kit predict: error: {train}: holds train records; kit predict reads test records (`kit records --test`)"

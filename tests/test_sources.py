@@ -163,7 +163,7 @@ def test_empty_folders_are_refused(tmp_path):
     for c in ("Benign", "Malignant"):
         (tmp_path / "cls" / "train" / c).mkdir(parents=True)
     (tmp_path / "cls" / "train" / "Benign" / "notes.txt").write_text("not an image")
-    with pytest.raises(KitError, match=r"train: empty folder"):
+    with pytest.raises(KitError, match=r"train/Benign: empty class folder"):
         sources.load_source(tmp_path / "cls", layout="folders")
 
 

@@ -84,7 +84,7 @@ def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
     weights = tmp_path / "tiny.weights.h5"
     from kit import models
 
-    models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("tiny_cnn").save_weights(str(weights))
+    models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("backbone").save_weights(str(weights))
     tuned, _ = train.resolve(_cfg(recs, tmp_path / "b", weights=str(weights), epochs=None))
     assert (tuned.lr_max, tuned.lr_start, tuned.lr_ramp_epochs) == (5e-5, 1e-5, 2)
     assert tuned.lr_max == SCHEDULE_DEFAULTS["pretrained"]["lr_max"]
