@@ -302,6 +302,44 @@ def _run_blend(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- stack ---------------------------------------------------------------------------------------
+
+
+def _add_stack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stack", help="gradient-boosted trees on metadata, image runs' OOF and per-patient features")
+    p.add_argument("--records", required=True, help="train records folder (`kit records`); its folds are the stack's")
+    p.add_argument("--runs", nargs="*", default=[], help="image run folders (`kit train`) on those records")
+    p.add_argument("--out", required=True, help="the stack's run folder (must not exist)")
+    p.add_argument("--test-records", help="test records folder (`kit records --test`)")
+    p.add_argument("--predictions", nargs="+", help="each run's test submission (`kit predict`), in --runs order")
+    p.add_argument("--sample-submission", help="the competition's sample_submission.csv (id order and columns)")
+    p.add_argument("--submission", help="also write the stack's submission here (it is always in OUT/submission.csv)")
+    p.add_argument("--models", nargs="+", default=["lightgbm"],
+                   help="lightgbm (default), catboost, xgboost, comma- or space-separated, or all (every installed)")
+    p.add_argument("--seeds", type=int, default=1, help="tree models per fold and kind, averaged (default 1)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--undersample", type=float, default=0.0,
+                   help="keep at most this many majority-class rows per other row in each fit (default 0: all)")
+    p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=True,
+                   help="the records' metadata columns as features (default on)")
+    p.add_argument("--group-features", action=argparse.BooleanOptionalAction, default=True,
+                   help="group size, z-score, ratio to mean and rank within the patient (default on)")
+    p.add_argument("--drop", nargs="+", help="metadata columns or features to leave out")
+    p.add_argument("--rounds", type=int, default=2000, help="most trees per model (default 2000)")
+    p.add_argument("--early-stopping", type=int, default=100, help="trees without gain before stopping (default 100)")
+    p.add_argument("--learning-rate", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=0, help="tree-library threads (default: every core)")
+    p.set_defaults(func=_run_stack)
+
+
+def _run_stack(args: argparse.Namespace) -> int:
+    from kit import stack
+
+    result = stack.stack(stack.config_from_cli(args), log=lambda line: print(line, flush=True))
+    print(stack.format_result(result))
+    return 0
+
+
 # --- runs / report ------------------------------------------------------------------------------
 
 
@@ -460,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "also KIT_VERBOSE=1)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_check, _add_kaggle, _add_models,
+    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_stack, _add_check, _add_kaggle, _add_models,
                 _add_export_backbone, _add_convert_weights, _add_demo, _add_runs, _add_report):
         add(sub)
     return parser

@@ -89,6 +89,16 @@ def write_csv(path: str | os.PathLike, df: pd.DataFrame, **kwargs: Any) -> Path:
     return Path(path)
 
 
+def write_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -788,11 +788,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
 
 
 def _savefig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with fsutil.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    fsutil.write_figure(fig, path)
 
 
 # --- learning-rate range test ----------------------------------------------------------------------
