@@ -263,7 +263,7 @@ def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPat
                 raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
                                "as a dataset") from None
     run, recs = paths.working / "run", paths.scratch / "records"
-    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 2)
+    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds
     run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
             "--meta", "--oversample", 0.25, "--epoch-positives", 2)
     return run

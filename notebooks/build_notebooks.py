@@ -234,7 +234,8 @@ def isic2024_t4() -> tuple[list, dict]:
            "competition: Kaggle reruns this notebook offline on about 500,000 hidden test images, within 12 hours. "
            "The notebook trains nothing there: it predicts the test HDF5 straight from its file (no records "
            "written) with the fold models of a run you trained beforehand (`kit train ... --oversample 0.2 "
-           "--epoch-positives 2 --meta`) and attached as a dataset, writes `submission.csv` and checks it. "
+           "--epoch-positives 2 --meta`) and attached as a dataset, then stacks gradient-boosted trees on the "
+           "metadata and those predictions (`kit stack`), writes `submission.csv` and checks it. "
            "Before the long part it times a sample and stops if the whole rerun would not fit.\n\n"
            + LOCAL_RUN.format(layout=layout, name=name)
            + " Locally (and with `KIT_TINY=1`) it first trains a tiny run on the synthetic download."),
@@ -258,11 +259,26 @@ def isic2024_t4() -> tuple[list, dict]:
              "if not estimate.fits(left_s):\n"
              "    raise SystemExit('stopping: the rerun would not finish in time; lower TTA, use fewer folds or a '\n"
              "                     'smaller backbone')"),
-        code("SUBMISSION = paths.working / 'submission.csv'\n"
-             "run_kit('predict', '--run', RUN, '--records', SOURCE, '--out', SUBMISSION, '--tta', TTA,\n"
-             "        '--batch', BATCH, '--sample-submission', SOURCE / 'sample_submission.csv')\n"
+        code("IMAGE_SUBMISSION = paths.working / 'image_submission.csv'  # the image model's own predictions\n"
+             "run_kit('predict', '--run', RUN, '--records', SOURCE, '--out', IMAGE_SUBMISSION, '--tta', TTA,\n"
+             "        '--batch', BATCH, '--sample-submission', SOURCE / 'sample_submission.csv')"),
+        md("## The second stage: `kit stack`\n\n"
+           "Gradient-boosted trees on the metadata, the image model's out-of-fold predictions and features "
+           "relative to each patient, on the run's own folds: how ISIC 2024 was won. The train split's "
+           "metadata and folds come from small records written here: the same download, seed and fold count "
+           "give the run's folds again, and `kit stack` refuses a run whose folds differ."),
+        code("import pandas as pd\n\n"
+             "META = paths.scratch / 'meta-records'\n"
+             "N_FOLDS = int(pd.read_csv(RUN / 'oof.csv', usecols=['fold'])['fold'].nunique())\n"
+             "run_kit('records', SOURCE, '--out', META, '--size', 32, '--folds', N_FOLDS)\n"
+             "SUBMISSION = paths.working / 'submission.csv'\n"
+             "run_kit('stack', '--records', META, '--runs', RUN, '--out', paths.working / 'stack', '--test-records', SOURCE,\n"
+             "        '--predictions', IMAGE_SUBMISSION, '--sample-submission', SOURCE / 'sample_submission.csv',\n"
+             "        '--submission', SUBMISSION, '--drop', 'image_type')\n"
              "run_kit('check', SUBMISSION, '--sample-submission', SOURCE / 'sample_submission.csv')"),
-        code(RESULT),
+        code("import json\n\n"
+             "print(json.loads((paths.working / 'stack' / 'cv.json').read_text()))\n"
+             "pd.read_csv(SUBMISSION).head()"),
     ]
     meta = {"title": "ISIC 2024 submission T4", "slug": "isic-2024-submission-t4", "accelerator": "t4",
             "competition": "isic-2024-challenge", "datasets": ["you/isic2024-run"]}

@@ -56,7 +56,7 @@ def test_notebook_is_valid_thin_and_installs_kit_offline(name):
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     text = "\n".join(c.source for c in code)
     calls = {"ham10000_t4": ("records.write_from_source", "run_kit('train'", "make_submission"),
-             "isic2024_t4": ("predict.estimate_time", "run_kit('predict'", "run_kit('check'")}
+             "isic2024_t4": ("predict.estimate_time", "run_kit('predict'", "run_kit('stack'", "run_kit('check'")}
     for call in calls.get(name, ("records.write_from_source", "run_kit('train'", "run_kit('predict'")):
         assert call in text, call
     assert "submission.csv" in text
