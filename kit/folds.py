@@ -18,7 +18,7 @@ apart, so the test writer lists them instead.
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,11 +33,7 @@ from kit.errors import KitError
 
 def file_digest(path: str | Path) -> str:
     """SHA-1 of a file's bytes ("" for a missing or empty file, which is never a duplicate)."""
-    try:
-        data = imaging.read_image_bytes(path)
-    except OSError:
-        return ""
-    return hashlib.sha1(data).hexdigest() if data else ""
+    return imaging.sha1_of(path)
 
 
 def file_digests(paths: Iterable[str | Path], workers: int = 8) -> list[str]:
@@ -59,20 +55,35 @@ def paired_digests(
     are not looked for. Every file is read at most once.
     """
     paths, others = [str(p) for p in paths], [str(p) for p in others]
-    sizes, other_sizes = _sizes(paths), _sizes(others)
+    if any(imaging.HDF5_SEP in p for p in paths + others):
+        # an HDF5 member's size costs about what reading it does (h5py looks each key up), and the worker
+        # processes read in parallel: hash every member instead of sizing them in this process first
+        sizes, other_sizes = [1] * len(paths), [1] * len(others)
+    else:
+        sizes, other_sizes = _sizes(paths), _sizes(others)
     count, other_set = Counter(sizes), set(other_sizes)
     todo = [i for i, n in enumerate(sizes) if n > 0 and (count[n] > 1 or n in other_set)]
     other_todo = [j for j, n in enumerate(other_sizes) if n > 0 and n in count]
     both = [paths[i] for i in todo] + [others[j] for j in other_todo]
     out, other_out = [""] * len(paths), [""] * len(others)
     if both:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            digests = list(pool.map(file_digest, both, chunksize=64))
+        digests = _digests(both, workers)
         for i, d in zip(todo, digests):
             out[i] = d
         for j, d in zip(other_todo, digests[len(todo):]):
             other_out[j] = d
     return out, other_out
+
+
+def _digests(paths: list[str], workers: int) -> list[str]:
+    """SHA-1 of each path: HDF5 members in worker processes (h5py reads one at a time under its lock, and a
+    thread per image costs more than the read), files on threads (their reads and hashing release the GIL)."""
+    if any(imaging.HDF5_SEP in p for p in paths) and len(paths) >= 256:
+        chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
+        with imaging.worker_pool(min(workers, os.cpu_count() or 1)) as pool:
+            return [d for part in pool.map(imaging.sha1_all, chunks) for d in part]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(file_digest, paths))
 
 
 def _sizes(paths: list[str]) -> list[int]:

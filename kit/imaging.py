@@ -378,6 +378,22 @@ def worker_pool(workers: int) -> "concurrent.futures.ProcessPoolExecutor":
                                initargs=(os.getpid(),))
 
 
+def sha1_of(path: str | Path) -> str:
+    """SHA-1 of an image's bytes (a file or an HDF5 member); "" for a missing or empty one, never a duplicate."""
+    import hashlib
+
+    try:
+        data = read_image_bytes(path)
+    except OSError:
+        return ""
+    return hashlib.sha1(data).hexdigest() if data else ""
+
+
+def sha1_all(paths: Sequence[str]) -> list[str]:
+    """``sha1_of`` for each path: a worker process's share of duplicate detection."""
+    return [sha1_of(p) for p in paths]
+
+
 # --- the writer's unit of work -------------------------------------------------------------------
 
 
