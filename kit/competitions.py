@@ -45,7 +45,12 @@ class Competition:
     @property
     def binary(self) -> bool:
         """Whether the task has two classes (one probability column)."""
-        return len(self.classes) == 2
+        return is_binary(len(self.classes))
+
+
+def is_binary(n_classes: int) -> bool:
+    """Whether a task of ``n_classes`` classes is binary: one probability column, a sigmoid, AUC by default."""
+    return int(n_classes) <= 2
 
 
 _REGISTRY: dict[str, Competition] = {}
@@ -101,7 +106,7 @@ def metric_of(manifest: Mapping[str, Any]) -> str:
     if comp is not None:
         return comp.metric
     n = int(manifest.get("n_classes") or len(manifest.get("classes") or []) or 2)
-    return "auc" if n <= 2 else "balanced_accuracy"
+    return "auc" if is_binary(n) else "balanced_accuracy"
 
 
 ISIC9_CLASSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nevus",

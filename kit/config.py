@@ -121,6 +121,13 @@ class Config:
         return fsutil.write_text(path, tomli_w.dumps(self.to_dict()))
 
     @property
+    def binary(self) -> bool:
+        """Whether the resolved task is binary (one sigmoid output, one pred column)."""
+        from kit.competitions import is_binary
+
+        return is_binary(self.n_classes)
+
+    @property
     def pretrained(self) -> bool:
         """Whether the backbone starts from weights (fine-tuning) rather than from random initialisation."""
         return bool(self.weights)

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from kit import imaging
+from kit import competitions, imaging
 from kit.errors import KitError
 
 
@@ -245,7 +245,7 @@ def fold_summary(table: pd.DataFrame, classes: list[str], fold_col: str = "fold"
         entry: dict = {"images": int(len(part)), "groups": int(part["group"].nunique())}
         labelled = part["target"] >= 0
         if labelled.any():
-            if n_classes == 2:
+            if competitions.is_binary(n_classes):
                 entry["positives"] = int((part["target"] == 1).sum())
             else:
                 counts = np.bincount(part.loc[labelled, "target"], minlength=n_classes)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kit import records
+from kit import competitions, records
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -408,7 +408,7 @@ def _is_jpeg(manifest: Mapping[str, Any]) -> bool:
 
 def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
              meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False):
-    binary = n_classes <= 2
+    binary = competitions.is_binary(n_classes)
     stats = {c: (float(m), float(sd) if sd else 1.0) for c, (m, sd) in (meta_stats or {}).items()}
 
     def numeric(ex: dict[str, tf.Tensor], c: str) -> tf.Tensor:
@@ -486,7 +486,7 @@ def make_dataset(
     augmenting = training and augment is not None and augment.active
     prepare = _prepare(size, n_classes, meta_numeric, meta_categorical, meta_stats, jpeg=_is_jpeg(manifest))
     if training and oversample:
-        if n_classes > 2:
+        if not competitions.is_binary(n_classes):
             raise KitError("oversample: only binary competitions oversample the positive class")
         if not 0.0 < oversample < 1.0:
             raise KitError(f"oversample: expects a fraction in (0, 1), got {oversample}")

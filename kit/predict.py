@@ -308,8 +308,6 @@ def predict_run(
         raise KitError(
             f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}"
         )
-    import keras
-
     from kit import pipeline
 
     # the ids in the order predict_dataset yields predictions (the same reader, the same order)
@@ -346,15 +344,13 @@ def _write(
     from kit.submission import make_submission, write_submission
 
     n_classes = info.n_classes
-    if n_classes > 2 and probs.shape[1] != n_classes:
+    if not competitions.is_binary(n_classes) and probs.shape[1] != n_classes:
         raise KitError(f"{info.models[0]}: the model gives {probs.shape[1]} outputs for {n_classes} classes")
     frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
     scores: dict[str, float] = {}
     clean: dict[str, float] | None = None
     n_dups = None if train_dups is None else sum(i in train_dups for i in ids)
     if len(targets) and (targets >= 0).all():
-        from kit import metrics
-
         metric = (info.cv or {}).get("metric") or competitions.metric_of({"n_classes": n_classes})
         scores = score_test(metric, targets, probs)
         if n_dups:
@@ -413,8 +409,6 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
                   batch: int = 64) -> TimeEstimate:
     """Time the run's fold models on the first ``sample`` test images (after one warm-up batch, which pays the
     compile) and scale to the whole test split: a code competition's rerun must fit its time limit."""
-    import keras
-
     from kit import pipeline, records
 
     info = load_run(run)

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from kit import fsutil, metrics
+from kit import competitions, fsutil, metrics
 from kit.blend import blend_arrays, fit_weights, load_oof
 from kit.errors import KitError
 from kit.submission import IdIndex, make_submission, read_submission, read_table
@@ -160,15 +160,16 @@ class _Data(NamedTuple):
 
 
 def _lgb_params(seed: int, n_classes: int, metric: str, cfg: StackConfig) -> dict[str, Any]:
+    binary = competitions.is_binary(n_classes)
     params = {
-        "objective": "binary" if n_classes == 2 else "multiclass", "learning_rate": cfg.learning_rate,
+        "objective": "binary" if binary else "multiclass", "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
         "feature_fraction": cfg.colsample, "bagging_fraction": cfg.subsample, "bagging_freq": 1 if cfg.subsample < 1 else 0,
         "seed": seed, "deterministic": True, "force_col_wise": True, "verbosity": -1,
         "num_threads": cfg.threads or os.cpu_count() or 1,
-        "metric": "auc" if metric == "auc" and n_classes == 2 else "None",
+        "metric": "auc" if metric == "auc" and binary else "None",
     }
-    if n_classes > 2:
+    if not binary:
         params["num_class"] = n_classes
     return params
 
@@ -232,13 +233,14 @@ def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.nda
 
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
+    binary = competitions.is_binary(n_classes)
     params = {
-        "objective": "binary:logistic" if n_classes == 2 else "multi:softprob", "eta": cfg.learning_rate,
+        "objective": "binary:logistic" if binary else "multi:softprob", "eta": cfg.learning_rate,
         "max_leaves": cfg.num_leaves, "grow_policy": "lossguide", "tree_method": "hist", "max_depth": 0,
         "min_child_weight": 1.0, "colsample_bytree": cfg.colsample, "subsample": cfg.subsample, "seed": seed,
         "nthread": cfg.threads or os.cpu_count() or 1, "disable_default_eval_metric": 1,
     }
-    if n_classes > 2:
+    if not binary:
         params["num_class"] = n_classes
     dtrain = xgb.DMatrix(train.frame, y, enable_categorical=True)
     if valid is None:
@@ -279,10 +281,11 @@ def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndar
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
     # CatBoost has AUC built in; balanced accuracy and accuracy stop on its multi-class log loss
-    eval_metric = "AUC" if metric == "auc" and n_classes == 2 else ("Logloss" if n_classes == 2 else "MultiClass")
+    binary = competitions.is_binary(n_classes)
+    eval_metric = "AUC" if metric == "auc" and binary else ("Logloss" if binary else "MultiClass")
     model = CatBoostClassifier(
         iterations=rounds, learning_rate=cfg.learning_rate, depth=6, random_seed=seed, eval_metric=eval_metric,
-        loss_function="Logloss" if n_classes == 2 else "MultiClass", rsm=cfg.colsample if cfg.colsample < 1 else None,
+        loss_function="Logloss" if binary else "MultiClass", rsm=cfg.colsample if cfg.colsample < 1 else None,
         thread_count=cfg.threads or os.cpu_count() or 1, verbose=False, allow_writing_files=False,
         od_type="Iter" if valid is not None else None, od_wait=cfg.early_stopping if valid is not None else None,
         use_best_model=valid is not None)
@@ -746,7 +749,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         kind_pred, kind_test, kind_score, importance = {}, {}, {}, {}
         trees_all: dict[str, dict] = {}  # fold -> {"trees": {kind: mean trees over seeds}}
         for kind in kinds:
-            pred = np.zeros((len(y),) if n_classes == 2 else (len(y), n_classes))
+            pred = np.zeros((len(y),) if competitions.is_binary(n_classes) else (len(y), n_classes))
             ptest = None
             trees_of: dict[str, dict] = {}
             imp: dict[str, float] = {}

@@ -116,7 +116,7 @@ class BalancedAccuracy(keras.metrics.Metric):
 
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """The loss ``cfg.loss`` names, for the config's number of classes."""
-    binary = cfg.n_classes <= 2
+    binary = cfg.binary
     kind = cfg.loss if cfg.loss != "auto" else ("bce" if binary else "cce")
     if kind not in ("bce", "cce", "focal"):
         raise KitError(f"loss: unknown loss {cfg.loss!r} (known: auto, bce, cce, focal)")
@@ -135,7 +135,7 @@ def make_metric(cfg: Config) -> keras.metrics.Metric:
     Only the training side: validation is scored exactly, on the whole fold, by :class:`_ExactValidation`
     (``keras.metrics.AUC`` buckets thresholds and logged 0.5000 for a run whose exact AUC was 0.662).
     """
-    if cfg.n_classes <= 2:
+    if cfg.binary:
         return keras.metrics.AUC(name="metric")
     return BalancedAccuracy(cfg.n_classes, name="metric")
 
@@ -382,10 +382,10 @@ def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> d
     counts = np.zeros(max(cfg.n_classes, 2))
     for k in train_folds:
         info = manifest["folds"][str(k)]
-        key = "positives" if cfg.n_classes <= 2 else "class_counts"
+        key = "positives" if cfg.binary else "class_counts"
         if key not in info:
             raise KitError(f"{cfg.records}: manifest.json has no {key} for fold {k}; class_weight balanced needs them")
-        if cfg.n_classes <= 2:
+        if cfg.binary:
             counts += [info["images"] - info["positives"], info["positives"]]
         else:
             counts += _class_count_vector(info["class_counts"], cfg.classes)
@@ -468,12 +468,12 @@ def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: i
         p = np.asarray(model.predict(ds, verbose=0), np.float64)[:n]
         total = p if total is None else total + p
     pred = total / len(views)
-    return pred[:, 0] if cfg.n_classes <= 2 else pred
+    return pred[:, 0] if cfg.binary else pred
 
 
 def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) -> pd.DataFrame:
     df = table[["image_name", "target"]].copy()
-    if cfg.n_classes <= 2:
+    if cfg.binary:
         df["pred"] = pred
     else:
         for i, name in enumerate(cfg.classes):
@@ -483,7 +483,7 @@ def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) ->
 
 
 def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
-    if cfg.n_classes <= 2:
+    if cfg.binary:
         return df["pred"].to_numpy()
     return df[[f"pred_{c}" for c in cfg.classes]].to_numpy()
 
@@ -752,7 +752,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
     _savefig(fig, out / "learning_curves.png")
 
     y = oof["target"].to_numpy()
-    if cfg.n_classes <= 2:
+    if cfg.binary:
         from sklearn.metrics import roc_curve
 
         fig, ax = plt.subplots(figsize=(5, 5))
