@@ -163,6 +163,12 @@ def _refuse_oof(table: Table) -> None:
                        "blend the submissions `kit predict` wrote and give the run folders to --oof RUN ... --fit")
 
 
+def _refuse_overwriting_an_input(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    for p in inputs:
+        if _same_file(p, out):
+            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+
+
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -236,9 +242,7 @@ def blend_files(
     inputs = [str(p) for p in inputs]
     if not inputs:
         raise KitError("blend: no input files")
-    for p in inputs + ([str(sample)] if sample else []):
-        if _same_file(p, out):
-            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+    _refuse_overwriting_an_input(inputs + ([str(sample)] if sample else []), out)
     w = _weights(weights, len(inputs))
     ref_name = str(sample) if sample else inputs[0]
     # One file is read ahead in a thread while the previous one is aligned and ranked: pandas'
@@ -459,9 +463,7 @@ def fit_and_blend(
     """Fit weights on the runs' out-of-fold predictions (one run per input), then blend the inputs with them."""
     if len(runs) != len(inputs):
         raise KitError(f"--oof: {len(runs)} run folders for {len(inputs)} submissions (one per submission)")
-    for p in inputs:
-        if _same_file(p, out):
-            raise KitError(f"{out}: is an input of the blend; write the blend to another file")
+    _refuse_overwriting_an_input([*inputs, *([sample] if sample else [])], out)  # before the fit's work
     fit = fit_weights(runs, method=method, power=power, rank_per_fold=rank_per_fold)
     report = blend_files(inputs, out, method=method, weights=fit.weights, power=power, sample=sample,
                          progress=progress, scores=scores)
@@ -477,9 +479,8 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
     from kit import precheck
 
     weights = args.weights
-    for p in [*args.inputs, *([args.sample_submission] if getattr(args, "sample_submission", None) else [])]:
-        if _same_file(p, args.out):
-            raise KitError(f"{args.out}: is an input of the blend; write the blend to another file")
+    sample, scores = getattr(args, "sample_submission", None), bool(getattr(args, "scores", False))
+    _refuse_overwriting_an_input([*args.inputs, *([sample] if sample else [])], args.out)
     precheck.fresh_output(args.out, "--out", bool(getattr(args, "force", False)))
     if args.fit and not args.oof:
         raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
@@ -487,7 +488,6 @@ def blend_from_cli(args: argparse.Namespace) -> BlendReport:
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if args.oof and not args.fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
-    sample, scores = getattr(args, "sample_submission", None), bool(getattr(args, "scores", False))
     if args.fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from kit.competitions import is_binary
 from kit.errors import KitError
 
 
@@ -123,8 +124,6 @@ class Config:
     @property
     def binary(self) -> bool:
         """Whether the resolved task is binary (one sigmoid output, one pred column)."""
-        from kit.competitions import is_binary
-
         return is_binary(self.n_classes)
 
     @property
@@ -233,8 +232,9 @@ def smoke_size(size: int) -> int:
 
 
 def smoke_config(cfg: Config, imagenet_backbone: bool) -> tuple[Config, str | None]:
-    """``cfg`` shrunk for a smoke rehearsal (few epochs, two folds, an ImageNet backbone swapped for a tiny
-    CNN from scratch), and the line that says so; ``(cfg, None)`` when no rehearsal is asked.
+    """``cfg`` shrunk for a smoke rehearsal (few epochs of small batches, an ImageNet backbone swapped for a tiny
+    CNN from scratch; ``kit.train.resolve`` keeps at most SMOKE_FOLDS folds), and the line that says so;
+    ``(cfg, None)`` when no rehearsal is asked.
 
     It checks a whole command line (records, flags, submission) before a GPU hour is spent on it; the
     model it trains is not the one asked for, so its scores say only that the plumbing holds.
@@ -243,8 +243,6 @@ def smoke_config(cfg: Config, imagenet_backbone: bool) -> tuple[Config, str | No
         return cfg, None
     changes: dict[str, Any] = {"epochs": min(cfg.epochs or SMOKE_EPOCHS, SMOKE_EPOCHS),
                                "batch": min(cfg.batch, SMOKE_BATCH)}
-    if cfg.folds:
-        changes["folds"] = tuple(cfg.folds)[:SMOKE_FOLDS]
     if imagenet_backbone:
         changes.update(model=SMOKE_MODEL, weights="")
     shrunk = dataclasses.replace(cfg, **changes)

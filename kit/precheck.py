@@ -35,10 +35,16 @@ def records_folder(path: str | os.PathLike, flag: str = "--records") -> Path:
     return folder
 
 
+def holds_records(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds records (a manifest.json or .tfrec shards) rather than a competition download."""
+    folder = Path(folder)
+    return (folder / MANIFEST).is_file() or any(folder.glob("*.tfrec"))
+
+
 def test_input(path: str | os.PathLike, flag: str = "--records") -> Path:
     """What ``kit predict`` reads: test records, or a competition download whose test split it reads directly."""
     folder = Path(path)
-    if folder.is_dir() and not (folder / MANIFEST).is_file() and not any(folder.glob("*.tfrec")):
+    if folder.is_dir() and not holds_records(folder):
         if any(folder.glob("*.csv")) or any((folder / d).is_dir() for d in ("test", "Test")):
             return folder  # a download: kit.sources reads its test split
         raise KitError(f"{folder}: neither test records (no {MANIFEST}, no .tfrec shards) nor a competition "

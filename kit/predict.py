@@ -246,7 +246,7 @@ def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dic
     from kit import records
 
     folder = Path(records_dir)
-    if folder.is_dir() and not (folder / "manifest.json").is_file() and not any(folder.glob("*.tfrec")):
+    if folder.is_dir() and not precheck.holds_records(folder):
         train_records = Path(info.config.records)
         try:
             train_manifest = records.read_manifest(train_records, "train")

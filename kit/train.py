@@ -749,7 +749,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
     histories = {k: pd.read_csv(run / f"fold{k}" / "history.csv") for k in folds
                  if (run / f"fold{k}" / "history.csv").is_file()}
     fig = plots.learning_curves(histories, cfg.metric)
-    _savefig(fig, out / "learning_curves.png")
+    fsutil.write_figure(fig, out / "learning_curves.png")
 
     y = oof["target"].to_numpy()
     if cfg.binary:
@@ -767,7 +767,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
         ax.plot([0, 1], [0, 1], ":", color="grey")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
         ax.legend(fontsize="small")
-        _savefig(fig, out / "roc.png")
+        fsutil.write_figure(fig, out / "roc.png")
     else:
         from sklearn.metrics import confusion_matrix
 
@@ -781,14 +781,10 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
             for j in range(cfg.n_classes):
                 ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
         ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
-        _savefig(fig, out / "confusion.png")
+        fsutil.write_figure(fig, out / "confusion.png")
 
     schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
                            freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)
-
-
-def _savefig(fig: Any, path: Path) -> None:
-    fsutil.write_figure(fig, path)
 
 
 # --- learning-rate range test ----------------------------------------------------------------------
@@ -889,7 +885,7 @@ def _plot_lr_finding(path: Path, lrs: np.ndarray, losses: np.ndarray, suggestion
     if len(finite):
         ax.set_ylim(finite.min() * 0.95, min(finite.max(), finite[0] * 2.0) * 1.05)
     ax.legend()
-    _savefig(fig, path)
+    fsutil.write_figure(fig, path)
 
 
 def format_lr_finding(finding: LrFinding) -> str:
