@@ -56,7 +56,7 @@ class ImageError(ValueError):
 # An image stored inside an HDF5 file (ISIC 2024's train-image.hdf5: one dataset of encoded JPEG bytes per
 # isic_id) is named "FILE.hdf5::KEY" wherever kit passes image paths around.
 HDF5_SEP = "::"
-_H5_FILES: dict[str, object] = {}  # open HDF5 files of this process: opening one per image costs more than the read
+_H5_FILES: dict[str, "_H5File"] = {}  # open HDF5 files of this process: opening one per image costs more than the read
 # A forked worker must open its own handles: an HDF5 handle shared across fork is not safe to read from.
 os.register_at_fork(after_in_child=_H5_FILES.clear)
 
@@ -73,12 +73,61 @@ def _split_member(path: str) -> tuple[str, str] | None:
     return file, key
 
 
-def _h5(file: str):  # -> h5py.File
-    import h5py
+class _H5File:
+    """One open HDF5 file: h5py for the layout, plus a plain descriptor to read stored bytes directly.
 
+    h5py's ``file[key][()]`` costs about 75 us per member (a Python object per dataset, a selection, a
+    copy); an image stored as one contiguous unfiltered scalar (ISIC 2024's layout) is just bytes at an
+    offset, which the dataset's low-level handle gives in about 11 us and ``os.pread`` reads in 4 us.
+    Any other layout (chunked, compressed, variable-length) is read through h5py as before.
+    """
+
+    def __init__(self, file: str) -> None:
+        import h5py
+
+        self.h5 = h5py.File(file, "r")
+        self.fd = os.open(file, os.O_RDONLY)
+        self._fid = self.h5.id
+
+    def stored(self, key: str) -> tuple[int, int, bool] | None:
+        """(offset, bytes, strip NULs) of a member whose value is its stored bytes, else None."""
+        import h5py
+
+        try:
+            ds = h5py.h5d.open(self._fid, key.encode())
+        except KeyError:
+            raise OSError(f"no key {key!r} in {self.h5.filename}") from None
+        dtype = ds.dtype
+        raw = (dtype.kind == "S" and ds.shape == ()) or dtype.kind == "V" or (dtype.kind == "u" and dtype.itemsize == 1)
+        plist = ds.get_create_plist()
+        offset = ds.get_offset()
+        if not raw or offset is None or plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters():
+            return None
+        # h5py drops a fixed-length string's trailing NULs; a JPEG ends in FF D9, so this only keeps parity
+        return offset, ds.get_storage_size(), dtype.kind == "S"
+
+    def read(self, key: str) -> bytes:
+        """The member's bytes, as ``bytes(file[key][()])`` gives them."""
+        where = self.stored(key)
+        if where is None:
+            value = self.h5[key][()]
+            return bytes(value.tobytes() if hasattr(value, "tobytes") else value)
+        offset, n, strip = where
+        data = os.pread(self.fd, n, offset)
+        if len(data) != n:
+            raise OSError(f"{self.h5.filename}: truncated (member {key!r} ends past the end of the file)")
+        return data.rstrip(b"\0") if strip else data
+
+    def size(self, key: str) -> int:
+        """Bytes stored for the member."""
+        where = self.stored(key)
+        return int(self.h5[key].nbytes) if where is None else where[1]
+
+
+def _h5(file: str) -> _H5File:
     handle = _H5_FILES.get(file)
     if handle is None:
-        handle = _H5_FILES[file] = h5py.File(file, "r")
+        handle = _H5_FILES[file] = _H5File(file)
     return handle
 
 
@@ -89,10 +138,9 @@ def read_image_bytes(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     file, key = member
     try:
-        value = _h5(file)[key][()]
+        return _h5(file).read(key)
     except KeyError:
         raise OSError(f"no key {key!r} in {file}") from None
-    return bytes(value.tobytes() if hasattr(value, "tobytes") else value)
 
 
 def image_byte_size(path: str | Path) -> int:
@@ -102,7 +150,7 @@ def image_byte_size(path: str | Path) -> int:
         if member is None:
             return Path(path).stat().st_size
         file, key = member
-        return int(_h5(file)[key].nbytes)
+        return _h5(file).size(key)
     except (OSError, KeyError):
         return -1
 

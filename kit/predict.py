@@ -253,7 +253,9 @@ def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dic
         except KitError:
             raise KitError(f"{records_dir}: a download needs the run's train records ({train_records}) for their "
                            "image size and metadata codes; write test records with `kit records --test` instead") from None
-        stream = records.stream_test_split(folder, train_manifest)
+        cfg = info.config
+        run_columns = [*cfg.meta_numeric, *cfg.meta_categorical] if cfg.meta else []
+        stream = records.stream_test_split(folder, train_manifest, columns=run_columns)
         return stream, stream.manifest
     manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
     if manifest.get("split", "test") != "test":

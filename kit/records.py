@@ -408,6 +408,9 @@ def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, worker
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+_STREAM_CHUNK = 64  # images per worker task when streaming a test split
+
+
 @dataclass
 class ExampleStream:
     """A test split served straight from its download: serialized Examples prepared exactly as ``kit records``
@@ -426,10 +429,11 @@ class ExampleStream:
         """Images in the stream."""
         return len(self.rows)
 
-    def examples(self) -> Iterator[bytes]:
-        """The serialized Examples in order; KitError naming the image when one cannot be read."""
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The serialized Examples in order, a worker's chunk at a time; KitError naming the image when one
+        cannot be read."""
         enc = self.manifest["encoding"]
-        chunks = [self.rows[i:i + 32] for i in range(0, len(self.rows), 32)]
+        chunks = [self.rows[i:i + _STREAM_CHUNK] for i in range(0, len(self.rows), _STREAM_CHUNK)]
         parallel = self.workers > 1 and len(self.rows) >= _PARALLEL_MIN_IMAGES
         results = _run_chunks(chunks, int(self.manifest["image_size"]), enc["resize"], int(enc["quality"]),
                               self.workers if parallel else 1)
@@ -438,19 +442,32 @@ class ExampleStream:
                 for (path, _), (blob, reason) in zip(chunk, res):
                     if blob is None:
                         raise KitError(f"{path}: {reason}; every test image is needed for a submission")
-                    yield blob
+                yield [blob for blob, _ in res]
         finally:
             results.close()
 
+    def examples(self) -> Iterator[bytes]:
+        """The serialized Examples in order, one by one."""
+        for chunk in self.chunks():
+            yield from chunk
+
     def dataset(self) -> tf.data.Dataset:
         """The stream as a tf.data dataset of serialized Examples (of known length)."""
-        ds = tf.data.Dataset.from_generator(self.examples, output_signature=tf.TensorSpec((), tf.string))
-        return ds.apply(tf.data.experimental.assert_cardinality(self.count))
+        # whole chunks cross from Python into tf.data: from_generator costs about 0.5 ms per element it
+        # hands over (the generator runs under the GIL, beside the thread feeding the model), which one
+        # element per image made the limit of predicting straight from a download
+        ds = tf.data.Dataset.from_generator(self.chunks, output_signature=tf.TensorSpec((None,), tf.string))
+        return ds.unbatch().apply(tf.data.experimental.assert_cardinality(self.count))
 
 
-def stream_test_split(source: str | Path, train_manifest: Mapping, *, workers: int | None = None) -> ExampleStream:
+def stream_test_split(source: str | Path, train_manifest: Mapping, *, workers: int | None = None,
+                      columns: Sequence[str] | None = None) -> ExampleStream:
     """The test split of the download ``source`` as an ExampleStream matching the train records of
-    ``train_manifest``: their image size, resize and JPEG settings, and their categorical code tables."""
+    ``train_manifest``: their image size, resize and JPEG settings, and their categorical code tables.
+
+    ``columns`` keeps only those metadata columns (a run's model inputs; ``None``: all of the records'):
+    unlike records written for any later run, a stream serves one run, and ISIC 2024's 41 columns cost
+    about as much to serialize and parse as a small image does to prepare."""
     src = sources.load_source(source, test=True)
     if src.layout != train_manifest.get("layout"):
         raise KitError(f"{source}: a {src.layout} download, but the run trained on {train_manifest.get('layout')} "
@@ -458,8 +475,9 @@ def stream_test_split(source: str | Path, train_manifest: Mapping, *, workers: i
     meta = train_manifest.get("metadata") or {}
     # codes as in training: a category's index must mean the same thing in train and test
     src.categories = {c: list(codes) for c, codes in (meta.get("categorical") or {}).items()}
-    src.numeric = [c for c in meta.get("numeric", []) if c in src.table.columns]
-    src.categorical = [c for c in src.categories if c in src.table.columns]
+    wanted = set(src.table.columns) if columns is None else set(columns) & set(src.table.columns)
+    src.numeric = [c for c in meta.get("numeric", []) if c in wanted]
+    src.categorical = [c for c in src.categories if c in wanted]
     table = src.table.reset_index(drop=True).assign(fold=-1)
     keep = ("image_size", "classes", "n_classes", "id_name", "layout", "competition")
     manifest = {**{k: train_manifest[k] for k in keep if k in train_manifest},

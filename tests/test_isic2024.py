@@ -78,6 +78,31 @@ def _error(capsys, *argv) -> str:
     return err[0]
 
 
+@pytest.mark.parametrize("store", ["fixed_string", "opaque", "uint8_array", "compressed_chunks", "trailing_nuls"])
+def test_hdf5_members_read_as_h5py_gives_them(tmp_path, store):
+    """The direct read of contiguous members (offset + pread) gives exactly h5py's bytes; other layouts fall back."""
+    jpeg = b"\xff\xd8" + bytes(range(256)) * 3 + b"\x00\xff\xd9"
+    value = {
+        "fixed_string": np.bytes_(jpeg),
+        "opaque": np.void(jpeg),
+        "uint8_array": np.frombuffer(jpeg, np.uint8),
+        "compressed_chunks": np.frombuffer(jpeg, np.uint8),
+        "trailing_nuls": np.bytes_(b"ab\x00\x00"),
+    }[store]
+    path = tmp_path / "train-image.hdf5"
+    with h5py.File(path, "w") as f:
+        extra = dict(chunks=(128,), compression="gzip") if store == "compressed_chunks" else {}
+        f.create_dataset("ISIC_0000001", data=value, **extra)
+    with h5py.File(path, "r") as f:
+        expected = f["ISIC_0000001"][()]
+        expected = bytes(expected.tobytes() if hasattr(expected, "tobytes") else expected)
+    member = imaging.hdf5_member(path, "ISIC_0000001")
+    assert imaging.read_image_bytes(member) == expected
+    assert imaging.image_byte_size(member) == len(expected) + (2 if store == "trailing_nuls" else 0)
+    with pytest.raises(OSError, match="no key 'ISIC_0000002'"):
+        imaging.read_image_bytes(imaging.hdf5_member(path, "ISIC_0000002"))
+
+
 def test_a_metadata_row_without_an_image_names_its_id(download, tmp_path, capsys):
     dl = _copy(download, tmp_path)
     with h5py.File(dl / "train-image.hdf5", "a") as f:
