@@ -149,6 +149,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
                    "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
+    p.add_argument("--meta-columns", nargs="+", metavar="COLUMN", help="with --meta: only these metadata columns "
+                   "(default: every column the records hold; columns of the train download only are refused)")
     p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
                    "augmentation supports (default 1)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per "
@@ -161,7 +163,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
                 "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
-                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "tta", "verbose")
+                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "meta_columns", "tta", "verbose")
 
 
 def _run_train(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ class Config:
     freeze_epochs: int = 0  # fine-tuning: train the head alone (backbone frozen, BatchNorm as pretrained) this long
     backbone_lr_mult: float = 1.0  # the backbone's learning rate as a fraction of the head's (e.g. 0.1)
     meta: bool = False  # feed the records' metadata columns to a metadata branch
+    meta_columns: tuple[str, ...] = ()  # with meta: only these columns (); () every column the records hold
     # optimisation; None (left out) takes the value of SCHEDULE_DEFAULTS for what is trained
     epochs: int | None = None
     batch: int = 32  # per replica; the global batch is batch * replicas

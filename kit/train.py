@@ -32,7 +32,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import keras
 import numpy as np
@@ -298,6 +298,25 @@ class _Checkpoints(keras.callbacks.Callback):
 # --- resolving the config against the records ------------------------------------------------------
 
 
+def chosen_meta_columns(names: Sequence[str], numeric: Sequence[str], categorical: Mapping[str, int],
+                        manifest: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], dict[str, int]]:
+    """The metadata inputs a user named, in the records' order; KitError naming a column that is not one.
+
+    A column in the train download but not the test one (ISIC 2024's diagnosis, biopsy results, lesion
+    id) is refused with its reason: it would score well in CV and be missing when predicting."""
+    train_only = set(manifest.get("train_only_columns") or ())
+    known = [*numeric, *categorical]
+    for name in names:
+        if name in train_only:
+            raise KitError(f"meta_columns: {name!r} is in the train download only (not in the test one), so it "
+                           "can never be a model input")
+        if name not in known:
+            raise KitError(f"meta_columns: {name!r} is not a metadata column of {where} (columns: "
+                           f"{', '.join(known) or 'none'})")
+    wanted = set(names)
+    return tuple(c for c in numeric if c in wanted), {c: n for c, n in categorical.items() if c in wanted}
+
+
 def resolve(cfg: Config) -> tuple[Config, dict]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
     if not cfg.records:
@@ -352,10 +371,13 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     numeric = tuple(meta.get("numeric") or ())
     # public SIIM records carry codes without their tables: those columns cannot be one-hot encoded
     categorical = {c: len(codes) for c, codes in (meta.get("categorical") or {}).items() if codes}
-    stats = {c: [float(v.get("mean", 0.0)), float(v.get("std", 1.0))]
-             for c, v in (meta.get("numeric_stats") or {}).items() if c in numeric}
+    if cfg.meta_columns:
+        cfg = cfg.replace(meta=True)  # naming the columns asks for them
+        numeric, categorical = chosen_meta_columns(cfg.meta_columns, numeric, categorical, manifest, where)
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
+    stats = {c: [float(v.get("mean", 0.0)), float(v.get("std", 1.0))]
+             for c, v in (meta.get("numeric_stats") or {}).items() if c in numeric}
     classes = tuple(str(c) for c in manifest["classes"])
     metric = cfg.metric or competitions.metric_of(manifest)
     if metric not in metrics.METRICS:

@@ -152,6 +152,24 @@ def test_bad_metadata_rows_name_the_line(download, tmp_path, capsys, change, mes
 # --- training at rare positives -----------------------------------------------------------------------------
 
 
+def test_named_metadata_inputs_are_exactly_those_and_train_only_ones_are_refused(download, tmp_path, capsys):
+    records.write_from_source(download, tmp_path / "rec", n_folds=2, size=32, progress=False)
+    cfg = Config(records=str(tmp_path / "rec"), out=str(tmp_path / "run"), model="tiny_cnn",
+                 meta_columns=("sex", "age_approx", "tbp_lv_areaMM2"))
+    resolved, _ = train.resolve(cfg)
+    # naming columns turns metadata on; they come in the records' order, with their statistics only
+    assert resolved.meta and resolved.meta_numeric == ("age_approx", "tbp_lv_areaMM2")
+    assert list(resolved.meta_categorical) == ["sex"] and set(resolved.meta_stats) == {"age_approx", "tbp_lv_areaMM2"}
+    # iddx_1 gives the label away in train and is missing from the test download
+    line = _error(capsys, "train", "--records", tmp_path / "rec", "--out", tmp_path / "leak", "--model", "tiny_cnn",
+                  "--meta-columns", "age_approx", "iddx_1")
+    assert line == ("kit train: error: meta_columns: 'iddx_1' is in the train download only (not in the test one), "
+                    "so it can never be a model input")
+    assert "'colour' is not a metadata column" in _error(capsys, "train", "--records", tmp_path / "rec", "--out",
+                                                          tmp_path / "typo", "--meta-columns", "colour")
+    assert not (tmp_path / "leak").exists() and not (tmp_path / "typo").exists()
+
+
 def test_a_balanced_epoch_counts_positives_not_images():
     cfg = Config(oversample=0.2, epoch_positives=2.0)
     # 400 positives among 400,000 images, 1:4, batch 64: 4,000 images an epoch instead of 400,000
