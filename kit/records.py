@@ -366,21 +366,20 @@ def _plan_shards(table: pd.DataFrame, split: str, n_folds: int, n_shards: int | 
 def _worker_rows(table: pd.DataFrame, src: sources.Source) -> list[tuple[str, dict]]:
     """(path, features other than the image) per row, as plain Python values for the workers."""
     codes = {c: {v: i for i, v in enumerate(src.categories.get(c, []))} for c in src.categorical}
-    rows = []
-    for rec in table.to_dict("records"):
-        fields: dict[str, object] = {
-            "image_name": rec["image_name"],
-            "target": int(rec["target"]),
-            "fold": int(rec["fold"]),
-            "group": rec["group"],
-        }
-        for c in src.numeric:
-            fields[c] = float(rec[c])  # NaN stays NaN: readers decide how to fill
-        for c in src.categorical:
-            v = rec[c]
-            fields[c] = codes[c].get(v, -1) if v is not None else -1
-        rows.append((rec["path"], fields))
-    return rows
+    # column by column, not DataFrame.to_dict("records"): ISIC 2024's 41 columns made that a serial
+    # 23 us per image in this process before any worker started
+    columns: dict[str, list] = {
+        "image_name": table["image_name"].tolist(),
+        "target": [int(t) for t in table["target"].tolist()],
+        "fold": [int(f) for f in table["fold"].tolist()],
+        "group": table["group"].tolist(),
+    }
+    for c in src.numeric:
+        columns[c] = [float(v) for v in table[c].tolist()]  # NaN stays NaN: readers decide how to fill
+    for c in src.categorical:
+        columns[c] = [codes[c].get(v, -1) if v is not None else -1 for v in table[c].tolist()]
+    names = list(columns)
+    return [(path, dict(zip(names, values))) for path, *values in zip(table["path"].tolist(), *columns.values())]
 
 
 def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, workers: int) -> Iterator[list]:
