@@ -93,14 +93,18 @@ def _finish(acc: np.ndarray, method: str, power: float) -> np.ndarray:
     return acc
 
 
-def _weights(weights: Sequence[float] | None, n: int, what: str = "inputs") -> np.ndarray:
+def normalized_weights(weights: Sequence[float] | None, n: int, *, option: str = "--weights",
+                       what: str = "inputs") -> np.ndarray:
+    """``n`` weights summing to 1 (equal when ``weights`` is None); KitError naming ``option`` when unusable.
+
+    One rule for blending submissions and for averaging a run's fold models."""
     if weights is None:
         return np.full(n, 1.0 / n)
     w = np.asarray(weights, np.float64)
     if len(w) != n:
-        raise KitError(f"--weights: {len(w)} weights for {n} {what}")
+        raise KitError(f"{option}: {len(w)} weights for {n} {what}")
     if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise KitError(f"--weights: weights must be finite, >= 0 and not all 0, got {list(weights)}")
+        raise KitError(f"{option}: weights must be finite, >= 0 and not all 0, got {list(weights)}")
     return w / w.sum()
 
 
@@ -110,7 +114,7 @@ def blend_arrays(
     """Blend aligned predictions (each ``[n]`` or ``[n, k]``); returns the same shape."""
     if not preds:
         raise KitError("blend: nothing to blend")
-    w = _weights(weights, len(preds))
+    w = normalized_weights(weights, len(preds))
     squeeze = np.asarray(preds[0]).ndim == 1
     acc = None
     for wi, p in zip(w, preds):
@@ -243,7 +247,7 @@ def blend_files(
     if not inputs:
         raise KitError("blend: no input files")
     _refuse_overwriting_an_input(inputs + ([str(sample)] if sample else []), out)
-    w = _weights(weights, len(inputs))
+    w = normalized_weights(weights, len(inputs))
     ref_name = str(sample) if sample else inputs[0]
     # One file is read ahead in a thread while the previous one is aligned and ranked: pandas'
     # parser and numpy's sorts release the GIL, so two cores overlap; at most two files in memory.

@@ -37,7 +37,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -385,6 +385,14 @@ def _input_dict(model: "keras.Model") -> dict[str, Any]:
 # --- records -> examples ---------------------------------------------------------------------------
 
 
+def _oversampled(ds: tf.data.Dataset, is_positive: Callable[[Any], tf.Tensor], share: float,
+                 seed: int) -> tf.data.Dataset:
+    """An endless stream with positives drawn at ``share`` and negatives at the rest, each class repeated."""
+    pos = ds.filter(is_positive).repeat()
+    neg = ds.filter(lambda x: tf.logical_not(is_positive(x))).repeat()
+    return tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - share, share], seed=seed)
+
+
 def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, int] | None = None) -> int:
     """Width of the "meta" input: one value per numeric column, one-hot codes per categorical one."""
     return len(meta_numeric) + sum((meta_categorical or {}).values())
@@ -496,24 +504,18 @@ def make_dataset(
         # Parse only what training feeds the model: the id, fold and group strings cost parse time per image.
         full = records.feature_spec(list(meta_numeric), list(meta_categorical))
         spec = {k: full[k] for k in ("image", "target", *meta_numeric, *meta_categorical)}
-        # A deterministic interleave makes a seeded CPU run repeat bit for bit; measured no slower here
-        # than deterministic=False (benchmarks/pipeline.py, augmentation off: 0.86-1.0x of decode-only).
         files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20), cycle_length=min(len(paths), 16),
-                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = records.interleave_shards(files, records.shard_reader, len(paths))
         if oversample:
-            is_pos = lambda raw: tf.io.parse_single_example(raw, {"target": records.core_features()["target"]})["target"] == 1  # noqa: E731
-            pos, neg = ds.filter(is_pos).repeat(), ds.filter(lambda raw: tf.logical_not(is_pos(raw))).repeat()
-            ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
+            target = {"target": records.core_features()["target"]}
+            ds = _oversampled(ds, lambda raw: tf.io.parse_single_example(raw, target)["target"] == 1, oversample, seed)
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.map(lambda raw: prepare(tf.io.parse_single_example(raw, spec)), num_parallel_calls=AUTOTUNE)
     else:
         ds = _read(paths, training)
         if training:
             if oversample:
-                pos = ds.filter(lambda ex: ex["target"] == 1).repeat()
-                neg = ds.filter(lambda ex: ex["target"] != 1).repeat()
-                ds = tf.data.Dataset.sample_from_datasets([neg, pos], [1.0 - oversample, oversample], seed=seed)
+                ds = _oversampled(ds, lambda ex: ex["target"] == 1, oversample, seed)
             # Shuffling parsed records (still JPEG bytes) keeps the buffer small in memory.
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)

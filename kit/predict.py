@@ -113,16 +113,10 @@ def load_run(run: str | os.PathLike) -> RunInfo:
 
 
 def _fold_weights(weights: Sequence[float] | None, folds: list[int]) -> np.ndarray:
-    if weights is None:
-        return np.full(len(folds), 1.0 / len(folds))
-    w = np.asarray(weights, np.float64)
-    if len(w) != len(folds):
-        raise KitError(
-            f"--fold-weights: {len(w)} weights for {len(folds)} finished folds ({', '.join(map(str, folds))})"
-        )
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise KitError(f"--fold-weights: weights must be finite, >= 0 and not all 0, got {list(weights)}")
-    return w / w.sum()
+    from kit.blend import normalized_weights
+
+    return normalized_weights(weights, len(folds), option="--fold-weights",
+                              what=f"finished folds ({', '.join(map(str, folds))})")
 
 
 def _model_inputs(model: Any) -> set[str] | None:

@@ -528,8 +528,13 @@ def make_submission(
 
 
 def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a submission frame as CSV atomically (ids untouched, no index)."""
-    return fsutil.write_csv(path, frame)
+    """Write a submission frame (id column first, then numbers) as CSV atomically, through the same
+    writer and number format as ``kit blend``'s output (ids untouched, no index)."""
+    values = frame.iloc[:, 1:]
+    if not len(frame) or not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
+        return fsutil.write_csv(path, frame)
+    ids = np.array([str(x).encode("utf-8") for x in frame.iloc[:, 0]], dtype=bytes)
+    return write_table(path, [str(c) for c in frame.columns], ids, values.to_numpy(np.float64))
 
 
 def _example(table: Table, rows: np.ndarray) -> str:

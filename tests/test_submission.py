@@ -15,6 +15,7 @@ from kit.submission import (
     make_submission,
     read_submission,
     read_table,
+    write_submission,
     write_table,
 )
 
@@ -100,6 +101,17 @@ def test_write_table_round_trip_and_float_text(tmp_path):
     assert out.read_text().splitlines() == [
         "id,a,b", "0001,0.5,0.25", "ISIC_0052060,1e-07,0", "f38a6374c3,1,0.123456789012",
     ]
+
+
+def test_predict_and_blend_write_numbers_the_same_way(tmp_path):
+    """kit predict's writer (a frame) and kit blend's (ids + values) give the same bytes for the same numbers."""
+    ids = ["0001", "ISIC_0052060", "lésion 7"]
+    values = np.array([[1 / 3, 0.25], [1e-7, 0.0], [1.0, 0.123456789012345]])
+    frame = pd.DataFrame({"image_name": ids, "a": values[:, 0], "b": values[:, 1]})
+    predicted = write_submission(frame, tmp_path / "predict.csv")
+    blended = write_table(tmp_path / "blend.csv", ["image_name", "a", "b"], np.array([i.encode() for i in ids]), values)
+    assert predicted.read_bytes() == blended.read_bytes()
+    assert predicted.read_text(encoding="utf-8").splitlines()[1] == "0001,0.333333333333,0.25"
 
 
 def test_format_floats_matches_printf():
