@@ -41,9 +41,12 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 RESIZE_POLICIES = ("crop", "squash")
 JPEG_QUALITY = 95
@@ -411,7 +414,7 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def worker_pool(workers: int) -> "concurrent.futures.ProcessPoolExecutor":
+def worker_pool(workers: int) -> "ProcessPoolExecutor":
     """A pool of ``workers`` processes that die with this one (see :func:`die_with_parent`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor

@@ -196,10 +196,10 @@ def _lgb_fit(pool: Any, rows: np.ndarray, stop_rows: np.ndarray | None, rounds: 
     if stop_rows is None:
         return lgb.train(params, dtrain, num_boost_round=rounds), rounds
     dvalid = pool.subset(sorted(stop_rows.tolist()))
-    feval = None
-    if params["metric"] == "None":
-        def feval(pred: np.ndarray, data: Any) -> tuple[str, float, bool]:
-            return metric, metrics.score(metric, data.get_label().astype(np.int64), pred), True
+    def exact_metric(pred: np.ndarray, data: Any) -> tuple[str, float, bool]:
+        return metric, metrics.score(metric, data.get_label().astype(np.int64), pred), True
+
+    feval = exact_metric if params["metric"] == "None" else None
     model = lgb.train(params, dtrain, num_boost_round=rounds, valid_sets=[dvalid], feval=feval,
                       callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)])
     return model, max(1, int(model.best_iteration or rounds))
