@@ -47,7 +47,7 @@ import pandas as pd
 from kit import competitions, fsutil, metrics
 from kit.blend import blend_arrays, fit_weights, load_oof
 from kit.errors import KitError
-from kit.submission import IdIndex, make_submission, read_submission, read_table
+from kit.submission import IdIndex, make_submission, read_submission, read_table, write_submission
 
 MODEL_KINDS = ("lightgbm", "catboost", "xgboost")
 _MODULE = {"lightgbm": "lightgbm", "catboost": "catboost", "xgboost": "xgboost"}
@@ -772,8 +772,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             _write_run(kind_dir, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
                        trees_of, {"model": kind})
             if ptest is not None:
-                fsutil.write_csv(kind_dir / "submission.csv", make_submission(
-                    test["image_name"].tolist(), ptest, classes, None, manifest.get("id_name") or "image_name"))
+                write_submission(make_submission(test["image_name"].tolist(), ptest, classes, None,
+                                                 manifest.get("id_name") or "image_name"), kind_dir / "submission.csv")
             kind_pred[kind], kind_test[kind], kind_score[kind] = pred, ptest, overall
             total = sum(imp.values()) or 1.0
             importance[kind] = {k: v / total for k, v in imp.items()}
@@ -809,11 +809,9 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             sample = read_submission(cfg.sample_submission) if cfg.sample_submission else None
             frame = make_submission(test["image_name"].tolist(), ptest, classes, sample,
                                     manifest.get("id_name") or "image_name")
-            fsutil.write_csv(tmp / "submission.csv", frame)
+            write_submission(frame, tmp / "submission.csv")
             sub_path = out / "submission.csv"
     if test is not None and cfg.submission:
-        from kit.submission import write_submission
-
         sub_path = write_submission(frame, cfg.submission)
     log(f"stack: {metric} {overall:.4f} out of fold (fold mean {np.mean(list(per.values())):.4f}) "
         f"in {time.perf_counter() - t0:.1f} s -> {out}")
