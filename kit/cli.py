@@ -13,10 +13,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from kit import runtime
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # kit.stack imports pandas: only verbs that stack load it
+    from kit.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -250,7 +253,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
-    report = predict.predict_from_cli(args)
+    report = predict.predict_run(args.run, args.records, args.out, sample_submission=args.sample_submission,
+                                 tta=args.tta, fold_weights=args.fold_weights, batch=args.batch)
     print(predict.format_report(report))
     return 0
 
@@ -297,7 +301,9 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
 def _run_blend(args: argparse.Namespace) -> int:
     from kit import blend
 
-    report = blend.blend_from_cli(args)
+    report = blend.blend_submissions(args.inputs, args.out, method=args.method, weights=args.weights, power=args.power,
+                                     oof=args.oof, fit=args.fit, rank_per_fold=args.rank_per_fold,
+                                     sample=args.sample_submission, scores=args.scores, force=args.force)
     print(blend.format_report(report))
     return 0
 
@@ -335,9 +341,24 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
 def _run_stack(args: argparse.Namespace) -> int:
     from kit import stack
 
-    result = stack.stack(stack.config_from_cli(args), log=lambda line: print(line, flush=True))
+    result = stack.stack(stack_config(args), log=lambda line: print(line, flush=True))
     print(stack.format_result(result))
     return 0
+
+
+def stack_config(args: argparse.Namespace) -> StackConfig:
+    """``kit stack``'s parsed flags as the StackConfig that ``kit.stack.stack`` takes."""
+    from kit.stack import StackConfig
+
+    # --models takes kinds space- or comma-separated: `--models lightgbm,catboost` and `--models lightgbm catboost`
+    models = tuple(m for part in args.models for m in part.split(",") if m.strip())
+    return StackConfig(
+        records=args.records, runs=tuple(args.runs or ()), out=args.out, test_records=args.test_records or "",
+        predictions=tuple(args.predictions or ()), sample_submission=args.sample_submission or "",
+        submission=args.submission or "", models=models, seeds=args.seeds, seed=args.seed,
+        undersample=args.undersample, metadata=args.metadata, group_features=args.group_features,
+        drop=tuple(args.drop or ()), rounds=args.rounds, early_stopping=args.early_stopping,
+        learning_rate=args.learning_rate, threads=args.threads)
 
 
 # --- runs / report ------------------------------------------------------------------------------
@@ -384,7 +405,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from kit import report
 
-    result = report.report_from_cli(args)
+    result = report.write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
+                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam)
     print(report.format_result(result))
     return 0
 
