@@ -37,10 +37,10 @@ from typing import Sequence
 import numpy as np
 
 from kit import competitions
+from kit.config import BLEND_METHODS as METHODS
 from kit.errors import KitError
 from kit.submission import IdIndex, Table, read_table, write_table
 
-METHODS = ("mean", "rank", "power", "geomean")
 GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
 PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all
 
