@@ -26,7 +26,6 @@ the reference ids and one accumulator per class.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -38,10 +37,10 @@ from typing import Sequence
 import numpy as np
 
 from kit import competitions
+from kit.config import BLEND_METHODS as METHODS
 from kit.errors import KitError
 from kit.submission import IdIndex, Table, read_table, write_table
 
-METHODS = ("mean", "rank", "power", "geomean")
 GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
 PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all
 
@@ -475,30 +474,39 @@ def fit_and_blend(
     return report
 
 
-# --- CLI glue ------------------------------------------------------------------------------------
-
-
-def blend_from_cli(args: argparse.Namespace) -> BlendReport:
-    """``kit blend``: fit weights on ``--oof`` when asked, then blend the inputs."""
+def blend_submissions(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    method: str = "mean",
+    weights: Sequence[float] | None = None,
+    power: float = 2.0,
+    oof: Sequence[str | os.PathLike] | None = None,
+    fit: bool = False,
+    rank_per_fold: bool | None = None,
+    sample: str | os.PathLike | None = None,
+    scores: bool = False,
+    force: bool = False,
+) -> BlendReport:
+    """``kit blend``: refuse an ``out`` that is an input (or exists, unless ``force``), then blend ``inputs``,
+    with weights fit on the ``oof`` runs when ``fit``."""
     from kit import precheck
 
-    weights = args.weights
-    sample, scores = getattr(args, "sample_submission", None), bool(getattr(args, "scores", False))
-    _refuse_overwriting_an_input([*args.inputs, *([sample] if sample else [])], args.out)
-    precheck.fresh_output(args.out, "--out", bool(getattr(args, "force", False)))
-    if args.fit and not args.oof:
+    _refuse_overwriting_an_input([*inputs, *([sample] if sample else [])], out)
+    precheck.fresh_output(out, "--out", force)
+    # fit and oof travel together: either alone is a half-given request, not a plain blend
+    if fit and not oof:
         raise KitError("--fit: give the run folders to fit on with --oof RUN_A RUN_B ...")
-    if args.rank_per_fold is not None and not args.fit:
+    if rank_per_fold is not None and not fit:
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
-    if args.oof and not args.fit:
+    if oof and not fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
-    if args.fit:
+    if fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
-        return fit_and_blend(args.inputs, args.oof, args.out, method=args.method, power=args.power,
-                             rank_per_fold=args.rank_per_fold, sample=sample, scores=scores)
-    return blend_files(args.inputs, args.out, method=args.method, weights=weights, power=args.power, sample=sample,
-                       scores=scores)
+        return fit_and_blend(inputs, oof, out, method=method, power=power, rank_per_fold=rank_per_fold, sample=sample,
+                             scores=scores)
+    return blend_files(inputs, out, method=method, weights=weights, power=power, sample=sample, scores=scores)
 
 
 def format_report(report: BlendReport) -> str:

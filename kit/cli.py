@@ -13,10 +13,13 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from kit import runtime
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # kit.stack imports pandas: only verbs that stack load it
+    from kit.stack import StackConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,7 +42,7 @@ def _csv_floats(text: str) -> list[float]:
 
 
 def _add_records(sub: argparse._SubParsersAction) -> None:
-    from kit import competitions
+    from kit import competitions, imaging
     p = sub.add_parser("records", help="write sharded, fold-aware TFRecords from a competition download")
     p.add_argument("source", help="the competition folder (or its train CSV with --images)")
     p.add_argument("--out", required=True, help="folder for the shards and manifest.json (must not hold records)")
@@ -55,7 +58,7 @@ def _add_records(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", action="store_true", help="write the test split (fold -1) instead of train")
     p.add_argument("--seed", type=int, default=42, help="fold-assignment seed (default 42)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images and list them in the manifest")
-    p.add_argument("--resize", default="crop", choices=["crop", "squash"],
+    p.add_argument("--resize", default="crop", choices=imaging.RESIZE_POLICIES,
                    help="crop: shorter side to --size, centred square (default); squash: ignore aspect ratio")
     p.add_argument("--workers", type=int, help="image-preparing processes (default: one per core)")
     p.set_defaults(func=_run_records)
@@ -101,6 +104,8 @@ def _setting_default(name: str) -> str:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from kit.config import CHOICES
+
     p = sub.add_parser(
         "train", help="k-fold training with out-of-fold predictions",
         description="Train one model per fold, keep each fold's best epoch by the competition's exact metric, "
@@ -119,7 +124,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    f"metric; 0 never stops early (default {d('patience')})")
     p.add_argument("--batch", type=int, help=f"batch size per replica (default {d('batch')})")
     p.add_argument("--lr-max", type=float, help=f"peak learning rate per replica (default {d('lr_max')})")
-    p.add_argument("--lr-per", choices=["epoch", "step"], help="change the learning rate at each epoch start "
+    p.add_argument("--lr-per", choices=CHOICES["lr_per"], help="change the learning rate at each epoch start "
                    "or every step (default epoch)")
     p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
                    "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
@@ -133,28 +138,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    f"{d('freeze_epochs')})")
     p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
                    f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
-    p.add_argument("--loss", choices=["auto", "bce", "cce", "focal"],
+    p.add_argument("--loss", choices=CHOICES["loss"],
                    help="auto: bce for binary, cce for multi-class (default auto)")
     p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
     p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default {d('seed')})")
-    p.add_argument("--strategy", choices=["auto", "tpu", "mirrored", "gpu", "cpu"],
+    p.add_argument("--strategy", choices=CHOICES["strategy"],
                    help="where to train (default auto: TPU, then every GPU, then the CPU)")
-    p.add_argument("--augment-on", choices=["host", "device"], help="augment in tf.data (host) or in the training "
+    p.add_argument("--augment-on", choices=CHOICES["augment_on"], help="augment in tf.data (host) or in the training "
                    "step (device) (default host)")
     p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
                    "0 keeps the natural rate (default 0)")
     p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
                    "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
                    "--oversample 0.2); 0 passes over every training image (default 0)")
-    p.add_argument("--class-weight", choices=["none", "balanced"], help="weight the loss by inverse class frequency "
+    p.add_argument("--class-weight", choices=CHOICES["class_weight"], help="weight the loss by inverse class frequency "
                    "(default none)")
     p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
     p.add_argument("--meta-columns", nargs="+", metavar="COLUMN", help="with --meta: only these metadata columns "
                    "(default: every column the records hold; columns of the train download only are refused)")
     p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
                    "augmentation supports (default 1)")
-    p.add_argument("--verbose", type=int, choices=[0, 1, 2], help="Keras progress: 0 silent, 1 bar, 2 a line per "
-                   "epoch (default 2)")
+    p.add_argument("--verbose", type=int, choices=CHOICES["verbose"], help="Keras progress: 0 silent, 1 bar, 2 a line "
+                   "per epoch (default 2)")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
     p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
                    "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
@@ -173,6 +178,7 @@ def _run_train(args: argparse.Namespace) -> int:
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
     cfg.check_numbers()
+    cfg.check_choices()  # a TOML value the flags' choices= never saw: refused before the paths are checked
     precheck.train_paths(cfg.records, cfg.out)
     runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
     from kit import train
@@ -252,7 +258,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
-    report = predict.predict_from_cli(args)
+    report = predict.predict_run(args.run, args.records, args.out, sample_submission=args.sample_submission,
+                                 tta=args.tta, fold_weights=args.fold_weights, batch=args.batch)
     print(predict.format_report(report))
     return 0
 
@@ -277,10 +284,12 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _add_blend(sub: argparse._SubParsersAction) -> None:
+    from kit.config import BLEND_METHODS
+
     p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
     p.add_argument("inputs", nargs="+", help="submission CSVs")
     p.add_argument("--out", required=True)
-    p.add_argument("--method", default="mean", choices=["mean", "rank", "power", "geomean"],
+    p.add_argument("--method", default="mean", choices=BLEND_METHODS,
                    help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
     p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
@@ -299,7 +308,9 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
 def _run_blend(args: argparse.Namespace) -> int:
     from kit import blend
 
-    report = blend.blend_from_cli(args)
+    report = blend.blend_submissions(args.inputs, args.out, method=args.method, weights=args.weights, power=args.power,
+                                     oof=args.oof, fit=args.fit, rank_per_fold=args.rank_per_fold,
+                                     sample=args.sample_submission, scores=args.scores, force=args.force)
     print(blend.format_report(report))
     return 0
 
@@ -337,21 +348,38 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
 def _run_stack(args: argparse.Namespace) -> int:
     from kit import stack
 
-    result = stack.stack(stack.config_from_cli(args), log=lambda line: print(line, flush=True))
+    result = stack.stack(stack_config(args), log=lambda line: print(line, flush=True))
     print(stack.format_result(result))
     return 0
+
+
+def stack_config(args: argparse.Namespace) -> StackConfig:
+    """``kit stack``'s parsed flags as the StackConfig that ``kit.stack.stack`` takes."""
+    from kit.stack import StackConfig
+
+    # --models takes kinds space- or comma-separated: `--models lightgbm,catboost` and `--models lightgbm catboost`
+    models = tuple(m for part in args.models for m in part.split(",") if m.strip())
+    return StackConfig(
+        records=args.records, runs=tuple(args.runs or ()), out=args.out, test_records=args.test_records or "",
+        predictions=tuple(args.predictions or ()), sample_submission=args.sample_submission or "",
+        submission=args.submission or "", models=models, seeds=args.seeds, seed=args.seed,
+        undersample=args.undersample, metadata=args.metadata, group_features=args.group_features,
+        drop=tuple(args.drop or ()), rounds=args.rounds, early_stopping=args.early_stopping,
+        learning_rate=args.learning_rate, threads=args.threads)
 
 
 # --- runs / report ------------------------------------------------------------------------------
 
 
 def _add_runs(sub: argparse._SubParsersAction) -> None:
+    from kit import runs
+
     p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
                        description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
                                    "CV by the run's metric and its spread over folds, when, and the state (finished, "
                                    "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
     p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
-    p.add_argument("--sort", default="cv", choices=["cv", "pooled", "when", "name"],
+    p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
                    help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
     p.add_argument("--top", type=int, help="only the first N rows")
     out = p.add_mutually_exclusive_group()
@@ -386,7 +414,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from kit import report
 
-    result = report.report_from_cli(args)
+    result = report.write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
+                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam)
     print(report.format_result(result))
     return 0
 

@@ -17,6 +17,35 @@ from typing import Any, Mapping
 
 from kit.competitions import is_binary
 from kit.errors import KitError
+from kit.strategy import KINDS as STRATEGIES
+
+# The settings that take one of a few fixed values, and those values, declared once: `kit train`'s
+# choices= and Config.check_choices read this table, so a flag and a TOML key are refused alike. The
+# strategies come from kit.strategy, which owns the routes. Model names (kit.models), augment presets
+# (kit.pipeline) and metrics (kit.metrics) stay with their registries, whose modules import TensorFlow or
+# scikit-learn, which `kit --help` must not: the CLI takes them free-form and kit.train.resolve checks them.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "augment_on": ("host", "device"),
+    "lr_per": ("epoch", "step"),
+    "class_weight": ("none", "balanced"),
+    "loss": ("auto", "bce", "cce", "focal"),
+    "strategy": STRATEGIES,
+    "verbose": (0, 1, 2),
+}
+# `kit blend --method`; here rather than in kit.blend, which imports pandas, so that `kit --help` stays fast
+BLEND_METHODS = ("mean", "rank", "power", "geomean")
+
+
+def one_of(allowed: tuple[Any, ...]) -> str:
+    """``a, b or c``: the allowed values as an error line lists them."""
+    words = [str(a) for a in allowed]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def check_choice(name: str, value: Any) -> None:
+    """KitError ``name: expects a, b or c, got 'x'`` unless ``value`` is one of ``CHOICES[name]``."""
+    if value not in CHOICES[name]:
+        raise KitError(f"{name}: expects {one_of(CHOICES[name])}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,10 +78,10 @@ class Config:
     lr_decay: float | None = None
     patience: int = 0  # stop a fold after this many epochs without a better validation metric; 0 = never
     lr_per: str = "epoch"  # epoch (set at each epoch start, as the public TPU notebooks do) | step (smooth)
-    loss: str = "auto"  # auto (bce for binary, cce otherwise) | bce | cce | focal
+    loss: str = "auto"  # auto: bce for binary, cce otherwise (CHOICES lists the values of each such setting)
     label_smoothing: float = 0.0
     focal_gamma: float = 2.0
-    class_weight: str = "none"  # none | balanced
+    class_weight: str = "none"  # balanced: weight the loss by inverse class frequency
     # input
     augment: str = ""  # preset: none | default | pcam; "" = the competition's (kit.competitions), else default
     augment_options: dict[str, Any] = field(default_factory=dict)  # per-part overrides of the preset
@@ -62,7 +91,7 @@ class Config:
     shuffle_buffer: int = 2048
     tta: int = 1  # views averaged for out-of-fold predictions (1 = identity only)
     # running
-    strategy: str = "auto"  # auto | tpu | mirrored | gpu | cpu
+    strategy: str = "auto"  # auto: TPU, then every GPU, then the CPU (kit.strategy)
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 bar, 2 one line per epoch
     metric: str = ""  # picks checkpoints and scores CV; "" = the competition's (kit.competitions)
@@ -153,7 +182,7 @@ class Config:
             ("backbone_lr_mult", 0 < cfg.backbone_lr_mult <= 1, "in (0, 1]"),
             ("seed", 0 <= cfg.seed < 2**31, "in [0, 2**31)"), ("size", cfg.size >= 0, ">= 0 (0: the records' size)"),
             ("shuffle_buffer", cfg.shuffle_buffer >= 1, "at least 1"), ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
-            ("focal_gamma", cfg.focal_gamma >= 0, ">= 0"), ("verbose", cfg.verbose in (0, 1, 2), "0, 1 or 2"),
+            ("focal_gamma", cfg.focal_gamma >= 0, ">= 0"),
             ("folds", all(f >= 0 for f in cfg.folds), "fold numbers >= 0"),
         ]
         for name, ok, want in rules:
@@ -161,6 +190,11 @@ class Config:
                 raise KitError(f"{name}: expects {want}, got {getattr(cfg, name)}")
         if not all(math.isfinite(float(getattr(cfg, n))) for n in ("lr_max", "lr_start", "lr_min", "lr_decay")):
             raise KitError("lr: learning-rate settings must be finite numbers")
+
+    def check_choices(self) -> None:
+        """One KitError line naming the first setting whose value is not one of its CHOICES."""
+        for name in CHOICES:
+            check_choice(name, getattr(self, name))
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied (values coerced like ``from_dict``)."""

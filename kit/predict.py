@@ -21,7 +21,6 @@ TensorFlow and Keras are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -432,14 +431,6 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
     predict_views(models, batches(skip, -(-n // batch)), views, n, progress=False)
     per_image = (time.perf_counter() - start) / n
     return TimeEstimate(total, n, per_image, per_image * total)
-
-
-def predict_from_cli(args: argparse.Namespace) -> PredictReport:
-    """``kit predict``: the flags of the CLI contract mapped onto ``predict_run``."""
-    return predict_run(
-        args.run, args.records, args.out, sample_submission=args.sample_submission, tta=args.tta,
-        fold_weights=args.fold_weights, batch=64 if getattr(args, "batch", None) is None else args.batch,
-    )
 
 
 def _cv_text(cv: dict[str, Any]) -> str:

@@ -26,7 +26,6 @@ are read and Grad-CAM runs; matplotlib draws the plots.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -832,12 +831,6 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     fsutil.write_text(out, page)
     ids = [s.split('"', 2)[1] for s in sections]
     return ReportResult(out, ids, shake, notes, time.perf_counter() - t0)
-
-
-def report_from_cli(args: argparse.Namespace) -> ReportResult:
-    """``kit report``: the run folder and flags into :func:`write_report`."""
-    return write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
-                        draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam)
 
 
 def format_result(result: ReportResult) -> str:

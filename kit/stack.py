@@ -834,21 +834,6 @@ def _plots(folder: Path, table: pd.DataFrame, kinds: Sequence[str]) -> None:
     fsutil.write_figure(fig, folder / "importance.png")
 
 
-# --- CLI glue ----------------------------------------------------------------------------------------
-
-
-def config_from_cli(args: Any) -> StackConfig:
-    """A StackConfig from ``kit stack``'s parsed arguments."""
-    models = tuple(m for part in args.models for m in part.split(",") if m.strip())
-    return StackConfig(
-        records=args.records, runs=tuple(args.runs or ()), out=args.out, test_records=args.test_records or "",
-        predictions=tuple(args.predictions or ()), sample_submission=args.sample_submission or "",
-        submission=args.submission or "", models=models, seeds=args.seeds, seed=args.seed,
-        undersample=args.undersample, metadata=args.metadata, group_features=args.group_features,
-        drop=tuple(args.drop or ()), rounds=args.rounds, early_stopping=args.early_stopping,
-        learning_rate=args.learning_rate, threads=args.threads)
-
-
 def format_result(res: StackResult) -> str:
     """Lines ``kit stack`` prints at the end: each model kind, the stack, what was written."""
     lines = [f"{'model':<10}  {'oof ' + res.metric:<22}  weight"]

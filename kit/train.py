@@ -40,7 +40,7 @@ import pandas as pd
 from keras import ops
 
 from kit import competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
-from kit.config import SMOKE_FOLDS, Config, smoke, smoke_config
+from kit.config import SMOKE_FOLDS, Config, check_choice, smoke, smoke_config
 from kit.errors import KitError
 from kit.sources import read_csv_ids
 
@@ -116,10 +116,9 @@ class BalancedAccuracy(keras.metrics.Metric):
 
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """The loss ``cfg.loss`` names, for the config's number of classes."""
+    check_choice("loss", cfg.loss)
     binary = cfg.binary
     kind = cfg.loss if cfg.loss != "auto" else ("bce" if binary else "cce")
-    if kind not in ("bce", "cce", "focal"):
-        raise KitError(f"loss: unknown loss {cfg.loss!r} (known: auto, bce, cce, focal)")
     if binary and kind == "cce" or not binary and kind == "bce":
         raise KitError(f"loss: {kind} does not fit {cfg.n_classes} classes (bce is binary, cce multi-class)")
     if binary:
@@ -354,12 +353,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     if cfg.model not in known:
         raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
     models.check_weights(cfg.model, cfg.weights)  # a missing file, a preset of another architecture: one line
-    if cfg.augment_on not in ("host", "device"):
-        raise KitError(f"augment_on: expects host or device, got {cfg.augment_on!r}")
-    if cfg.lr_per not in ("epoch", "step"):
-        raise KitError(f"lr_per: expects epoch or step, got {cfg.lr_per!r}")
-    if cfg.class_weight not in ("none", "balanced"):
-        raise KitError(f"class_weight: expects none or balanced, got {cfg.class_weight!r}")
+    cfg.check_choices()
     comp = competitions.of_manifest(manifest)
     # left out, the augmentation is the competition's preset (PCam keeps its labelled centre in view)
     cfg = cfg.with_schedule_defaults().replace(augment=cfg.augment or (comp.augment if comp else "default"))

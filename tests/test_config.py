@@ -71,3 +71,56 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
         (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
     assert seen["resume"] is True
     assert set(seen["given"]) == {"records", "out", "epochs", "folds", "meta"}
+
+
+def _cli_choices() -> dict[tuple[str, str], list]:
+    """(verb, option) -> the values every `kit` option with choices= accepts, read from the parser itself."""
+    import argparse
+
+    from kit.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {(verb, action.dest): list(action.choices)
+            for verb, parser in verbs.choices.items() for action in parser._actions if action.choices is not None}
+
+
+def test_every_cli_choice_list_is_a_table_declared_once():
+    from kit import competitions, imaging, runs
+    from kit.config import BLEND_METHODS, CHOICES
+
+    declared = {("train", name): list(values) for name, values in CHOICES.items()}
+    declared.update({
+        ("records", "layout"): ["auto", *competitions.layouts()],
+        ("records", "resize"): list(imaging.RESIZE_POLICIES),
+        ("blend", "method"): list(BLEND_METHODS),
+        ("runs", "sort"): list(runs.SORT_KEYS),
+        ("push", "accelerator"): ["t4", "tpu", "cpu"],  # checked against kit.kaggle below
+    })
+    assert _cli_choices() == declared  # a new choices= list fails here until its table is declared and listed above
+
+
+def test_the_tables_are_the_ones_the_library_checks():
+    from kit import blend, kaggle, strategy
+    from kit.config import BLEND_METHODS, CHOICES
+
+    assert blend.METHODS is BLEND_METHODS
+    assert CHOICES["strategy"] is strategy.KINDS
+    assert _cli_choices()[("push", "accelerator")] == list(kaggle.ACCELERATORS)
+    for name, values in CHOICES.items():
+        for value in values:
+            Config.from_dict({name: value}).check_choices()
+
+
+@pytest.mark.parametrize("name", ["augment_on", "lr_per", "class_weight", "loss", "strategy", "verbose"])
+def test_a_value_outside_its_table_in_a_toml_file_is_one_line_naming_the_setting(tmp_path, capsys, name):
+    from kit import cli
+    from kit.config import CHOICES, one_of
+
+    bad = 7 if name == "verbose" else "bogus"
+    (tmp_path / "c.toml").write_text(f"{name} = {bad!r}\n".replace("'", '"'))
+    code = cli.main(["train", "--records", str(tmp_path / "R"), "--out", str(tmp_path / "O"),
+                     "--config", str(tmp_path / "c.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [f"kit train: error: {name}: expects {one_of(CHOICES[name])}, got {bad!r}"]
+    assert not (tmp_path / "O").exists()

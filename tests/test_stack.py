@@ -118,9 +118,9 @@ def stacked(comp):
     args = ["--records", comp["root"] / "rec_leak", "--runs", *comp["runs"], "--out", out,
             "--test-records", comp["root"] / "rec_test", "--predictions", *comp["subs"],
             "--sample-submission", comp["sample"], "--submission", comp["root"] / "stack_sub.csv", *FAST]
-    from kit.cli import build_parser
+    from kit.cli import build_parser, stack_config
 
-    res = stack.stack(stack.config_from_cli(build_parser().parse_args(["stack", *map(str, args)])), log=lines.append)
+    res = stack.stack(stack_config(build_parser().parse_args(["stack", *map(str, args)])), log=lines.append)
     return res, lines
 
 
@@ -321,7 +321,7 @@ def test_readme_stack_commands_parse_with_kit_stack_flags():
     import re
     import shlex
 
-    from kit.cli import build_parser
+    from kit.cli import build_parser, stack_config
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text.split("## Second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
@@ -330,7 +330,7 @@ def test_readme_stack_commands_parse_with_kit_stack_flags():
     assert len(lines) == 2  # SIIM-ISIC 2020 and ISIC 2024
     for line in lines:
         args = build_parser().parse_args(shlex.split(line)[1:])
-        cfg = stack.config_from_cli(args)
+        cfg = stack_config(args)
         cfg.check()
         assert cfg.runs and len(cfg.predictions) == len(cfg.runs)
 
