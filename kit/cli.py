@@ -190,10 +190,10 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from kit import models
+    from kit import backbones  # the table without Keras: `kit models` answers at once
 
-    rows = models.model_table()
-    print(json.dumps(rows) if args.json else models.format_model_table(rows))
+    rows = backbones.model_table()
+    print(json.dumps(rows) if args.json else backbones.format_model_table(rows))
     return 0
 
 
