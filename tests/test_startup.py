@@ -61,8 +61,8 @@ def _run_kit(argv: list[str], cwd: Path) -> tuple[int, set[str]]:
 CASES = {
     # name: (argv, exit status, modules it must not load)
     "help": (["--help"], 0, ML),
-    "check": (["check", "a.csv", "--sample-submission", "sample.csv"], 0, ML),
-    "blend": (["blend", "a.csv", "b.csv", "--out", "out/blend.csv", "--method", "rank"], 0, ML),
+    "check": (["check", "a.csv", "--sample-submission", "sample.csv"], 0, ML | {"pandas"}),
+    "blend": (["blend", "a.csv", "b.csv", "--out", "out/blend.csv", "--method", "rank"], 0, ML | {"pandas"}),
     "runs": (["runs", "runs"], 0, ML | {"pandas"}),
     "models": (["models"], 0, ML | {"pandas"}),
     "records": (["records", "mel", "--out", "out/records", "--size", "32", "--folds", "2", "--workers", "1"], 0, ML),
