@@ -198,10 +198,10 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from kit import models
+    from kit import backbones  # the table without Keras: `kit models` answers at once
 
-    rows = models.model_table()
-    print(json.dumps(rows) if args.json else models.format_model_table(rows))
+    rows = backbones.model_table()
+    print(json.dumps(rows) if args.json else backbones.format_model_table(rows))
     return 0
 
 
@@ -468,7 +468,12 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
 def _run_push(args: argparse.Namespace) -> int:
     from kit import kaggle
 
-    print(kaggle.format_push(kaggle.push_from_cli(args)))
+    result = kaggle.push(
+        args.notebook, folder=args.folder, owner=args.owner, dry_run=args.dry_run, slug=args.slug, title=args.title,
+        accelerator=args.accelerator, competition=args.competition, datasets=args.dataset,
+        kernels=args.kernel_source, models=args.model_source, private=not args.public, internet=args.internet,
+        kit_dataset=args.kit_dataset, defaults=kaggle.default_metadata())  # the repository's default kernel
+    print(kaggle.format_push(result))
     return 0
 
 
@@ -491,7 +496,8 @@ def _run_output(args: argparse.Namespace) -> int:
 def _run_submit(args: argparse.Namespace) -> int:
     from kit import kaggle
 
-    print(kaggle.submit_from_cli(args))
+    print(kaggle.submit(args.submission, args.competition, args.message, sample=args.sample_submission,
+                        kernel=args.kernel))
     return 0
 
 

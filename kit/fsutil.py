@@ -17,11 +17,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterator
 
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # pandas costs ~0.2 s to import: kit push / status use this module and never need it
+    import pandas as pd
 
 
 def umask() -> int:

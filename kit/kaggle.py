@@ -14,10 +14,9 @@ A kernel folder, as rendered by :func:`render_kernel`::
     FOLDER/NAME.ipynb             the notebook, with a kernelspec and the kit install cell
     FOLDER/kit-X.Y.Z-py3-none-any.whl   the wheel embedded in the install cell (when bundled)
 
-The same module gives notebooks their machinery: :func:`on_kaggle`, :func:`notebook_paths`,
-:func:`find_input`, :func:`locate`, :func:`link_shards`, :func:`run_kit`, the install cell text
-(:func:`install_cell_source`), and pretrained weights from an attached Kaggle Model
-(:func:`find_model_mount`, :func:`pretrained_weights`).
+This module runs on the user's machine. What runs inside the kernel (where a notebook reads and
+writes, attached inputs and Models, ``run_kit``) is kit.kernel; here is only the install cell that
+puts kit there (:func:`install_cell_source`).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from kit import fsutil
 from kit.errors import KitError
+from kit.kernel import MODEL_SOURCE, MODEL_SOURCE_FORM
 
 METADATA_FILE = "kernel-metadata.json"
 INSTALL_TAG = "kit-install"
@@ -61,119 +61,10 @@ _KERNEL_ID = re.compile(rf"^({_OWNER})/({_SLUG})$")
 _DATASET_SOURCE = re.compile(rf"^{_OWNER}/[A-Za-z0-9][A-Za-z0-9_.-]*(/\d+)?$")
 _KERNEL_SOURCE = re.compile(rf"^{_OWNER}/{_SLUG}(/\d+)?$")
 _COMPETITION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-# owner/model/framework/variation/version, as the client checks it: five parts, the version a number
-_MODEL_SOURCE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/\d+$")
-MODEL_SOURCE_FORM = "owner/model/framework/variation/version (version a number)"
 _KIT_IMPORT = re.compile(r"^\s*(import kit\b|from kit\b)", re.M)
 
 
-# --- where a notebook runs -----------------------------------------------------------------------
-
-
-def on_kaggle() -> bool:
-    """True inside a Kaggle kernel (the image sets KAGGLE_KERNEL_RUN_TYPE), False elsewhere."""
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
-
-
-@dataclass(frozen=True)
-class NotebookPaths:
-    """Where a notebook reads its inputs, writes its outputs, and keeps what must not become an output."""
-
-    input: Path
-    working: Path  # kept as the kernel's output on Kaggle: submission.csv, the run folder
-    scratch: Path  # records and other bulk (Kaggle keeps /kaggle/temp for the session only)
-    on_kaggle: bool
-
-
-def notebook_paths(local_input: str | os.PathLike | None = None,
-                   local_working: str | os.PathLike | None = None) -> NotebookPaths:
-    """On Kaggle: /kaggle/input, /kaggle/working, /kaggle/temp; locally: the given folders (or KIT_INPUT / KIT_WORKING).
-
-    Locally the working folder defaults to ``./runs/notebook`` and scratch is its ``scratch/``; both are
-    created. The input folder defaults to the current folder.
-    """
-    if on_kaggle():
-        scratch = Path("/kaggle/temp")
-        try:
-            scratch.mkdir(parents=True, exist_ok=True)
-        except OSError:  # an image without /kaggle/temp: /tmp is not saved either
-            scratch = Path(tempfile.gettempdir()) / "kit"
-            scratch.mkdir(parents=True, exist_ok=True)
-        return NotebookPaths(Path("/kaggle/input"), Path("/kaggle/working"), scratch, True)
-    inp = Path(local_input or os.environ.get("KIT_INPUT") or ".").resolve()
-    work = Path(local_working or os.environ.get("KIT_WORKING") or "runs/notebook").resolve()
-    (work / "scratch").mkdir(parents=True, exist_ok=True)
-    return NotebookPaths(inp, work, work / "scratch", False)
-
-
-def find_input(name: str, paths: NotebookPaths | None = None) -> Path:
-    """The folder of an attached competition or dataset called ``name`` (its slug) under the input root.
-
-    Kaggle has mounted inputs both as ``/kaggle/input/<slug>`` and under ``competitions/`` or
-    ``datasets/<owner>/``; all are tried. Locally ``name`` may also be the input folder itself.
-    """
-    paths = paths or notebook_paths()
-    slug = name.rstrip("/").split("/")[-1]
-    root = paths.input
-    candidates = [root / slug, root / "competitions" / slug, *sorted(root.glob(f"datasets/*/{slug}"))]
-    if not paths.on_kaggle:
-        candidates.append(root)
-    for cand in candidates:
-        if cand.is_dir() and (cand.name == slug or cand == root and any(cand.iterdir())):
-            return cand
-    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    raise KitError(f"{root}: no input named {slug!r} (found: {', '.join(present) or 'nothing'}); attach it to the kernel")
-
-
-def check_model_source(handle: str) -> str:
-    """``handle`` when it is a Kaggle Model source owner/model/framework/variation/version; else KitError."""
-    if not isinstance(handle, str) or not _MODEL_SOURCE.match(handle):
-        raise KitError(f"model source {handle!r} is not {MODEL_SOURCE_FORM}")
-    return handle
-
-
-def find_model_mount(handle: str, root: str | os.PathLike = "/kaggle/input") -> Path | None:
-    """The folder where an attached Kaggle Model ``handle`` (owner/model/framework/variation/version) is mounted.
-
-    Kaggle has mounted models as ``ROOT/<model>/<framework>/<variation>/<version>`` and, more
-    recently, as ``ROOT/m/<owner>/<model>/<framework>/<variation>/<version>``; both are tried.
-    None when the model is not attached.
-    """
-    owner, *rest = check_model_source(handle).split("/")
-    root = Path(root)
-    for folder in (root.joinpath(*rest), root.joinpath("m", owner, *rest)):
-        if folder.is_dir():
-            return folder
-    return None
-
-
-def has_internet(host: str = "www.kaggle.com", port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to ``host`` opens (a kernel with internet on); nothing is downloaded."""
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
-                       online: Callable[[], bool] = has_internet) -> str:
-    """What a notebook passes to ``--weights``: the attached model's folder, else its ``kaggle://`` handle if online.
-
-    keras-hub downloads a ``kaggle://`` preset itself; ``imagenet`` would not do, as the model is a keras-hub one.
-
-    Offline and without the model attached, stops with one line naming the model to attach.
-    """
-    paths = paths or notebook_paths()
-    folder = find_model_mount(handle, paths.input)
-    if folder is not None:
-        return str(folder)
-    if online():
-        return f"kaggle://{handle}"
-    raise KitError(f"{paths.input}: the Kaggle Model {handle} is not attached and the kernel is offline: add it "
-                   f"(Add Input > Models, or kit push --model-source {handle}) or turn internet on")
+# --- the install cell a kernel starts with ------------------------------------------------------
 
 
 def install_cell_source(wheel: str | os.PathLike | None = None) -> str:
@@ -222,61 +113,6 @@ def install_cell(wheel: str | os.PathLike | None = None) -> Any:
     import nbformat
 
     return nbformat.v4.new_code_cell(install_cell_source(wheel), metadata={"tags": [INSTALL_TAG]})
-
-
-def locate(root: str | os.PathLike, entry: str, max_depth: int = 3) -> Path:
-    """The shallowest folder under ``root`` that holds ``entry`` (a file or folder name).
-
-    Kaggle datasets often wrap a download in one or two extra folders; this finds the layout's root.
-    """
-    level = [Path(root)]
-    for _ in range(max_depth + 1):
-        for folder in level:
-            if (folder / entry).exists():
-                return folder
-        level = sorted(p for folder in level for p in folder.iterdir() if p.is_dir())
-    raise KitError(f"{root}: no {entry!r} within {max_depth} folder levels")
-
-
-def link_shards(src: str | os.PathLike, dest: str | os.PathLike, split: str) -> Path:
-    """Link the ``{split}*.tfrec`` shards of ``src`` into ``dest`` (public folders mix train and test)."""
-    shards = sorted(Path(src).glob(f"{split}*.tfrec"))
-    if not shards:
-        raise KitError(f"{src}: no {split}*.tfrec shards")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for shard in shards:
-        link = dest / shard.name
-        if not link.exists():
-            link.symlink_to(shard.resolve())
-    return dest
-
-
-def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPaths, *, tiny: bool = False) -> Path:
-    """The run folder an ISIC 2024 submission predicts with: the attached ``run_dataset`` on Kaggle; when
-    rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
-    if not tiny:
-        try:
-            return locate(find_input(run_dataset, paths), "config.toml")
-        except KitError:
-            if paths.on_kaggle:
-                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
-                               "as a dataset") from None
-    run, recs = paths.working / "run", paths.scratch / "records"
-    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds
-    run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
-            "--meta", "--oversample", 0.25, "--epoch-positives", 2)
-    return run
-
-
-def run_kit(*argv: Any) -> None:
-    """Run a ``kit`` command from a notebook, exactly as in a terminal; stops the notebook if it fails."""
-    from kit import cli
-
-    args = [str(a) for a in argv]
-    code = cli.main(args)
-    if code:
-        raise KitError(f"kit {' '.join(args[:1])} failed with status {code} (its message is above)")
 
 
 # --- credentials: the user name only; secrets are only ever compared, to keep them out ------------
@@ -457,7 +293,7 @@ def check_metadata(meta: dict[str, Any], folder: str | os.PathLike | None = None
         "dataset_sources": (_DATASET_SOURCE, "owner/slug"),
         "kernel_sources": (_KERNEL_SOURCE, "owner/slug"),
         "competition_sources": (_COMPETITION, "a competition slug"),
-        "model_sources": (_MODEL_SOURCE, MODEL_SOURCE_FORM),
+        "model_sources": (MODEL_SOURCE, MODEL_SOURCE_FORM),
     }
     for key, (pattern, form) in rules.items():
         values = meta.get(key, [])
@@ -763,13 +599,16 @@ _PUSHED = re.compile(r"Kernel version\s*(\d*)\s*successfully pushed\.\s*Please c
 
 
 def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None, owner: str | None = None,
-         dry_run: bool = False, record_dir: str | os.PathLike = "runs/kernels", timeout: float = 600.0,
-         **render: Any) -> PushResult:
+         dry_run: bool = False, slug: str | None = None, title: str | None = None, accelerator: str | None = None,
+         competition: str | None = None, datasets: Sequence[str] = (), kernels: Sequence[str] = (),
+         models: Sequence[str] = (), private: bool = True, internet: bool = False, kit_dataset: str | None = None,
+         bundle: bool = True, defaults: dict[str, Any] | None = None,
+         record_dir: str | os.PathLike = "runs/kernels", timeout: float = 600.0) -> PushResult:
     """Render a kernel folder for ``notebook`` and send it with ``kaggle kernels push -p FOLDER``.
 
-    ``render`` takes :func:`render_kernel`'s options. A dry run renders and sends nothing. A pushed
-    kernel's id, version and URL are recorded in ``record_dir/OWNER-SLUG/push.json`` so that
-    ``kit output`` can name its files by version.
+    The kernel settings (``slug`` ... ``defaults``) are :func:`render_kernel`'s. A dry run renders and
+    sends nothing. A pushed kernel's id, version and URL are recorded in ``record_dir/OWNER-SLUG/push.json``
+    so that ``kit output`` can name its files by version.
     """
     owner = owner or kaggle_username()
     if not owner:
@@ -779,7 +618,10 @@ def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None
     scratch = not folder and not dry_run  # a folder nobody asked to see: removed once sent
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="kit-kernel-"))
     try:
-        kernel = render_kernel(notebook, folder, owner=owner, **render)
+        kernel = render_kernel(notebook, folder, owner=owner, slug=slug, title=title, accelerator=accelerator,
+                               competition=competition, datasets=datasets, kernels=kernels, models=models,
+                               private=private, internet=internet, kit_dataset=kit_dataset, bundle=bundle,
+                               defaults=defaults)
         if dry_run:
             return PushResult(kernel, sent=False)
         run = run_client(["kernels", "push", "-p", str(kernel.folder)], timeout=timeout)
@@ -802,17 +644,6 @@ def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None
     if refused:
         raise KitError(_one_line(f"kaggle kernels push: {refused[0]} (version {version} was saved at {result.url})"))
     return result
-
-
-def push_from_cli(args: Any) -> PushResult:
-    """`kit push` with parsed arguments."""
-    return push(
-        args.notebook, folder=args.folder, owner=args.owner, dry_run=args.dry_run,
-        slug=args.slug, title=args.title, accelerator=args.accelerator, competition=args.competition,
-        datasets=args.dataset, kernels=args.kernel_source, models=args.model_source, private=not args.public,
-        internet=args.internet,
-        kit_dataset=args.kit_dataset, defaults=default_metadata(),
-    )
 
 
 def format_push(result: PushResult) -> str:
@@ -995,18 +826,10 @@ def submit(path: str | os.PathLike, competition: str, message: str, sample: str 
     return lines[-1].strip()
 
 
-def submit_from_cli(args: Any) -> str:
-    """`kit submit` with parsed arguments."""
-    return submit(args.submission, args.competition, args.message, sample=args.sample_submission,
-                  kernel=args.kernel)
-
-
 __all__: Iterable[str] = [
-    "ACCELERATORS", "KernelFolder", "KernelOutput", "KernelStatus", "NotebookPaths", "PushResult",
-    "accelerator_settings", "build_wheel", "check_metadata", "check_model_source", "client_path", "default_metadata",
-    "find_input", "find_model_mount", "has_internet", "pretrained_weights",
-    "format_output", "format_push", "link_shards", "locate", "notebook_kernel_defaults", "run_kit", "format_status", "install_cell", "install_cell_source", "kaggle_username",
-    "kernel_metadata", "kernel_output", "kernel_status", "notebook_paths", "on_kaggle", "prepare_notebook",
-    "push", "push_from_cli", "redact", "render_kernel", "run_client", "slugify", "submit", "submit_from_cli",
-    "write_wheel_dataset",
+    "ACCELERATORS", "KernelFolder", "KernelOutput", "KernelStatus", "PushResult", "accelerator_settings",
+    "build_wheel", "check_metadata", "client_path", "default_metadata", "format_output", "format_push",
+    "format_status", "install_cell", "install_cell_source", "kaggle_username", "kernel_metadata", "kernel_output",
+    "kernel_status", "notebook_kernel_defaults", "prepare_notebook", "push", "redact", "render_kernel",
+    "run_client", "slugify", "submit", "write_wheel_dataset",
 ]

@@ -46,7 +46,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kit import fsutil
+from kit import backbones, fsutil
 from kit.errors import KitError
 from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
 
@@ -69,58 +69,31 @@ class Backbone:
     hub_class: str = ""  # keras_hub family: the preset's backbone class this name expects ("" = any)
 
 
-_BACKBONES: dict[str, Backbone] = {}
-
-# Weights routes each family accepts (kit models prints them; check_weights enforces them).
-_ROUTES = {"cnn": ("none", "file"), "keras_hub": ("preset",)}
-_APPLICATION_ROUTES = ("none", "file", "imagenet")
+_BACKBONES: dict[str, Backbone] = {}  # the rows of kit.backbones, each with its builder
 
 
-def register(name: str, size: int, *, family: str = "cnn",
-             preprocess: Callable[[], keras.layers.Layer] | None = None, params: int | None = None,
-             hub_class: str = "") -> Callable:
-    """Decorator: register ``fn(size) -> keras.Model`` as the backbone ``name``."""
+def register(name: str, *, preprocess: Callable[[], keras.layers.Layer] | None = None) -> Callable:
+    """Decorator: ``fn(size[, weights=]) -> keras.Model`` builds the backbone ``name`` of kit.backbones' table."""
+    row = backbones.info(name)  # a builder without a row would be a model `kit models` never lists
+
     def deco(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
         if name in _BACKBONES:
             raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = Backbone(name, size, fn, preprocess, family, params, hub_class)
+        _BACKBONES[name] = Backbone(name, row.size, fn, preprocess, row.family, row.params, row.hub_class)
         return fn
     return deco
 
 
-def list_models() -> list[str]:
-    """Sorted backbone names (what ``kit models`` prints)."""
-    return sorted(_BACKBONES)
-
-
 def _backbone(name: str) -> Backbone:
+    backbones.info(name)  # unknown: the one line naming the known models
     if name not in _BACKBONES:
-        raise KitError(f"model: unknown model {name!r}; known: {', '.join(list_models())}")
+        raise KitError(f"model: {name} is in kit's table but has no builder in kit.models")
     return _BACKBONES[name]
 
 
 def backbone_spec(name: str) -> Backbone:
-    """The registry row of ``name`` (family, default size, parameters); KitError when unknown."""
+    """The registry row of ``name`` (family, default size, parameters, builder); KitError when unknown."""
     return _backbone(name)
-
-
-# Families whose architecture is only worth training from ImageNet weights on a competition-sized set.
-IMAGENET_FAMILIES = ("efficientnet", "efficientnet_v2", "resnet", "vgg", "convnext", "keras_hub")
-
-
-def is_imagenet_family(name: str) -> bool:
-    """Whether backbone ``name`` is an ImageNet architecture (fine-tuned, not trained from scratch, as a rule)."""
-    return _backbone(name).family in IMAGENET_FAMILIES
-
-
-def default_size(name: str) -> int:
-    """The input size a backbone was designed for (EfficientNet B3: 300, ...)."""
-    return _backbone(name).size
-
-
-def weights_routes(name: str) -> tuple[str, ...]:
-    """The ``--weights`` routes backbone ``name`` accepts: some of "none", "file", "imagenet", "preset"."""
-    return _ROUTES.get(_backbone(name).family, _APPLICATION_ROUTES)
 
 
 # --- layers ---------------------------------------------------------------------------------------
@@ -136,36 +109,10 @@ class CaffePreprocess(keras.layers.Layer):
 
 # --- keras.applications backbones (dict rows) --------------------------------------------------------
 
-_APPLICATIONS = {
-    # name: (keras.applications constructor, default size, family, backbone parameters without the head)
-    # (parameters counted once with count_params(); building all 21 takes ~40 s, too slow for `kit models`)
-    "efficientnet_b0": ("EfficientNetB0", 224, "efficientnet", 4_049_571),
-    "efficientnet_b1": ("EfficientNetB1", 240, "efficientnet", 6_575_239),
-    "efficientnet_b2": ("EfficientNetB2", 260, "efficientnet", 7_768_569),
-    "efficientnet_b3": ("EfficientNetB3", 300, "efficientnet", 10_783_535),
-    "efficientnet_b4": ("EfficientNetB4", 380, "efficientnet", 17_673_823),
-    "efficientnet_b5": ("EfficientNetB5", 456, "efficientnet", 28_513_527),
-    "efficientnet_b6": ("EfficientNetB6", 528, "efficientnet", 40_960_143),
-    "efficientnet_b7": ("EfficientNetB7", 600, "efficientnet", 64_097_687),
-    "efficientnet_v2_b0": ("EfficientNetV2B0", 224, "efficientnet_v2", 5_919_312),
-    "efficientnet_v2_b1": ("EfficientNetV2B1", 240, "efficientnet_v2", 6_931_124),
-    "efficientnet_v2_b2": ("EfficientNetV2B2", 260, "efficientnet_v2", 8_769_374),
-    "efficientnet_v2_b3": ("EfficientNetV2B3", 300, "efficientnet_v2", 12_930_622),
-    "efficientnet_v2_s": ("EfficientNetV2S", 384, "efficientnet_v2", 20_331_360),
-    "efficientnet_v2_m": ("EfficientNetV2M", 480, "efficientnet_v2", 53_150_388),
-    "efficientnet_v2_l": ("EfficientNetV2L", 480, "efficientnet_v2", 117_746_848),
-    "resnet50": ("ResNet50", 224, "resnet", 23_587_712),
-    "vgg16": ("VGG16", 224, "vgg", 14_714_688),
-    "vgg19": ("VGG19", 224, "vgg", 20_024_384),
-    "convnext_tiny": ("ConvNeXtTiny", 224, "convnext", 27_820_128),
-    "convnext_small": ("ConvNeXtSmall", 224, "convnext", 49_454_688),
-    "convnext_base": ("ConvNeXtBase", 224, "convnext", 87_566_464),
-}
-
-
 def imagenet_file(name: str) -> str:
     """The file Keras downloads for ``weights="imagenet"`` (no top), e.g. ``efficientnetb0_notop.h5``."""
-    constructor, _, family, _ = _APPLICATIONS[name]
+    row = backbones.info(name)
+    constructor, family = row.constructor, row.family
     if family in ("resnet", "vgg"):
         return f"{constructor.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
     if family == "efficientnet_v2":
@@ -194,10 +141,10 @@ def _application_builder(constructor: str, family: str) -> Callable[..., keras.M
     return build
 
 
-for _name, (_ctor, _size, _family, _params) in _APPLICATIONS.items():
-    register(_name, _size, family=_family, params=_params,
-             preprocess=CaffePreprocess if _family in ("resnet", "vgg") else None)(
-        _application_builder(_ctor, _family))
+for _row in backbones.BACKBONES.values():
+    if _row.constructor:
+        register(_row.name, preprocess=CaffePreprocess if _row.family in ("resnet", "vgg") else None)(
+            _application_builder(_row.constructor, _row.family))
 
 
 # --- the seeds' small CNNs ----------------------------------------------------------------------------
@@ -214,7 +161,7 @@ def _sequential_features(size: int, name: str, layers: list[keras.layers.Layer])
     return keras.Model(inp, x, name=name)
 
 
-@register("tiny_cnn", 32, params=6_200)
+@register("tiny_cnn")
 def tiny_cnn(size: int) -> keras.Model:
     """About 6k parameters: three strided conv + BatchNorm blocks, global average pooling (CI rehearsals)."""
     L = keras.layers
@@ -226,7 +173,7 @@ def tiny_cnn(size: int) -> keras.Model:
     return _sequential_features(size, "tiny_cnn", layers)
 
 
-@register("small_cnn", 64, params=2_162_848)
+@register("small_cnn")
 def small_cnn(size: int) -> keras.Model:
     """The HAM10000 seed CNN: 2x(conv32) pool drop .25, 2x(conv64) pool drop .4, flatten, dense 128."""
     L = keras.layers
@@ -241,7 +188,7 @@ def small_cnn(size: int) -> keras.Model:
     ])
 
 
-@register("pcam_cnn", 96, params=1_660_672)
+@register("pcam_cnn")
 def pcam_cnn(size: int) -> keras.Model:
     """The PCam seed CNN: 3 stages of 3x(conv3x3) + pool + dropout .3 (32/64/128 filters), dense 256."""
     L = keras.layers
@@ -397,9 +344,9 @@ def write_image_converter(folder: str | os.PathLike, scale: float | list[float],
     return path
 
 
-for _name, _class in (("keras_hub", ""), ("hub_efficientnet", "EfficientNetBackbone"), ("hub_vit", "ViTBackbone"),
-                      ("hub_dinov2", "DINOV2Backbone")):
-    register(_name, 224, family="keras_hub", hub_class=_class)(_hub_builder(_name))
+for _row in backbones.BACKBONES.values():
+    if _row.family == "keras_hub":
+        register(_row.name)(_hub_builder(_row.name))
 
 
 # --- weights routes ---------------------------------------------------------------------------------
@@ -427,7 +374,7 @@ def check_weights(name: str, weights: str | os.PathLike | None) -> str:
     """The route of ``weights`` for model ``name``, or KitError (one line) when it cannot work; downloads nothing."""
     spec, route = _backbone(name), weights_route(weights)
     w = str(weights or "").strip()
-    if route not in weights_routes(name):
+    if route not in backbones.weights_routes(name):
         if spec.family == "keras_hub":
             raise KitError(f"model {name} takes its architecture from a keras-hub preset: pass --weights with a "
                            f"preset folder (what a Kaggle Model mounts) or a preset name (e.g. "
@@ -500,7 +447,7 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
     """Backbone ``name`` + optional metadata branch + binary (1 sigmoid) or softmax head.
 
     Args:
-        name: a registry name (``list_models()``).
+        name: a registry name (``kit.backbones.list_models()``).
         n_classes: 2 gives one sigmoid unit; K > 2 gives a K-way softmax.
         size: square input size in pixels.
         weights: None / "" (random initialisation), a local weights file (.h5, .weights.h5), "imagenet"
@@ -652,25 +599,7 @@ def convert_efficientnet_weights(src_h5: str | os.PathLike, dst: str | os.PathLi
     return _save_weights_atomic(model, dst)
 
 
-# --- the table `kit models` prints, and a run's backbone as weights for the next run --------------------
-
-def model_table() -> list[dict]:
-    """One row per backbone: name, family, default size, parameters (None: the preset decides), routes."""
-    return [{"name": b.name, "family": b.family, "size": b.size, "params": b.params,
-             "weights": list(weights_routes(b.name))} for b in (_BACKBONES[n] for n in list_models())]
-
-
-def format_model_table(rows: list[dict]) -> str:
-    """The table as aligned text columns (parameters in millions or thousands; "preset": the preset decides)."""
-    cells = [("name", "family", "size", "params", "weights")]
-    for r in rows:
-        p = r["params"]
-        params = "preset" if not p else f"{p / 1e6:.2f}M" if p >= 1e6 else f"{p / 1e3:.1f}k"
-        cells.append((r["name"], r["family"], str(r["size"]), params, ",".join(r["weights"])))
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    return "\n".join("  ".join(c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(row, widths))).rstrip() for row in cells)
-
+# --- a run's backbone as weights for the next run ----------------------------------------------------------
 
 def _hub_model(backbone: keras.Model) -> keras.Model | None:
     return next((layer for layer in backbone.layers

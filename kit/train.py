@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
+from kit import backbones, competitions, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, check_choice, smoke, smoke_config
 from kit.errors import KitError
 from kit.sources import read_csv_ids
@@ -349,7 +349,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         if "positives" in info and int(manifest.get("n_classes", 2)) <= 2 and info["positives"] in (0, info["images"]):
             raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
                            f"with fewer folds")
-    known = models.list_models()
+    known = backbones.list_models()
     if cfg.model not in known:
         raise KitError(f"model: unknown model {cfg.model!r} (known: {', '.join(known)})")
     models.check_weights(cfg.model, cfg.weights)  # a missing file, a preset of another architecture: one line
@@ -389,7 +389,7 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
 
 
 def _imagenet(model: str) -> bool:
-    return model in models.list_models() and models.is_imagenet_family(model)
+    return model in backbones.BACKBONES and backbones.is_imagenet_family(model)
 
 
 def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
@@ -703,7 +703,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
 def advice(cfg: Config) -> list[str]:
     """Plain-words warnings about a resolved config that will train a poor model (printed, never fatal)."""
     lines = []
-    if not cfg.pretrained and models.is_imagenet_family(cfg.model):
+    if not cfg.pretrained and backbones.is_imagenet_family(cfg.model):
         lines.append(f"{cfg.model} is an ImageNet backbone but no --weights were given, so it starts from random "
                      f"weights and needs far more data and epochs; pass --weights (see `kit models`)")
     if cfg.freeze_epochs and not cfg.pretrained:

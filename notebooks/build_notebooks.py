@@ -6,7 +6,7 @@ it reads KIT_INPUT (a competition download, e.g. one from kit.synth) and writes 
 KIT_TINY=1 shrinks everything to a seconds-long rehearsal (a tiny model from scratch, no weights). The
 kernel settings `kit push` uses (title, slug, accelerator, competition, datasets, models) live in each
 notebook's ``metadata.kit``. Each notebook trains the keras-hub EfficientNet B0 preset from the public
-Kaggle Model PRETRAINED, found under /kaggle/input by kit.kaggle.pretrained_weights.
+Kaggle Model PRETRAINED, found under /kaggle/input by kit.kernel.pretrained_weights.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _setup(extra_imports: str = "") -> str:
         "import os",
         "",
         "from kit import records",
-        "from kit.kaggle import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
+        "from kit.kernel import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
         "",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
         "TINY = os.environ.get('KIT_TINY') == '1'  # a seconds-long rehearsal: tiny model, 32 px, one epoch",

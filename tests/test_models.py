@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from kit import models
+from kit import backbones, models
 from kit.errors import KitError
 
 EXPECTED = {
@@ -51,9 +51,24 @@ def test_models_take_uint8_images_as_the_same_pixels_in_float32(name):
 
 
 def test_registry_names_and_default_sizes():
-    assert models.list_models() == sorted(EXPECTED)
-    for name in models.list_models():
-        assert models.default_size(name) == EXPECTED[name], name
+    assert backbones.list_models() == sorted(EXPECTED)
+    for name in backbones.list_models():
+        assert backbones.default_size(name) == EXPECTED[name], name
+
+
+def test_every_row_of_the_table_has_one_builder_and_every_builder_a_row():
+    # kit.backbones (no Keras, for `kit models`) and kit.models (the builders) describe the same backbones
+    assert len(backbones._ROWS) == len(backbones.BACKBONES)  # no name twice
+    assert sorted(models._BACKBONES) == backbones.list_models()
+    for name, row in backbones.BACKBONES.items():
+        spec = models.backbone_spec(name)
+        assert (spec.name, spec.size, spec.family, spec.params, spec.hub_class) == (
+            row.name, row.size, row.family, row.params, row.hub_class), name
+        assert (spec.preprocess is models.CaffePreprocess) == (row.family in ("resnet", "vgg")), name
+    with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'; known: convnext_base, "):
+        models.backbone_spec("resnet51")
+    with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'"):
+        models.register("resnet51")  # a builder needs its row in kit.backbones first
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
@@ -108,15 +123,15 @@ def test_kit_models_cli_prints_the_table_and_json(capsys):
                                   "resnet50", "vgg16", "convnext_tiny"])
 def test_table_parameter_counts_are_the_built_backbones(name):
     # the table states counts instead of building 21 backbones (~40 s) on every `kit models`
-    size = models.default_size(name)
+    size = backbones.default_size(name)
     built = models.build_model(name, n_classes=2, size=size).get_layer("backbone")
     assert built.count_params() == models.backbone_spec(name).params
 
 
 def test_imagenet_families():
-    assert models.is_imagenet_family("efficientnet_b0") and models.is_imagenet_family("convnext_base")
-    assert models.is_imagenet_family("keras_hub") and models.is_imagenet_family("vgg16")
-    assert not models.is_imagenet_family("tiny_cnn") and not models.is_imagenet_family("pcam_cnn")
+    assert backbones.is_imagenet_family("efficientnet_b0") and backbones.is_imagenet_family("convnext_base")
+    assert backbones.is_imagenet_family("keras_hub") and backbones.is_imagenet_family("vgg16")
+    assert not backbones.is_imagenet_family("tiny_cnn") and not backbones.is_imagenet_family("pcam_cnn")
 
 
 def test_tiny_cnn_is_tiny_and_small_cnn_is_the_seed_shape():

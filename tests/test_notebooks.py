@@ -61,6 +61,8 @@ def test_notebook_is_valid_thin_and_installs_kit_offline(name):
         assert call in text, call
     assert "submission.csv" in text
     assert "KAGGLE_KEY" not in text and "kaggle.json" not in text
+    # in the kernel a notebook uses kit.kernel only; kit.kaggle (the client's side) stays on the user's machine
+    assert "from kit.kernel import" in text and "kit.kaggle" not in text
     # thin: no function or class definitions; the logic is kit's
     assert "def " not in text and "class " not in text
 

@@ -297,6 +297,24 @@ def test_check_lists_every_problem(tmp_path, sample):
     ]
 
 
+def test_plain_numbers_read_as_pandas_reads_them_and_the_rest_goes_to_pandas(tmp_path):
+    # numpy converts plain decimals (no pandas import); its values must be pandas' to the last bit
+    rng = np.random.default_rng(7)
+    v = rng.random(3000) * np.where(rng.random(3000) < 0.3, 1e-5, 1.0)
+    texts = [repr(float(x)) for x in v[:1000]] + [f"{x:.6f}" for x in v[1000:2000]] + [f"{x:.15e}" for x in v[2000:]]
+    texts[:8] = ["0", "1", "5.", ".5", "-0.25", "+0.75", "1E-3", "7e+2"]
+    ids = [f"ISIC_{i:07d}" for i in range(len(texts))]
+    path = _write(tmp_path / "plain.csv", "image_name,a,b\n" + "".join(
+        f"{i},{t},{texts[-1 - k]}\n" for k, (i, t) in enumerate(zip(ids, texts))))
+    expected = pd.read_csv(path, usecols=[1, 2], dtype=np.float64).to_numpy()
+    np.testing.assert_array_equal(read_table(path).values, expected)
+    # NaN, an empty cell, a space: pandas' C parser, as before; a digit separator is text, not 10
+    nan = _write(tmp_path / "nan.csv", "image_name,target\nISIC_0000001,NaN\nISIC_0000002,\nISIC_0000003, 0.5\n")
+    np.testing.assert_array_equal(read_table(nan).values[:, 0], [np.nan, np.nan, 0.5])
+    with pytest.raises(KitError, match=r"column target holds text that is not a number, e.g. id ISIC_0000001: '1_0'"):
+        read_table(_write(tmp_path / "sep.csv", "image_name,target\nISIC_0000001,1_0\n"))
+
+
 def test_check_and_blend_do_not_import_tensorflow(tmp_path, good, sample):
     code = (
         "import sys\n"

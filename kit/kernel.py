@@ -1,0 +1,193 @@
+"""What runs inside a Kaggle kernel: where a notebook reads and writes, its attached inputs and Models, and
+``kit`` commands run from a cell.
+
+A notebook imports this module only (``from kit.kernel import notebook_paths, run_kit, ...``); kit.kaggle is
+the other side of the seam, what runs on the user's machine (kernel metadata, the bundled wheel, the
+``kaggle`` client). Locally the same calls read KIT_INPUT and write under KIT_WORKING, so a notebook
+rehearses on a synthetic competition unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from kit.errors import KitError
+
+# owner/model/framework/variation/version, as the kaggle client checks it: five parts, the version a number
+MODEL_SOURCE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/\d+$")
+MODEL_SOURCE_FORM = "owner/model/framework/variation/version (version a number)"
+
+
+# --- where a notebook runs -----------------------------------------------------------------------
+
+
+def on_kaggle() -> bool:
+    """True inside a Kaggle kernel (the image sets KAGGLE_KERNEL_RUN_TYPE), False elsewhere."""
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE"))
+
+
+@dataclass(frozen=True)
+class NotebookPaths:
+    """Where a notebook reads its inputs, writes its outputs, and keeps what must not become an output."""
+
+    input: Path
+    working: Path  # kept as the kernel's output on Kaggle: submission.csv, the run folder
+    scratch: Path  # records and other bulk (Kaggle keeps /kaggle/temp for the session only)
+    on_kaggle: bool
+
+
+def notebook_paths(local_input: str | os.PathLike | None = None,
+                   local_working: str | os.PathLike | None = None) -> NotebookPaths:
+    """On Kaggle: /kaggle/input, /kaggle/working, /kaggle/temp; locally: the given folders (or KIT_INPUT / KIT_WORKING).
+
+    Locally the working folder defaults to ``./runs/notebook`` and scratch is its ``scratch/``; both are
+    created. The input folder defaults to the current folder.
+    """
+    if on_kaggle():
+        scratch = Path("/kaggle/temp")
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+        except OSError:  # an image without /kaggle/temp: /tmp is not saved either
+            scratch = Path(tempfile.gettempdir()) / "kit"
+            scratch.mkdir(parents=True, exist_ok=True)
+        return NotebookPaths(Path("/kaggle/input"), Path("/kaggle/working"), scratch, True)
+    inp = Path(local_input or os.environ.get("KIT_INPUT") or ".").resolve()
+    work = Path(local_working or os.environ.get("KIT_WORKING") or "runs/notebook").resolve()
+    (work / "scratch").mkdir(parents=True, exist_ok=True)
+    return NotebookPaths(inp, work, work / "scratch", False)
+
+
+def find_input(name: str, paths: NotebookPaths | None = None) -> Path:
+    """The folder of an attached competition or dataset called ``name`` (its slug) under the input root.
+
+    Kaggle has mounted inputs both as ``/kaggle/input/<slug>`` and under ``competitions/`` or
+    ``datasets/<owner>/``; all are tried. Locally ``name`` may also be the input folder itself.
+    """
+    paths = paths or notebook_paths()
+    slug = name.rstrip("/").split("/")[-1]
+    root = paths.input
+    candidates = [root / slug, root / "competitions" / slug, *sorted(root.glob(f"datasets/*/{slug}"))]
+    if not paths.on_kaggle:
+        candidates.append(root)
+    for cand in candidates:
+        if cand.is_dir() and (cand.name == slug or cand == root and any(cand.iterdir())):
+            return cand
+    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    raise KitError(f"{root}: no input named {slug!r} (found: {', '.join(present) or 'nothing'}); attach it to the kernel")
+
+
+def check_model_source(handle: str) -> str:
+    """``handle`` when it is a Kaggle Model source owner/model/framework/variation/version; else KitError."""
+    if not isinstance(handle, str) or not MODEL_SOURCE.match(handle):
+        raise KitError(f"model source {handle!r} is not {MODEL_SOURCE_FORM}")
+    return handle
+
+
+def find_model_mount(handle: str, root: str | os.PathLike = "/kaggle/input") -> Path | None:
+    """The folder where an attached Kaggle Model ``handle`` (owner/model/framework/variation/version) is mounted.
+
+    Kaggle has mounted models as ``ROOT/<model>/<framework>/<variation>/<version>`` and, more
+    recently, as ``ROOT/m/<owner>/<model>/<framework>/<variation>/<version>``; both are tried.
+    None when the model is not attached.
+    """
+    owner, *rest = check_model_source(handle).split("/")
+    root = Path(root)
+    for folder in (root.joinpath(*rest), root.joinpath("m", owner, *rest)):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def has_internet(host: str = "www.kaggle.com", port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to ``host`` opens (a kernel with internet on); nothing is downloaded."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pretrained_weights(handle: str, paths: NotebookPaths | None = None,
+                       online: Callable[[], bool] = has_internet) -> str:
+    """What a notebook passes to ``--weights``: the attached model's folder, else its ``kaggle://`` handle if online.
+
+    keras-hub downloads a ``kaggle://`` preset itself; ``imagenet`` would not do, as the model is a keras-hub one.
+
+    Offline and without the model attached, stops with one line naming the model to attach.
+    """
+    paths = paths or notebook_paths()
+    folder = find_model_mount(handle, paths.input)
+    if folder is not None:
+        return str(folder)
+    if online():
+        return f"kaggle://{handle}"
+    raise KitError(f"{paths.input}: the Kaggle Model {handle} is not attached and the kernel is offline: add it "
+                   f"(Add Input > Models, or kit push --model-source {handle}) or turn internet on")
+
+
+def locate(root: str | os.PathLike, entry: str, max_depth: int = 3) -> Path:
+    """The shallowest folder under ``root`` that holds ``entry`` (a file or folder name).
+
+    Kaggle datasets often wrap a download in one or two extra folders; this finds the layout's root.
+    """
+    level = [Path(root)]
+    for _ in range(max_depth + 1):
+        for folder in level:
+            if (folder / entry).exists():
+                return folder
+        level = sorted(p for folder in level for p in folder.iterdir() if p.is_dir())
+    raise KitError(f"{root}: no {entry!r} within {max_depth} folder levels")
+
+
+def link_shards(src: str | os.PathLike, dest: str | os.PathLike, split: str) -> Path:
+    """Link the ``{split}*.tfrec`` shards of ``src`` into ``dest`` (public folders mix train and test)."""
+    shards = sorted(Path(src).glob(f"{split}*.tfrec"))
+    if not shards:
+        raise KitError(f"{src}: no {split}*.tfrec shards")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for shard in shards:
+        link = dest / shard.name
+        if not link.exists():
+            link.symlink_to(shard.resolve())
+    return dest
+
+
+def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPaths, *, tiny: bool = False) -> Path:
+    """The run folder an ISIC 2024 submission predicts with: the attached ``run_dataset`` on Kaggle; when
+    rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
+    if not tiny:
+        try:
+            return locate(find_input(run_dataset, paths), "config.toml")
+        except KitError:
+            if paths.on_kaggle:
+                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
+                               "as a dataset") from None
+    run, recs = paths.working / "run", paths.scratch / "records"
+    run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds
+    run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
+            "--meta", "--oversample", 0.25, "--epoch-positives", 2)
+    return run
+
+
+def run_kit(*argv: Any) -> None:
+    """Run a ``kit`` command from a notebook, exactly as in a terminal; stops the notebook if it fails."""
+    from kit import cli  # the kernel side may call the CLI; kit.kaggle (the user's side) never does
+
+    args = [str(a) for a in argv]
+    code = cli.main(args)
+    if code:
+        raise KitError(f"kit {' '.join(args[:1])} failed with status {code} (its message is above)")
+
+
+__all__ = [
+    "MODEL_SOURCE_FORM", "NotebookPaths", "check_model_source", "find_input", "find_model_mount", "has_internet",
+    "isic2024_run", "link_shards", "locate", "notebook_paths", "on_kaggle", "pretrained_weights", "run_kit",
+]
