@@ -572,6 +572,8 @@ def make_submission(
 def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a submission frame (id column first, then numbers) as CSV atomically, through the same
     writer and number format as ``kit blend``'s output (ids untouched, no index)."""
+    import pandas as pd  # a frame is given: pandas is loaded already
+
     values = frame.iloc[:, 1:]
     if not len(frame) or not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
         return fsutil.write_csv(path, frame)
