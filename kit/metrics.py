@@ -14,7 +14,7 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,6 @@ from sklearn.metrics import roc_auc_score
 
 from kit.errors import KitError
 
-METRICS = ("auc", "pauc", "accuracy", "balanced_accuracy")
 PAUC_MIN_TPR = 0.80  # ISIC 2024: the area under the ROC curve above 80% true-positive rate, in [0, 0.2]
 
 _UNDECIDED = -1
@@ -190,11 +189,16 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
-_BY_NAME = {"auc": auc, "pauc": pauc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
+# The metrics a run can pick checkpoints and score CV by, each (y_true, y_pred) -> float, higher is better.
+# A new one is a function above and a row here; tests/test_metrics.py then checks it on every case.
+SCORERS: dict[str, Callable[[object, object], float]] = {
+    "auc": auc, "pauc": pauc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy,
+}
+METRICS = tuple(SCORERS)
 
 
 def score(metric: str, y_true: object, y_pred: object) -> float:
     """Score predictions with the metric named ``metric`` (one of METRICS)."""
-    if metric not in _BY_NAME:
+    if metric not in SCORERS:
         raise KitError(f"metric: unknown metric {metric!r}; known: {', '.join(METRICS)}")
-    return _BY_NAME[metric](y_true, y_pred)
+    return SCORERS[metric](y_true, y_pred)

@@ -193,3 +193,16 @@ def test_top15_sensitivity_counts_positives_among_each_patients_top_scores():
     assert metrics.top_k_sensitivity(y, p, groups, k=20) == pytest.approx(1.0)
     with pytest.raises(KitError, match="groups: 3 group ids for 25 rows"):
         metrics.top_k_sensitivity(y, p, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("metric", metrics.METRICS)
+def test_every_registered_metric_orders_perfect_over_constant_over_reversed(metric):
+    """Each metric kit can pick checkpoints by: higher is better, exactly as scikit-learn-style scorers are."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.15).astype(int)
+    perfect = np.where(y == 1, 0.9, 0.1) + rng.normal(0, 0.01, len(y))
+    constant = np.full(len(y), 0.3)
+    reversed_ = 1.0 - perfect
+    best, flat, worst = (metrics.score(metric, y, p) for p in (perfect, constant, reversed_))
+    assert best > flat >= worst
+    assert best == pytest.approx(metrics.score(metric, y, np.stack([1 - perfect, perfect], axis=1)))  # [N, 2] form
