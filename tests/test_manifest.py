@@ -103,3 +103,33 @@ def test_hand_built_manifest_serialises_what_it_holds():
     assert "encoding" not in data and Manifest.from_json(data, "x") == m
     with pytest.raises(KitError, match="no fold 3 in the records \\(folds: -1\\)"):
         m.fold(3)
+
+
+def test_write_encoded_keeps_the_callers_folds_and_writes_the_same_manifest(tmp_path):
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from kit import imaging, sources
+
+    def png(v: int) -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(out, format="PNG")
+        return out.getvalue()
+
+    table = pd.DataFrame({"image_name": [f"i{k}" for k in range(6)], "target": [0, 2, 1, 2, 2, 0],
+                          "fold": [0, 0, 0, 1, 1, 1], "group": ["a", "a", "b", "c", "d", "d"],
+                          "age": [30.0, 50.0, float("nan"), 40.0, 40.0, 60.0]})
+    src = sources.Source(table=table, classes=["x", "y", "z"], layout="csv", id_name="image_name",
+                         numeric=["age"], root="memory")
+    m = records.write_encoded(src, [png(10 * k) for k in range(6)], tmp_path / "rec", size=8, n_folds=2, fmt="png")
+    assert m == records.read_manifest(tmp_path / "rec") and m.shards == ("train00-3.tfrec", "train01-3.tfrec")
+    assert m.folds[0] == FoldInfo(images=3, shards=("train00-3.tfrec",), groups=2,
+                                  class_counts={"x": 1, "y": 1, "z": 1})
+    assert m.folds[1].class_counts == {"x": 1, "y": 0, "z": 2} and m.encoding.format == "png"
+    assert m.metadata.numeric_stats["age"] == ColumnStats(mean=44.0, std=pytest.approx(10.198, abs=1e-3), missing=1)
+    assert [imaging.count_tfrecords(tmp_path / "rec" / s) for s in m.shards] == [3, 3]
+    with pytest.raises(KitError, match="5 images for 6 rows"):
+        records.write_encoded(src, [png(0)] * 5, tmp_path / "other", size=8, n_folds=2)
