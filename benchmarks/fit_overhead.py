@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kit import models, pipeline, records, strategy, train  # noqa: E402
+from kit import models, pipeline, records, sources, strategy, train  # noqa: E402
 from kit.config import Config  # noqa: E402
 
 
@@ -56,27 +57,21 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def make_records(folder: Path, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n JPEG records (2 shards) and the same decoded images as uint8 arrays."""
+    """n JPEG records (2 folds, one shard each) written by kit's writer, and the same decoded images as uint8 arrays."""
     rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    xs, ys, shards, per = [], [], [], n // 2
+    xs, ys, jpegs, rows, per = [], [], [], [], n // 2
     for s in range(2):
-        name = records.shard_name("train", s, per)
-        with tf.io.TFRecordWriter(str(folder / name)) as w:
-            for i in range(per):
-                t = int(rng.random() < 0.5)
-                img = np.clip(rng.normal(150 - 30 * t, 30, (size, size, 3)), 0, 255).astype(np.uint8)
-                buf = io.BytesIO()
-                Image.fromarray(img).save(buf, format="JPEG", quality=95)
-                w.write(records.to_example(buf.getvalue(), f"img{s}_{i}", target=t, fold=s, group=f"img{s}_{i}"))
-                xs.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
-                ys.append(t)
-        shards.append(name)
-    manifest = {"layout": "csv", "source": "synthetic", "split": "train", "image_size": size, "classes": ["0", "1"],
-                "n_classes": 2, "id_name": "id", "labelled": True, "n_folds": 2, "fold_seed": 0,
-                "folds": {str(s): {"images": per, "shards": [shards[s]]} for s in range(2)}, "shards": shards,
-                "count": 2 * per, "metadata": {"numeric": [], "categorical": {}}, "encoding": {"format": "jpeg"}, "skipped": []}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+        for i in range(per):
+            t = int(rng.random() < 0.5)
+            img = np.clip(rng.normal(150 - 30 * t, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=95)
+            jpegs.append(buf.getvalue())
+            rows.append({"image_name": f"img{s}_{i}", "target": t, "fold": s, "group": f"img{s}_{i}"})
+            xs.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+            ys.append(t)
+    src = sources.Source(table=pd.DataFrame(rows), classes=["0", "1"], layout="csv", id_name="id", root="synthetic")
+    records.write_encoded(src, jpegs, folder, size=size, n_folds=2, seed=seed)
     return np.stack(xs), np.asarray(ys, np.float32)
 
 
@@ -101,7 +96,7 @@ def main() -> None:
         paths = records.list_shards(tmp / "records")
         cfg = Config(records=str(tmp / "records"), model=args.model, size=args.size, n_classes=2, classes=("0", "1"),
                      batch=args.batch, epochs=args.epochs, augment="none", lr_start=1e-4, lr_max=1e-4,
-                     lr_ramp_epochs=1, shuffle_buffer=1024, seed=0)
+                     lr_ramp_epochs=1, shuffle_buffer=1024, seed=0).with_schedule_defaults()  # as kit train resolves it
 
         def kit_fit(data) -> float:
             keras.utils.set_random_seed(0)

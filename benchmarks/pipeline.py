@@ -22,7 +22,6 @@ Prints one JSON line; ``ratios.vs_X`` is kit's images/s over X's. Usage:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -46,35 +45,24 @@ CLASSES = ["Benign", "Malignant"]
 
 
 def make_images(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, pd.DataFrame]:
-    """Write n JPEGs as records (4 shards) and as class folders; returns the records folder and a table."""
+    """Write n JPEGs as class folders, then as records from them with ``kit records`` (4 folds); returns the
+    records folder and a table of the images."""
     rng = np.random.default_rng(seed)
     rec_dir, img_dir = root / "records", root / "images"
-    rec_dir.mkdir(parents=True)
     yy, xx = np.mgrid[0:size, 0:size]
-    rows, shards, per = [], [], n // 4
-    for s in range(4):
-        name = records.shard_name("train", s, per)
-        with tf.io.TFRecordWriter(str(rec_dir / name)) as w:
-            for i in range(per):
-                t = int(rng.random() < 0.5)
-                cx, cy = rng.uniform(0.3, 0.7, 2) * size
-                r = rng.uniform(0.1, 0.3) * size
-                blob = ((xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2)[..., None]
-                img = rng.normal(180, 20, (size, size, 3)) - blob * (60 + 40 * t) * np.array([1.0, 1.3, 1.1])
-                buf = io.BytesIO()
-                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=95)
-                jpeg, image_name = buf.getvalue(), f"img{s}_{i:04d}"
-                path = img_dir / CLASSES[t] / f"{image_name}.jpg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(jpeg)
-                w.write(records.to_example(jpeg, image_name, target=t, fold=s, group=image_name))
-                rows.append({"filename": str(path), "class": CLASSES[t]})
-        shards.append(name)
-    manifest = {"layout": "folders", "source": str(img_dir), "split": "train", "image_size": size, "classes": CLASSES,
-                "n_classes": 2, "id_name": "id", "labelled": True, "n_folds": 4, "fold_seed": 0,
-                "folds": {str(s): {"images": per, "shards": [shards[s]]} for s in range(4)}, "shards": shards,
-                "count": 4 * per, "metadata": {"numeric": [], "categorical": {}}, "encoding": {"format": "jpeg"}, "skipped": []}
-    (rec_dir / "manifest.json").write_text(json.dumps(manifest))
+    rows = []
+    for i in range(n):
+        t = int(rng.random() < 0.5)
+        cx, cy = rng.uniform(0.3, 0.7, 2) * size
+        r = rng.uniform(0.1, 0.3) * size
+        blob = ((xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2)[..., None]
+        img = rng.normal(180, 20, (size, size, 3)) - blob * (60 + 40 * t) * np.array([1.0, 1.3, 1.1])
+        path = img_dir / CLASSES[t] / f"img{i:05d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, format="JPEG", quality=95)
+        rows.append({"filename": str(path), "class": CLASSES[t]})
+    # the images are already RGB JPEGs of the records' size: the writer stores their bytes as they are
+    records.write_from_source(img_dir, rec_dir, layout="folders", size=size, n_folds=4, progress=False)
     return rec_dir, pd.DataFrame(rows)
 
 

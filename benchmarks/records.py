@@ -99,7 +99,7 @@ def main() -> None:
         manifest = records.write_from_source(root, tmp / "kit", layout="folders", size=args.size, n_folds=5,
                                              progress=False)
         kit_s = time.perf_counter() - t
-        assert manifest["count"] == len(files)
+        assert manifest.count == len(files)
 
         # The same writer on one process: how much comes from the cores, how much from the
         # per-image work (DCT-scaled decode, no TensorFlow op dispatch).

@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="LightGBM threads, both sides (default 1: OpenMP threads spin badly on a shared machine)")
     args = ap.parse_args()
-    from kit import stack
+    from kit import records, stack
 
     with tempfile.TemporaryDirectory(prefix="kit-stack-bench-") as tmp:
         tmp = Path(tmp)
@@ -178,15 +178,17 @@ def main() -> None:
         a, b = np.load(tmp / "kit.npy"), np.load(tmp / "pd.npy")
         same = bool(np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
 
-        manifest = {"split": "train", "classes": ["benign", "malignant"], "id_name": "isic_id",
-                    "metadata": {"numeric": [c for c in table.columns if c.startswith("m")], "categorical": {}}}
+        numeric = tuple(c for c in table.columns if c.startswith("m"))
+        # a table without images or shards: the stack reads only the classes, the id and the metadata columns
+        manifest = records.Manifest(image_size=0, shards=(), classes=("benign", "malignant"), id_name="isic_id",
+                                    metadata=records.MetadataColumns(numeric))
         cfg = stack.StackConfig(records="(in memory)", runs=tuple(runs), out=str(tmp / "stack"), rounds=args.rounds,
                                 early_stopping=20, learning_rate=0.1, subsample=0.8, threads=args.threads)
         t0 = time.perf_counter()
         res = stack.stack(cfg, log=lambda _: None, tables=(table, manifest, None, None))
         stack_s = time.perf_counter() - t0
 
-        feats = stack.build_features(table, None, manifest["metadata"]["numeric"], [],
+        feats = stack.build_features(table, None, list(numeric), [],
                                      {f"run{i}_pred": (p, None) for i, p in enumerate(preds)})
         X = feats.train[res.features]
         bare_s = bare_fits(X, table["target"].to_numpy(), table["fold"].to_numpy(), cfg)

@@ -392,7 +392,7 @@ def fit_weights(
     from kit import metrics  # scikit-learn: imported only when weights are fit
 
     n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or competitions.metric_of({"n_classes": n_classes})
+    metric = ref.metric or competitions.default_metric(n_classes)
     if metric not in metrics.METRICS:
         raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
     per_fold = metric == "auc"

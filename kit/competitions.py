@@ -16,9 +16,12 @@ No TensorFlow or pandas here: the CLI reads this table to start.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # kit.records imports this module
+    from kit.records import Manifest
 
 
 @dataclass(frozen=True)
@@ -92,21 +95,22 @@ def identify(layout: str, classes: list[str] | tuple[str, ...]) -> Competition |
     return matches[0] if len(matches) == 1 else None
 
 
-def of_manifest(manifest: Mapping[str, Any]) -> Competition | None:
+def of_manifest(manifest: Manifest) -> Competition | None:
     """The competition records were written from (their manifest's ``competition``, else recognised)."""
-    name = manifest.get("competition")
-    if name:
-        return get(str(name))
-    return identify(str(manifest.get("layout", "")), list(manifest.get("classes") or []))
+    if manifest.competition:
+        return get(manifest.competition)
+    return identify(manifest.layout, list(manifest.classes))
 
 
-def metric_of(manifest: Mapping[str, Any]) -> str:
-    """The metric that scores records: the competition's, else ROC AUC for 2 classes, balanced accuracy beyond."""
+def metric_of(manifest: Manifest) -> str:
+    """The metric that scores records: the competition's, else ``default_metric`` for their classes."""
     comp = of_manifest(manifest)
-    if comp is not None:
-        return comp.metric
-    n = int(manifest.get("n_classes") or len(manifest.get("classes") or []) or 2)
-    return "auc" if is_binary(n) else "balanced_accuracy"
+    return comp.metric if comp is not None else default_metric(manifest.n_classes or 2)
+
+
+def default_metric(n_classes: int) -> str:
+    """The metric of a download no competition claims: ROC AUC for 2 classes, balanced accuracy beyond."""
+    return "auc" if is_binary(n_classes) else "balanced_accuracy"
 
 
 ISIC9_CLASSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nevus",

@@ -398,20 +398,22 @@ def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, 
     return len(meta_numeric) + sum((meta_categorical or {}).values())
 
 
-def _manifest(paths: "Sequence[str] | records.ExampleStream") -> dict:
+def _manifest(paths: "Sequence[str] | records.ExampleStream") -> "records.Manifest | None":
+    """The manifest of the records ``paths`` come from; None for shards without one (named otherwise)."""
     if isinstance(paths, records.ExampleStream):
         return paths.manifest
     first = Path(paths[0])
     try:
         return records.read_manifest(first.parent, records.parse_shard_name(first)[0])
     except (KitError, ValueError):
-        return {}
+        return None
 
 
-def _is_jpeg(manifest: Mapping[str, Any]) -> bool:
+def _is_jpeg(manifest: "records.Manifest | None") -> bool:
     # decode_jpeg costs a quarter less than the format-sniffing decode_image at 128 px
-    fmt = (manifest.get("encoding") or {}).get("format")
-    return fmt == "jpeg" or manifest.get("format") == records.PUBLIC_FORMAT
+    if manifest is None:
+        return False
+    return manifest.public or (manifest.encoding is not None and manifest.encoding.format == "jpeg")
 
 
 def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
@@ -498,7 +500,7 @@ def make_dataset(
             raise KitError("oversample: only binary competitions oversample the positive class")
         if not 0.0 < oversample < 1.0:
             raise KitError(f"oversample: expects a fraction in (0, 1), got {oversample}")
-    if training and manifest.get("format") != records.PUBLIC_FORMAT:
+    if training and not (manifest is not None and manifest.public):
         # kit's own records: shuffle the serialized records (small in memory), then parse, decode and
         # cast in one parallel map; a second map stage costs as much as the cast.
         # Parse only what training feeds the model: the id, fold and group strings cost parse time per image.

@@ -27,13 +27,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # kit.records is imported where it is used, as elsewhere in this module
+    from kit import records
 
 
 @dataclass
@@ -191,16 +194,11 @@ def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float
     return scores
 
 
-def train_duplicate_ids(manifest: dict, records_dir: str | os.PathLike) -> set[str] | None:
+def train_duplicate_ids(manifest: "records.Manifest") -> set[str] | None:
     """Ids of test records byte-identical to training images, from the manifest (None when not checked)."""
-    dups = manifest.get("train_duplicates")
-    if dups is None:
+    if manifest.train_duplicates is None:
         return None
-    try:
-        return {str(d["image_name"]) for d in dups}
-    except (TypeError, KeyError):
-        raise KitError(f"{Path(records_dir) / 'manifest.json'}: train_duplicates must be a list of "
-                       "{image_name, train_image_name}") from None
+    return {d.image_name for d in manifest.train_duplicates}
 
 
 def score_without(metric: str, y: np.ndarray, probs: np.ndarray, ids: Sequence[str],
@@ -233,7 +231,7 @@ def load_fold_model(path: str | os.PathLike) -> Any:
         raise KitError(f"{path}: cannot be loaded ({' '.join(str(exc).split())[:200]})") from None
 
 
-def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dict]:
+def test_images(records_dir: str | os.PathLike, info: RunInfo) -> "tuple[Any, records.Manifest]":
     """The test images to predict and their manifest: test records, or a competition download's test split
     read straight from its files (no records written: ISIC 2024's hidden ~500,000 images on the rerun)."""
     from kit import records
@@ -251,15 +249,15 @@ def test_images(records_dir: str | os.PathLike, info: RunInfo) -> tuple[Any, dic
         stream = records.stream_test_split(folder, train_manifest, columns=run_columns)
         return stream, stream.manifest
     manifest = records.read_manifest(records_dir, "test")  # a public SIIM folder holds train and test
-    if manifest.get("split", "test") != "test":
+    if manifest.split != "test":
         raise KitError(
-            f"{records_dir}: holds {manifest['split']} records; kit predict reads test records (`kit records --test`)"
+            f"{records_dir}: holds {manifest.split} records; kit predict reads test records (`kit records --test`)"
         )
     paths = records.list_shards(records_dir, split="test")
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")
     records.verify_shards(paths)
-    size, trained = manifest.get("image_size"), info.config.size
+    size, trained = manifest.image_size, info.config.size
     if size and trained and int(size) != int(trained):
         raise KitError(f"{records_dir}: images are {size} px, the run trained on {trained} px; write the test "
                        f"records with `kit records --test --size {trained}`")
@@ -298,7 +296,7 @@ def predict_run(
         sample_frame = read_submission(sample)
 
     paths, manifest = test_images(records_dir, info)
-    classes = [str(c) for c in manifest.get("classes", info.classes)]
+    classes = list(manifest.classes)
     if classes and len(classes) != len(info.classes):
         raise KitError(
             f"{records_dir}: {len(classes)} classes ({', '.join(classes)}) but the run has {len(info.classes)}"
@@ -317,7 +315,7 @@ def predict_run(
         fold_weights=weights, progress=progress,
     )
     return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir),
-                  train_duplicate_ids(manifest, records_dir), note)
+                  train_duplicate_ids(manifest), note)
 
 
 def _write(
@@ -346,7 +344,7 @@ def _write(
     clean: dict[str, float] | None = None
     n_dups = None if train_dups is None else sum(i in train_dups for i in ids)
     if len(targets) and (targets >= 0).all():
-        metric = (info.cv or {}).get("metric") or competitions.metric_of({"n_classes": n_classes})
+        metric = (info.cv or {}).get("metric") or competitions.default_metric(n_classes)
         scores = score_test(metric, targets, probs)
         if n_dups:
             clean = score_without(metric, targets, probs, ids, train_dups)

@@ -27,12 +27,18 @@ temporary folder beside ``--out`` and renamed onto it only when complete, ``mani
                         train_duplicates (test only: [{image_name, train_image_name}], or null
                         when the download has no train split to compare with)
 
+``manifest.json`` is one typed definition, ``Manifest`` (with ``FoldInfo``, ``MetadataColumns``, ``Encoding``):
+the writer writes ``Manifest.to_json()``, ``read_manifest`` returns ``Manifest.from_json()`` of the file, and
+every reader in kit reads its attributes. ``write_encoded`` writes images a caller encoded itself (tests,
+benchmarks) through the same shard writer and manifest.
+
 The reader (``read_manifest``, ``list_shards``, ``load_dataset``) also reads a folder of public
 SIIM-ISIC TFRecords as they are: no manifest, no ``fold`` field; the shard number is the fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,9 +46,9 @@ import sys
 import time
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,6 +158,374 @@ def decode_image(data: tf.Tensor, channels: int = 3) -> tf.Tensor:
     return tf.io.decode_image(data, channels=channels, expand_animations=False)
 
 
+# --- the manifest ---------------------------------------------------------------------------------
+# One definition of manifest.json for both directions: the writer builds a Manifest and writes its to_json(),
+# every reader gets Manifest.from_json() of the file and reads attributes. Fields only ever get added
+# (DESIGN.md section 4): a manifest written before a field existed reads with the field's default.
+
+MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
+
+
+def _bad_manifest(where: str, why: str) -> KitError:
+    return KitError(f"{where}: not a kit manifest ({why}); write the records again")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {json.dumps(value)[:40]}"
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("an integer")
+    return value
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("a number")
+    return float(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a string")
+    return value
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
+    return value
+
+
+def _as_strs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("a list of strings")
+    return tuple(value)
+
+
+def _as_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise TypeError("a list of class names")
+    return tuple(str(v) for v in value)
+
+
+def _as_object(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("an object")
+    return value
+
+
+class _Fields:
+    """Typed reads of one JSON object of a manifest: a missing key or a wrong type is one KitError naming the
+    file and the field (``folds.3.images``), never a KeyError or TypeError deep inside a reader."""
+
+    _REQUIRED = object()
+
+    def __init__(self, data: Any, where: str, prefix: str = "") -> None:
+        self.where, self.prefix = where, prefix
+        if not isinstance(data, dict):
+            if not prefix:
+                raise _bad_manifest(where, f"a JSON {type(data).__name__}, not an object")
+            raise _bad_manifest(where, f"field {prefix.rstrip('.')!r} is {_kind(data)}, expected an object")
+        self.data = data
+
+    def get(self, name: str, convert: Callable[[Any], Any], default: Any = _REQUIRED) -> Any:
+        """``convert(data[name])``; ``default`` when the key is absent (required when no default is given)."""
+        if name not in self.data:
+            if default is _Fields._REQUIRED:
+                raise _bad_manifest(self.where, f"no {self.prefix + name!r}")
+            return default
+        value = self.data[name]
+        try:
+            return convert(value)
+        except (TypeError, ValueError) as exc:
+            raise _bad_manifest(self.where, f"field {self.prefix + name!r} is {_kind(value)}, expected {exc}") from None
+
+    def optional(self, name: str, convert: Callable[[Any], Any]) -> Any:
+        """Like ``get``, but JSON null (or an absent key) reads as None."""
+        return self.get(name, lambda v: None if v is None else convert(v), None)
+
+    def inner(self, name: str) -> "_Fields | None":
+        """The nested object ``name`` (None when absent or null)."""
+        if self.data.get(name) is None:
+            return None
+        return _Fields(self.data[name], self.where, f"{self.prefix}{name}.")
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """A numeric metadata column's mean, standard deviation and missing count over the written records."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    missing: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form."""
+        return {"mean": self.mean, "std": self.std, "missing": self.missing}
+
+    @classmethod
+    def from_json(cls, f: _Fields) -> "ColumnStats":
+        """Read from the manifest's JSON object ``f``."""
+        return cls(f.get("mean", _as_float, 0.0), f.get("std", _as_float, 1.0), f.get("missing", _as_int, 0))
+
+
+@dataclass(frozen=True)
+class MetadataColumns:
+    """The metadata columns the records carry: numeric (float32) and categorical (int64 codes into a table)."""
+
+    numeric: tuple[str, ...] = ()
+    # column -> its code table; empty when the codes come without one (public SIIM-ISIC shards)
+    categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    numeric_stats: dict[str, ColumnStats] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every metadata column, numeric first."""
+        return (*self.numeric, *self.categorical)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form."""
+        return {"numeric": list(self.numeric), "categorical": {c: list(t) for c, t in self.categorical.items()},
+                "numeric_stats": {c: s.to_json() for c, s in self.numeric_stats.items()}}
+
+    @classmethod
+    def from_json(cls, f: _Fields | None) -> "MetadataColumns":
+        """Read from the manifest's ``metadata`` object (None: no metadata)."""
+        if f is None:
+            return cls()
+        categorical = f.inner("categorical")
+        stats = f.inner("numeric_stats")
+        return cls(
+            numeric=f.get("numeric", _as_strs, ()),
+            categorical={c: categorical.get(c, _as_strs) for c in categorical.data} if categorical else {},
+            numeric_stats={c: ColumnStats.from_json(stats.inner(c)) for c in stats.data} if stats else {},
+        )
+
+
+@dataclass(frozen=True)
+class FoldInfo:
+    """One fold of the records (fold -1: a test split): its images, groups, label counts and shards."""
+
+    images: int
+    shards: tuple[str, ...] = ()
+    groups: int | None = None
+    positives: int | None = None  # binary records
+    class_counts: dict[str, int] | None = None  # multi-class records: {class name: images}
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form."""
+        out: dict[str, Any] = {"images": self.images}
+        if self.groups is not None:
+            out["groups"] = self.groups
+        if self.positives is not None:
+            out["positives"] = self.positives
+        if self.class_counts is not None:
+            out["class_counts"] = dict(self.class_counts)
+        return {**out, "shards": list(self.shards)}
+
+    @classmethod
+    def from_json(cls, f: _Fields, classes: Sequence[str]) -> "FoldInfo":
+        """Read one entry of the manifest's ``folds``; class counts stored as a list are keyed by ``classes``."""
+
+        def counts(value: Any) -> dict[str, int]:
+            if isinstance(value, list):  # an older form: one count per class, in class order
+                if len(value) != len(classes):
+                    raise TypeError(f"one count per class ({len(classes)})")
+                value = dict(zip(classes, value))
+            return {str(c): _as_int(n) for c, n in _as_object(value).items()}
+
+        return cls(images=f.get("images", _as_int), shards=f.get("shards", _as_strs, ()),
+                   groups=f.optional("groups", _as_int), positives=f.optional("positives", _as_int),
+                   class_counts=f.optional("class_counts", counts))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the records store their images."""
+
+    format: str = "jpeg"
+    quality: int = imaging.JPEG_QUALITY
+    resize: str = "crop"
+    resample: str = "bicubic"
+    channels: int = 3
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's JSON form."""
+        return {"format": self.format, "quality": self.quality, "resize": self.resize, "resample": self.resample,
+                "channels": self.channels}
+
+    @classmethod
+    def from_json(cls, f: _Fields) -> "Encoding":
+        """Read from the manifest's ``encoding`` object; what it leaves out takes kit's defaults."""
+        d = cls()
+        return cls(f.get("format", _as_str, d.format), f.get("quality", _as_int, d.quality),
+                   f.get("resize", _as_str, d.resize), f.get("resample", _as_str, d.resample),
+                   f.get("channels", _as_int, d.channels))
+
+
+@dataclass(frozen=True)
+class TrainDuplicate:
+    """A test image byte-identical to a training image."""
+
+    image_name: str
+    train_image_name: str
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image the writer left out (``--skip-bad``), and why."""
+
+    path: str
+    reason: str
+
+
+def _as_train_duplicates(value: Any) -> tuple[TrainDuplicate, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise TypeError("a list of {image_name, train_image_name}")
+    try:
+        return tuple(TrainDuplicate(str(d["image_name"]), str(d["train_image_name"])) for d in value)
+    except KeyError:
+        raise TypeError("a list of {image_name, train_image_name}") from None
+
+
+def _as_skipped(value: Any) -> tuple[SkippedImage, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, dict) for d in value):
+        raise TypeError("a list of {path, reason}")
+    return tuple(SkippedImage(str(d.get("path", "")), str(d.get("reason", ""))) for d in value)
+
+
+def _as_duplicates(value: Any) -> tuple[tuple[str, ...], ...]:
+    if not isinstance(value, list):
+        raise TypeError("a list of lists of image names")
+    try:
+        return tuple(_as_strs(names) for names in value)
+    except TypeError:
+        raise TypeError("a list of lists of image names") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` of a records folder: what the shards hold, how they were written, and their folds.
+
+    Example:
+        >>> m = read_manifest("records/siim-256")
+        >>> m.image_size, m.classes, m.folds[0].positives, m.metadata.numeric
+    """
+
+    image_size: int
+    shards: tuple[str, ...]
+    split: str = "train"
+    layout: str = ""
+    competition: str | None = None  # kit.competitions' name: the metric, submission and notebook
+    source: str = ""
+    classes: tuple[str, ...] = ()
+    n_classes: int = 0  # 0: as many as ``classes``
+    id_name: str = "image_name"
+    labelled: bool = True
+    n_folds: int = 0
+    fold_seed: int | None = None
+    folds: dict[int, FoldInfo] = field(default_factory=dict)
+    count: int = 0
+    metadata: MetadataColumns = field(default_factory=MetadataColumns)
+    encoding: Encoding | None = None  # None: an older manifest that does not say (readers sniff the format)
+    train_only_columns: tuple[str, ...] = ()  # in train, not in test: never metadata inputs
+    duplicates: tuple[tuple[str, ...], ...] = ()  # sets of byte-identical images
+    # test splits only: test images byte-identical to training images; None when not compared
+    train_duplicates: tuple[TrainDuplicate, ...] | None = None
+    skipped: tuple[SkippedImage, ...] = ()
+    format: str | None = None  # PUBLIC_FORMAT for public SIIM-ISIC TFRecords read as they are
+    public_fields: dict[str, str] = field(default_factory=dict)  # their fields and kinds (bytes, int64, float)
+    kit_version: str | None = None
+    created: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.n_classes:
+            object.__setattr__(self, "n_classes", len(self.classes))
+
+    @property
+    def public(self) -> bool:
+        """Whether these are public SIIM-ISIC TFRecords (no manifest on disk, fold = shard number)."""
+        return self.format == PUBLIC_FORMAT
+
+    @property
+    def binary(self) -> bool:
+        """Whether the records hold a binary target."""
+        return competitions.is_binary(self.n_classes or 2)
+
+    @property
+    def fold_ids(self) -> list[int]:
+        """The folds of the records, in order."""
+        return sorted(self.folds)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``manifest.json`` holds (the writer writes exactly this)."""
+        out: dict[str, Any] = {"format": self.format, "public_fields": dict(self.public_fields)} if self.public else {}
+        out.update({
+            "competition": self.competition, "layout": self.layout, "train_only_columns": list(self.train_only_columns),
+            "source": self.source, "split": self.split, "image_size": self.image_size, "classes": list(self.classes),
+            "n_classes": self.n_classes, "id_name": self.id_name, "labelled": self.labelled, "n_folds": self.n_folds,
+            "fold_seed": self.fold_seed, "folds": {str(k): f.to_json() for k, f in self.folds.items()},
+            "shards": list(self.shards), "count": self.count, "metadata": self.metadata.to_json(),
+        })
+        if self.encoding is not None:
+            out["encoding"] = self.encoding.to_json()
+        out["duplicates"] = [list(names) for names in self.duplicates]
+        if self.split == "test":  # only a test split can hold images of the train split
+            out["train_duplicates"] = (None if self.train_duplicates is None
+                                       else [vars(d) for d in self.train_duplicates])
+        out["skipped"] = [vars(s) for s in self.skipped]
+        if self.kit_version is not None:
+            out["kit_version"] = self.kit_version
+        if self.created is not None:
+            out["created"] = self.created
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str | Path) -> "Manifest":
+        """The manifest in the JSON object ``data`` read from ``where``; KitError naming the file and the field."""
+        f = _Fields(data, str(where))
+        for key in MANIFEST_KEYS:
+            f.get(key, lambda v: v)  # the keys every reader needs, checked first: "no 'image_size'"
+        classes = f.get("classes", _as_names, ())
+        folds = f.inner("folds")
+
+        def fold_key(k: str) -> int:
+            try:
+                return int(k)
+            except ValueError:
+                raise _bad_manifest(str(where), f"field 'folds' has key {k!r}, expected fold numbers") from None
+
+        enc = f.inner("encoding")
+        return cls(
+            image_size=f.get("image_size", _as_int), shards=f.get("shards", _as_strs),
+            split=f.get("split", _as_str, "train"), layout=f.get("layout", _as_str, ""),
+            competition=f.optional("competition", _as_str), source=f.get("source", _as_str, ""),
+            classes=classes, n_classes=f.get("n_classes", _as_int, len(classes)),
+            id_name=f.get("id_name", _as_str, "image_name"), labelled=f.get("labelled", _as_bool, True),
+            n_folds=f.get("n_folds", _as_int, 0), fold_seed=f.optional("fold_seed", _as_int),
+            folds={fold_key(k): FoldInfo.from_json(folds.inner(k), classes) for k in folds.data} if folds else {},
+            count=f.get("count", _as_int, 0), metadata=MetadataColumns.from_json(f.inner("metadata")),
+            encoding=Encoding.from_json(enc) if enc else None,
+            train_only_columns=f.get("train_only_columns", _as_strs, ()),
+            duplicates=f.get("duplicates", _as_duplicates, ()),
+            train_duplicates=f.optional("train_duplicates", _as_train_duplicates),
+            skipped=f.get("skipped", _as_skipped, ()),
+            format=f.optional("format", _as_str),
+            public_fields=dict(f.get("public_fields", lambda v: {k: _as_str(x) for k, x in _as_object(v).items()},
+                                     {})),
+            kit_version=f.optional("kit_version", _as_str), created=f.optional("created", _as_str),
+        )
+
+    def fold(self, k: int, where: str | Path = "") -> FoldInfo:
+        """Fold ``k``; KitError naming the folds there when the records have no such fold."""
+        if int(k) not in self.folds:
+            known = ", ".join(map(str, self.fold_ids))
+            raise KitError(f"{where or 'records'}: no fold {k} in the records (folds: {known})")
+        return self.folds[int(k)]
+
+
 # --- writer --------------------------------------------------------------------------------------
 
 SHARD_BYTES = 100 * 2**20  # default shard size: large enough for fast reads, small enough to stream
@@ -195,7 +569,7 @@ def write_from_source(
     resize: str = "crop",
     quality: int = imaging.JPEG_QUALITY,
     progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Read a competition download and write its train (or ``test``) split as records; returns the manifest.
 
     Example:
@@ -230,7 +604,7 @@ def write_records(
     progress: bool = True,
     source_path: str | None = None,
     train: sources.Source | None = None,
-) -> dict:
+) -> Manifest:
     """Write ``src`` as sharded records with folds (fold -1 when ``test``) into ``out``; returns the manifest.
 
     With ``test`` and the competition's ``train`` split, test images byte-identical to a training
@@ -273,68 +647,136 @@ def write_records(
     from tqdm.auto import tqdm
 
     skipped = list(src.skipped)
-    bad_rows: list[int] = []
-    shard_names: list[str] = []
-    shard_of_row = np.full(len(table), -1)
     with atomic_dir(out) as tmp:
         bar = tqdm(total=len(table), unit="img", desc=f"kit records {split}", disable=not progress,
                    file=sys.stderr, mininterval=0.5)
-        current, writer, part, count = -1, None, None, 0
         results = _run_chunks([[rows[i] for i in idx] for _, idx in chunks], size, resize, quality,
                               workers if parallel else 1)
-
-        def close_shard() -> None:
-            if writer is None:
-                return
-            writer.close()
-            if count:
-                name = shard_name(split, len(shard_names), count)
-                os.replace(part, tmp / name)
-                shard_names.append(name)
-            else:
-                part.unlink()
-
         try:
-            for (shard_idx, idx), res in zip(chunks, results):
-                if shard_idx != current:
-                    close_shard()
-                    current, count = shard_idx, 0
-                    part = tmp / f".{split}{shard_idx:02d}.part"
-                    writer = imaging.TFRecordFile(part)
-                for i, (blob, reason) in zip(idx, res):
-                    if blob is None:
-                        path = table.at[i, "path"]
-                        if not skip_bad:
-                            raise KitError(f"{path}: {reason} (pass --skip-bad to leave it out)")
-                        skipped.append({"path": path, "reason": reason})
-                        bad_rows.append(int(i))
-                        continue
-                    writer.write(blob)
-                    shard_of_row[i] = len(shard_names)
-                    count += 1
-                bar.update(len(idx))
-            close_shard()
-            writer = None
+            shard_names, shard_of_row, bad = _write_shards(tmp, split, table, chunks, results, skip_bad, bar.update)
         finally:
             results.close()  # stops the workers at once on an error or Ctrl-C
-            if writer is not None:
-                writer.close()
             bar.close()
-        written = table.drop(index=bad_rows)
+        skipped += [{"path": table.at[i, "path"], "reason": reason} for i, reason in bad]
+        written = table.drop(index=[i for i, _ in bad])
         if written.empty:
             raise KitError(f"{src.root}: every image was bad; nothing to write")
         if train_dups is not None:
             kept = set(written["image_name"].astype(str))
             train_dups = [d for d in train_dups if d["image_name"] in kept]
         manifest = _manifest(src, written, table, split, size, n_folds if not test else 0, seed, shard_names,
-                             shard_of_row, skipped, digests, resize, quality, source_path, train_dups)
-        write_json(tmp / "manifest.json", manifest)
+                             shard_of_row, skipped, digests, Encoding(quality=int(quality), resize=resize),
+                             source_path, train_dups)
+        write_json(tmp / "manifest.json", manifest.to_json())
     return manifest
 
 
+def write_encoded(
+    src: sources.Source,
+    images: Sequence[bytes],
+    out: str | Path,
+    *,
+    size: int,
+    n_folds: int,
+    test: bool = False,
+    n_shards: int | None = None,
+    seed: int = 0,
+    fmt: str = "jpeg",
+    train_duplicates: Sequence[Mapping[str, str]] | None = None,
+) -> Manifest:
+    """Write images already encoded at ``size`` x ``size`` (``images[i]`` for row i of ``src.table``, stored as
+    they are, in table order within each fold) with the folds the table's ``fold`` column gives (-1 when
+    ``test``); returns the manifest.
+
+    The same shard plan, serializer, shard writer, leakage check and manifest as ``write_records``, for callers
+    that make their own images: tests that plant a signal or need lossless PNG, benchmarks that time the reader.
+    """
+    out = Path(out)
+    check_out_folder(out)
+    table = src.table.reset_index(drop=True).copy()
+    if len(images) != len(table):
+        raise KitError(f"write_encoded: {len(images)} images for {len(table)} rows")
+    if "path" not in table:
+        table["path"] = table["image_name"].astype(str)  # where a bad image would be reported
+    digests = [hashlib.sha1(bytes(b)).hexdigest() for b in images]
+    split = "test" if test else "train"
+    if test:
+        table["fold"] = -1
+    else:
+        kfolds.check_leakage(table, digests=digests)
+    # the caller's order within each fold: a test can compare what it reads with what it wrote, row for row
+    plan = _plan_shards(table, split, 0 if test else n_folds, n_shards, size, imaging.JPEG_QUALITY, seed,
+                        shuffle=False)
+    rows = _worker_rows(table, src)
+    chunks = [(shard_idx, idx) for shard_idx, idx in enumerate(plan)]
+    results = ([(imaging.example_bytes({"image": bytes(images[i]), **rows[i][1]}), "") for i in idx]
+               for _, idx in chunks)
+    with atomic_dir(out) as tmp:
+        shard_names, shard_of_row, _ = _write_shards(tmp, split, table, chunks, results, False, lambda _: None)
+        manifest = _manifest(src, table, table, split, size, 0 if test else n_folds, seed, shard_names,
+                             shard_of_row, list(src.skipped), digests, Encoding(format=fmt), None,
+                             None if train_duplicates is None else [dict(d) for d in train_duplicates])
+        write_json(tmp / "manifest.json", manifest.to_json())
+    return manifest
+
+
+def _write_shards(
+    tmp: Path,
+    split: str,
+    table: pd.DataFrame,
+    chunks: Sequence[tuple[int, np.ndarray]],
+    results: Iterable[list[tuple[bytes | None, str]]],
+    skip_bad: bool,
+    advance: Callable[[int], Any],
+) -> tuple[list[str], np.ndarray, list[tuple[int, str]]]:
+    """Write each chunk's serialized records into its shard (one ``TFRecordFile`` per shard, renamed to its final
+    ``{split}{NN}-{count}.tfrec`` once complete); returns (shard names, shard index per row, (row, reason) of
+    each bad image left out)."""
+    shard_names: list[str] = []
+    shard_of_row = np.full(len(table), -1)
+    bad: list[tuple[int, str]] = []
+    current, writer, part, count = -1, None, None, 0
+
+    def close_shard() -> None:
+        if writer is None:
+            return
+        writer.close()
+        if count:
+            name = shard_name(split, len(shard_names), count)
+            os.replace(part, tmp / name)
+            shard_names.append(name)
+        else:
+            part.unlink()
+
+    try:
+        for (shard_idx, idx), res in zip(chunks, results):
+            if shard_idx != current:
+                close_shard()
+                current, count = shard_idx, 0
+                part = tmp / f".{split}{shard_idx:02d}.part"
+                writer = imaging.TFRecordFile(part)
+            for i, (blob, reason) in zip(idx, res):
+                if blob is None:
+                    if not skip_bad:
+                        raise KitError(f"{table.at[i, 'path']}: {reason} (pass --skip-bad to leave it out)")
+                    bad.append((int(i), reason))
+                    continue
+                writer.write(blob)
+                shard_of_row[i] = len(shard_names)
+                count += 1
+            advance(len(idx))
+        close_shard()
+        writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+    return shard_names, shard_of_row, bad
+
+
 def _plan_shards(table: pd.DataFrame, split: str, n_folds: int, n_shards: int | None, size: int, quality: int,
-                 seed: int) -> list[np.ndarray]:
-    """Row indices per shard, in shard order: folds in order, one fold per shard, rows shuffled in a fold."""
+                 seed: int, shuffle: bool = True) -> list[np.ndarray]:
+    """Row indices per shard, in shard order: folds in order, one fold per shard, rows shuffled in a fold
+    (unless not ``shuffle``: then in table order)."""
     per_image = imaging.jpeg_size_estimate(size, quality)
     if split == "test":
         k = n_shards or max(1, -(-len(table) * per_image // SHARD_BYTES))
@@ -358,7 +800,8 @@ def _plan_shards(table: pd.DataFrame, split: str, n_folds: int, n_shards: int | 
     plan = []
     folds = table["fold"].to_numpy()
     for f in range(n_folds):
-        idx = rng.permutation(np.flatnonzero(folds == f))
+        idx = np.flatnonzero(folds == f)
+        idx = rng.permutation(idx) if shuffle else idx
         plan += [part for part in np.array_split(idx, per_fold[f])]
     return plan
 
@@ -420,7 +863,7 @@ class ExampleStream:
     """
 
     rows: list[tuple[str, dict]]
-    manifest: dict
+    manifest: Manifest
     workers: int
 
     @property
@@ -431,10 +874,10 @@ class ExampleStream:
     def chunks(self) -> Iterator[list[bytes]]:
         """The serialized Examples in order, a worker's chunk at a time; KitError naming the image when one
         cannot be read."""
-        enc = self.manifest["encoding"]
+        enc = self.manifest.encoding or Encoding()
         chunks = [self.rows[i:i + _STREAM_CHUNK] for i in range(0, len(self.rows), _STREAM_CHUNK)]
         parallel = self.workers > 1 and len(self.rows) >= _PARALLEL_MIN_IMAGES
-        results = _run_chunks(chunks, int(self.manifest["image_size"]), enc["resize"], int(enc["quality"]),
+        results = _run_chunks(chunks, self.manifest.image_size, enc.resize, enc.quality,
                               self.workers if parallel else 1)
         try:
             for chunk, res in zip(chunks, results):
@@ -459,7 +902,7 @@ class ExampleStream:
         return ds.unbatch().apply(tf.data.experimental.assert_cardinality(self.count))
 
 
-def stream_test_split(source: str | Path, train_manifest: Mapping, *, workers: int | None = None,
+def stream_test_split(source: str | Path, train_manifest: Manifest, *, workers: int | None = None,
                       columns: Sequence[str] | None = None) -> ExampleStream:
     """The test split of the download ``source`` as an ExampleStream matching the train records of
     ``train_manifest``: their image size, resize and JPEG settings, and their categorical code tables.
@@ -468,99 +911,93 @@ def stream_test_split(source: str | Path, train_manifest: Mapping, *, workers: i
     unlike records written for any later run, a stream serves one run, and ISIC 2024's 41 columns cost
     about as much to serialize and parse as a small image does to prepare."""
     src = sources.load_source(source, test=True)
-    if src.layout != train_manifest.get("layout"):
-        raise KitError(f"{source}: a {src.layout} download, but the run trained on {train_manifest.get('layout')} "
-                       "records")
-    meta = train_manifest.get("metadata") or {}
+    if src.layout != train_manifest.layout:
+        raise KitError(f"{source}: a {src.layout} download, but the run trained on {train_manifest.layout} records")
+    meta = train_manifest.metadata
     # codes as in training: a category's index must mean the same thing in train and test
-    src.categories = {c: list(codes) for c, codes in (meta.get("categorical") or {}).items()}
+    src.categories = {c: list(codes) for c, codes in meta.categorical.items()}
     wanted = set(src.table.columns) if columns is None else set(columns) & set(src.table.columns)
-    src.numeric = [c for c in meta.get("numeric", []) if c in wanted]
+    src.numeric = [c for c in meta.numeric if c in wanted]
     src.categorical = [c for c in src.categories if c in wanted]
     table = src.table.reset_index(drop=True).assign(fold=-1)
-    keep = ("image_size", "classes", "n_classes", "id_name", "layout", "competition")
-    manifest = {**{k: train_manifest[k] for k in keep if k in train_manifest},
-                "split": "test", "labelled": False, "count": len(table), "folds": {}, "source": str(source),
-                "metadata": {"numeric": src.numeric, "categorical": {c: src.categories[c] for c in src.categorical}},
-                "encoding": train_manifest.get("encoding") or {"resize": "crop", "quality": imaging.JPEG_QUALITY}}
+    kept = MetadataColumns(tuple(src.numeric), {c: meta.categorical[c] for c in src.categorical})
+    manifest = _test_manifest(train_manifest, str(source), len(table), kept)
     return ExampleStream(_worker_rows(table, src), manifest, workers or os.cpu_count() or 1)
 
 
-def _manifest(src, written, table, split, size, n_folds, seed, shard_names, shard_of_row, skipped, digests,
-              resize, quality, source_path, train_dups) -> dict:
-    folds_info = kfolds.fold_summary(written, src.classes)
-    for key, info in folds_info.items():
+def _manifest(src: sources.Source, written: pd.DataFrame, table: pd.DataFrame, split: str, size: int, n_folds: int,
+              seed: int, shard_names: list[str], shard_of_row: np.ndarray, skipped: list[dict], digests: Sequence[str],
+              encoding: Encoding, source_path: str | None, train_dups: list[dict] | None) -> Manifest:
+    folds: dict[int, FoldInfo] = {}
+    for key, info in kfolds.fold_summary(written, src.classes).items():
         rows = written.index[written["fold"] == int(key)]
-        info["shards"] = sorted({shard_names[int(s)] for s in shard_of_row[rows]})
+        folds[int(key)] = FoldInfo(images=info["images"], groups=info["groups"], positives=info.get("positives"),
+                                   class_counts=info.get("class_counts"),
+                                   shards=tuple(sorted({shard_names[int(s)] for s in shard_of_row[rows]})))
     by_digest: dict[str, list[str]] = {}
     for d, name in zip(digests, table["image_name"]):
         if d:
             by_digest.setdefault(d, []).append(str(name))
-    duplicates = [names for names in by_digest.values() if len(names) > 1]
     stats = {}
     for c in src.numeric:
         v = written[c].to_numpy(dtype=np.float64)
         ok = v[~np.isnan(v)]
-        stats[c] = {"mean": float(ok.mean()) if ok.size else 0.0, "std": float(ok.std()) if ok.size else 0.0,
-                    "missing": int(np.isnan(v).sum())}
-    # Only a test split can hold images of the train split; null there means nothing to compare with.
-    test_only = {"train_duplicates": train_dups} if split == "test" else {}
+        stats[c] = ColumnStats(mean=float(ok.mean()) if ok.size else 0.0, std=float(ok.std()) if ok.size else 0.0,
+                               missing=int(np.isnan(v).sum()))
     comp = competitions.identify(src.layout, src.classes)
-    return {
-        "competition": comp.name if comp else None,  # kit.competitions: the metric, submission, notebook
-        "layout": src.layout,
-        "train_only_columns": list(src.train_only),  # in train, not in test: never metadata inputs
-        "source": source_path or src.root,
-        "split": split,
-        "image_size": int(size),
-        "classes": list(src.classes),
-        "n_classes": len(src.classes),
-        "id_name": src.id_name,
-        "labelled": bool(src.labelled),
-        "n_folds": int(n_folds),
-        "fold_seed": int(seed) if n_folds else None,
-        "folds": folds_info,
-        "shards": list(shard_names),
-        "count": int(len(written)),
-        "metadata": {
-            "numeric": list(src.numeric),
-            "categorical": {c: list(src.categories.get(c, [])) for c in src.categorical},
-            "numeric_stats": stats,
-        },
-        "encoding": {"format": "jpeg", "quality": int(quality), "resize": resize, "resample": "bicubic",
-                     "channels": 3},
-        "duplicates": duplicates,
-        **test_only,
-        "skipped": skipped,
-        "kit_version": kit.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return Manifest(
+        competition=comp.name if comp else None,
+        layout=src.layout,
+        train_only_columns=tuple(src.train_only),
+        source=source_path or src.root,
+        split=split,
+        image_size=int(size),
+        classes=tuple(src.classes),
+        n_classes=len(src.classes),
+        id_name=src.id_name,
+        labelled=bool(src.labelled),
+        n_folds=int(n_folds),
+        fold_seed=int(seed) if n_folds else None,
+        folds=folds,
+        shards=tuple(shard_names),
+        count=int(len(written)),
+        metadata=MetadataColumns(numeric=tuple(src.numeric),
+                                 categorical={c: tuple(src.categories.get(c, [])) for c in src.categorical},
+                                 numeric_stats=stats),
+        encoding=encoding,
+        duplicates=tuple(tuple(names) for names in by_digest.values() if len(names) > 1),
+        # null in a test split's manifest: no train split to compare with
+        train_duplicates=None if train_dups is None else tuple(TrainDuplicate(**d) for d in train_dups),
+        skipped=tuple(SkippedImage(str(s["path"]), str(s["reason"])) for s in skipped),
+        kit_version=kit.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
-def format_summary(manifest: Mapping) -> str:
+def format_summary(manifest: Manifest) -> str:
     """Per-fold table of a manifest: images, groups, and positives or class counts."""
     m = manifest
-    lines = [f"{m['split']}: {m['count']} images, {len(m['shards'])} shards, {m['image_size']}x{m['image_size']} px, "
-             f"layout {m['layout']}, classes {', '.join(m['classes']) or '-'}"
-             + (f", {m['n_folds']} folds (seed {m['fold_seed']})" if m.get("n_folds") else "")]
-    binary = m.get("n_classes") == 2
-    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if binary else 'class counts'}")
-    for key, f in m["folds"].items():
-        if "positives" in f:
-            label = f"{f['positives']} ({f['positives'] / max(1, f['images']):.1%})"
-        elif "class_counts" in f:
-            label = " ".join(f"{c}:{n}" for c, n in f["class_counts"].items())
+    lines = [f"{m.split}: {m.count} images, {len(m.shards)} shards, {m.image_size}x{m.image_size} px, "
+             f"layout {m.layout}, classes {', '.join(m.classes) or '-'}"
+             + (f", {m.n_folds} folds (seed {m.fold_seed})" if m.n_folds else "")]
+    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if m.n_classes == 2 else 'class counts'}")
+    for key, f in m.folds.items():
+        if f.positives is not None:
+            label = f"{f.positives} ({f.positives / max(1, f.images):.1%})"
+        elif f.class_counts is not None:
+            label = " ".join(f"{c}:{n}" for c, n in f.class_counts.items())
         else:
             label = "-"
-        lines.append(f"{key:>5} {f['images']:>7} {f.get('groups', '-'):>7}  {label}")
-    if m.get("duplicates"):
-        where = "within the test split" if m.get("split") == "test" else "kept in one fold each"
-        lines.append(f"{len(m['duplicates'])} set(s) of byte-identical images {where}")
-    if m.get("skipped"):
-        lines.append(f"skipped {len(m['skipped'])} bad image(s), listed in manifest.json; first: "
-                     f"{m['skipped'][0]['path']}: {m['skipped'][0]['reason']}")
-    if m.get("train_only_columns"):
-        cols = m["train_only_columns"]
+        groups = "-" if f.groups is None else f.groups
+        lines.append(f"{key:>5} {f.images:>7} {groups:>7}  {label}")
+    if m.duplicates:
+        where = "within the test split" if m.split == "test" else "kept in one fold each"
+        lines.append(f"{len(m.duplicates)} set(s) of byte-identical images {where}")
+    if m.skipped:
+        lines.append(f"skipped {len(m.skipped)} bad image(s), listed in manifest.json; first: "
+                     f"{m.skipped[0].path}: {m.skipped[0].reason}")
+    if m.train_only_columns:
+        cols = m.train_only_columns
         lines.append(f"{len(cols)} train-only column(s) left out of the metadata (not in the test CSV): "
                      + ", ".join(cols))
     line = _train_duplicates_line(m)
@@ -569,11 +1006,11 @@ def format_summary(manifest: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _train_duplicates_line(m: Mapping) -> str:
+def _train_duplicates_line(m: Manifest) -> str:
     """The summary's line on test images byte-identical to training images ("" when there is nothing to say)."""
-    if m.get("split") != "test" or "train_duplicates" not in m:
+    if m.split != "test":
         return ""
-    dups = m["train_duplicates"]
+    dups = m.train_duplicates
     if dups is None:
         return "note: no train split found beside this test split; test images not compared with training images"
     if not dups:
@@ -581,9 +1018,9 @@ def _train_duplicates_line(m: Mapping) -> str:
     first = dups[0]
     n = len(dups)
     what = ("scores on this labelled test split overstate the model (kit predict also scores without them)"
-            if m.get("labelled") else "leaderboard scores on them overstate the model")
+            if m.labelled else "leaderboard scores on them overstate the model")
     return (f"warning: {n} test image{'s are' if n != 1 else ' is'} byte-identical to training images "
-            f"(first: test {first['image_name']} = train {first['train_image_name']}); {what}")
+            f"(first: test {first.image_name} = train {first.train_image_name}); {what}")
 
 
 # --- reader --------------------------------------------------------------------------------------
@@ -592,10 +1029,7 @@ _PUBLIC_META_NUMERIC = ["age_approx"]
 _PUBLIC_META_CATEGORICAL = ["sex", "anatom_site_general_challenge"]
 
 
-MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
-
-
-def read_manifest(folder: str | Path, split: str | None = None) -> dict:
+def read_manifest(folder: str | Path, split: str | None = None) -> Manifest:
     """The manifest of a records folder; for public SIIM-ISIC TFRecords, one built from shard names.
 
     A public folder can hold ``train*.tfrec`` and ``test*.tfrec`` together: ``split`` picks one
@@ -607,15 +1041,10 @@ def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     path = folder / "manifest.json"
     if path.is_file():
         try:
-            manifest = json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise KitError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(manifest, dict):
-            raise KitError(f"{path}: not a kit manifest (a JSON {type(manifest).__name__}, not an object)")
-        missing = [k for k in MANIFEST_KEYS if k not in manifest]
-        if missing:
-            raise KitError(f"{path}: not a kit manifest (no {missing[0]!r}); write the records again")
-        return manifest
+        return Manifest.from_json(data, path)
     if not folder.is_dir():
         raise KitError(f"{folder}: no such records folder")
     by_split: dict[str, list[Path]] = {}
@@ -632,7 +1061,7 @@ def read_manifest(folder: str | Path, split: str | None = None) -> dict:
     return _public_manifest(folder, split, by_split[split])
 
 
-def _public_manifest(folder: Path, split: str, shards: list[Path]) -> dict:
+def _public_manifest(folder: Path, split: str, shards: list[Path]) -> Manifest:
     first = next(iter(tf.data.TFRecordDataset(str(shards[0])).take(1)), None)
     if first is None:
         raise KitError(f"{shards[0]}: empty shard")
@@ -649,37 +1078,20 @@ def _public_manifest(folder: Path, split: str, shards: list[Path]) -> dict:
     labelled = "target" in fields
     names = [p.name for p in shards]
     if split == "train":
-        folds = {str(parse_shard_name(n)[1]): {"images": parse_shard_name(n)[2], "shards": [n]} for n in names}
+        folds = {parse_shard_name(n)[1]: FoldInfo(images=parse_shard_name(n)[2], shards=(n,)) for n in names}
         n_folds = len(folds)
     else:
-        folds = {"-1": {"images": count_data_items(names), "shards": names}}
+        folds = {-1: FoldInfo(images=count_data_items(names), shards=tuple(names))}
         n_folds = 0
-    return {
-        "format": PUBLIC_FORMAT,
-        "public_fields": fields,
-        "layout": "siim",
-        "source": str(folder.resolve()),
-        "split": split,
-        "image_size": int(shape[0]),
-        "classes": ["benign", "malignant"],
-        "n_classes": 2,
-        "id_name": "image_name",
-        "labelled": labelled,
-        "n_folds": n_folds,
-        "fold_seed": None,
-        "folds": folds,
-        "shards": names,
-        "count": count_data_items(names),
+    return Manifest(
+        format=PUBLIC_FORMAT, public_fields=fields, layout="siim", source=str(folder.resolve()), split=split,
+        image_size=int(shape[0]), classes=("benign", "malignant"), n_classes=2, id_name="image_name",
+        labelled=labelled, n_folds=n_folds, folds=folds, shards=tuple(names), count=count_data_items(names),
         # Codes are the public set's own label encodings; their value tables are not in the files.
-        "metadata": {
-            "numeric": [c for c in _PUBLIC_META_NUMERIC if c in fields],
-            "categorical": {c: [] for c in _PUBLIC_META_CATEGORICAL if c in fields},
-            "numeric_stats": {},
-        },
-        "encoding": {"format": "jpeg"},
-        "duplicates": [],
-        "skipped": [],
-    }
+        metadata=MetadataColumns(numeric=tuple(c for c in _PUBLIC_META_NUMERIC if c in fields),
+                                 categorical={c: () for c in _PUBLIC_META_CATEGORICAL if c in fields}),
+        encoding=Encoding(),
+    )
 
 
 def list_shards(folder: str | Path, folds: Iterable[int] | None = None, split: str | None = None) -> list[Path]:
@@ -687,15 +1099,9 @@ def list_shards(folder: str | Path, folds: Iterable[int] | None = None, split: s
     folder = Path(folder)
     manifest = read_manifest(folder, split)
     if folds is None:
-        names = list(manifest["shards"])
+        names = list(manifest.shards)
     else:
-        names = []
-        for f in folds:
-            info = manifest["folds"].get(str(int(f)))
-            if info is None:
-                known = ", ".join(manifest["folds"])
-                raise KitError(f"{folder}: no fold {f} in the records (folds: {known})")
-            names += info["shards"]
+        names = [name for f in folds for name in manifest.fold(f, folder).shards]
     paths = sorted((folder / n for n in set(names)), key=lambda p: p.name)
     for p in paths:
         if not p.is_file():
@@ -708,7 +1114,7 @@ def load_dataset(
     *,
     ordered: bool = True,
     decode: bool = True,
-    manifest: Mapping | None = None,
+    manifest: Manifest | None = None,
 ) -> tf.data.Dataset:
     """A dataset of dicts (image, image_name, target, fold, group, metadata) from record shards.
 
@@ -727,13 +1133,13 @@ def load_dataset(
             raise KitError("load_dataset: no shards given")
     if manifest is None:
         manifest = read_manifest(Path(paths[0]).parent, parse_shard_name(paths[0])[0])
-    public = manifest.get("format") == PUBLIC_FORMAT
-    size = manifest.get("image_size")
-    numeric = list(manifest.get("metadata", {}).get("numeric", []))
-    categorical = list(manifest.get("metadata", {}).get("categorical", {}))
+    public = manifest.public
+    size = manifest.image_size
+    numeric = list(manifest.metadata.numeric)
+    categorical = list(manifest.metadata.categorical)
     if public:
         types = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
-        spec = {k: tf.io.FixedLenFeature([], types[v]) for k, v in manifest["public_fields"].items()}
+        spec = {k: tf.io.FixedLenFeature([], types[v]) for k, v in manifest.public_fields.items()}
         folds = [parse_shard_name(p)[1] if parse_shard_name(p)[0] == "train" else -1 for p in paths]
     else:
         spec = feature_spec(numeric, categorical)
@@ -787,7 +1193,7 @@ def interleave_shards(files: tf.data.Dataset, read: Any, n_files: int) -> tf.dat
 
 
 def read_metadata(folder: str | Path, split: str | None = None, *,
-                  train_manifest: Mapping | None = None) -> tuple[pd.DataFrame, dict]:
+                  train_manifest: Manifest | None = None) -> tuple[pd.DataFrame, Manifest]:
     """(table, manifest) of a records folder without its images: image_name, target, fold, group, then metadata.
 
     Rows are in record order (shards by name). Numeric metadata is float64 with NaN for missing;
@@ -801,10 +1207,9 @@ def read_metadata(folder: str | Path, split: str | None = None, *,
             and not any(folder.glob("*.tfrec"))):
         return _download_metadata(folder, train_manifest)
     manifest = read_manifest(folder, split)
-    paths = list_shards(folder, split=manifest.get("split"))
-    meta = manifest.get("metadata", {})
-    numeric = list(meta.get("numeric", []))
-    categorical = dict(meta.get("categorical", {}))
+    paths = list_shards(folder, split=manifest.split)
+    numeric = list(manifest.metadata.numeric)
+    categorical = dict(manifest.metadata.categorical)
     keep = ("image_name", "target", "fold", "group", *numeric, *categorical)
     ds = load_dataset(paths, decode=False, manifest=manifest).map(lambda ex: {k: ex[k] for k in keep}).batch(8192)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keep}
@@ -832,23 +1237,30 @@ def read_metadata(folder: str | Path, split: str | None = None, *,
     return table, manifest
 
 
-def _download_metadata(source: Path, train_manifest: Mapping) -> tuple[pd.DataFrame, dict]:
+def _download_metadata(source: Path, train_manifest: Manifest) -> tuple[pd.DataFrame, Manifest]:
     """The test split of a download as ``read_metadata`` returns records: only the train records' metadata
     columns that the test split has, categories coded by the train records' tables."""
     src = sources.load_source(source, test=True)
-    if src.layout != train_manifest.get("layout"):
-        raise KitError(f"{source}: a {src.layout} download, but the train records are {train_manifest.get('layout')}")
-    meta = train_manifest.get("metadata") or {}
+    if src.layout != train_manifest.layout:
+        raise KitError(f"{source}: a {src.layout} download, but the train records are {train_manifest.layout}")
+    meta = train_manifest.metadata
     t = src.table.reset_index(drop=True)
     table = pd.DataFrame({"image_name": t["image_name"].astype(str), "target": np.full(len(t), -1, np.int64),
                           "fold": np.full(len(t), -1, np.int64), "group": t["group"].astype(str)})
-    numeric = [c for c in meta.get("numeric", []) if c in t.columns]
-    categorical = {c: list(codes) for c, codes in (meta.get("categorical") or {}).items() if c in t.columns}
+    numeric = tuple(c for c in meta.numeric if c in t.columns)
+    categorical = {c: codes for c, codes in meta.categorical.items() if c in t.columns}
     for c in numeric:
         table[c] = t[c].to_numpy(np.float64)
     for c, codes in categorical.items():
-        table[c] = pd.Categorical(t[c].to_numpy(dtype=object), categories=codes)
-    keep = ("image_size", "classes", "n_classes", "id_name", "layout", "competition")
-    manifest = {**{k: train_manifest[k] for k in keep if k in train_manifest}, "split": "test", "count": len(t),
-                "source": str(source), "metadata": {"numeric": numeric, "categorical": categorical}}
+        table[c] = pd.Categorical(t[c].to_numpy(dtype=object), categories=list(codes))
+    manifest = _test_manifest(train_manifest, str(source), len(t), MetadataColumns(numeric, categorical))
     return table, manifest
+
+
+def _test_manifest(train: Manifest, source: str, count: int, metadata: MetadataColumns) -> Manifest:
+    """A test split's manifest for a download read without records: the train records' size, classes, id and
+    competition, with the test split's own count and metadata columns."""
+    return Manifest(image_size=train.image_size, shards=(), split="test", layout=train.layout,
+                    competition=train.competition, source=source, classes=train.classes, n_classes=train.n_classes,
+                    id_name=train.id_name, labelled=False, count=count, metadata=metadata,
+                    encoding=train.encoding or Encoding())

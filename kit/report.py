@@ -36,13 +36,16 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from kit import competitions, fsutil, metrics, plots
 from kit.errors import KitError
+
+if TYPE_CHECKING:  # kit.records is imported where records are read
+    from kit import records
 
 # --- leaderboard sizes (the registry can absorb this table) ---------------------------------------
 
@@ -55,7 +58,7 @@ from kit.errors import KitError
 DEFAULT_LEADERBOARD = "siim"  # the registry row whose sizes stand in for a download of unknown origin
 
 
-def leaderboard_sizes(manifest: Mapping[str, Any] | None, public: int | None = None,
+def leaderboard_sizes(manifest: "records.Manifest | None", public: int | None = None,
                       private: int | None = None) -> tuple[int, int, str]:
     """(public, private, where the sizes come from): given sizes win, then the records' competition's row of
     the registry (kit.competitions), then SIIM-ISIC's."""
@@ -65,11 +68,11 @@ def leaderboard_sizes(manifest: Mapping[str, Any] | None, public: int | None = N
         if public < 0 or private < 1:
             raise KitError(f"--public/--private: expects public >= 0 and private >= 1, got {public} and {private}")
         return int(public), int(private), "given (--public/--private)"
-    comp = competitions.of_manifest(manifest or {})
+    comp = competitions.of_manifest(manifest) if manifest is not None else None
     if comp is not None and comp.leaderboard:
         return comp.leaderboard[0], comp.leaderboard[1], comp.title
     default = competitions.get(DEFAULT_LEADERBOARD)
-    what = comp.title if comp else f"layout {(manifest or {}).get('layout') or 'unknown'}"
+    what = comp.title if comp else f"layout {(manifest.layout if manifest is not None else '') or 'unknown'}"
     return (default.leaderboard[0], default.leaderboard[1],
             f"{default.title} (default for {what}; pass --public N --private N)")
 
@@ -137,7 +140,7 @@ class RunData:
     classes: list[str]
     metric: str
     records: Path | None
-    manifest: dict | None
+    manifest: "records.Manifest | None"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -160,7 +163,8 @@ def _read_json(path: Path) -> dict:
 
 
 def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = None) -> RunData:
-    """Read config.toml, cv.json, oof.csv and the records' manifest.json of ``run`` (no TensorFlow)."""
+    """Read config.toml, cv.json, oof.csv and the records' manifest.json of ``run`` (no TensorFlow, unless the run
+    trained on public SIIM-ISIC TFRecords: their image size is read from their first record)."""
     run = Path(run)
     if not run.is_dir():
         raise KitError(f"{run}: no such run folder")
@@ -179,14 +183,14 @@ def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = No
         notes.append(f"{oof_path}: missing, so no curves, mistakes, Grad-CAM or shake-up")
     pred_cols = [c for c in (oof.columns if oof is not None else []) if c.startswith("pred_")]
     classes = [str(c) for c in config.get("classes", [])] or [c[len("pred_"):] for c in pred_cols] or ["0", "1"]
-    metric = str(cv.get("metric") or competitions.metric_of({"classes": classes}))
+    metric = str(cv.get("metric") or competitions.default_metric(len(classes)))
     folder = Path(records) if records else (Path(config["records"]) if config.get("records") else None)
     manifest = None
-    if folder is not None and (folder / "manifest.json").is_file():
-        manifest = _read_json(folder / "manifest.json")
-    elif folder is not None and any(folder.glob("train*.tfrec")):
-        # the public SIIM-ISIC TFRecords carry no manifest (kit.records reads them by shard names)
-        manifest = {"layout": "siim", "source": str(folder), "format": "public SIIM-ISIC TFRecords"}
+    if folder is not None and ((folder / "manifest.json").is_file() or any(folder.glob("train*.tfrec"))):
+        from kit import records
+
+        # the public SIIM-ISIC TFRecords carry no manifest: kit.records builds one from their shard names
+        manifest = records.read_manifest(folder, "train")
     elif folder is not None:
         notes.append(f"{folder}: records not found (moved? pass --records DIR), so no thumbnails, groups or Grad-CAM")
         folder = None
@@ -544,13 +548,14 @@ def _records_section(data: RunData) -> str:
     where = data.records or data.config.get("records", "")
     if m is None:
         return _section("records", "Records", _note(f"records {where}: not found; the run trained on them"))
-    info = [("folder", str(where)), ("source", m.get("source", "")), ("layout", m.get("layout", "")),
-            ("image size", m.get("image_size", "")), ("classes", ", ".join(map(str, m.get("classes", [])))),
-            ("images", m.get("count", "")), ("fold seed", m.get("fold_seed", ""))]
+    info = [("folder", str(where)), ("source", m.source), ("layout", m.layout), ("image size", m.image_size),
+            ("classes", ", ".join(m.classes)), ("images", m.count),
+            ("fold seed", "" if m.fold_seed is None else m.fold_seed)]
     rows = []
-    for k, f in sorted(m.get("folds", {}).items(), key=lambda kv: int(kv[0])):
-        counts = f.get("positives", f.get("class_counts", ""))
-        rows.append([k, f.get("images", ""), f.get("groups", ""), json.dumps(counts) if isinstance(counts, (dict, list)) else counts])
+    for k in m.fold_ids:
+        f = m.folds[k]
+        counts = json.dumps(f.class_counts) if f.class_counts is not None else f.positives
+        rows.append([k, f.images, "" if f.groups is None else f.groups, "" if counts is None else counts])
     body = _table(["", ""], info, "kv") + _table(["fold", "images", "groups", "positives / class counts"], rows)
     return _section("records", "Records it trained on", body)
 

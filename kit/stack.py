@@ -39,7 +39,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,9 @@ from kit import competitions, fsutil, metrics
 from kit.blend import blend_arrays, fit_weights, load_oof
 from kit.errors import KitError
 from kit.submission import IdIndex, make_submission, read_submission, read_table, write_submission
+
+if TYPE_CHECKING:  # kit.records is imported where the records are read
+    from kit import records
 
 MODEL_KINDS = ("lightgbm", "catboost", "xgboost")
 _MODULE = {"lightgbm": "lightgbm", "catboost": "catboost", "xgboost": "xgboost"}
@@ -317,11 +320,10 @@ _FITTERS: dict[str, tuple[Callable, Callable, Callable, Callable]] = {
 # --- features --------------------------------------------------------------------------------------
 
 
-def train_only_columns(train_metadata: Mapping[str, Any], test_metadata: Mapping[str, Any]) -> list[str]:
+def train_only_columns(train_metadata: "records.MetadataColumns", test_metadata: "records.MetadataColumns") -> list[str]:
     """Metadata columns of the train records that the test records lack: never features (ISIC 2024 ships 11)."""
-    test = set(test_metadata.get("numeric", [])) | set(test_metadata.get("categorical", {}))
-    cols = list(train_metadata.get("numeric", [])) + list(train_metadata.get("categorical", {}))
-    return [c for c in cols if c not in test]
+    test = set(test_metadata.columns)
+    return [c for c in train_metadata.columns if c not in test]
 
 
 def _group_order(codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -545,12 +547,12 @@ def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classe
     return values
 
 
-def _metadata_columns(train_manifest: dict, test_manifest: dict | None, drop: Sequence[str],
-                      log: Callable[[str], None]) -> tuple[list[str], list[str]]:
-    meta = train_manifest.get("metadata", {})
-    numeric, categorical = list(meta.get("numeric", [])), list(meta.get("categorical", {}))
+def _metadata_columns(train_manifest: "records.Manifest", test_manifest: "records.Manifest | None",
+                      drop: Sequence[str], log: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    meta = train_manifest.metadata
+    numeric, categorical = list(meta.numeric), list(meta.categorical)
     if test_manifest is not None:
-        gone = train_only_columns(meta, test_manifest.get("metadata", {}))
+        gone = train_only_columns(meta, test_manifest.metadata)
         if gone:
             log(f"train-only columns, never features: {', '.join(gone)}")
         numeric = [c for c in numeric if c not in gone]
@@ -666,7 +668,8 @@ def _write_run(folder: Path, oof: pd.DataFrame, metric: str, per: dict[str, floa
 
 
 def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
-          tables: tuple[pd.DataFrame, dict, pd.DataFrame | None, dict | None] | None = None) -> StackResult:
+          tables: "tuple[pd.DataFrame, records.Manifest, pd.DataFrame | None, records.Manifest | None] | None" = None,
+          ) -> StackResult:
     """Fit the second stage on the records' folds and write its run folder (and submission); see the module doc.
 
     ``tables``: the (train, manifest, test, test manifest) that ``records.read_metadata`` returns, for a caller
@@ -694,7 +697,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
                                if cfg.test_records else (None, None))
     else:
         train, manifest, test, test_manifest = tables
-    if manifest.get("split", "train") != "train" or (train["fold"] < 0).all():
+    if manifest.split != "train" or (train["fold"] < 0).all():
         raise KitError(f"{cfg.records}: holds test records (fold -1); give the train records to --records")
     if (train["target"] < 0).any():
         raise KitError(f"{cfg.records}: unlabelled records (target -1); the stack trains on labelled records")
@@ -702,7 +705,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
     if len(np.unique(folds)) < 3:
         raise KitError(f"{cfg.records}: {len(np.unique(folds))} folds; the stack needs at least 3 (one scored, one to "
                        "stop the trees on, the rest to fit)")
-    classes = [str(c) for c in manifest.get("classes", [])] or ["0", "1"]
+    classes = list(manifest.classes) or ["0", "1"]
     n_classes = max(2, len(classes))
     y = train["target"].to_numpy(np.int64)
     index = IdIndex(train["image_name"].to_numpy().astype(bytes), cfg.records)
@@ -773,7 +776,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
                        trees_of, {"model": kind})
             if ptest is not None:
                 write_submission(make_submission(test["image_name"].tolist(), ptest, classes, None,
-                                                 manifest.get("id_name") or "image_name"), kind_dir / "submission.csv")
+                                                 manifest.id_name), kind_dir / "submission.csv")
             kind_pred[kind], kind_test[kind], kind_score[kind] = pred, ptest, overall
             total = sum(imp.values()) or 1.0
             importance[kind] = {k: v / total for k, v in imp.items()}
@@ -808,7 +811,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         if test is not None:
             sample = read_submission(cfg.sample_submission) if cfg.sample_submission else None
             frame = make_submission(test["image_name"].tolist(), ptest, classes, sample,
-                                    manifest.get("id_name") or "image_name")
+                                    manifest.id_name)
             write_submission(frame, tmp / "submission.csv")
             sub_path = out / "submission.csv"
     if test is not None and cfg.submission:

@@ -298,12 +298,12 @@ class _Checkpoints(keras.callbacks.Callback):
 
 
 def chosen_meta_columns(names: Sequence[str], numeric: Sequence[str], categorical: Mapping[str, int],
-                        manifest: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], dict[str, int]]:
+                        manifest: records.Manifest, where: str) -> tuple[tuple[str, ...], dict[str, int]]:
     """The metadata inputs a user named, in the records' order; KitError naming a column that is not one.
 
     A column in the train download but not the test one (ISIC 2024's diagnosis, biopsy results, lesion
     id) is refused with its reason: it would score well in CV and be missing when predicting."""
-    train_only = set(manifest.get("train_only_columns") or ())
+    train_only = set(manifest.train_only_columns)
     known = [*numeric, *categorical]
     for name in names:
         if name in train_only:
@@ -316,7 +316,7 @@ def chosen_meta_columns(names: Sequence[str], numeric: Sequence[str], categorica
     return tuple(c for c in numeric if c in wanted), {c: n for c, n in categorical.items() if c in wanted}
 
 
-def resolve(cfg: Config) -> tuple[Config, dict]:
+def resolve(cfg: Config) -> tuple[Config, records.Manifest]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns."""
     if not cfg.records:
         raise KitError("records: no records folder given (--records DIR)")
@@ -328,13 +328,13 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"{folder}: records folder not found")
     manifest = records.read_manifest(folder, "train")
     where = f"{folder / 'manifest.json'}"
-    if not manifest.get("labelled", True) or manifest.get("split") == "test":
+    if not manifest.labelled or manifest.split == "test":
         raise KitError(f"{where}: these are test records (unlabelled); train on the train split")
-    size = int(manifest["image_size"])
+    size = manifest.image_size
     if cfg.size and cfg.size != size:
         raise KitError(f"{where}: image_size is {size} but size {cfg.size} was asked; write records at "
                        f"{cfg.size} px (kit records --size {cfg.size}) or leave size out")
-    available = sorted(int(k) for k in manifest["folds"])
+    available = manifest.fold_ids
     if len(available) < 2:
         raise KitError(f"{where}: {len(available)} fold(s); k-fold training needs at least 2")
     folds = tuple(cfg.folds) or tuple(available)
@@ -345,8 +345,8 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
         raise KitError(f"folds: fold {missing[0]} is not in {where} (folds there: "
                        f"{','.join(map(str, available))})")
     for k in folds:
-        info = manifest["folds"][str(k)]
-        if "positives" in info and int(manifest.get("n_classes", 2)) <= 2 and info["positives"] in (0, info["images"]):
+        info = manifest.folds[k]
+        if info.positives is not None and manifest.n_classes <= 2 and info.positives in (0, info.images):
             raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
                            f"with fewer folds")
     known = backbones.list_models()
@@ -361,26 +361,24 @@ def resolve(cfg: Config) -> tuple[Config, dict]:
     pipeline.resolve_augment(cfg.augment, cfg.augment_options)
     if cfg.epoch_positives and not cfg.oversample:
         raise KitError("epoch_positives: needs oversample, the positives' share of each epoch (e.g. 0.2 for 1:4)")
-    meta = manifest.get("metadata") or {}
-    numeric = tuple(meta.get("numeric") or ())
+    meta = manifest.metadata
+    numeric = meta.numeric
     # public SIIM records carry codes without their tables: those columns cannot be one-hot encoded
-    categorical = {c: len(codes) for c, codes in (meta.get("categorical") or {}).items() if codes}
+    categorical = {c: len(codes) for c, codes in meta.categorical.items() if codes}
     if cfg.meta_columns:
         cfg = cfg.replace(meta=True)  # naming the columns asks for them
         numeric, categorical = chosen_meta_columns(cfg.meta_columns, numeric, categorical, manifest, where)
     if cfg.meta and not (numeric or categorical):
         raise KitError(f"{where}: meta was asked but the records hold no metadata columns")
-    stats = {c: [float(v.get("mean", 0.0)), float(v.get("std", 1.0))]
-             for c, v in (meta.get("numeric_stats") or {}).items() if c in numeric}
-    classes = tuple(str(c) for c in manifest["classes"])
+    stats = {c: [v.mean, v.std] for c, v in meta.numeric_stats.items() if c in numeric}
+    classes = manifest.classes
     metric = cfg.metric or competitions.metric_of(manifest)
     if metric not in metrics.METRICS:
         raise KitError(f"metric: unknown metric {metric!r} (known: {', '.join(metrics.METRICS)})")
     resolved = cfg.replace(
         metric=metric, competition=comp.name if comp else "",
         secondary_metrics=list(comp.secondary) if comp and not cfg.metric else list(cfg.secondary_metrics),
-        size=size, folds=list(folds), n_classes=int(manifest.get("n_classes", len(classes))), classes=list(classes),
-        id_name=str(manifest.get("id_name", "image_name")),
+        size=size, folds=list(folds), n_classes=manifest.n_classes, classes=list(classes), id_name=manifest.id_name,
         meta_numeric=list(numeric) if cfg.meta else [], meta_categorical=categorical if cfg.meta else {},
         meta_stats=stats if cfg.meta else {},
     )
@@ -392,28 +390,21 @@ def _imagenet(model: str) -> bool:
     return model in backbones.BACKBONES and backbones.is_imagenet_family(model)
 
 
-def _class_weights(cfg: Config, manifest: dict, train_folds: Sequence[int]) -> dict[int, float] | None:
+def _class_weights(cfg: Config, manifest: records.Manifest, train_folds: Sequence[int]) -> dict[int, float] | None:
     if cfg.class_weight == "none":
         return None
     counts = np.zeros(max(cfg.n_classes, 2))
     for k in train_folds:
-        info = manifest["folds"][str(k)]
+        info = manifest.folds[k]
         key = "positives" if cfg.binary else "class_counts"
-        if key not in info:
+        if getattr(info, key) is None:
             raise KitError(f"{cfg.records}: manifest.json has no {key} for fold {k}; class_weight balanced needs them")
         if cfg.binary:
-            counts += [info["images"] - info["positives"], info["positives"]]
+            counts += [info.images - info.positives, info.positives]
         else:
-            counts += _class_count_vector(info["class_counts"], cfg.classes)
+            counts += [float(info.class_counts.get(str(c), 0)) for c in cfg.classes]
     n, present = counts.sum(), counts > 0
     return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
-
-
-def _class_count_vector(counts: Any, classes: Sequence[str]) -> np.ndarray:
-    """A manifest's per-fold class counts ({class name: n}, as kit's writer stores them, or a list) as a vector."""
-    if isinstance(counts, dict):
-        return np.asarray([float(counts.get(str(c), 0)) for c in classes])
-    return np.asarray(counts, float)
 
 
 # --- one fold --------------------------------------------------------------------------------------
@@ -527,17 +518,17 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
         return None
 
 
-def train_fold(cfg: Config, fold: int, run: Path, manifest: dict, acc: Any, *, resume: bool = False,
+def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, acc: Any, *, resume: bool = False,
                log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
     """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
     folder, fdir = Path(cfg.records), run / f"fold{fold}"
     fdir.mkdir(parents=True, exist_ok=True)
-    others = [int(k) for k in manifest["folds"] if int(k) != fold]
+    others = [k for k in manifest.fold_ids if k != fold]
     train_paths = records.list_shards(folder, others, split="train")
     valid_paths = records.list_shards(folder, [fold], split="train")
     batch = acc.global_batch(cfg.batch)
     n_train, n_valid = records.count_data_items(train_paths), records.count_data_items(valid_paths)
-    steps = epoch_steps(cfg, n_train, sum(int(manifest["folds"][str(k)].get("positives", 0)) for k in others), batch)
+    steps = epoch_steps(cfg, n_train, sum(manifest.folds[k].positives or 0 for k in others), batch)
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
@@ -855,7 +846,8 @@ def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: flo
     acc = strategy.get_strategy(cfg.strategy)
     folder, out = Path(cfg.records), Path(cfg.out)
     fold = cfg.folds[0]
-    paths = records.list_shards(folder, [int(k) for k in manifest["folds"] if int(k) != fold], split="train")
+    others = [k for k in manifest.fold_ids if k != fold]
+    paths = records.list_shards(folder, others, split="train")
     batch = acc.global_batch(cfg.batch)
     lrs = np.geomspace(lr_low, lr_high, steps)
     keras.utils.set_random_seed(cfg.seed)
@@ -863,8 +855,7 @@ def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: flo
     sweep = _LrSweep(lrs)
     log(f"lr range test: {steps} steps of {batch} images from {lr_low:g} to {lr_high:g}")
     model.fit(pipeline.train_dataset(paths, cfg, batch=batch, seed=cfg.seed), steps_per_epoch=steps, epochs=1,
-              callbacks=[sweep], class_weight=_class_weights(cfg, manifest, [int(k) for k in manifest["folds"]
-                                                                               if int(k) != fold]), verbose=0)
+              callbacks=[sweep], class_weight=_class_weights(cfg, manifest, others), verbose=0)
     losses = np.asarray(sweep.seen, float)
     tried = lrs[: len(losses)]
     suggestion = _suggest_lr(tried, losses)

@@ -156,7 +156,7 @@ def ham10000_t4() -> tuple[list, dict]:
              "from kit import submission\n\n"
              "SUBMISSION = paths.working / 'submission.csv'\n"
              "oof = pd.read_csv(RUN / 'oof.csv')\n"
-             "classes = records.read_manifest(RECORDS)['classes']\n"
+             "classes = list(records.read_manifest(RECORDS).classes)\n"
              "probs = oof[[f'pred_{c}' for c in classes]].to_numpy()\n"
              "submission.make_submission(oof['image_name'], probs, classes, None, 'image_id').to_csv(SUBMISSION, index=False)"),
         code(RESULT),

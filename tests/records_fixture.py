@@ -1,18 +1,19 @@
-"""Small kit records folders written on the fly for pipeline and training tests (kit's schema and shard names)."""
+"""Small kit records folders written on the fly for pipeline and training tests, through kit's own writer."""
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
-import tensorflow as tf
+from PIL import Image
 
-from kit import records
+from kit import imaging, records, sources
 
 
 def make_image(rng: np.random.Generator, size: int, target: int, n_classes: int, signal: float) -> np.ndarray:
@@ -39,42 +40,38 @@ def write_records(
     seed: int = 0,
     meta: bool = False,
     fmt: str = "png",
-) -> dict:
-    """Write ``train{NN}-{count}.tfrec`` (one fold per shard) and a manifest.json; returns the manifest."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+) -> records.Manifest:
+    """Records of planted-signal images, ``per_fold`` per fold (one shard each), written by kit's writer
+    (``records.write_encoded``: its serializer, shard writer and manifest); returns the manifest.
+
+    PNG by default: lossless, so the planted square reaches the model exactly as drawn.
+    """
     rng = np.random.default_rng(seed)
-    shards, folds = [], {}
+    rows, images = [], []
     for k in range(n_folds):
-        name = records.shard_name("train", k, per_fold)
-        targets = []
-        with tf.io.TFRecordWriter(str(folder / name)) as w:
-            for i in range(per_fold):
-                if n_classes == 2:
-                    t = int(rng.random() < positives)
-                else:
-                    t = int(rng.integers(n_classes))
-                targets.append(t)
-                img = make_image(rng, size, t, n_classes, signal)
-                enc = tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img, quality=95)
-                numeric = {"age": float(30 + 10 * t + rng.integers(5))} if meta else None
-                categorical = {"sex": int(rng.integers(2))} if meta else None
-                w.write(records.to_example(enc.numpy(), f"img_{k}_{i:03d}", target=t, fold=k, group=f"g{k}_{i // 2}",
-                                           numeric=numeric, categorical=categorical))
-        shards.append(name)
-        counts = np.bincount(targets, minlength=n_classes).tolist()
-        folds[str(k)] = {"images": per_fold, "groups": per_fold // 2, "shards": [name],
-                         **({"positives": counts[1]} if n_classes == 2 else {"class_counts": counts})}
+        for i in range(per_fold):
+            t = int(rng.random() < positives) if n_classes == 2 else int(rng.integers(n_classes))
+            img = make_image(rng, size, t, n_classes, signal)
+            images.append(_encode(img, fmt))
+            row = {"image_name": f"img_{k}_{i:03d}", "target": t, "fold": k, "group": f"g{k}_{i // 2}"}
+            if meta:
+                row.update(age=float(30 + 10 * t + rng.integers(5)), sex=SEXES[int(rng.integers(2))])
+            rows.append(row)
     classes = ["benign", "malignant"] if n_classes == 2 else [f"c{i}" for i in range(n_classes)]
-    manifest = {
-        "layout": "csv", "source": "synthetic", "split": "train", "image_size": size, "classes": classes,
-        "n_classes": n_classes, "id_name": "image_name", "labelled": True, "n_folds": n_folds, "fold_seed": seed,
-        "folds": folds, "shards": shards, "count": n_folds * per_fold,
-        "metadata": {"numeric": ["age"] if meta else [], "categorical": {"sex": ["female", "male"]} if meta else {}},
-        "encoding": {"format": fmt}, "skipped": [],
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    src = sources.Source(table=pd.DataFrame(rows), classes=classes, layout="csv", id_name="image_name",
+                         numeric=["age"] if meta else [], categorical=["sex"] if meta else [],
+                         categories={"sex": SEXES} if meta else {}, root="synthetic")
+    return records.write_encoded(src, images, folder, size=size, n_folds=n_folds, seed=seed, fmt=fmt)
+
+
+SEXES = ["female", "male"]
+
+
+def _encode(img: np.ndarray, fmt: str) -> bytes:
+    """``img`` as PNG, or as JPEG at kit's quality."""
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, format="PNG" if fmt == "png" else "JPEG", quality=imaging.JPEG_QUALITY)
+    return out.getvalue()
 
 
 ROOT = Path(__file__).resolve().parents[1]

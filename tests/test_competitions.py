@@ -11,6 +11,7 @@ import pytest
 
 from kit import competitions, synth
 from kit.cli import main
+from kit.records import Manifest
 from kit.submission import check_submission
 
 
@@ -25,8 +26,9 @@ def test_every_competition_has_a_generator_a_layout_and_a_known_metric():
         assert (Path(__file__).parents[1] / "notebooks" / f"{comp.notebook}.ipynb").is_file() or name == "isic2024"
     # the ISIC 9-class set is scored by accuracy, as its competition is, not by the multi-class default
     assert competitions.get("isic9").metric == "accuracy"
-    assert competitions.metric_of({"layout": "csv", "n_classes": 5}) == "balanced_accuracy"
-    assert competitions.metric_of({"layout": "folders", "classes": ["cat", "dog"]}) == "auc"
+    assert competitions.metric_of(Manifest(image_size=8, shards=(), layout="csv", n_classes=5)) == "balanced_accuracy"
+    assert competitions.metric_of(Manifest(image_size=8, shards=(), layout="folders", classes=("cat", "dog"))) == "auc"
+    assert competitions.default_metric(2) == "auc" and competitions.default_metric(7) == "balanced_accuracy"
 
 
 def _kit(*argv: str) -> None:

@@ -43,7 +43,7 @@ def test_both_image_sources_give_the_same_records(download, tmp_path):
         (only_jpg / name).write_bytes((download / name).read_bytes())
     (only_jpg / "train-image").symlink_to(download / "train-image")
     from_jpg = records.write_from_source(only_jpg, tmp_path / "jpgrec", n_folds=2, size=32, progress=False)
-    assert from_h5["competition"] == "isic2024" and from_h5["train_only_columns"] == from_jpg["train_only_columns"]
+    assert from_h5.competition == "isic2024" and from_h5.train_only_columns == from_jpg.train_only_columns
     a = sorted(p.read_bytes() for p in (tmp_path / "h5").glob("*.tfrec"))
     b = sorted(p.read_bytes() for p in (tmp_path / "jpgrec").glob("*.tfrec"))
     assert a == b

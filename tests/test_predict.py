@@ -14,7 +14,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from kit import predict, records  # noqa: E402
+from kit import predict, records, sources  # noqa: E402
 from kit.cli import main  # noqa: E402
 from kit.errors import KitError  # noqa: E402
 from kit.submission import check_submission  # noqa: E402
@@ -30,28 +30,21 @@ IDS = ["00a1f3", "0001", "ff09", "3e5", "000000b2", "c0ffee", "0b", "9"]  # PCam
 
 
 def _write_records(folder, ids, targets, classes, train_duplicates=None):
-    folder.mkdir()
+    """Test records of flat-coloured images in two shards, written by kit's writer; the decoded mean colours."""
     rng = np.random.default_rng(0)
-    half = len(ids) // 2
-    decoded, shards = [], []
-    for shard, rows in enumerate([range(0, half), range(half, len(ids))]):
-        path = folder / records.shard_name("test", shard, len(rows))
-        shards.append(path.name)
-        with tf.io.TFRecordWriter(str(path)) as writer:
-            for i in rows:
-                colour = rng.integers(20, 236, 3)
-                img = np.clip(colour + rng.integers(-15, 16, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
-                jpeg = tf.io.encode_jpeg(img).numpy()
-                decoded.append(tf.io.decode_jpeg(jpeg).numpy().astype(np.float64))
-                writer.write(records.to_example(jpeg, ids[i], target=int(targets[i]), fold=-1))
-    manifest = {"layout": "pcam", "split": "test", "image_size": SIZE, "classes": classes, "n_classes": len(classes),
-                "id_name": "id", "labelled": bool((np.asarray(targets) >= 0).all()), "n_folds": 0,
-                "folds": {"-1": {"images": len(ids), "shards": shards}}, "shards": shards, "count": len(ids),
-                "metadata": {"numeric": [], "categorical": {}}, "skipped": []}
-    if train_duplicates is not None:
-        manifest["train_duplicates"] = [{"image_name": i, "train_image_name": f"train_{i}"} for i in train_duplicates]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return np.stack(decoded).mean(axis=(1, 2))  # mean colour per image, record order
+    jpegs = []
+    for _ in ids:
+        colour = rng.integers(20, 236, 3)
+        img = np.clip(colour + rng.integers(-15, 16, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+        jpegs.append(tf.io.encode_jpeg(img).numpy())
+    table = pd.DataFrame({"image_name": ids, "target": np.asarray(targets, int), "fold": -1, "group": ids})
+    src = sources.Source(table=table, classes=list(classes), layout="pcam", id_name="id",
+                         labelled=bool((np.asarray(targets) >= 0).all()))
+    dups = None if train_duplicates is None else [{"image_name": i, "train_image_name": f"train_{i}"}
+                                                  for i in train_duplicates]
+    records.write_encoded(src, jpegs, folder, size=SIZE, n_folds=0, test=True, n_shards=2, train_duplicates=dups)
+    decoded = np.stack([tf.io.decode_jpeg(j).numpy().astype(np.float64) for j in jpegs])
+    return decoded.mean(axis=(1, 2))  # mean colour per image, record order (the test split keeps the table's)
 
 
 W_BIN = np.array([[0.02], [0.01], [-0.025]])

@@ -53,10 +53,10 @@ def test_round_trip_ids_labels_groups_pixels(written, layout):
     recs = _read_all(folder)
     by_id = {r["image_name"].decode(): r for r in recs}
     table = src.table.set_index("image_name")
-    assert sorted(by_id) == sorted(table.index) and manifest["count"] == len(recs) == len(table)
+    assert sorted(by_id) == sorted(table.index) and manifest.count == len(recs) == len(table)
     assert all(by_id[i]["target"] == table.at[i, "target"] for i in table.index)
     assert all(by_id[i]["group"].decode() == table.at[i, "group"] for i in table.index)
-    assert manifest["classes"] == src.classes and manifest["id_name"] == src.id_name
+    assert list(manifest.classes) == src.classes and manifest.id_name == src.id_name
     worst = 0.0
     for i in table.index:
         img = by_id[i]["image"]
@@ -70,16 +70,16 @@ def test_round_trip_ids_labels_groups_pixels(written, layout):
 @pytest.mark.parametrize("layout", synth.LAYOUTS)
 def test_one_fold_per_shard_and_counts_from_names(written, layout):
     _, folder, manifest = written[layout]
-    assert manifest["n_folds"] == 3 and sorted(manifest["folds"]) == ["0", "1", "2"]
+    assert manifest.n_folds == 3 and manifest.fold_ids == [0, 1, 2]
     fold_of_group = {}
-    for k, info in manifest["folds"].items():
-        shards = records.list_shards(folder, [int(k)])
-        assert [p.name for p in shards] == info["shards"]
+    for k, info in manifest.folds.items():
+        shards = records.list_shards(folder, [k])
+        assert [p.name for p in shards] == list(info.shards)
         recs = [{"fold": int(x["fold"]), "group": x["group"].numpy()}
                 for x in records.load_dataset(shards, decode=False, manifest=manifest)]
-        assert {r["fold"] for r in recs} == {int(k)}
-        assert len(recs) == info["images"] == records.count_data_items(shards)
-        assert len({r["group"] for r in recs}) == info["groups"]
+        assert {r["fold"] for r in recs} == {k}
+        assert len(recs) == info.images == records.count_data_items(shards)
+        assert len({r["group"] for r in recs}) == info.groups
         for r in recs:
             assert fold_of_group.setdefault(r["group"], r["fold"]) == r["fold"]
 
@@ -87,28 +87,28 @@ def test_one_fold_per_shard_and_counts_from_names(written, layout):
 def test_manifest_contract_keys_and_metadata(written):
     _, folder, manifest = written["siim"]
     on_disk = json.loads((folder / "manifest.json").read_text())
-    assert on_disk == manifest
+    assert on_disk == manifest.to_json()
     for key in ("layout", "source", "split", "image_size", "classes", "n_classes", "id_name", "labelled", "n_folds",
                 "fold_seed", "folds", "shards", "count", "metadata", "skipped"):
-        assert key in manifest
-    assert manifest["metadata"]["numeric"] == ["age_approx"]
-    assert manifest["metadata"]["categorical"]["sex"] == ["female", "male"]
-    assert sum(f["positives"] for f in manifest["folds"].values()) == 10
+        assert key in on_disk
+    assert manifest.metadata.numeric == ("age_approx",)
+    assert manifest.metadata.categorical["sex"] == ("female", "male")
+    assert sum(f.positives for f in manifest.folds.values()) == 10
     train = pd.read_csv(written["siim"][0] / "train.csv").set_index("image_name")
     for r in _read_all(folder)[:10]:
         row = train.loc[r["image_name"].decode()]
         assert r["age_approx"] == row.age_approx
-        assert manifest["metadata"]["categorical"]["sex"][r["sex"]] == row.sex
+        assert manifest.metadata.categorical["sex"][r["sex"]] == row.sex
     ham = written["ham10000"][2]
-    assert sum(sum(f["class_counts"].values()) for f in ham["folds"].values()) == 30
-    assert written["isic9"][2]["duplicates"] and len(written["isic9"][2]["duplicates"][0]) == 2
+    assert sum(sum(f.class_counts.values()) for f in ham.folds.values()) == 30
+    assert written["isic9"][2].duplicates and len(written["isic9"][2].duplicates[0]) == 2
 
 
 def test_test_split_keeps_the_sample_order(written, tmp_path):
     root = written["siim"][0]
     m = records.write_from_source(root, tmp_path / "test", size=SIZE, test=True, progress=False)
-    assert m["split"] == "test" and m["shards"] == ["test00-10.tfrec"] and not m["labelled"]
-    assert m["train_duplicates"] == []  # synth's test images are drawn apart from its train images
+    assert m.split == "test" and m.shards == ("test00-10.tfrec",) and not m.labelled
+    assert m.train_duplicates == ()  # synth's test images are drawn apart from its train images
     recs = _read_all(tmp_path / "test")
     sample = pd.read_csv(root / "sample_submission.csv")
     assert [r["image_name"].decode() for r in recs] == list(sample.image_name)
@@ -116,17 +116,17 @@ def test_test_split_keeps_the_sample_order(written, tmp_path):
     labelled = records.write_from_source(written["melanoma10k"][0], tmp_path / "m10k", size=SIZE, test=True,
                                          progress=False)
     malignant = len(list((written["melanoma10k"][0] / "test" / "Malignant").glob("*.jpg")))
-    assert labelled["labelled"] and labelled["folds"]["-1"]["positives"] == malignant > 0
+    assert labelled.labelled and labelled.folds[-1].positives == malignant > 0
 
 
 def test_more_shards_than_folds_never_mix_folds(written, tmp_path):
     root = written["pcam"][0]
     m = records.write_from_source(root, tmp_path / "o", size=SIZE, n_folds=3, n_shards=7, progress=False)
-    assert len(m["shards"]) == 7 and records.count_data_items(m["shards"]) == 30
-    for k, info in m["folds"].items():
-        assert len(info["shards"]) >= 2  # 7 shards over 3 folds of 10
-        ds = records.load_dataset(records.list_shards(tmp_path / "o", [int(k)]), decode=False, manifest=m)
-        assert {int(x["fold"]) for x in ds} == {int(k)}
+    assert len(m.shards) == 7 and records.count_data_items(m.shards) == 30
+    for k, info in m.folds.items():
+        assert len(info.shards) >= 2  # 7 shards over 3 folds of 10
+        ds = records.load_dataset(records.list_shards(tmp_path / "o", [k]), decode=False, manifest=m)
+        assert {int(x["fold"]) for x in ds} == {k}
     with pytest.raises(KitError, match="--shards 2: need at least one shard per fold"):
         records.write_from_source(root, tmp_path / "o2", size=SIZE, n_folds=3, n_shards=2, progress=False)
 
@@ -135,8 +135,8 @@ def test_parallel_writer_matches_the_serial_one(tmp_path):
     root = synth.make_competition("melanoma10k", tmp_path / "src", n_train=100, n_test=0, size=24)
     a = records.write_from_source(root, tmp_path / "a", size=SIZE, workers=1, progress=False)
     b = records.write_from_source(root, tmp_path / "b", size=SIZE, workers=2, progress=False)
-    assert a["shards"] == b["shards"]
-    for name in a["shards"]:
+    assert a.shards == b.shards
+    for name in a.shards:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
@@ -144,11 +144,11 @@ def test_public_siim_tfrecords_read_as_they_are(tmp_path):
     synth.write_public_siim_tfrecords(tmp_path, n_images=30, n_shards=3, size=24)
     synth.write_public_siim_tfrecords(tmp_path, n_images=8, n_shards=1, size=24, split="test")
     m = records.read_manifest(tmp_path)
-    assert m["format"] == records.PUBLIC_FORMAT and m["split"] == "train" and m["n_folds"] == 3
-    assert m["image_size"] == 24 and m["count"] == 30 and m["labelled"]
-    assert sorted(m["folds"]) == ["0", "1", "2"]
+    assert m.public and m.format == records.PUBLIC_FORMAT and m.split == "train" and m.n_folds == 3
+    assert m.image_size == 24 and m.count == 30 and m.labelled
+    assert m.fold_ids == [0, 1, 2]
     shard1 = records.list_shards(tmp_path, [1])
-    assert [p.name for p in shard1] == m["folds"]["1"]["shards"]
+    assert tuple(p.name for p in shard1) == m.folds[1].shards
     recs = _read_all(tmp_path, folds=[1])
     assert len(recs) == records.count_data_items(shard1) and {r["fold"] for r in recs} == {1}
     assert all(r["image"].shape == (24, 24, 3) for r in recs)
@@ -159,7 +159,7 @@ def test_public_siim_tfrecords_read_as_they_are(tmp_path):
     for r in everyone:
         assert pats.setdefault(r["group"], r["fold"]) == r["fold"]
     tm = records.read_manifest(tmp_path, split="test")
-    assert not tm["labelled"] and tm["count"] == 8
+    assert not tm.labelled and tm.count == 8
     test = list(records.load_dataset(records.list_shards(tmp_path, split="test"), manifest=tm))
     assert len(test) == 8 and {int(x["target"]) for x in test} == {-1} and {int(x["fold"]) for x in test} == {-1}
 
@@ -190,10 +190,10 @@ def test_bad_images_name_the_file_and_leave_nothing(written, tmp_path, which, re
 def test_skip_bad_lists_them_in_the_manifest(written, tmp_path):
     root, bad = _bad_copy(written, tmp_path)
     m = records.write_from_source(root, tmp_path / "out", size=SIZE, skip_bad=True, progress=False)
-    assert m["count"] == 27 and records.count_data_items(m["shards"]) == 27
-    assert sorted(s["path"] for s in m["skipped"]) == sorted(str(f.resolve()) for f in bad)
-    assert {s["reason"].split(" (")[0] for s in m["skipped"]} == {"empty file", "corrupt image",
-                                                                  "not an image Pillow can read"}
+    assert m.count == 27 and records.count_data_items(m.shards) == 27
+    assert sorted(s.path for s in m.skipped) == sorted(str(f.resolve()) for f in bad)
+    assert {s.reason.split(" (")[0] for s in m.skipped} == {"empty file", "corrupt image",
+                                                            "not an image Pillow can read"}
     assert "skipped 3 bad image(s)" in records.format_summary(m)
 
 
@@ -291,7 +291,7 @@ def test_killed_write_leaves_no_complete_looking_folder(written, tmp_path):
         records.read_manifest(out)
     # writing the same folder again clears the dead writer's leftovers, then completes
     manifest = records.write_from_source(written["siim"][0], out, size=16, n_folds=3, workers=1, progress=False)
-    assert not list(tmp_path.glob(".out.*.partial")) and records.read_manifest(out)["count"] == manifest["count"] > 0
+    assert not list(tmp_path.glob(".out.*.partial")) and records.read_manifest(out).count == manifest.count > 0
 
 
 def test_missing_image_with_skip_bad_is_listed(written, tmp_path):
@@ -303,7 +303,7 @@ def test_missing_image_with_skip_bad_is_listed(written, tmp_path):
     with pytest.raises(KitError, match=rf"train_labels\.csv: line 2: image '{gone}' not found"):
         records.write_from_source(root, tmp_path / "a", size=SIZE, progress=False)
     m = records.write_from_source(root, tmp_path / "b", size=SIZE, skip_bad=True, progress=False)
-    assert m["count"] == 29 and [s["path"].endswith(gone) for s in m["skipped"]] == [True]
+    assert m.count == 29 and [s.path.endswith(gone) for s in m.skipped] == [True]
 
 
 def _plant_train_copies(root, layout):
@@ -326,15 +326,15 @@ def _plant_train_copies(root, layout):
 def test_test_images_copied_from_train_are_listed_and_warned(tmp_path, layout):
     root = synth.make_competition(layout, tmp_path / "src", n_train=12, n_test=6, size=16, seed=3)
     clean = records.write_from_source(root, tmp_path / "clean", size=SIZE, test=True, workers=1, progress=False)
-    assert clean["train_duplicates"] == []
+    assert clean.train_duplicates == ()
     assert "byte-identical to training" not in records.format_summary(clean)
     pairs = _plant_train_copies(root, layout)
     m = records.write_from_source(root, tmp_path / "planted", size=SIZE, test=True, workers=1, progress=False)
-    assert m["train_duplicates"] == pairs and m["count"] == 6  # listed, and written all the same
+    assert [vars(d) for d in m.train_duplicates] == pairs and m.count == 6  # listed, and written all the same
     assert json.loads((tmp_path / "planted" / "manifest.json").read_text())["train_duplicates"] == pairs
     overstate = ("scores on this labelled test split overstate the model (kit predict also scores without them)"
-                 if m["labelled"] else "leaderboard scores on them overstate the model")
-    assert m["labelled"] == (layout in ("melanoma10k", "isic9"))
+                 if m.labelled else "leaderboard scores on them overstate the model")
+    assert m.labelled == (layout in ("melanoma10k", "isic9"))
     assert records.format_summary(m).splitlines()[-1] == (
         f"warning: 2 test images are byte-identical to training images "
         f"(first: test {pairs[0]['image_name']} = train {pairs[0]['train_image_name']}); {overstate}"
@@ -347,13 +347,13 @@ def test_test_split_without_a_train_split_records_null_and_says_so(written, tmp_
     root = synth.make_competition("siim", tmp_path / "src", n_train=12, n_test=6, size=16)
     shutil.rmtree(root / "jpeg" / "train")  # train.csv names images that are gone: nothing to compare with
     m = records.write_from_source(root, tmp_path / "a", size=SIZE, test=True, workers=1, progress=False)
-    assert m["count"] == 6 and m["train_duplicates"] is None
+    assert m.count == 6 and m.train_duplicates is None
     assert records.format_summary(m).splitlines()[-1] == (
         "note: no train split found beside this test split; test images not compared with training images")
     (root / "train.csv").unlink()
     m = records.write_from_source(root, tmp_path / "b", size=SIZE, test=True, workers=1, progress=False)
-    assert m["train_duplicates"] is None
-    assert "train_duplicates" not in written["siim"][2]  # a train split is never compared with itself
+    assert m.train_duplicates is None and m.to_json()["train_duplicates"] is None  # null on disk
+    assert "train_duplicates" not in written["siim"][2].to_json()  # a train split is never compared with itself
 
 
 def test_cli_records_test_prints_the_train_duplicates_warning(tmp_path, capsys):

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import report, train
+from kit import records, report, train
 from kit.cli import main
 from kit.config import Config
 from records_fixture import write_records
@@ -152,14 +152,18 @@ def test_bootstrap_spread_shrinks_as_the_draw_grows():
 
 def test_leaderboard_sizes_given_known_or_default():
     # the sizes come from the competition registry, by the records' manifest
-    assert report.leaderboard_sizes({"layout": "pcam"}, 100, 200) == (100, 200, "given (--public/--private)")
-    assert report.leaderboard_sizes({"competition": "siim"})[:2] == (3295, 7687) and 3295 + 7687 == 10982
-    assert report.leaderboard_sizes({"layout": "pcam"})[:2] == (28729, 28729)
-    assert report.leaderboard_sizes({"competition": "ham10000"})[:2] == (0, 1512)
-    pub, priv, source = report.leaderboard_sizes({"layout": "folders", "classes": ["cat", "dog"]})
+    def manifest(**kw):
+        return records.Manifest(image_size=32, shards=(), **kw)
+
+    assert report.leaderboard_sizes(manifest(layout="pcam"), 100, 200) == (100, 200, "given (--public/--private)")
+    assert report.leaderboard_sizes(manifest(competition="siim"))[:2] == (3295, 7687) and 3295 + 7687 == 10982
+    assert report.leaderboard_sizes(manifest(layout="pcam"))[:2] == (28729, 28729)
+    assert report.leaderboard_sizes(manifest(competition="ham10000"))[:2] == (0, 1512)
+    pub, priv, source = report.leaderboard_sizes(manifest(layout="folders", classes=("cat", "dog")))
     assert (pub, priv) == (3295, 7687) and "default" in source
+    assert report.leaderboard_sizes(None)[:2] == (3295, 7687)
     with pytest.raises(report.KitError, match="give both"):
-        report.leaderboard_sizes({"competition": "siim"}, 100, None)
+        report.leaderboard_sizes(manifest(competition="siim"), 100, None)
 
 
 @keras.saving.register_keras_serializable(package="kit_test")

@@ -64,8 +64,8 @@ def test_group_features_above_65536_groups_rank_as_pandas():
 
 
 def test_train_only_columns_are_named():
-    train = {"numeric": ["age", "tbp_lv_H", "biopsy"], "categorical": {"sex": [], "lesion_id": []}}
-    test = {"numeric": ["age", "tbp_lv_H"], "categorical": {"sex": []}}
+    train = records.MetadataColumns(("age", "tbp_lv_H", "biopsy"), {"sex": (), "lesion_id": ()})
+    test = records.MetadataColumns(("age", "tbp_lv_H"), {"sex": ()})
     assert stack.train_only_columns(train, test) == ["biopsy", "lesion_id"]
     assert stack.train_only_columns(test, test) == []
 
@@ -225,7 +225,7 @@ def test_multi_class_ham10000_stack(tmp_path):
     download = synth.make_competition("ham10000", tmp_path / "ham", n_train=280, size=16, seed=2)
     records.write_from_source(download, tmp_path / "rec", n_folds=4, size=8, progress=False, workers=1)
     train, manifest = records.read_metadata(tmp_path / "rec")
-    classes = manifest["classes"]
+    classes = list(manifest.classes)
     y = train["target"].to_numpy()
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 1.0, (len(y), len(classes)))
@@ -340,7 +340,7 @@ def test_isic2024_stack_reads_the_test_download_and_scores_partial_auc(tmp_path,
     manifest = records.write_from_source(download, tmp_path / "rec", n_folds=5, size=8, progress=False, workers=1)
     train, _ = records.read_metadata(tmp_path / "rec")
     test, test_manifest = records.read_metadata(download, "test", train_manifest=manifest)
-    assert len(test) == 40 and (test["fold"] == -1).all() and test_manifest["split"] == "test"
+    assert len(test) == 40 and (test["fold"] == -1).all() and test_manifest.split == "test"
     y, g = train["target"].to_numpy(), train["group"].to_numpy()
     run = sf.write_run(tmp_path / "b0", train, sf.image_preds(y, g, strength=1.5, patient=1.0, noise=0.8, seed=1),
                        metric="pauc")

@@ -116,13 +116,13 @@ def test_balanced_class_weights_on_records_from_the_real_writer(tmp_path):
     # the writer stores class_counts as {class name: n}; a multi-class run with class_weight balanced trains on it
     src = synth.make_competition("ham10000", tmp_path / "ham", n_train=42, n_test=0, size=32, seed=3)
     manifest = records.write_from_source(src, tmp_path / "rec", n_folds=2, size=32, progress=False)
-    assert isinstance(manifest["folds"]["0"]["class_counts"], dict)
+    assert set(manifest.folds[0].class_counts) == set(synth.HAM_CLASSES)
     run = tmp_path / "run"
     res = train.train_folds(_cfg(tmp_path / "rec", run, epochs=1, class_weight="balanced"), log=lambda _: None)
     assert res.metric == "balanced_accuracy" and 0.0 <= res.scores[-1] <= 1.0
     cfg, _ = train.resolve(Config.load(run / "config.toml"))
     weights = train._class_weights(cfg, manifest, [1])
-    counts = manifest["folds"]["1"]["class_counts"]
+    counts = manifest.folds[1].class_counts
     n, present = sum(counts.values()), sum(1 for c in counts.values() if c)
     for i, name in enumerate(cfg.classes):
         if counts[name]:
@@ -268,6 +268,6 @@ def test_kit_is_no_worse_than_a_plain_model_fit_of_the_same_network_on_the_same_
     res = train.train_folds(Config(records=str(tmp_path / "rec"), out=str(tmp_path / "run"), strategy="cpu",
                                    verbose=0, seed=1, **settings), log=lambda _: None)
     kit_cv = json.loads((tmp_path / "run" / "cv.json").read_text())["fold_mean"]
-    plain_cv = _plain_fit_cv(tmp_path / "rec", int(manifest["n_classes"]), settings)
+    plain_cv = _plain_fit_cv(tmp_path / "rec", manifest.n_classes, settings)
     print(f"{layout}: kit {kit_cv:.4f} vs plain model.fit {plain_cv:.4f} ({res.metric}, fold mean)")
     assert kit_cv >= plain_cv - 0.05, (kit_cv, plain_cv)
