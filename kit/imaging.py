@@ -455,17 +455,40 @@ def make_records(
 
     ``fields`` holds every feature but the image; the prepared JPEG is added as ``image``.
     """
+    return [(example_bytes({"image": jpeg, **fields}), "") if jpeg is not None else (None, reason)
+            for (_, fields), (jpeg, reason) in zip(rows, _prepared_each(rows, size, policy, quality))]
+
+
+def make_pixels(
+    rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str = "crop", quality: int = JPEG_QUALITY
+) -> list[tuple[bytes | None, str]]:
+    """For each (path, fields) row: (RGB pixels, ``size * size * 3`` bytes, "") or (None, reason).
+
+    The pixels are the records' JPEG decoded, as kit's pipeline decodes it (libjpeg's accurate integer
+    IDCT, the one Pillow uses): an image served this way is the image its record would hold, without
+    the record, its parsing or a second decoder.
+    """
     out: list[tuple[bytes | None, str]] = []
-    for path, fields in rows:
+    for jpeg, reason in _prepared_each(rows, size, policy, quality):
+        if jpeg is None:
+            out.append((None, reason))
+            continue
+        im = _open(jpeg)
+        out.append(((im if im.mode == "RGB" else im.convert("RGB")).tobytes(), ""))
+    return out
+
+
+def _prepared_each(rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str,
+                   quality: int) -> list[tuple[bytes | None, str]]:
+    """(prepared JPEG, "") or (None, reason) per row."""
+    out: list[tuple[bytes | None, str]] = []
+    for path, _ in rows:
         try:
-            jpeg = prepared_jpeg(read_image_bytes(path), size, policy, quality)
+            out.append((prepared_jpeg(read_image_bytes(path), size, policy, quality), ""))
         except ImageError as exc:
             out.append((None, str(exc)))
-            continue
         except OSError as exc:
             out.append((None, f"cannot read ({exc.strerror or exc})"))
-            continue
-        out.append((example_bytes({"image": jpeg, **fields}), ""))
     return out
 
 

@@ -406,9 +406,9 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
 
     info = load_run(run)
     images, _ = test_images(test, info)
-    total = images.count if isinstance(images, records.ExampleStream) else records.count_data_items(images)
-    if isinstance(images, records.ExampleStream):
-        images = records.ExampleStream(images.rows[:sample + batch], images.manifest, images.workers)
+    total = images.count if isinstance(images, records.ImageStream) else records.count_data_items(images)
+    if isinstance(images, records.ImageStream):
+        images = images.head(sample + batch)
     import kit.models  # noqa: F401  (registers kit's custom layers)
 
     models = [load_fold_model(p) for p in info.models]

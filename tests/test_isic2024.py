@@ -196,6 +196,27 @@ def test_a_balanced_run_trains_on_the_oversampled_stream_and_scores_by_partial_a
     assert set(cv["secondary"]) == {"auc", "top15_sensitivity"}
 
 
+def test_a_streamed_test_split_serves_the_pixels_ids_and_metadata_its_records_would(tmp_path):
+    """Workers decode the images they prepare; those pixels equal the records' JPEG as the pipeline decodes it."""
+    from kit import pipeline
+
+    dl = synth.make_competition("isic2024", tmp_path / "dl", n_train=40, n_test=130, size=32, seed=5)
+    train_manifest = records.write_from_source(dl, tmp_path / "rec", n_folds=2, size=24, progress=False)
+    records.write_from_source(dl, tmp_path / "test", size=24, test=True, progress=False)
+    stream = records.stream_test_split(dl, train_manifest, workers=2, columns=["age_approx", "sex"])
+    assert stream.count == 130 >= records._PARALLEL_MIN_IMAGES  # the worker processes do the work
+    cfg = Config(size=24, n_classes=2, augment="none", meta=True, meta_numeric=("age_approx",),
+                 meta_categorical={"sex": len(train_manifest.metadata.categorical["sex"])})
+    shards = records.list_shards(tmp_path / "test", split="test")
+    for view in ("identity", "rot90", 9):  # an exact view and a seeded random one
+        direct = list(pipeline.predict_dataset(stream, cfg, view, batch=32))
+        via = list(pipeline.predict_dataset(shards, cfg, view, batch=32))
+        for key in ("image", "meta"):
+            np.testing.assert_array_equal(np.concatenate([b[key] for b in direct]),
+                                          np.concatenate([b[key] for b in via]))
+    assert pipeline.record_table(stream)["image_name"].tolist() == pipeline.record_table(shards)["image_name"].tolist()
+
+
 def test_predict_reads_the_test_hdf5_directly_with_the_same_answers_as_test_records(download, tmp_path, capsys):
     records.write_from_source(download, tmp_path / "rec", n_folds=2, size=32, progress=False)
     records.write_from_source(download, tmp_path / "test", size=32, test=True, progress=False)

@@ -43,7 +43,7 @@ def _write_records(folder, ids, targets, classes, train_duplicates=None):
     dups = None if train_duplicates is None else [{"image_name": i, "train_image_name": f"train_{i}"}
                                                   for i in train_duplicates]
     records.write_encoded(src, jpegs, folder, size=SIZE, n_folds=0, test=True, n_shards=2, train_duplicates=dups)
-    decoded = np.stack([tf.io.decode_jpeg(j).numpy().astype(np.float64) for j in jpegs])
+    decoded = np.stack([records.decode_image(j, jpeg=True).numpy().astype(np.float64) for j in jpegs])
     return decoded.mean(axis=(1, 2))  # mean colour per image, record order (the test split keeps the table's)
 
 
