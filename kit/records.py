@@ -13,7 +13,7 @@ Shards are named ``{split}{NN}-{count}.tfrec`` (``train03-412.tfrec``) so that
 ``count_data_items`` knows how many images a set of shards holds without reading them. One shard
 never mixes folds.
 
-The writer (``write_from_source`` / ``write_records``) reads a competition download through
+The writer (``write_from_source``) reads a competition download through
 kit.sources, assigns leak-free folds with kit.folds, then decodes, resizes (policy: kit.imaging)
 and re-encodes images on every core, one process per core, while this process writes the shards
 one after another (one ``TFRecordWriter`` per shard). Everything is written into a hidden
@@ -585,65 +585,23 @@ def write_from_source(
     Example:
         >>> m = write_from_source("data/siim", "records/siim-256", size=256, n_folds=5)
         >>> print(format_summary(m))
+
+    A test split is compared with the download's train split: test images byte-identical to a training
+    image are listed in the manifest (``train_duplicates``) and written all the same, since a submission
+    needs a prediction for every test id.
     """
+    out = Path(out)
     check_out_folder(out)
     from kit.config import smoke_size
 
     size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
+    _check_write_settings(size, n_folds, n_shards, seed, workers, resize, test)
     src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
                               images=images, test=test, skip_bad=skip_bad)
-    train = sources.train_split_of(src) if test else None
-    return write_records(src, out, n_folds=n_folds, size=size, n_shards=n_shards, test=test, seed=seed,
-                         skip_bad=skip_bad, workers=workers, resize=resize, quality=quality, progress=progress,
-                         source_path=str(Path(source).resolve()), train=train)
-
-
-def write_records(
-    src: sources.Source,
-    out: str | Path,
-    *,
-    n_folds: int = 5,
-    size: int = 256,
-    n_shards: int | None = None,
-    test: bool = False,
-    seed: int = 42,
-    skip_bad: bool = False,
-    workers: int | None = None,
-    resize: str = "crop",
-    quality: int = imaging.JPEG_QUALITY,
-    progress: bool = True,
-    source_path: str | None = None,
-    train: sources.Source | None = None,
-) -> Manifest:
-    """Write ``src`` as sharded records with folds (fold -1 when ``test``) into ``out``; returns the manifest.
-
-    With ``test`` and the competition's ``train`` split, test images byte-identical to a training
-    image are listed in the manifest (``train_duplicates``); they are written all the same, since
-    a submission needs a prediction for every test id.
-    """
-    out = Path(out)
-    check_out_folder(out)
-    if size < 8:
-        raise KitError(f"--size {size}: images must be at least 8 pixels")
-    for flag, value, low in (("--seed", seed, 0), ("--folds", n_folds, 2), ("--shards", n_shards, 1),
-                             ("--workers", workers, 1)):
-        if value is not None and value < low and not (flag == "--folds" and test):
-            raise KitError(f"{flag} {value}: must be at least {low}")
-    if resize not in imaging.RESIZE_POLICIES:
-        raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
+    source_path = str(Path(source).resolve())
     split = "test" if test else "train"
     table = src.table.reset_index(drop=True).copy()
-    train_dups = None
-    if test and train is not None:
-        digests, train_digests = kfolds.paired_digests(table["path"], train.table["path"])
-        train_dups = kfolds.train_duplicates(table["image_name"], digests, train.table["image_name"], train_digests)
-    else:
-        digests = kfolds.file_digests(table["path"])
-    if test:
-        table["fold"] = -1
-    else:
-        table["fold"] = kfolds.assign_folds(table, n_folds, seed, digests=digests)
-        kfolds.check_leakage(table, digests=digests)
+    digests, train_dups = _digests_and_folds(table, sources.train_split_of(src) if test else None, n_folds, seed, test)
     plan = _plan_shards(table, split, n_folds if not test else 0, n_shards, size, quality, seed)
     rows = _worker_rows(table, src)
     workers = workers or os.cpu_count() or 1
@@ -681,6 +639,37 @@ def write_records(
     return manifest
 
 
+def _check_write_settings(size: int, n_folds: int, n_shards: int | None, seed: int, workers: int | None,
+                          resize: str, test: bool) -> None:
+    """KitError naming the first setting of ``kit records`` out of its range (before any file is read)."""
+    if size < 8:
+        raise KitError(f"--size {size}: images must be at least 8 pixels")
+    for flag, value, low in (("--seed", seed, 0), ("--folds", n_folds, 2), ("--shards", n_shards, 1),
+                             ("--workers", workers, 1)):
+        if value is not None and value < low and not (flag == "--folds" and test):
+            raise KitError(f"{flag} {value}: must be at least {low}")
+    if resize not in imaging.RESIZE_POLICIES:
+        raise KitError(f"resize {resize!r}: must be one of {', '.join(imaging.RESIZE_POLICIES)}")
+
+
+def _digests_and_folds(table: pd.DataFrame, train: sources.Source | None, n_folds: int, seed: int,
+                       test: bool) -> tuple[list[str], list[dict] | None]:
+    """Fill ``table["fold"]`` (-1 for a test split; grouped, stratified and leak-checked otherwise); return the
+    images' digests and, for a test split beside its train split, its images byte-identical to a training one."""
+    train_dups = None
+    if test and train is not None:
+        digests, train_digests = kfolds.paired_digests(table["path"], train.table["path"])
+        train_dups = kfolds.train_duplicates(table["image_name"], digests, train.table["image_name"], train_digests)
+    else:
+        digests = kfolds.file_digests(table["path"])
+    if test:
+        table["fold"] = -1
+    else:
+        table["fold"] = kfolds.assign_folds(table, n_folds, seed, digests=digests)
+        kfolds.check_leakage(table, digests=digests)
+    return list(digests), train_dups
+
+
 def write_encoded(
     src: sources.Source,
     images: Sequence[bytes],
@@ -698,7 +687,7 @@ def write_encoded(
     they are, in table order within each fold) with the folds the table's ``fold`` column gives (-1 when
     ``test``); returns the manifest.
 
-    The same shard plan, serializer, shard writer, leakage check and manifest as ``write_records``, for callers
+    The same shard plan, serializer, shard writer, leakage check and manifest as ``write_from_source``, for callers
     that make their own images: tests that plant a signal or need lossless PNG, benchmarks that time the reader.
     """
     out = Path(out)
