@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,7 +45,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kit import backbones, fsutil
+from kit import backbones, competitions, fsutil
 from kit.errors import KitError
 from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
 
@@ -507,7 +506,7 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
         features = L.Concatenate(name="join_meta")([features, m])
     if dropout:
         features = L.Dropout(float(dropout), name="head_dropout")(features)
-    binary = int(n_classes) == 2
+    binary = competitions.is_binary(n_classes)
     out = L.Dense(1 if binary else int(n_classes), activation="sigmoid" if binary else "softmax",
                   dtype="float32", name="head")(features)
     return keras.Model(inputs, out, name=f"kit_{name}")
@@ -629,14 +628,9 @@ def export_backbone(model_path: str | os.PathLike, out: str | os.PathLike) -> Pa
         if out.exists():
             raise KitError(f"{out}: already exists; choose a new folder for the preset")
         converter = backbone.get_layer("image_converter")
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with fsutil.atomic_dir(out) as tmp:
             hub.save_to_preset(str(tmp))
             write_image_converter(tmp, converter.scale, converter.offset)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return out
     if out.exists():
         raise KitError(f"{out}: already exists; choose another name")

@@ -561,7 +561,7 @@ def check_out_folder(out: str | Path) -> None:
 
 
 def write_from_source(
-    source: str | Path,
+    source: str | Path | sources.Source,
     out: str | Path,
     *,
     layout: str = "auto",
@@ -580,7 +580,8 @@ def write_from_source(
     quality: int = imaging.JPEG_QUALITY,
     progress: bool = True,
 ) -> Manifest:
-    """Read a competition download and write its train (or ``test``) split as records; returns the manifest.
+    """Read a competition download (or take a ``sources.Source`` already read) and write its train (or ``test``)
+    split as records; returns the manifest.
 
     Example:
         >>> m = write_from_source("data/siim", "records/siim-256", size=256, n_folds=5)
@@ -596,9 +597,12 @@ def write_from_source(
 
     size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
     _check_write_settings(size, n_folds, n_shards, seed, workers, resize, test)
-    src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
-                              images=images, test=test, skip_bad=skip_bad)
-    source_path = str(Path(source).resolve())
+    if isinstance(source, sources.Source):  # a download already read (and perhaps changed) by the caller
+        src, source_path = source, None
+    else:
+        src = sources.load_source(source, layout=layout, id_col=id_col, label_col=label_col, group_col=group_col,
+                                  images=images, test=test, skip_bad=skip_bad)
+        source_path = str(Path(source).resolve())
     split = "test" if test else "train"
     table = src.table.reset_index(drop=True).copy()
     digests, train_dups = _digests_and_folds(table, sources.train_split_of(src) if test else None, n_folds, seed, test)
@@ -1000,7 +1004,7 @@ def format_summary(manifest: Manifest) -> str:
     lines = [f"{m.split}: {m.count} images, {len(m.shards)} shards, {m.image_size}x{m.image_size} px, "
              f"layout {m.layout}, classes {', '.join(m.classes) or '-'}"
              + (f", {m.n_folds} folds (seed {m.fold_seed})" if m.n_folds else "")]
-    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if m.n_classes == 2 else 'class counts'}")
+    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if competitions.is_binary(m.n_classes) else 'class counts'}")
     for key, f in m.folds.items():
         if f.positives is not None:
             label = f"{f.positives} ({f.positives / max(1, f.images):.1%})"

@@ -499,7 +499,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
         raise KitError(f"{path}: no fold column, so which fold model predicted each row is unknown; the stack needs "
                        "out-of-fold predictions from the records' folds (a `kit train` run)")
     oof = load_oof(run)
-    binary = len(classes) <= 2
+    binary = competitions.is_binary(len(classes))
     if binary and oof.preds.shape[1] != 1 or not binary and oof.classes != classes:
         raise KitError(f"{path}: classes {','.join(oof.classes)} differ from the records' {','.join(classes)}")
     try:
@@ -523,7 +523,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
 def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classes: list[str]) -> np.ndarray:
     """A run's test submission in test-records order; every test id must have a prediction."""
     table = read_table(path)
-    binary = len(classes) <= 2
+    binary = competitions.is_binary(len(classes))
     cols = table.columns[1:]
     if binary and len(cols) != 1:
         raise KitError(f"{path}: {len(cols)} value columns; a binary submission has one")
@@ -723,8 +723,6 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             name = _safe(f"{label}_{c}")
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
             image_source[name] = str(run)
-    from kit import competitions
-
     metric = competitions.metric_of(manifest)  # the registry's: early stopping and every score use it
 
     numeric, categorical = _metadata_columns(manifest, test_manifest, cfg.drop, log) if cfg.metadata else ([], [])

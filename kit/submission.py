@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from kit import fsutil
+from kit import competitions, fsutil
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -523,7 +523,7 @@ def make_submission(
         probs = probs[:, None]
     if len(probs) != len(ids):
         raise KitError(f"predictions: {len(probs)} rows for {len(ids)} ids")
-    binary = len(classes) <= 2
+    binary = competitions.is_binary(len(classes))
     if binary and probs.shape[1] == 2:
         probs = probs[:, 1:]  # a two-way softmax: the positive class
     if not binary and probs.shape[1] != len(classes):

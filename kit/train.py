@@ -346,7 +346,7 @@ def resolve(cfg: Config) -> tuple[Config, records.Manifest]:
                        f"{','.join(map(str, available))})")
     for k in folds:
         info = manifest.folds[k]
-        if info.positives is not None and manifest.n_classes <= 2 and info.positives in (0, info.images):
+        if info.positives is not None and competitions.is_binary(manifest.n_classes) and info.positives in (0, info.images):
             raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
                            f"with fewer folds")
     known = backbones.list_models()

@@ -43,7 +43,7 @@ def write_siim_records(root: Path, out: Path, *, n_train: int = 1500, n_test: in
         src.numeric = [*src.numeric, "biopsy_result"]
     if blank_test and test:
         src.table[blank_test] = np.float32("nan")
-    records.write_records(src, out, n_folds=5, size=8, test=test, seed=seed, progress=False, workers=1)
+    records.write_from_source(src, out, n_folds=5, size=8, test=test, seed=seed, progress=False, workers=1)
     return out
 
 
