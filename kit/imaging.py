@@ -456,7 +456,7 @@ def make_records(
     ``fields`` holds every feature but the image; the prepared JPEG is added as ``image``.
     """
     return [(example_bytes({"image": jpeg, **fields}), "") if jpeg is not None else (None, reason)
-            for (_, fields), (jpeg, reason) in zip(rows, _prepared_each(rows, size, policy, quality))]
+            for (_, fields), (jpeg, reason, _) in zip(rows, _prepared_each(rows, size, policy, quality))]
 
 
 def make_pixels(
@@ -469,26 +469,32 @@ def make_pixels(
     the record, its parsing or a second decoder.
     """
     out: list[tuple[bytes | None, str]] = []
-    for jpeg, reason in _prepared_each(rows, size, policy, quality):
+    for jpeg, reason, encoded_here in _prepared_each(rows, size, policy, quality):
         if jpeg is None:
             out.append((None, reason))
-            continue
-        im = _open(jpeg)
-        out.append(((im if im.mode == "RGB" else im.convert("RGB")).tobytes(), ""))
+        elif encoded_here:
+            # a baseline RGB JPEG of size x size that Pillow just wrote: its decoder called directly, without the
+            # file parser around it, gives the same bytes sooner (46 against 65 us at 64 px)
+            out.append((Image.frombytes("RGB", (size, size), jpeg, "jpeg", "RGB", "").tobytes(), ""))
+        else:
+            im = _open(jpeg)  # a stored JPEG that already had the size, passed through as it is
+            out.append(((im if im.mode == "RGB" else im.convert("RGB")).tobytes(), ""))
     return out
 
 
 def _prepared_each(rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str,
-                   quality: int) -> list[tuple[bytes | None, str]]:
-    """(prepared JPEG, "") or (None, reason) per row."""
-    out: list[tuple[bytes | None, str]] = []
+                   quality: int) -> list[tuple[bytes | None, str, bool]]:
+    """(prepared JPEG, "", whether it was encoded here) or (None, reason, False) per row."""
+    out: list[tuple[bytes | None, str, bool]] = []
     for path, _ in rows:
         try:
-            out.append((prepared_jpeg(read_image_bytes(path), size, policy, quality), ""))
+            data = read_image_bytes(path)
+            jpeg = prepared_jpeg(data, size, policy, quality)
+            out.append((jpeg, "", jpeg is not data))
         except ImageError as exc:
-            out.append((None, str(exc)))
+            out.append((None, str(exc), False))
         except OSError as exc:
-            out.append((None, f"cannot read ({exc.strerror or exc})"))
+            out.append((None, f"cannot read ({exc.strerror or exc})", False))
     return out
 
 

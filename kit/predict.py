@@ -126,6 +126,31 @@ def _model_inputs(model: Any) -> set[str] | None:
     return set(inputs) if isinstance(inputs, dict) else None
 
 
+def _all_folds_step(models: Sequence[Any]) -> Callable[[dict[str, Any]], list[Any]]:
+    """batch -> every fold model's predictions; each model gets only the inputs it declares (a model without
+    metadata ignores ``meta``).
+
+    Keras models on TensorFlow run as one compiled function per batch, all folds together: one call instead
+    of one ``predict_on_batch`` per fold, whose per-call overhead (about 0.8 ms) is paid 500,000 / 64 times
+    per fold on ISIC 2024's rerun. Other backends and objects go through ``predict_on_batch``."""
+    wanted = [_model_inputs(m) for m in models]
+
+    def feed(batch: dict[str, Any], f: int) -> dict[str, Any]:
+        return batch if wanted[f] is None else {k: v for k, v in batch.items() if k in wanted[f]}
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or not all(isinstance(m, keras.Model) for m in models):
+        return lambda batch: [m.predict_on_batch(feed(batch, f)) for f, m in enumerate(models)]
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def step(batch: dict[str, Any]) -> list[Any]:
+        return [m(feed(batch, f), training=False) for f, m in enumerate(models)]
+
+    return lambda batch: step(batch)
+
+
 def _pad(batch: dict[str, Any], rows: int) -> dict[str, np.ndarray]:
     """Each input of ``batch`` padded with zeros to ``rows`` rows."""
     out = {}
@@ -153,7 +178,7 @@ def predict_views(
     from tqdm.auto import tqdm
 
     w = np.full(len(models), 1.0 / len(models)) if fold_weights is None else np.asarray(fold_weights)
-    wanted = [_model_inputs(m) for m in models]
+    step = _all_folds_step(models)
     total: np.ndarray | None = None
     disable = None if progress is None else not progress  # None: a bar on terminals only
     bar = tqdm(total=n_images * len(views), desc="predict", unit="img", disable=disable)
@@ -167,9 +192,8 @@ def predict_views(
                 full = full or size
                 if size < full:
                     batch = _pad(batch, full)  # one input shape: no retracing (or XLA recompiling) at the end
-                for f, model in enumerate(models):
-                    feed = batch if wanted[f] is None else {k: v for k, v in batch.items() if k in wanted[f]}
-                    pred = np.asarray(model.predict_on_batch(feed), np.float64)
+                for f, pred in enumerate(step(batch)):
+                    pred = np.asarray(pred, np.float64)
                     outs[f].append(pred.reshape(len(pred), -1)[:size])
                 seen += size
                 bar.update(size)
