@@ -459,27 +459,15 @@ def make_records(
             for (_, fields), (jpeg, reason, _) in zip(rows, _prepared_each(rows, size, policy, quality))]
 
 
-def make_pixels(
+def make_jpegs(
     rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str = "crop", quality: int = JPEG_QUALITY
 ) -> list[tuple[bytes | None, str]]:
-    """For each (path, fields) row: (RGB pixels, ``size * size * 3`` bytes, "") or (None, reason).
+    """For each (path, fields) row: (the JPEG bytes its record would store, "") or (None, reason).
 
-    The pixels are the records' JPEG decoded, as kit's pipeline decodes it (libjpeg's accurate integer
-    IDCT, the one Pillow uses): an image served this way is the image its record would hold, without
-    the record, its parsing or a second decoder.
+    What a streamed test split is made of: the records' image without the record around it (no Example to
+    serialize, nor to parse), decoded by the same pipeline step that decodes records.
     """
-    out: list[tuple[bytes | None, str]] = []
-    for jpeg, reason, encoded_here in _prepared_each(rows, size, policy, quality):
-        if jpeg is None:
-            out.append((None, reason))
-        elif encoded_here:
-            # a baseline RGB JPEG of size x size that Pillow just wrote: its decoder called directly, without the
-            # file parser around it, gives the same bytes sooner (46 against 65 us at 64 px)
-            out.append((Image.frombytes("RGB", (size, size), jpeg, "jpeg", "RGB", "").tobytes(), ""))
-        else:
-            im = _open(jpeg)  # a stored JPEG that already had the size, passed through as it is
-            out.append(((im if im.mode == "RGB" else im.convert("RGB")).tobytes(), ""))
-    return out
+    return [(jpeg, reason) for jpeg, reason, _ in _prepared_each(rows, size, policy, quality)]
 
 
 def _prepared_each(rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str,

@@ -417,7 +417,7 @@ def _is_jpeg(manifest: "records.Manifest | None") -> bool:
 
 
 def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
-             meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False, decoded: bool = False):
+             meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False):
     binary = competitions.is_binary(n_classes)
     stats = {c: (float(m), float(sd) if sd else 1.0) for c, (m, sd) in (meta_stats or {}).items()}
 
@@ -429,7 +429,7 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
     def prepare(ex: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         # uint8 all the way to the model, which casts inside its step: a float32 cast here made the
         # un-augmented stream 0.76x of decode-only, uint8 runs at 0.96x (benchmarks/pipeline.py)
-        image = ex["image"] if decoded else records.decode_image(ex["image"], jpeg=jpeg)
+        image = records.decode_image(ex["image"], jpeg=jpeg)
         image = tf.ensure_shape(image, [size, size, 3])
         inputs = {"image": image}
         if meta_numeric or meta_categorical:
@@ -455,7 +455,7 @@ def _paths(paths: "Sequence[str | Path] | records.ImageStream") -> "list[str] | 
 
 
 def _read(paths: "list[str] | records.ImageStream", training: bool) -> tf.data.Dataset:
-    """Parsed records, image still encoded (a stream's already decoded): in order of ``paths`` and of each file
+    """Parsed records (or a stream's columns), image still encoded: in order of ``paths`` and of each file
     unless training."""
     if isinstance(paths, records.ImageStream):
         return paths.dataset()  # its length is known already
@@ -603,7 +603,7 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
         raise KitError(f"size: expects the records' image side in pixels, got {kw['size']}")
     paths = _paths(paths)
     prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"], kw["meta_stats"],
-                       jpeg=_is_jpeg(_manifest(paths)), decoded=isinstance(paths, records.ImageStream))
+                       jpeg=_is_jpeg(_manifest(paths)))
     ds = _read(paths, training=False)
     if random_view:
         view_seed = tf.constant(int(view), tf.int64)

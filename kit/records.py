@@ -861,9 +861,9 @@ _STREAM_CHUNK = 64  # images per worker task when streaming a test split
 
 @dataclass
 class ImageStream:
-    """A test split served straight from its download: the images as kit's pipeline would decode them from
-    records (the same workers, resize and JPEG, decoded in the workers), with their ids and metadata, in
-    table order, and nothing written to disk.
+    """A test split served straight from its download: the JPEG bytes, ids and metadata its records would
+    hold (the same workers, resize and JPEG), in table order, with nothing written to disk and no record
+    to serialize or parse.
 
     ``kit predict`` reads ISIC 2024's ~500,000 hidden test images this way on the rerun, instead of
     writing records first. ``manifest`` mirrors a test records manifest (size, classes, metadata codes).
@@ -883,27 +883,27 @@ class ImageStream:
         return ImageStream(self.rows[:n], self.manifest, self.workers)
 
     def batches(self) -> Iterator[dict[str, np.ndarray]]:
-        """Model-ready columns a worker's chunk at a time: ``image`` uint8 [n, S, S, 3], ``image_name``,
-        ``target``, ``fold``, ``group`` and the metadata columns, as ``load_dataset`` parses them from records;
+        """The columns a worker's chunk at a time: ``image`` (JPEG bytes), ``image_name``, ``target``, ``fold``,
+        ``group`` and the metadata columns, as ``load_dataset(..., decode=False)`` parses them from records;
         KitError naming the image when one cannot be read."""
         enc = self.manifest.encoding or Encoding()
         size = self.manifest.image_size
         chunks = [self.rows[i:i + _STREAM_CHUNK] for i in range(0, len(self.rows), _STREAM_CHUNK)]
         parallel = self.workers > 1 and len(self.rows) >= _PARALLEL_MIN_IMAGES
         results = _run_chunks(chunks, size, enc.resize, enc.quality, self.workers if parallel else 1,
-                              task=imaging.make_pixels)
+                              task=imaging.make_jpegs)
         try:
             for chunk, res in zip(chunks, results):
-                for (path, _), (pixels, reason) in zip(chunk, res):
-                    if pixels is None:
+                for (path, _), (jpeg, reason) in zip(chunk, res):
+                    if jpeg is None:
                         raise KitError(f"{path}: {reason}; every test image is needed for a submission")
-                yield self._columns([f for _, f in chunk], [p for p, _ in res], size)
+                yield self._columns([f for _, f in chunk], [j for j, _ in res])
         finally:
             results.close()
 
-    def _columns(self, fields: list[dict], pixels: list[bytes], size: int) -> dict[str, np.ndarray]:
+    def _columns(self, fields: list[dict], jpegs: list[bytes]) -> dict[str, np.ndarray]:
         meta = self.manifest.metadata
-        out = {"image": np.frombuffer(b"".join(pixels), np.uint8).reshape(len(pixels), size, size, 3)}
+        out = {"image": np.array(jpegs, dtype=object)}
         for key in ("image_name", "group"):
             out[key] = np.array([str(f[key]) for f in fields], dtype=object)
         for key in ("target", "fold", *meta.categorical):
@@ -913,15 +913,14 @@ class ImageStream:
         return out
 
     def dataset(self) -> tf.data.Dataset:
-        """The stream as a tf.data dataset of dicts, one per image (of known length), as ``load_dataset``
-        gives decoded records."""
-        size, meta = self.manifest.image_size, self.manifest.metadata
-        spec = {"image": tf.TensorSpec((None, size, size, 3), tf.uint8)}
-        spec.update({k: tf.TensorSpec((None,), tf.string) for k in ("image_name", "group")})
+        """The stream as a tf.data dataset of dicts, one per image (of known length), as
+        ``load_dataset(..., decode=False)`` gives records."""
+        meta = self.manifest.metadata
+        spec = {k: tf.TensorSpec((None,), tf.string) for k in ("image", "image_name", "group")}
         spec.update({k: tf.TensorSpec((None,), tf.int64) for k in ("target", "fold", *meta.categorical)})
         spec.update({k: tf.TensorSpec((None,), tf.float32) for k in meta.numeric})
-        # Whole chunks cross from Python into tf.data (from_generator costs a Python call per element), and
-        # decoded pixels, not records: no Example to serialize, parse, or decode a second time in TensorFlow
+        # Whole chunks cross from Python into tf.data (from_generator costs a Python call per element), as
+        # columns, not records: no Example to serialize or parse; the pipeline decodes the JPEGs in parallel
         ds = tf.data.Dataset.from_generator(self.batches, output_signature=spec)
         return ds.unbatch().apply(tf.data.experimental.assert_cardinality(self.count))
 

@@ -217,23 +217,23 @@ def test_a_streamed_test_split_serves_the_pixels_ids_and_metadata_its_records_wo
     assert pipeline.record_table(stream)["image_name"].tolist() == pipeline.record_table(shards)["image_name"].tolist()
 
 
-def test_stream_pixels_are_the_records_jpeg_decoded_whether_resized_or_passed_through(tmp_path):
+def test_a_stream_carries_the_jpeg_its_record_would_whether_resized_or_passed_through(tmp_path):
     import io
 
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    paths = []
+    rows = []
     for name, side in (("resized", 40), ("as_is", 24)):
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
         (tmp_path / f"{name}.jpg").write_bytes(buf.getvalue())
-        paths.append((str(tmp_path / f"{name}.jpg"), {}))
-    stored = [imaging.prepared_jpeg(imaging.read_image_bytes(p), 24) for p, _ in paths]
-    assert stored[1] == (tmp_path / "as_is.jpg").read_bytes()  # already 24 px: kept byte for byte
-    pixels = imaging.make_pixels(paths, 24)
-    for (px, reason), jpeg in zip(pixels, stored):
-        assert reason == "" and px == np.asarray(records.decode_image(jpeg, jpeg=True)).tobytes()
+        rows.append((str(tmp_path / f"{name}.jpg"), {"image_name": name}))
+    streamed = imaging.make_jpegs(rows, 24)
+    recorded = imaging.make_records(rows, 24)
+    assert streamed[1][0] == (tmp_path / "as_is.jpg").read_bytes()  # already 24 px: kept byte for byte
+    for (jpeg, reason), (example, _), (_, fields) in zip(streamed, recorded, rows):
+        assert reason == "" and example == imaging.example_bytes({"image": jpeg, **fields})  # the same image bytes
 
 
 def test_predict_reads_the_test_hdf5_directly_with_the_same_answers_as_test_records(download, tmp_path, capsys):
