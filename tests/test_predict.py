@@ -73,7 +73,7 @@ def _multi_model(bias):
 
 def _make_run(folder, models, classes, id_name, unfinished=None):
     folder.mkdir()
-    lines = [f'model = "tiny"', f"size = {SIZE}", f"n_classes = {len(classes)}",
+    lines = ['model = "tiny"', f"size = {SIZE}", f"n_classes = {len(classes)}",
              "classes = [" + ", ".join(f'"{c}"' for c in classes) + "]", f'id_name = "{id_name}"']
     (folder / "config.toml").write_text("\n".join(lines) + "\n")
     for k, model in enumerate(models):
