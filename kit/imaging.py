@@ -456,7 +456,7 @@ def make_records(
     ``fields`` holds every feature but the image; the prepared JPEG is added as ``image``.
     """
     return [(example_bytes({"image": jpeg, **fields}), "") if jpeg is not None else (None, reason)
-            for (_, fields), (jpeg, reason, _) in zip(rows, _prepared_each(rows, size, policy, quality))]
+            for (_, fields), (jpeg, reason) in zip(rows, make_jpegs(rows, size, policy, quality))]
 
 
 def make_jpegs(
@@ -467,22 +467,14 @@ def make_jpegs(
     What a streamed test split is made of: the records' image without the record around it (no Example to
     serialize, nor to parse), decoded by the same pipeline step that decodes records.
     """
-    return [(jpeg, reason) for jpeg, reason, _ in _prepared_each(rows, size, policy, quality)]
-
-
-def _prepared_each(rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str,
-                   quality: int) -> list[tuple[bytes | None, str, bool]]:
-    """(prepared JPEG, "", whether it was encoded here) or (None, reason, False) per row."""
-    out: list[tuple[bytes | None, str, bool]] = []
+    out: list[tuple[bytes | None, str]] = []
     for path, _ in rows:
         try:
-            data = read_image_bytes(path)
-            jpeg = prepared_jpeg(data, size, policy, quality)
-            out.append((jpeg, "", jpeg is not data))
+            out.append((prepared_jpeg(read_image_bytes(path), size, policy, quality), ""))
         except ImageError as exc:
-            out.append((None, str(exc), False))
+            out.append((None, str(exc)))
         except OSError as exc:
-            out.append((None, f"cannot read ({exc.strerror or exc})", False))
+            out.append((None, f"cannot read ({exc.strerror or exc})"))
     return out
 
 

@@ -535,7 +535,8 @@ def make_dataset(
             return inputs, target
 
         ds = ds.enumerate().map(aug_batch, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE) if training else _once_through(ds.prefetch(AUTOTUNE))
+    ds = ds.prefetch(AUTOTUNE)
+    return ds if training else _once_through(ds)
 
 
 def _once_through(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -627,7 +628,7 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
 def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: bool) -> tf.data.Dataset:
     if not pad:
         return ds
-    n = paths.count if isinstance(paths, records.ImageStream) else records.count_data_items(paths)
+    n = records.count_data_items(paths)
     extra = -n % batch
     return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 

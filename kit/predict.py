@@ -148,7 +148,7 @@ def _all_folds_step(models: Sequence[Any]) -> Callable[[dict[str, Any]], list[An
     def step(batch: dict[str, Any]) -> list[Any]:
         return [m(feed(batch, f), training=False) for f, m in enumerate(models)]
 
-    return lambda batch: step(batch)
+    return step
 
 
 def _pad(batch: dict[str, Any], rows: int) -> dict[str, np.ndarray]:
@@ -430,7 +430,7 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
 
     info = load_run(run)
     images, _ = test_images(test, info)
-    total = images.count if isinstance(images, records.ImageStream) else records.count_data_items(images)
+    total = records.count_data_items(images)
     if isinstance(images, records.ImageStream):
         images = images.head(sample + batch)
     import kit.models  # noqa: F401  (registers kit's custom layers)

@@ -103,8 +103,10 @@ def parse_shard_name(path: str | Path) -> tuple[str, int, int]:
     return m["split"], int(m["index"]), int(m["count"])
 
 
-def count_data_items(paths: Iterable[str | Path]) -> int:
-    """Number of records in ``paths``, read from the shard names alone (no scan)."""
+def count_data_items(paths: "Iterable[str | Path] | ImageStream") -> int:
+    """Number of records in ``paths``, read from the shard names alone (no scan), or the images of a stream."""
+    if isinstance(paths, ImageStream):
+        return paths.count
     return sum(parse_shard_name(p)[2] for p in paths)
 
 
@@ -671,7 +673,7 @@ def _digests_and_folds(table: pd.DataFrame, train: sources.Source | None, n_fold
     else:
         table["fold"] = kfolds.assign_folds(table, n_folds, seed, digests=digests)
         kfolds.check_leakage(table, digests=digests)
-    return list(digests), train_dups
+    return digests, train_dups
 
 
 def write_encoded(
@@ -830,8 +832,8 @@ def _worker_rows(table: pd.DataFrame, src: sources.Source) -> list[tuple[str, di
 
 def _run_chunks(chunks: list[list], size: int, policy: str, quality: int, workers: int,
                 task: Callable[..., list] | None = None) -> Iterator[list]:
-    """``task(chunk, size, policy, quality)`` per chunk (``imaging.make_records``, or a stream's pixels), in
-    chunk order, from ``workers`` processes (or this one)."""
+    """``task(chunk, size, policy, quality)`` per chunk (``imaging.make_records``, or ``imaging.make_jpegs`` for a
+    stream), in chunk order, from ``workers`` processes (or this one)."""
     task = task or imaging.make_records
     if workers <= 1:
         for c in chunks:
@@ -931,8 +933,8 @@ def stream_test_split(source: str | Path, train_manifest: Manifest, *, workers: 
     ``train_manifest``: their image size, resize and JPEG settings, and their categorical code tables.
 
     ``columns`` keeps only those metadata columns (a run's model inputs; ``None``: all of the records'):
-    unlike records written for any later run, a stream serves one run, and ISIC 2024's 41 columns cost
-    about as much to serialize and parse as a small image does to prepare."""
+    unlike records written for any later run, a stream serves one run, and each of ISIC 2024's 41 columns
+    is otherwise carried and prepared for every image."""
     src = sources.load_source(source, test=True)
     if src.layout != train_manifest.layout:
         raise KitError(f"{source}: a {src.layout} download, but the run trained on {train_manifest.layout} records")
