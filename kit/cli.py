@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
 from kit import runtime
 from kit.errors import KitError
@@ -571,15 +571,80 @@ def write_traceback(verb: str) -> str:
         return "(could not be written)"
 
 
+class _ClosableStdout:
+    """Standard output that a reader closing its end of the pipe (``kit train | head -3``) cannot break.
+
+    A closed standard output is not a failure of the work (the Unix convention): on the first
+    BrokenPipeError, file descriptor 1 is pointed at the null device, so the rest of kit's lines, Keras'
+    progress and anything buffered go nowhere and the verb ends with the status of its work.
+    """
+
+    def __init__(self, stream: "TextIO") -> None:
+        self._stream = stream
+        self.closed_by_reader = False
+
+    def write(self, text: str) -> int:
+        """Write ``text``; nothing (and no error) once the reader has gone."""
+        if not self.closed_by_reader:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def writelines(self, lines: "Iterable[str]") -> None:
+        """Write each of ``lines``."""
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        """Flush, unless the reader has gone."""
+        if not self.closed_by_reader:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed_by_reader = True
+        try:
+            fd = self._stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's capture): nothing to redirect
+            return
+        os.dup2(null, fd)  # what is still buffered, and Python's flush at exit, land in the null device
+        os.close(null)
+        try:
+            self._stream.flush()
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...: the real stream's
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``kit`` with ``argv``; returns the exit status (always one line on stderr when it fails).
 
     1: bad input (KitError), 2: usage (argparse), 3: the environment (an OSError: disk full, read-only,
     permission), 130: interrupted, 70: anything else, with the path of the file holding its traceback.
+    A reader that closes kit's standard output early changes nothing but what is printed.
     """
     args = build_parser().parse_args(argv)
     # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
     runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
+    stdout = sys.stdout
+    guarded = sys.stdout = _ClosableStdout(stdout) if stdout is not None else stdout
+    try:
+        return _run_verb(args)
+    finally:
+        if guarded is not None:
+            guarded.flush()  # a reader gone by now is found here, not by Python's flush at exit
+        sys.stdout = stdout
+
+
+def _run_verb(args: argparse.Namespace) -> int:
+    """``args.func(args)``, every failure turned into its exit status and one line on stderr."""
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -590,3 +590,62 @@ def test_a_sample_submission_repeating_an_id_is_named_by_check_and_blend(tmp_pat
     code, err = _run(capsys, "blend", tmp_path / "sub.csv", "--out", tmp_path / "o.csv", "--sample-submission",
                      tmp_path / "s.csv")
     assert code == 1 and err == [f"kit blend: error: {tmp_path / 's.csv'}: duplicate id a (rows 1 and 3)"]
+
+
+# --- a reader that closes kit's standard output (`kit VERB | head`) ---------------------------------------
+
+
+def _with_closed_stdout(tmp: Path, argv: list, *, read_first: bool = False, timeout: int = 120) -> tuple[int, str]:
+    """Run ``kit ARGV`` in a process whose standard output is a real pipe that this side closes: at once, or
+    after reading one line (``read_first``), as ``| true`` and ``| head -1`` do; (exit status, its stderr)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with open(tmp / "stderr.txt", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "kit", *map(str, argv)], stdout=subprocess.PIPE, stderr=err,
+                                env=env, text=True)
+        if read_first:
+            assert proc.stdout.readline()
+        proc.stdout.close()
+        code = proc.wait(timeout=timeout)
+        err.seek(0)
+        return code, err.read()
+
+
+def _pipe_inputs(tmp: Path) -> dict[str, list]:
+    (tmp / "s.csv").write_text("id,target\na,0.5\nb,0.5\n")
+    (tmp / "sub.csv").write_text("id,target\na,0.2\nb,0.9\n")
+    comp = synth.make_competition("pcam", tmp / "comp", n_train=8, n_test=0, size=32)
+    return {
+        "models": ["models"],
+        "runs": ["runs", tmp],
+        "check": ["check", tmp / "sub.csv", "--sample-submission", tmp / "s.csv"],
+        "blend": ["blend", tmp / "sub.csv", tmp / "sub.csv", "--out", tmp / "blend.csv"],
+        "records": ["records", comp, "--out", tmp / "rec", "--size", "16", "--folds", "2", "--workers", "1"],
+    }
+
+
+@pytest.mark.parametrize("verb", ["models", "runs", "check", "blend", "records"])
+def test_a_closed_standard_output_is_not_a_failure(tmp_path, verb):
+    code, err = _with_closed_stdout(tmp_path, _pipe_inputs(tmp_path)[verb])
+    assert code == 0, err
+    assert "Broken pipe" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+    if verb == "blend":
+        assert pd.read_csv(tmp_path / "blend.csv")["target"].tolist() == [0.2, 0.9]
+    if verb == "records":
+        assert json.loads((tmp_path / "rec" / "manifest.json").read_text())["count"] == 8
+
+
+def test_training_finishes_every_fold_when_its_reader_has_gone(tmp_path):
+    from records_fixture import write_records
+
+    write_records(tmp_path / "rec", n_folds=2, per_fold=8, size=32)
+    run = tmp_path / "run"
+    code, err = _with_closed_stdout(tmp_path, ["train", "--records", tmp_path / "rec", "--out", run, "--model",
+                                               "tiny_cnn", "--epochs", "2", "--batch", "8", "--verbose", "1"],
+                                    read_first=True, timeout=240)
+    assert code == 0, err
+    assert "Broken pipe" not in err and "Exception ignored" not in err
+    assert [json.loads((run / f"fold{k}" / "done.json").read_text())["fold"] for k in (0, 1)] == [0, 1]
+    assert (run / "cv.json").is_file() and not (run / "error.txt").exists()
