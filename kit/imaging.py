@@ -483,7 +483,11 @@ def prepared_jpeg(data: bytes, size: int, policy: str = "crop", quality: int = J
     of ``size`` x ``size`` (a second JPEG generation would only lose detail and time), else resized by
     ``policy`` and encoded at ``quality``."""
     im = _open(data)
-    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size) and _orientation(im) == 1:
+    # a JPEG cut short keeps its header: only one whose end-of-image marker follows its last scan passes as
+    # stored (bytes after the marker are harmless); a truncated one is decoded here, where it fails with its
+    # path, not later in TensorFlow's decoder. Neither marker can occur inside entropy-coded data.
+    complete = data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda") >= 0
+    if im.format == "JPEG" and im.mode == "RGB" and im.size == (size, size) and _orientation(im) == 1 and complete:
         return data
     return encode_jpeg(_resized(im, size, policy), quality)
 

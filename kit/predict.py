@@ -334,10 +334,15 @@ def predict_run(
     models = [load_fold_model(p) for p in info.models]
     cfg = info.config
     views, note = pipeline.tta_views(tta, pipeline.resolve_augment(cfg.augment, cfg.augment_options))
-    probs = predict_views(
-        models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
-        fold_weights=weights, progress=progress,
-    )
+    try:
+        probs = predict_views(
+            models, lambda view: pipeline.predict_dataset(paths, cfg, view, batch), views, len(ids),
+            fold_weights=weights, progress=progress,
+        )
+    except Exception:  # an image a stream could not read reaches here inside TensorFlow's own error text
+        if getattr(paths, "failure", None) is not None:
+            raise paths.failure from None
+        raise
     return _write(info, ids, targets, probs, out, sample_frame, views, weights, t0, str(records_dir),
                   train_duplicate_ids(manifest), note)
 

@@ -110,7 +110,7 @@ def count_data_items(paths: "Iterable[str | Path] | ImageStream") -> int:
     return sum(parse_shard_name(p)[2] for p in paths)
 
 
-def verify_shards(paths: Iterable[str | Path]) -> None:
+def verify_shards(paths: Iterable[str | Path], remedy: str = "write the records again") -> None:
     """Check that each shard holds the number of records its name says (a cheap read of the framing only), so a
     truncated or corrupt shard stops a run in seconds with its name instead of mid-epoch; KitError otherwise."""
     for p in paths:
@@ -121,9 +121,9 @@ def verify_shards(paths: Iterable[str | Path]) -> None:
         try:
             found = imaging.count_tfrecords(p)
         except ValueError as exc:
-            raise KitError(f"{p}: damaged shard ({exc}); write the records again") from None
+            raise KitError(f"{p}: damaged shard ({exc}); {remedy}") from None
         if found != expected:
-            raise KitError(f"{p}: holds {found} records, its name says {expected}; write the records again")
+            raise KitError(f"{p}: holds {found} records, its name says {expected}; {remedy}")
 
 
 def to_example(
@@ -874,6 +874,8 @@ class ImageStream:
     rows: list[tuple[str, dict]]
     manifest: Manifest
     workers: int
+    # the KitError that stopped ``batches``: tf.data reports it inside its own error text, the caller raises it
+    failure: KitError | None = field(default=None, compare=False, repr=False)
 
     @property
     def count(self) -> int:
@@ -898,7 +900,8 @@ class ImageStream:
             for chunk, res in zip(chunks, results):
                 for (path, _), (jpeg, reason) in zip(chunk, res):
                     if jpeg is None:
-                        raise KitError(f"{path}: {reason}; every test image is needed for a submission")
+                        self.failure = KitError(f"{path}: {reason}; every test image is needed for a submission")
+                        raise self.failure
                 yield self._columns([f for _, f in chunk], [j for j, _ in res])
         finally:
             results.close()
@@ -941,7 +944,11 @@ def stream_test_split(source: str | Path, train_manifest: Manifest, *, workers: 
     meta = train_manifest.metadata
     # codes as in training: a category's index must mean the same thing in train and test
     src.categories = {c: list(codes) for c, codes in meta.categorical.items()}
-    wanted = set(src.table.columns) if columns is None else set(columns) & set(src.table.columns)
+    absent = [c for c in columns or () if c not in src.table.columns]
+    if absent:
+        raise KitError(f"{src.table_file or source}: no column {absent[0]!r}, which the run's model takes as input "
+                       "(--meta); predict test records that hold it")
+    wanted = set(src.table.columns) if columns is None else set(columns)
     src.numeric = [c for c in meta.numeric if c in wanted]
     src.categorical = [c for c in src.categories if c in wanted]
     table = src.table.reset_index(drop=True).assign(fold=-1)
@@ -1087,7 +1094,12 @@ def read_manifest(folder: str | Path, split: str | None = None) -> Manifest:
 
 
 def _public_manifest(folder: Path, split: str, shards: list[Path]) -> Manifest:
-    first = next(iter(tf.data.TFRecordDataset(str(shards[0])).take(1)), None)
+    # bytes that are no TFRecord file under a shard's name: named here, not "corrupted record at 0" from TensorFlow
+    verify_shards(shards[:1], remedy="download it again")
+    try:
+        first = next(iter(tf.data.TFRecordDataset(str(shards[0])).take(1)), None)
+    except tf.errors.DataLossError:  # the framing is sound, a record's own checksum is not
+        raise KitError(f"{shards[0]}: damaged shard (its first record fails its checksum); download it again") from None
     if first is None:
         raise KitError(f"{shards[0]}: empty shard")
     try:

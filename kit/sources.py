@@ -19,10 +19,12 @@ then metadata columns. Layouts:
 
 from __future__ import annotations
 
+import csv as csvlib
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,6 +66,8 @@ class Source:
     # Columns of the train CSV that the test CSV lacks (ISIC 2024: diagnosis, biopsy, lesion id). They
     # restate or leak the label and cannot exist at prediction time: never metadata inputs.
     train_only: list[str] = field(default_factory=list)
+    # The CSV the table was read from ("" for class folders), for messages about its columns.
+    table_file: str = ""
 
 
 def detect_layout(path: str | Path) -> str:
@@ -193,14 +197,43 @@ def read_csv_ids(csv: str | os.PathLike, id_cols: list[str], **kwargs: Any) -> p
     present = [c for c in id_cols if c in header]
     na_values = {c: _NA_TEXTS for c in header if c not in present}
     try:
-        return pd.read_csv(csv, dtype={c: str for c in present}, keep_default_na=False, na_values=na_values,
-                           **kwargs)
+        df = pd.read_csv(csv, dtype={c: str for c in present}, keep_default_na=False, na_values=na_values,
+                         **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise KitError(f"{csv}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
+    if not isinstance(df.index, pd.RangeIndex) and "index_col" not in kwargs:
+        # pandas reads rows one field longer than the header (a comma at each row's end) as index + columns,
+        # every column then one to the left of its name
+        raise KitError(ragged_rows(Path(csv), len(header)))
+    return df
+
+
+def csv_records(csv: Path) -> Iterator[tuple[int, list[str]]]:
+    """(file line where it starts, fields) of each record of ``csv`` as pandas counts them: the header first,
+    blank lines skipped, a quoted field free to span lines."""
+    with open(csv, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csvlib.reader(fh)
+        end = 0
+        for row in reader:
+            start, end = end + 1, reader.line_num
+            if row and not (len(row) == 1 and not row[0].strip()):
+                yield start, row
+
+
+def ragged_rows(csv: Path, n_header: int) -> str:
+    """One line naming the rows of ``csv`` that have more fields than its header's ``n_header``."""
+    lines = [(line, len(row)) for line, row in itertools.islice(csv_records(csv), 1, None) if len(row) > n_header]
+    if not lines:
+        return f"{csv}: rows have more fields than the header's {n_header}"
+    shown = ", ".join(str(line) for line, _ in lines[:5]) + (f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    counts = sorted({n for _, n in lines})
+    return (f"{csv}: {len(lines)} row{'s' if len(lines) > 1 else ''} with {' or '.join(map(str, counts))} fields, "
+            f"the header has {n_header} (a comma at the end of the row?): line{'s' if len(lines) > 1 else ''} {shown}")
 
 
 def _read_csv(csv: Path, required: list[str], id_col: str) -> pd.DataFrame:
-    """A CSV with ``required`` columns and unique, non-empty ids (ids kept as strings)."""
+    """A CSV with ``required`` columns and unique, non-empty ids (ids kept as strings); its index is the record
+    number (0 for the first data row), which ``_line`` turns into the file line."""
     if not csv.is_file():
         raise KitError(f"{csv}: file not found")
     df = read_csv_ids(csv, [id_col])
@@ -210,30 +243,44 @@ def _read_csv(csv: Path, required: list[str], id_col: str) -> pd.DataFrame:
     ids = df[id_col]
     empty = ids.isna() | (ids.astype(str).str.strip() == "")
     if empty.any():
-        raise KitError(f"{csv}: line {_line(df, empty)}: empty {id_col!r}")
+        raise KitError(f"{csv}: line {_line(csv, df, empty)}: empty {id_col!r}")
     dup = ids.duplicated(keep=False)
     if dup.any():
         first = df.index[dup][0]
         again = df.index[dup & (ids == ids[first])][1]
-        raise KitError(f"{csv}: line {again + 2}: duplicate {id_col} {ids[first]!r} (also on line {first + 2})")
+        lines = _file_lines(csv, [first, again])
+        raise KitError(f"{csv}: line {lines[1]}: duplicate {id_col} {ids[first]!r} (also on line {lines[0]})")
     return df.reset_index(drop=True)
 
 
-def _line(df: pd.DataFrame, mask: pd.Series) -> int:
-    """File line of the first row where ``mask`` holds (header is line 1)."""
-    return int(np.flatnonzero(np.asarray(mask))[0]) + 2
+def _line(csv: Path, df: pd.DataFrame, mask: pd.Series) -> int:
+    """File line of the first row of ``df`` (read by ``_read_csv``) where ``mask`` holds."""
+    return _file_lines(csv, [int(df.index[np.asarray(mask)][0])])[0]
+
+
+def _file_lines(csv: Path, records: list[int]) -> list[int]:
+    """The file line where each data record (0 for the first) starts: blank lines and quoted line breaks
+    make it more than record + 2, and it is read only when a message needs it."""
+    wanted = {r + 1 for r in records}  # csv_records counts the header as record 0
+    found = {}
+    for k, (line, _) in enumerate(csv_records(csv)):
+        if k in wanted:
+            found[k] = line
+            if len(found) == len(wanted):
+                break
+    return [found.get(r + 1, r + 2) for r in records]
 
 
 def _labels(csv: Path, df: pd.DataFrame, col: str, classes: list[str]) -> np.ndarray:
     """Class index per row of ``df[col]``; a missing or unknown label names its line."""
     values = df[col]
     if values.isna().any():
-        raise KitError(f"{csv}: line {_line(df, values.isna())}: missing label in column {col!r}")
+        raise KitError(f"{csv}: line {_line(csv, df, values.isna())}: missing label in column {col!r}")
     text = values.map(_label_text)
     index = {c: i for i, c in enumerate(classes)}
     bad = ~text.isin(list(index))
     if bad.any():
-        raise KitError(f"{csv}: line {_line(df, bad)}: label {text[bad].iloc[0]!r} in column {col!r} "
+        raise KitError(f"{csv}: line {_line(csv, df, bad)}: label {text[bad].iloc[0]!r} in column {col!r} "
                        f"is not one of {', '.join(classes)}")
     return text.map(index).to_numpy(dtype=np.int64)
 
@@ -271,7 +318,7 @@ def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Pat
     # An id is a name below the image folder: an absolute path or ".." would read images from anywhere.
     outside = ids.astype(str).map(lambda i: Path(i).is_absolute() or ".." in Path(i).parts or i.startswith("~"))
     if outside.any():
-        raise KitError(f"{csv}: line {_line(df, outside)}: image {ids[outside].iloc[0]!r} is not a name below "
+        raise KitError(f"{csv}: line {_line(csv, df, outside)}: image {ids[outside].iloc[0]!r} is not a name below "
                        f"{folders[0]} (absolute paths and '..' are refused)")
     paths = ids.astype(str).map(locate)
     missing = paths.isna()
@@ -279,11 +326,10 @@ def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Pat
         where = " or ".join(str(f) for f in folders)
         if not skip_bad:
             first = ids[missing].iloc[0]
-            raise KitError(f"{csv}: line {_line(df, missing)}: image {first!r} not found in {where}")
+            raise KitError(f"{csv}: line {_line(csv, df, missing)}: image {first!r} not found in {where}")
         for i in ids[missing]:
             skipped.append({"path": str(folders[0] / str(i)), "reason": f"listed in {csv.name} but not found"})
-    out = df.assign(path=paths)[~missing].reset_index(drop=True)
-    return out
+    return df.assign(path=paths)[~missing]  # the index stays the record number: _line finds its file line
 
 
 def _categories(frames: list[pd.DataFrame], columns: list[str]) -> dict[str, list[str]]:
@@ -334,7 +380,7 @@ def _siim(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -
     others = [read_csv_ids(f, ["image_name"]) for f in (train_csv, test_csv) if f.is_file() and f != csv]
     table = _finish(df, "image_name", target, group, numeric, categorical)
     return Source(table, SIIM_CLASSES, "siim", "image_name", numeric, categorical, labelled,
-                  _categories([df, *others], categorical), skipped, str(root))
+                  _categories([df, *others], categorical), skipped, str(root), table_file=str(csv))
 
 
 def _ham(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
@@ -353,7 +399,7 @@ def _ham(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) ->
     categorical = [c for c in HAM_CATEGORICAL if c in df.columns]
     table = _finish(df, "image_id", target, group, numeric, categorical)
     return Source(table, list(HAM_CLASSES), "ham10000", "image_id", numeric, categorical, True,
-                  _categories([df], categorical), skipped, str(root))
+                  _categories([df], categorical), skipped, str(root), table_file=str(csv))
 
 
 def _pcam(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source:
@@ -413,7 +459,7 @@ def _isic2024(path: Path, *, id_col, label_col, group_col, images, test, skip_ba
     others = [read_csv_ids(other, ["isic_id"], usecols=lambda c: c in categorical)] if other.is_file() else []
     table = _finish(df, "isic_id", target, group, numeric, categorical)
     return Source(table, SIIM_CLASSES, "isic2024", "isic_id", numeric, categorical, not test,
-                  _categories([df, *others], categorical), skipped, str(root), train_only)
+                  _categories([df, *others], categorical), skipped, str(root), train_only, str(csv))
 
 
 def _isic2024_images(df: pd.DataFrame, root: Path, split: str, images: Path | None, csv: Path, skip_bad: bool,
@@ -433,7 +479,7 @@ def _isic2024_images(df: pd.DataFrame, root: Path, split: str, images: Path | No
     ids = df["isic_id"].astype(str)
     missing = ~ids.isin(keys)
     if missing.any() and not skip_bad:
-        raise KitError(f"{csv}: line {_line(df, missing)}: isic_id {ids[missing].iloc[0]!r} has no image in {h5.name}")
+        raise KitError(f"{csv}: line {_line(csv, df, missing)}: isic_id {ids[missing].iloc[0]!r} has no image in {h5.name}")
     unlisted = sorted(keys - set(ids))
     if unlisted:
         raise KitError(f"{h5}: key {unlisted[0]!r} has no row in {csv.name} ({len(unlisted)} such keys)")
@@ -442,7 +488,7 @@ def _isic2024_images(df: pd.DataFrame, root: Path, split: str, images: Path | No
     from kit.imaging import hdf5_member
 
     resolved = str(h5.resolve())
-    return df.assign(path=[hdf5_member(resolved, i) for i in ids])[~missing].reset_index(drop=True)
+    return df.assign(path=[hdf5_member(resolved, i) for i in ids])[~missing]
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -550,7 +596,7 @@ def _csv(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) ->
     df = _find_images(df, df[id_col], [images or path.parent], path, skip_bad, skipped)
     if labelled:
         if df[label_col].isna().any():
-            raise KitError(f"{path}: line {_line(df, df[label_col].isna())}: missing label in column {label_col!r}")
+            raise KitError(f"{path}: line {_line(path, df, df[label_col].isna())}: missing label in column {label_col!r}")
         values = df[label_col].map(_label_text)
         classes = sorted(values.unique(), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
         target = _labels(path, df, label_col, classes)
@@ -568,4 +614,4 @@ def _csv(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) ->
             categorical.append(col)
     table = _finish(df, id_col, target, group, numeric, categorical)
     return Source(table, classes, "csv", id_col, numeric, categorical, labelled,
-                  _categories([df], categorical), skipped, str(path.parent))
+                  _categories([df], categorical), skipped, str(path.parent), table_file=str(path))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -241,6 +242,17 @@ def _gather_words(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> np.nda
 _FIELDS_RE = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
+def _long_row(name: str, n_header: int) -> str:
+    """One line naming the file line of the first row with more fields than the header (pandas' own count of
+    lines leaves out the line breaks inside quoted fields)."""
+    from kit.sources import csv_records
+
+    for line, row in itertools.islice(csv_records(Path(name)), 1, None):
+        if len(row) > n_header:
+            return f"{name}: line {line} has {len(row)} fields, the header has {n_header}"
+    return f"{name}: a row has more fields than the header's {n_header}"
+
+
 def _read_careful(name: str, columns: list[str]) -> Table:
     """Read every cell as text with pandas, then convert; names the cell that is wrong."""
     import pandas as pd  # only unusual files come here
@@ -250,15 +262,15 @@ def _read_careful(name: str, columns: list[str]) -> Table:
     except UnicodeDecodeError:
         raise _not_csv(name, "not UTF-8 text") from None
     except pd.errors.ParserError as exc:
-        m = _FIELDS_RE.search(str(exc))
-        if m:
-            raise KitError(f"{name}: line {m[2]} has {m[3]} fields, the header has {m[1]}") from None
+        if _FIELDS_RE.search(str(exc)):
+            raise KitError(_long_row(name, len(columns))) from None
         raise _not_csv(name, str(exc).strip().splitlines()[0]) from None
     except pd.errors.EmptyDataError:
         raise KitError(f"{name}: empty file") from None
     if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of one more field on every row
-        raise KitError(f"{name}: every row has {len(columns) + 1} fields, the header has {len(columns)} "
-                       "(a comma at the end of each row?)")
+        from kit.sources import ragged_rows
+
+        raise KitError(ragged_rows(Path(name), len(columns)))
     if frame.shape[1] != len(columns):
         raise _not_csv(name, f"the header has {len(columns)} fields, pandas read {frame.shape[1]}")
     raw = frame.iloc[:, 0].tolist()

@@ -649,3 +649,85 @@ def test_training_finishes_every_fold_when_its_reader_has_gone(tmp_path):
     assert "Broken pipe" not in err and "Exception ignored" not in err
     assert [json.loads((run / f"fold{k}" / "done.json").read_text())["fold"] for k in (0, 1)] == [0, 1]
     assert (run / "cv.json").is_file() and not (run / "error.txt").exists()
+
+
+# --- crashes that became one line naming the culprit ------------------------------------------------------
+
+
+def test_random_bytes_under_a_public_shard_name_are_named(tmp_path, capsys):
+    (tmp_path / "D").mkdir()
+    shard = tmp_path / "D" / "train00-10.tfrec"
+    shard.write_bytes(np.random.default_rng(0).bytes(4000))
+    code, err = _run(capsys, "train", "--records", tmp_path / "D", "--out", tmp_path / "run", "--model", "tiny_cnn",
+                     "--epochs", "1")
+    assert code == 1 and err == [f"kit train: error: {shard}: damaged shard (not TFRecord data at byte 0 (record 1's "
+                                 "length checksum is wrong)); download it again"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("layout", ["siim", "csv"])
+def test_rows_ending_in_a_comma_are_named_by_line(tmp_path, capsys, layout):
+    root = synth.make_competition("siim", tmp_path / "siim", n_train=8, n_test=0, size=32)
+    lines = (root / "train.csv").read_text().splitlines()
+    (root / "train.csv").write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    argv = [root] if layout == "siim" else [root / "train.csv", "--layout", "csv", "--id-col", "image_name",
+                                            "--label-col", "target", "--images", root / "jpeg" / "train"]
+    code, err = _run(capsys, "records", *argv, "--out", tmp_path / "rec", "--size", "32")
+    assert code == 1 and err == [f"kit records: error: {root / 'train.csv'}: 8 rows with 9 fields, the header has 8 "
+                                 "(a comma at the end of the row?): lines 2, 3, 4, 5, 6 and 3 more"]
+    assert not (tmp_path / "rec").exists()
+
+
+def test_csv_errors_name_the_file_line_past_blank_lines_and_quoted_line_breaks(tmp_path, capsys):
+    root = synth.make_competition("pcam", tmp_path / "pcam", n_train=6, n_test=0, size=32)
+    lines = (root / "train_labels.csv").read_text().splitlines()
+    bad = lines[4].split(",")[0]
+    lines[4] = f"{bad},7"
+    lines.insert(2, "")  # pandas skips a blank line: the row after it is one line further down than its count
+    (root / "train_labels.csv").write_text("\n".join(lines) + "\n")
+    code, err = _run(capsys, "records", root, "--out", tmp_path / "rec", "--size", "32")
+    assert code == 1 and err == [f"kit records: error: {root / 'train_labels.csv'}: line 6: label '7' in column "
+                                 "'label' is not one of 0, 1"]
+    (tmp_path / "s.csv").write_text("id,target\na z,0.5\nb,0.5\n")
+    (tmp_path / "sub.csv").write_text('id,target\n"a\nz",0.1\nb,0.2,3\n')  # the long row is on line 4
+    code, err = _run(capsys, "check", tmp_path / "sub.csv", "--sample-submission", tmp_path / "s.csv")
+    assert code == 1 and err == [f"{tmp_path / 'sub.csv'}: line 4 has 3 fields, the header has 2"]
+
+
+@pytest.fixture(scope="module")
+def siim_meta_run(tmp_path_factory):
+    """(SIIM download of 32 px JPEGs, a tiny_cnn run trained with --meta on its records)."""
+    base = tmp_path_factory.mktemp("siim_meta")
+    comp = synth.make_competition("siim", base / "comp", n_train=16, n_test=4, size=32)
+    assert cli.main(["records", str(comp), "--out", str(base / "rec"), "--size", "32", "--folds", "2",
+                     "--workers", "1"]) == 0
+    assert cli.main(["train", "--records", str(base / "rec"), "--out", str(base / "run"), "--model", "tiny_cnn",
+                     "--epochs", "1", "--batch", "8", "--verbose", "0", "--meta"]) == 0
+    return comp, base / "run"
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.8])  # in the header (Pillow cannot open it), in the pixels (it can)
+def test_predict_from_a_download_names_a_truncated_test_image(tmp_path, capsys, siim_meta_run, cut):
+    comp, run = siim_meta_run
+    download = tmp_path / "comp"
+    shutil.copytree(comp, download)
+    image = sorted((download / "jpeg" / "test").glob("*.jpg"))[1]
+    data = image.read_bytes()
+    image.write_bytes(data[: int(len(data) * cut)])
+    code, err = _run(capsys, "predict", "--run", run, "--records", download, "--out", tmp_path / "p.csv")
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith(f"kit predict: error: {image}: corrupt image (")
+    assert err[0].endswith("); every test image is needed for a submission") and "function_node" not in err[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_with_meta_names_a_metadata_column_the_download_lacks(tmp_path, capsys, siim_meta_run):
+    comp, run = siim_meta_run
+    download = tmp_path / "comp"
+    shutil.copytree(comp, download)
+    test = pd.read_csv(download / "test.csv")
+    test.drop(columns=["age_approx"]).to_csv(download / "test.csv", index=False)
+    code, err = _run(capsys, "predict", "--run", run, "--records", download, "--out", tmp_path / "p.csv")
+    assert code == 1 and err == [f"kit predict: error: {download / 'test.csv'}: no column 'age_approx', which the "
+                                 "run's model takes as input (--meta); predict test records that hold it"]
+    assert not (tmp_path / "p.csv").exists()

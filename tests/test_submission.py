@@ -70,7 +70,7 @@ def test_trailing_comma_on_every_row(tmp_path):
     path = _write(tmp_path / "a.csv", "id,label\n0001,0.5,\n00ab,0.25,\n")
     with pytest.raises(KitError) as exc:
         read_submission(path)
-    assert str(exc.value) == f"{path}: every row has 3 fields, the header has 2 (a comma at the end of each row?)"
+    assert str(exc.value) == f"{path}: 2 rows with 3 fields, the header has 2 (a comma at the end of the row?): lines 2, 3"
 
 
 def test_header_and_blank_lines_only(tmp_path):
