@@ -327,6 +327,7 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictions", nargs="+", help="each run's test submission (`kit predict`), in --runs order")
     p.add_argument("--sample-submission", help="the competition's sample_submission.csv (id order and columns)")
     p.add_argument("--submission", help="also write the stack's submission here (it is always in OUT/submission.csv)")
+    p.add_argument("--force", action="store_true", help="let --submission replace an existing file (never the sample)")
     p.add_argument("--models", nargs="+", default=["lightgbm"],
                    help="lightgbm (default), catboost, xgboost, comma- or space-separated, or all (every installed)")
     p.add_argument("--seeds", type=int, default=1, help="tree models per fold and kind, averaged (default 1)")
@@ -348,7 +349,7 @@ def _add_stack(sub: argparse._SubParsersAction) -> None:
 def _run_stack(args: argparse.Namespace) -> int:
     from kit import stack
 
-    result = stack.stack(stack_config(args), log=lambda line: print(line, flush=True))
+    result = stack.stack(stack_config(args), log=lambda line: print(line, flush=True), force=args.force)
     print(stack.format_result(result))
     return 0
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 import time
@@ -105,14 +106,23 @@ class StackConfig:
             raise KitError("--submission: needs --test-records (and --predictions) to predict the test set")
         if not self.runs and not self.metadata:
             raise KitError("--runs: nothing to learn from (no runs and --no-metadata)")
-        for name, value, ok in (("--seeds", self.seeds, self.seeds >= 1), ("--rounds", self.rounds, self.rounds >= 1),
-                                ("--early-stopping", self.early_stopping, self.early_stopping >= 1),
-                                ("--undersample", self.undersample, self.undersample == 0 or self.undersample >= 1),
-                                ("--learning-rate", self.learning_rate, 0 < self.learning_rate <= 1),
-                                ("--colsample", self.colsample, 0 < self.colsample <= 1),
-                                ("--subsample", self.subsample, 0 < self.subsample <= 1)):
+        self.check_numbers()
+
+    def check_numbers(self) -> None:
+        """One KitError line naming the first number out of its range, as ``kit train``'s settings are checked."""
+        rules = [
+            ("seed", 0 <= self.seed < 2**31, "in [0, 2**31)"), ("seeds", self.seeds >= 1, "at least 1"),
+            ("rounds", self.rounds >= 1, "at least 1"), ("early_stopping", self.early_stopping >= 1, "at least 1"),
+            ("learning_rate", 0 < self.learning_rate <= 1, "in (0, 1]"),
+            ("undersample", self.undersample == 0 or 1 <= self.undersample < math.inf,
+             "0 (keep every row) or a finite ratio >= 1"),
+            ("threads", self.threads >= 0, ">= 0 (0: every core)"), ("num_leaves", self.num_leaves >= 2, "at least 2"),
+            ("min_child_samples", self.min_child_samples >= 1, "at least 1"),
+            ("colsample", 0 < self.colsample <= 1, "in (0, 1]"), ("subsample", 0 < self.subsample <= 1, "in (0, 1]"),
+        ]
+        for name, ok, want in rules:
             if not ok:
-                raise KitError(f"{name}: out of range, got {value}")
+                raise KitError(f"{name}: expects {want}, got {getattr(self, name)}")
 
 
 class StackResult(NamedTuple):
@@ -491,8 +501,20 @@ def _run_label(run: str, taken: set[str]) -> str:
     return label
 
 
+def _check_finished(run: str, folds: Sequence[int]) -> None:
+    """KitError naming the folds of ``run`` without their ``done.json``: a run still training, stopped, or trained on
+    some folds only has no out-of-fold prediction for their rows."""
+    unfinished = [k for k in folds if not (Path(run) / f"fold{k}" / "done.json").is_file()]
+    if unfinished:
+        listed = ", ".join(map(str, unfinished))
+        raise KitError(f"{run}: fold{'s' if len(unfinished) > 1 else ''} {listed} of {len(folds)} unfinished (no "
+                       f"fold{unfinished[0]}/done.json); the stack needs every fold's out-of-fold predictions: finish "
+                       f"it (`kit train --resume --out {run}`) or leave it out of --runs")
+
+
 def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str], records: str) -> np.ndarray:
     """A run's OOF predictions in records order, after checking it was trained on these records and folds."""
+    _check_finished(run, sorted(np.unique(train["fold"]).tolist()))
     header = _oof_header(run)
     path = Path(run) / "oof.csv"
     if header and "fold" not in header:
@@ -545,6 +567,20 @@ def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classe
         r = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise KitError(f"{path}: NaN or infinite prediction for id {test['image_name'].iat[r]}")
     return values
+
+
+def _check_drop(drop: Sequence[str], metadata: Sequence[str], numeric: Sequence[str], image: Sequence[str]) -> None:
+    """KitError naming the first ``--drop`` name that is no metadata column, image prediction or per-group feature
+    this stack could have, and listing those (metadata last: ISIC 2024 has 41 columns)."""
+    bases = [*(_safe(c) for c in numeric), *image]
+    known = {*metadata, *(_safe(c) for c in metadata), *image, "group_size",
+             *(f"{b}__{stat}" for b in bases for stat in GROUP_STATS)}
+    unknown = [d for d in drop if d not in known]
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise KitError(f"--drop {unknown[0]!r}{more}: no such column or feature; there are image predictions: "
+                       f"{', '.join(image) or 'none'}; per group: group_size, COLUMN__{', COLUMN__'.join(GROUP_STATS)}; "
+                       f"metadata columns: {', '.join(metadata) or 'none'}")
 
 
 def _metadata_columns(train_manifest: "records.Manifest", test_manifest: "records.Manifest | None",
@@ -669,17 +705,20 @@ def _write_run(folder: Path, oof: pd.DataFrame, metric: str, per: dict[str, floa
 
 def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
           tables: "tuple[pd.DataFrame, records.Manifest, pd.DataFrame | None, records.Manifest | None] | None" = None,
-          ) -> StackResult:
+          force: bool = False) -> StackResult:
     """Fit the second stage on the records' folds and write its run folder (and submission); see the module doc.
 
     ``tables``: the (train, manifest, test, test manifest) that ``records.read_metadata`` returns, for a caller
     that already holds them (a notebook, the benchmark); the records folders are then not read again.
+    ``force`` lets ``cfg.submission`` replace an existing file (never the sample submission).
     """
     t0 = time.perf_counter()
     cfg.check()
     out = Path(cfg.out)
     if out.exists():
         raise KitError(f"{out}: already exists; choose a new --out (kit never overwrites a run)")
+    if cfg.submission:
+        _check_submission_path(cfg.submission, cfg.sample_submission, force)
     kinds = resolve_models(cfg.models, log)
     if not kinds:
         raise KitError("--models all: no tree library installed (pip install lightgbm)")
@@ -724,6 +763,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
             image_source[name] = str(run)
     metric = competitions.metric_of(manifest)  # the registry's: early stopping and every score use it
+    _check_drop(cfg.drop, [*manifest.metadata.numeric, *manifest.metadata.categorical], manifest.metadata.numeric,
+                list(image))
 
     numeric, categorical = _metadata_columns(manifest, test_manifest, cfg.drop, log) if cfg.metadata else ([], [])
     what = {**{c: "metadata column" for c in numeric + categorical}, **{c: "image prediction" for c in image}}
@@ -817,6 +858,17 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
     log(f"stack: {metric} {overall:.4f} out of fold (fold mean {np.mean(list(per.values())):.4f}) "
         f"in {time.perf_counter() - t0:.1f} s -> {out}")
     return StackResult(oof, list(per.values()) + [overall], fold_ids, metric, out, names, kind_score, weights, sub_path)
+
+
+def _check_submission_path(submission: str, sample: str, force: bool) -> None:
+    """``--submission`` may not be the sample submission, nor (unless ``force``) any existing file."""
+    from kit import precheck
+
+    path = Path(submission)
+    if sample and path.exists() and Path(sample).exists() and os.path.samefile(path, sample):
+        raise KitError(f"{path}: is the sample submission (--submission); write the stack's submission to another "
+                       "file")
+    precheck.fresh_output(path, "--submission", force)
 
 
 def _plots(folder: Path, table: pd.DataFrame, kinds: Sequence[str]) -> None:

@@ -4,6 +4,7 @@ signal is partly in the metadata and partly visible only relative to the patient
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -361,3 +362,66 @@ def test_isic2024_stack_reads_the_test_download_and_scores_partial_auc(tmp_path,
     assert not feats & {"iddx_full", "mel_thick_mm", "tbp_lv_dnn_lesion_confidence", "lesion_id", "target"}
     assert main(["check", str(out / "submission.csv"), "--sample-submission",
                  str(download / "sample_submission.csv")]) == 0
+
+
+# --- hostile flags and inputs: one line before any file is read or anything is written -----------------------
+
+
+@pytest.mark.parametrize("flag, value, line", [
+    ("--seed", "-1", "seed: expects in [0, 2**31), got -1"),
+    ("--seeds", "0", "seeds: expects at least 1, got 0"),
+    ("--rounds", "0", "rounds: expects at least 1, got 0"),
+    ("--early-stopping", "-5", "early_stopping: expects at least 1, got -5"),
+    ("--learning-rate", "nan", "learning_rate: expects in (0, 1], got nan"),
+    ("--undersample", "0.5", "undersample: expects 0 (keep every row) or a finite ratio >= 1, got 0.5"),
+    ("--threads", "-2", "threads: expects >= 0 (0: every core), got -2"),
+])
+def test_numbers_out_of_range_are_one_line_before_any_file_is_read(tmp_path, capsys, flag, value, line):
+    code, _, err = _stack_cli(capsys, "--records", tmp_path / "nowhere", "--out", tmp_path / "out", flag, value)
+    assert code == 1 and err == [f"kit stack: error: {line}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_submission_never_replaces_the_sample_nor_an_existing_file_unasked(comp, tmp_path, capsys):
+    root = comp["root"]
+    sample = tmp_path / "sample.csv"
+    sample.write_bytes(comp["sample"].read_bytes())
+    args = ["--records", root / "rec", "--runs", *comp["runs"], "--test-records", root / "rec_test",
+            "--predictions", *comp["subs"], "--sample-submission", sample, *FAST]
+    code, _, err = _stack_cli(capsys, *args, "--out", tmp_path / "a", "--submission", sample, "--force")
+    assert code == 1 and err == [f"kit stack: error: {sample}: is the sample submission (--submission); write the "
+                                 "stack's submission to another file"]
+    assert sample.read_bytes() == comp["sample"].read_bytes() and not (tmp_path / "a").exists()
+    mine = tmp_path / "mine.csv"
+    mine.write_text("keep\n")
+    code, _, err = _stack_cli(capsys, *args, "--out", tmp_path / "b", "--submission", mine)
+    assert code == 1 and err == [f"kit stack: error: {mine}: already exists (--submission); pass --force to replace "
+                                 "it, or choose another name"]
+    assert mine.read_text() == "keep\n" and not (tmp_path / "b").exists()
+    code, _, err = _stack_cli(capsys, *args, "--out", tmp_path / "c", "--submission", mine, "--force")
+    assert code == 0, err
+    assert mine.read_bytes() == (tmp_path / "c" / "submission.csv").read_bytes()
+
+
+def test_a_partly_trained_run_names_its_unfinished_folds(comp, tmp_path, capsys):
+    run = tmp_path / "b0"
+    shutil.copytree(comp["runs"][0], run)
+    oof = pd.read_csv(run / "oof.csv", dtype={"image_name": str})
+    oof[~oof["fold"].isin([2, 4])].to_csv(run / "oof.csv", index=False)  # as kit train leaves it mid-run
+    for k in (2, 4):
+        (run / f"fold{k}" / "done.json").unlink()
+    code, _, err = _stack_cli(capsys, "--records", comp["root"] / "rec", "--runs", run, "--out", tmp_path / "out",
+                              *FAST)
+    assert code == 1 and err == [f"kit stack: error: {run}: folds 2, 4 of 5 unfinished (no fold2/done.json); the stack "
+                                 "needs every fold's out-of-fold predictions: finish it (`kit train --resume --out "
+                                 f"{run}`) or leave it out of --runs"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_drop_name_is_refused_with_the_names_there_are(comp, tmp_path, capsys):
+    code, _, err = _stack_cli(capsys, "--records", comp["root"] / "rec", "--runs", comp["runs"][0], "--out",
+                              tmp_path / "out", "--drop", "age_approx", "agee", *FAST)
+    assert code == 1 and err == ["kit stack: error: --drop 'agee': no such column or feature; there are image "
+                                 "predictions: b0_pred; per group: group_size, COLUMN__z, COLUMN__ratio, COLUMN__rank; "
+                                 "metadata columns: age_approx, sex, anatom_site_general_challenge"]
+    assert not (tmp_path / "out").exists()
