@@ -670,9 +670,18 @@ def failure(exc: Exception, verb: str) -> tuple[int, str]:
 
 
 def _one_line(text: str, limit: int = 400) -> str:
-    """``text`` folded onto one line (TensorFlow's messages span dozens), cut at ``limit`` characters."""
-    line = " ".join(text.split())
+    """``text`` folded onto one line (TensorFlow's messages span dozens), at most ``limit`` characters: a long
+    name or id inside it is shortened to its start and end first, so that the reason after it survives."""
+    words = text.split()
+    line = " ".join(words)
+    if len(line) > limit:
+        line = " ".join(_shortened(w) for w in words)
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _shortened(word: str, head: int = 60, tail: int = 20) -> str:
+    """``word`` (a path, an id) as its first ``head`` and last ``tail`` characters when it is longer than both."""
+    return word if len(word) <= head + tail + 3 else f"{word[:head]}...{word[-tail:]}"
 
 
 if __name__ == "__main__":

@@ -53,10 +53,21 @@ def atomic_path(path: str | os.PathLike, *, keep_suffix: bool = False) -> Iterat
         yield tmp_path
         if tmp_path.exists():
             _honour_umask(tmp_path)
-        os.replace(tmp_path, final)
+        _replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    """``os.replace(tmp, final)``; a refusal names ``final`` (the path the user gave), not the hidden temporary one."""
+    try:
+        os.replace(tmp, final)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if exc.errno == errno.EBUSY:  # a mount point (an empty volume given as --out) cannot be renamed onto
+            reason += " (a mount point or a path in use cannot be replaced; give a new folder inside it)"
+        raise type(exc)(exc.errno, reason, str(final)) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -144,7 +155,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         _honour_umask(tmp, folder=True)
         try:
-            os.replace(tmp, final)
+            _replace(tmp, final)
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise

@@ -38,8 +38,10 @@ import io
 import math
 import numbers
 import os
+import re
 import struct
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -455,27 +457,44 @@ def make_records(
 
     ``fields`` holds every feature but the image; the prepared JPEG is added as ``image``.
     """
-    return [(example_bytes({"image": jpeg, **fields}), "") if jpeg is not None else (None, reason)
-            for (_, fields), (jpeg, reason) in zip(rows, make_jpegs(rows, size, policy, quality))]
+    return [(example_bytes({"image": jpeg, **fields}), note) if jpeg is not None else (None, note)
+            for (_, fields), (jpeg, note) in zip(rows, make_jpegs(rows, size, policy, quality))]
 
 
 def make_jpegs(
     rows: Sequence[tuple[str, Mapping[str, object]]], size: int, policy: str = "crop", quality: int = JPEG_QUALITY
 ) -> list[tuple[bytes | None, str]]:
-    """For each (path, fields) row: (the JPEG bytes its record would store, "") or (None, reason).
+    """For each (path, fields) row: (the JPEG bytes its record would store, note) or (None, reason); the note is
+    "" or what Pillow warned about that image (the caller names the image: Pillow's own warning would not).
 
     What a streamed test split is made of: the records' image without the record around it (no Example to
     serialize, nor to parse), decoded by the same pipeline step that decodes records.
     """
     out: list[tuple[bytes | None, str]] = []
-    for path, _ in rows:
-        try:
-            out.append((prepared_jpeg(read_image_bytes(path), size, policy, quality), ""))
-        except ImageError as exc:
-            out.append((None, str(exc)))
-        except OSError as exc:
-            out.append((None, f"cannot read ({exc.strerror or exc})"))
+    with warnings.catch_warnings(record=True) as caught:  # once per chunk: cheaper than once per image
+        warnings.simplefilter("always")
+        for path, _ in rows:
+            seen = len(caught)
+            try:
+                out.append((prepared_jpeg(read_image_bytes(path), size, policy, quality),
+                            "; ".join(dict.fromkeys(_warning_text(w.message) for w in caught[seen:]))))
+            except ImageError as exc:
+                out.append((None, str(exc)))
+            except OSError as exc:
+                out.append((None, f"cannot read ({exc.strerror or exc})"))
     return out
+
+
+_BOMB_RE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
+
+
+def _warning_text(message: Warning | str) -> str:
+    """Pillow's warning about one image in kit's words (a large image is legal below twice Pillow's limit)."""
+    m = _BOMB_RE.search(str(message)) if isinstance(message, Image.DecompressionBombWarning) else None
+    if m:
+        return (f"{int(m[1]):,} pixels, above Pillow's decompression-bomb warning size of {int(m[2]):,}; read all "
+                "the same (twice that is refused as a bad image)")
+    return " ".join(str(message).split())
 
 
 def prepared_jpeg(data: bytes, size: int, policy: str = "crop", quality: int = JPEG_QUALITY) -> bytes:

@@ -627,7 +627,8 @@ def write_from_source(
         results = _run_chunks([[rows[i] for i in idx] for _, idx in chunks], size, resize, quality,
                               workers if parallel else 1)
         try:
-            shard_names, shard_of_row, bad = _write_shards(tmp, split, table, chunks, results, skip_bad, bar.update)
+            shard_names, shard_of_row, bad = _write_shards(tmp, split, table, chunks, results, skip_bad, bar.update,
+                                                           warn=lambda line: bar.write(f"warning: {line}", file=sys.stderr))
         finally:
             results.close()  # stops the workers at once on an error or Ctrl-C
             bar.close()
@@ -733,10 +734,11 @@ def _write_shards(
     results: Iterable[list[tuple[bytes | None, str]]],
     skip_bad: bool,
     advance: Callable[[int], Any],
+    warn: Callable[[str], Any] = print,
 ) -> tuple[list[str], np.ndarray, list[tuple[int, str]]]:
     """Write each chunk's serialized records into its shard (one ``TFRecordFile`` per shard, renamed to its final
     ``{split}{NN}-{count}.tfrec`` once complete); returns (shard names, shard index per row, (row, reason) of
-    each bad image left out)."""
+    each bad image left out). ``warn`` gets one line per image written with a warning, naming it."""
     shard_names: list[str] = []
     shard_of_row = np.full(len(table), -1)
     bad: list[tuple[int, str]] = []
@@ -766,6 +768,8 @@ def _write_shards(
                         raise KitError(f"{table.at[i, 'path']}: {reason} (pass --skip-bad to leave it out)")
                     bad.append((int(i), reason))
                     continue
+                if reason:
+                    warn(f"{table.at[i, 'path']}: {reason}")
                 writer.write(blob)
                 shard_of_row[i] = len(shard_names)
                 count += 1
@@ -902,6 +906,8 @@ class ImageStream:
                     if jpeg is None:
                         self.failure = KitError(f"{path}: {reason}; every test image is needed for a submission")
                         raise self.failure
+                    if reason:
+                        print(f"warning: {path}: {reason}", file=sys.stderr)
                 yield self._columns([f for _, f in chunk], [j for j, _ in res])
         finally:
             results.close()

@@ -20,6 +20,7 @@ then metadata columns. Layouts:
 from __future__ import annotations
 
 import csv as csvlib
+import errno
 import itertools
 import os
 from dataclasses import dataclass, field
@@ -300,19 +301,19 @@ def _find_images(df: pd.DataFrame, ids: pd.Series, folders: list[Path], csv: Pat
         if folder.is_dir():
             with os.scandir(folder) as it:
                 for entry in it:
-                    if entry.is_file() and not entry.name.startswith("."):
+                    if _file_like(entry) and not entry.name.startswith("."):
                         index.setdefault(entry.name, Path(entry.path))
                         stem, ext = os.path.splitext(entry.name)
                         if ext.lower() in suffixes:
                             index.setdefault(stem, Path(entry.path))
     def locate(i: str) -> str | None:
         if i in index:
-            return str(index[i].resolve())
+            return _absolute(index[i])
         # Ids that carry a sub-folder ("benign/0001.jpg") are looked up below the folders directly.
         for folder in folders:
             for cand in (folder / i, *(folder / f"{i}{ext}" for ext in suffixes)):
-                if cand.is_file():
-                    return str(cand.resolve())
+                if _file_like(cand):
+                    return _absolute(cand)
         return None
 
     # An id is a name below the image folder: an absolute path or ".." would read images from anywhere.
@@ -414,7 +415,7 @@ def _pcam(path: Path, *, id_col, label_col, group_col, images, test, skip_bad) -
             df = _find_images(df, df["id"], [folder], sample, skip_bad, skipped, (".tif", ".tiff"))
         else:
             files = _image_files(folder)
-            df = pd.DataFrame({"id": [f.stem for f in files], "path": [str(f.resolve()) for f in files]})
+            df = pd.DataFrame({"id": [f.stem for f in files], "path": [_absolute(f) for f in files]})
         target = np.full(len(df), -1)
         labelled = False
     else:
@@ -491,12 +492,29 @@ def _isic2024_images(df: pd.DataFrame, root: Path, split: str, images: Path | No
     return df.assign(path=[hdf5_member(resolved, i) for i in ids])[~missing]
 
 
+def _file_like(entry: "Path | os.DirEntry") -> bool:
+    """Whether ``entry`` is a file, or a symbolic link that leads to no folder: a loop or a dangling link is an image
+    that cannot be read, named (or skipped and listed with --skip-bad) as any bad image, never silently left out."""
+    try:
+        return entry.is_file() or (entry.is_symlink() and not entry.is_dir())
+    except OSError as exc:  # os.DirEntry raises on a symbolic link loop; a name too long for the system is no file
+        return exc.errno == errno.ELOOP
+
+
+def _absolute(path: Path) -> str:
+    """``path`` resolved, or only made absolute where it cannot be (a symbolic link loop)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: pathlib's "Symlink loop" before Python 3.13
+        return os.path.abspath(path)
+
+
 def _image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name (hidden files and other suffixes ignored)."""
     if not folder.is_dir():
         raise KitError(f"{folder}: folder not found")
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+                  if _file_like(p) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -518,7 +536,7 @@ def _class_images(d: Path) -> list[Path]:
     found = []
     for p in sorted(d.rglob("*")):
         rel = p.relative_to(d).parts
-        if (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(x.startswith(".") for x in rel)
+        if (_file_like(p) and p.suffix.lower() in IMAGE_EXTENSIONS and not any(x.startswith(".") for x in rel)
                 and not any(is_kit_output(d.joinpath(*rel[:k])) for k in range(1, len(rel)))):
             found.append(p)
     return found
@@ -577,7 +595,7 @@ def _folders(path: Path, *, id_col, label_col, group_col, images, test, skip_bad
         ids = [f.relative_to(split_root).with_suffix("").as_posix() for f in files]
     table = pd.DataFrame({
         "image_name": ids,
-        "path": [str(f.resolve()) for f in files],
+        "path": [_absolute(f) for f in files],
         "target": np.array([t for _, t in rows], dtype=np.int64),
         "group": ids,
     })

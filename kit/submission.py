@@ -68,6 +68,23 @@ class Table:
         """The id of ``row`` (0-based) as text."""
         return self.ids[row].decode("utf-8", "replace")
 
+    def id_quoted(self, row: int) -> str:
+        """The id of ``row`` as ``kit check`` shows it (``quoted_id``)."""
+        return quoted_id(self.ids[row])
+
+
+def quoted_id(raw: bytes) -> str:
+    """An id quoted as Python's repr quotes text, as ``kit check`` shows ids: a space at either end, an empty id or an
+    invisible character is seen, not lost."""
+    return repr(raw.decode("utf-8", "replace"))
+
+
+def shown_id(raw: bytes) -> str:
+    """An id in a message every verb shares: as it is when plain, quoted (``quoted_id``) when an edge space, an
+    empty id or an invisible character would otherwise hide."""
+    text = raw.decode("utf-8", "replace")
+    return text if text and text == text.strip() and text.isprintable() else repr(text)
+
 
 # --- reading -------------------------------------------------------------------------------------
 
@@ -112,7 +129,7 @@ def read_table(path: str | os.PathLike, *, lenient: bool = False) -> Table:
         table = _read_careful(name, columns)
     if table.text_example is not None and not lenient:
         row, col, text = table.text_example
-        raise KitError(f"{name}: column {col} holds text that is not a number, e.g. id {table.id_text(row)}: {text!r}")
+        raise KitError(f"{name}: column {col} holds text that is not a number, e.g. id {shown_id(table.ids[row])}: {text!r}")
     return table
 
 
@@ -384,7 +401,7 @@ def _first_duplicate(ids: np.ndarray, order: np.ndarray, sorted_keys: np.ndarray
             return None
         a, b, hit = exact[eq], exact[eq + 1], np.array([0])
     i, j = sorted((int(a[hit[0]]), int(b[hit[0]])))
-    return ids[i].decode("utf-8", "replace"), i + 1, j + 1
+    return shown_id(ids[i]), i + 1, j + 1
 
 
 def _align_exact(ref: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
@@ -404,16 +421,16 @@ def _mismatch(ref: np.ndarray, ref_name: str, ids: np.ndarray, name: str) -> str
     if len(dup):
         d = sorted_ids[dup[0]]
         rows = np.flatnonzero(ids == d)[:2] + 1
-        return f"{name}: duplicate id {d.decode('utf-8', 'replace')} (rows {rows[0]} and {rows[1]})"
+        return f"{name}: duplicate id {shown_id(d)} (rows {rows[0]} and {rows[1]})"
     extra = ~np.isin(ids, ref)
     if extra.any():
         i = int(np.flatnonzero(extra)[0])
         return (f"{name}: {_plural(int(extra.sum()), 'id is', 'ids are')} not in {ref_name}, "
-                f"e.g. {ids[i].decode('utf-8', 'replace')} (row {i + 1})")
+                f"e.g. {shown_id(ids[i])} (row {i + 1})")
     missing = ~np.isin(ref, ids)
     i = int(np.flatnonzero(missing)[0]) if missing.any() else 0
     return (f"{name}: {_plural(int(missing.sum()), 'id', 'ids')} of {ref_name} "
-            f"{'is' if missing.sum() == 1 else 'are'} missing, e.g. {ref[i].decode('utf-8', 'replace')}")
+            f"{'is' if missing.sum() == 1 else 'are'} missing, e.g. {shown_id(ref[i])}")
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -594,7 +611,7 @@ def write_submission(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def _example(table: Table, rows: np.ndarray) -> str:
-    return table.id_text(int(rows[0]))
+    return table.id_quoted(int(rows[0]))
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -622,17 +639,17 @@ def _id_problems(sub: Table, sample: Table, name: str, sname: str) -> list[str]:
     if n != ns:
         example = ""
         if n < ns and (~sample_found).any():
-            example = f" (e.g. {sample.id_text(int(np.flatnonzero(~sample_found)[0]))} is missing)"
+            example = f" (e.g. {sample.id_quoted(int(np.flatnonzero(~sample_found)[0]))} is missing)"
         elif n > ns and ((~in_sample).any() or len(dup)):
             row = int(np.flatnonzero(~in_sample)[0]) if (~in_sample).any() else int(order[dup[0] + 1])
-            example = f" (e.g. {sub.id_text(row)} is extra)"
+            example = f" (e.g. {sub.id_quoted(row)} is extra)"
         problems.append(f"{name}: {n} rows; {sname} has {ns}{example}")
     if len(dup):
         first = s[dup[0]]
         rows = np.flatnonzero(sub.ids == first)[:2] + 1
         n_dup = len(np.unique(s[dup + 1]))
         problems.append(
-            f"{name}: {_plural(n_dup, 'duplicate id')}, e.g. {first.decode('utf-8', 'replace')} "
+            f"{name}: {_plural(n_dup, 'duplicate id')}, e.g. {quoted_id(first)} "
             f"(rows {rows[0]} and {rows[1]})"
         )
     if (~in_sample).any():
@@ -667,14 +684,14 @@ def check_submission(path: str | os.PathLike, sample_path: str | os.PathLike) ->
     if sub.text is not None:
         row, col, text = sub.text_example
         problems.append(
-            f"{name}: {_plural(int(sub.text.sum()), 'value')} not a number, e.g. {sub.id_text(row)} {col}={text!r}"
+            f"{name}: {_plural(int(sub.text.sum()), 'value')} not a number, e.g. {sub.id_quoted(row)} {col}={text!r}"
         )
         nan &= ~sub.text
     for mask, what in ((nan, "NaN"), (np.isinf(v), "infinite")):
         if mask.any():
             r, c = np.argwhere(mask)[0]
             problems.append(
-                f"{name}: {_plural(int(mask.sum()), what + ' value')}, e.g. {sub.id_text(r)} {value_cols[c]}"
+                f"{name}: {_plural(int(mask.sum()), what + ' value')}, e.g. {sub.id_quoted(r)} {value_cols[c]}"
             )
     finite = np.isfinite(v)
     outside = finite & ((v < 0) | (v > 1))
@@ -682,7 +699,7 @@ def check_submission(path: str | os.PathLike, sample_path: str | os.PathLike) ->
         r, c = np.argwhere(outside)[0]
         problems.append(
             f"{name}: {_plural(int(outside.sum()), 'probability', 'probabilities')} outside [0, 1], "
-            f"e.g. {sub.id_text(r)} {value_cols[c]}={v[r, c]:g}"
+            f"e.g. {sub.id_quoted(r)} {value_cols[c]}={v[r, c]:g}"
         )
     if len(sample.columns) > 2 and v.shape[1] > 1:
         ok_rows = finite.all(axis=1)
@@ -692,7 +709,7 @@ def check_submission(path: str | os.PathLike, sample_path: str | os.PathLike) ->
             r = int(np.flatnonzero(off)[0])
             problems.append(
                 f"{name}: {_plural(int(off.sum()), 'row does', 'rows do')} not sum to 1, "
-                f"e.g. {sub.id_text(r)} sums to {sums[r]:.6g}"
+                f"e.g. {sub.id_quoted(r)} sums to {sums[r]:.6g}"
             )
     return problems
 

@@ -660,6 +660,7 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     cfg, manifest = resolve(cfg)
     records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     acc = strategy.get_strategy(cfg.strategy)
+    check_batch(cfg, manifest, acc.global_batch(cfg.batch))
     log(acc.describe())
     if smoke_note:
         log(f"note: {smoke_note}")
@@ -689,6 +690,17 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
     return FoldResult(oof, scores, sorted(done), metric, run)
+
+
+def check_batch(cfg: Config, manifest: records.Manifest, batch: int) -> None:
+    """KitError when one step's ``batch`` (all replicas) is more than a fold's training images: such a run would
+    work for minutes on batches the data cannot fill before its first line of progress."""
+    for fold in cfg.folds:
+        n = sum(manifest.folds[k].images for k in manifest.fold_ids if k != fold)
+        if batch > n:
+            per_replica = max(1, n * cfg.batch // batch)
+            raise KitError(f"batch: {batch} images per step is more than the {n} training images of fold {fold}; "
+                           f"pass --batch {per_replica} or less")
 
 
 def advice(cfg: Config) -> list[str]:

@@ -143,7 +143,7 @@ def _sample(tmp_path: Path) -> Path:
 def test_booleans_are_not_probabilities_for_either_reader(tmp_path, capsys, body):
     (tmp_path / "sub.csv").write_text("id,target\n" + body)
     code, err = _run(capsys, "check", tmp_path / "sub.csv", "--sample-submission", _sample(tmp_path))
-    assert code == 1 and err == [f"{tmp_path / 'sub.csv'}: 2 values not a number, e.g. a target='True'"]
+    assert code == 1 and err == [f"{tmp_path / 'sub.csv'}: 2 values not a number, e.g. 'a' target='True'"]
     code, err = _run(capsys, "blend", tmp_path / "sub.csv", tmp_path / "sub.csv", "--out", tmp_path / "o.csv")
     assert code == 1 and "holds text that is not a number" in err[0] and not (tmp_path / "o.csv").exists()
 
@@ -731,3 +731,96 @@ def test_predict_with_meta_names_a_metadata_column_the_download_lacks(tmp_path, 
     assert code == 1 and err == [f"kit predict: error: {download / 'test.csv'}: no column 'age_approx', which the "
                                  "run's model takes as input (--meta); predict test records that hold it"]
     assert not (tmp_path / "p.csv").exists()
+
+
+# --- weak messages made plain --------------------------------------------------------------------------
+
+
+def test_a_large_legal_image_gets_one_warning_line_naming_it(tmp_path, capsys, monkeypatch):
+    root = synth.make_competition("pcam", tmp_path / "pcam", n_train=6, n_test=0, size=40)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 40 lies between the limit and twice it
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own warning, nameless, must not reach the user
+        code = cli.main(["records", str(root), "--out", str(tmp_path / "rec"), "--size", "32", "--folds", "2",
+                         "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 0
+    lines = [line.strip() for line in err.replace("\r", "\n").splitlines() if "warning" in line.lower()]
+    paths = sorted(str(p) for p in (root / "train").glob("*.tif"))
+    assert sorted(lines) == [f"warning: {p}: 1,600 pixels, above Pillow's decompression-bomb warning size of 1,000; "
+                             "read all the same (twice that is refused as a bad image)" for p in paths]
+    assert "DecompressionBombWarning" not in err
+
+
+def test_a_batch_larger_than_a_fold_s_training_images_is_refused_before_training(tmp_path, capsys):
+    from records_fixture import write_records
+
+    write_records(tmp_path / "rec", n_folds=3, per_fold=10, size=32)
+    code, err = _run(capsys, "train", "--records", tmp_path / "rec", "--out", tmp_path / "run", "--model", "tiny_cnn",
+                     "--batch", "100000", "--strategy", "cpu")
+    assert code == 1 and err == ["kit train: error: batch: 100000 images per step is more than the 20 training images "
+                                 "of fold 0; pass --batch 20 or less"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_quotes_ids_so_an_edge_space_shows(tmp_path, capsys):
+    (tmp_path / "s.csv").write_text("id,target\na,0.5\nb,0.5\n")
+    (tmp_path / "sub.csv").write_text("id,target\na ,0.5\nb,x\n")
+    code, err = _run(capsys, "check", tmp_path / "sub.csv", "--sample-submission", tmp_path / "s.csv")
+    sub, s = tmp_path / "sub.csv", tmp_path / "s.csv"
+    assert code == 1 and err == [f"{sub}: 1 id not in {s}, e.g. 'a ' (row 1)", f"{sub}: 1 id of {s} missing, e.g. 'a'",
+                                 f"{sub}: 1 value not a number, e.g. 'b' target='x'"]
+    # the messages every verb shares quote an id where it would hide something, and only there
+    (tmp_path / "sub2.csv").write_text("id,target\na ,0.5\nb,0.5\n")
+    code, err = _run(capsys, "blend", tmp_path / "sub2.csv", "--out", tmp_path / "o.csv", "--sample-submission", s)
+    assert code == 1 and err == [f"kit blend: error: {tmp_path / 'sub2.csv'}: 1 id is not in {s}, e.g. 'a ' (row 1)"]
+    (tmp_path / "sub3.csv").write_text("id,target\nc,0.5\nb,0.5\n")
+    code, err = _run(capsys, "blend", tmp_path / "sub3.csv", "--out", tmp_path / "o.csv", "--sample-submission", s)
+    assert code == 1 and err == [f"kit blend: error: {tmp_path / 'sub3.csv'}: 1 id is not in {s}, e.g. c (row 1)"]
+
+
+def test_an_out_folder_that_cannot_be_renamed_onto_is_named(tmp_path, capsys, monkeypatch):
+    root = synth.make_competition("pcam", tmp_path / "pcam", n_train=6, n_test=0, size=32)
+    out = tmp_path / "mnt"
+    out.mkdir()  # an empty volume's mount point: kit may write into it, never rename onto it
+    real = os.replace
+
+    def busy(src, dst):
+        if Path(dst) == out:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))  # as a mount point answers, with no path
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", busy)
+    code, err = _run(capsys, "records", root, "--out", out, "--size", "32", "--folds", "2", "--workers", "1")
+    assert code == cli.EXIT_ENVIRONMENT and err[-1] == (
+        f"kit records: error: {out}: Device or resource busy (a mount point or a path in use cannot be replaced; "
+        "give a new folder inside it)")
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["mnt", "pcam"]
+
+
+def test_a_symbolic_link_loop_is_a_bad_image(tmp_path, capsys):
+    root = synth.make_competition("pcam", tmp_path / "pcam", n_train=8, n_test=0, size=32)
+    loop = sorted((root / "train").glob("*.tif"))[2]
+    loop.unlink()
+    loop.symlink_to(loop.name)
+    code, err = _run(capsys, "records", root, "--out", tmp_path / "r1", "--size", "32", "--folds", "2",
+                     "--workers", "1")
+    assert code == 1 and err[-1] == (f"kit records: error: {loop}: cannot read (Too many levels of symbolic links) "
+                                     "(pass --skip-bad to leave it out)")
+    assert not (tmp_path / "r1").exists()
+    code, err = _run(capsys, "records", root, "--out", tmp_path / "r2", "--size", "32", "--folds", "2",
+                     "--workers", "1", "--skip-bad")
+    manifest = json.loads((tmp_path / "r2" / "manifest.json").read_text())
+    assert code == 0 and manifest["count"] == 7
+    assert manifest["skipped"] == [{"path": str(loop), "reason": "cannot read (Too many levels of symbolic links)"}]
+
+
+def test_a_very_long_id_keeps_the_reason_at_the_end_of_its_line(tmp_path, capsys):
+    long_id = "x" * 4985 + "_the_end_of_the_id"
+    (tmp_path / "train.csv").write_text(f"id,label\n{long_id},0\nb,1\n")
+    code, err = _run(capsys, "records", tmp_path / "train.csv", "--layout", "csv", "--id-col", "id", "--label-col",
+                     "label", "--out", tmp_path / "rec", "--size", "32")
+    assert code == 1 and err == [f"kit records: error: {tmp_path / 'train.csv'}: line 2: image "
+                                 f"'{'x' * 59}...x_the_end_of_the_id' not found in {tmp_path}"]

@@ -191,8 +191,8 @@ def test_check_missing_row(tmp_path, sample, capsys):
     code, err, _ = _check(path, sample, capsys)
     assert code == 1
     assert err == [
-        f"{path}: 7 rows; {sample} has 8 (e.g. ISIC_0000003 is missing)",
-        f"{path}: 1 id of {sample} missing, e.g. ISIC_0000003",
+        f"{path}: 7 rows; {sample} has 8 (e.g. 'ISIC_0000003' is missing)",
+        f"{path}: 1 id of {sample} missing, e.g. 'ISIC_0000003'",
     ]
 
 
@@ -203,8 +203,8 @@ def test_check_foreign_id(tmp_path, sample, capsys):
     code, err, _ = _check(path, sample, capsys)
     assert code == 1
     assert err == [
-        f"{path}: 1 id not in {sample}, e.g. ISIC_9999999 (row 3)",
-        f"{path}: 1 id of {sample} missing, e.g. ISIC_0052349",
+        f"{path}: 1 id not in {sample}, e.g. 'ISIC_9999999' (row 3)",
+        f"{path}: 1 id of {sample} missing, e.g. 'ISIC_0052349'",
     ]
 
 
@@ -213,8 +213,8 @@ def test_check_duplicate_id(tmp_path, sample, capsys):
     code, err, _ = _check(path, sample, capsys)
     assert code == 1
     assert err == [
-        f"{path}: 9 rows; {sample} has 8 (e.g. ISIC_0015719 is extra)",
-        f"{path}: 1 duplicate id, e.g. ISIC_0015719 (rows 2 and 9)",
+        f"{path}: 9 rows; {sample} has 8 (e.g. 'ISIC_0015719' is extra)",
+        f"{path}: 1 duplicate id, e.g. 'ISIC_0015719' (rows 2 and 9)",
     ]
 
 
@@ -222,28 +222,28 @@ def test_check_nan(tmp_path, sample, capsys):
     values = [str((k + 1) / 10) for k in range(8)]
     values[4] = ""
     code, err, _ = _check(_planted(tmp_path, ["image_name,target"] + _rows(values)), sample, capsys)
-    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 NaN value, e.g. ISIC_0073313 target"])
+    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 NaN value, e.g. 'ISIC_0073313' target"])
 
 
 def test_check_infinity(tmp_path, sample, capsys):
     values = [str((k + 1) / 10) for k in range(8)]
     values[1] = "inf"
     code, err, _ = _check(_planted(tmp_path, ["image_name,target"] + _rows(values)), sample, capsys)
-    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 infinite value, e.g. ISIC_0015719 target"])
+    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 infinite value, e.g. 'ISIC_0015719' target"])
 
 
 def test_check_probability_outside_unit_interval(tmp_path, sample, capsys):
     values = [str((k + 1) / 10) for k in range(8)]
     values[5], values[6] = "1.5", "-0.2"
     code, err, _ = _check(_planted(tmp_path, ["image_name,target"] + _rows(values)), sample, capsys)
-    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 2 probabilities outside [0, 1], e.g. ISIC_0000001 target=1.5"])
+    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 2 probabilities outside [0, 1], e.g. 'ISIC_0000001' target=1.5"])
 
 
 def test_check_text_in_number_column(tmp_path, sample, capsys):
     values = [str((k + 1) / 10) for k in range(8)]
     values[3] = "high"
     code, err, _ = _check(_planted(tmp_path, ["image_name,target"] + _rows(values)), sample, capsys)
-    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 value not a number, e.g. ISIC_0058510 target='high'"])
+    assert (code, err) == (1, [f"{tmp_path / 'bad.csv'}: 1 value not a number, e.g. 'ISIC_0058510' target='high'"])
 
 
 def test_check_wrong_column_name(tmp_path, sample, capsys):
@@ -265,7 +265,7 @@ def test_check_multiclass_rows_must_sum_to_one(tmp_path, ham_sample, capsys):
     rows[3] = "ISIC_0000003,0.1,0.1,0.1,0.1,0.1,0.1,0.1"
     path = _planted(tmp_path, [head] + rows)
     code, err, _ = _check(path, ham_sample, capsys)
-    assert (code, err) == (1, [f"{path}: 1 row does not sum to 1, e.g. ISIC_0000003 sums to 0.7"])
+    assert (code, err) == (1, [f"{path}: 1 row does not sum to 1, e.g. 'ISIC_0000003' sums to 0.7"])
 
 
 def test_check_empty_file(tmp_path, sample, capsys):
