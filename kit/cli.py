@@ -580,7 +580,7 @@ class _ClosableStdout:
     progress and anything buffered go nowhere and the verb ends with the status of its work.
     """
 
-    def __init__(self, stream: "TextIO") -> None:
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.closed_by_reader = False
 
@@ -593,7 +593,7 @@ class _ClosableStdout:
                 self._reader_gone()
         return len(text)
 
-    def writelines(self, lines: "Iterable[str]") -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         """Write each of ``lines``."""
         for line in lines:
             self.write(line)
