@@ -292,9 +292,12 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="mean", choices=BLEND_METHODS,
                    help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
-    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power, finite and > 0 (default 2.0)")
+    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input, in any order: "
+                   "each submission's sidecar NAME.json names the run that wrote it)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
+    p.add_argument("--pair-by-order", action="store_true", help="with --fit: pair the submissions with the --oof runs "
+                   "in the order given, for submissions without a sidecar (NAME.json from `kit predict`)")
     p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
                    help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
                         "the mean per-fold AUC; off otherwise)")
@@ -310,7 +313,8 @@ def _run_blend(args: argparse.Namespace) -> int:
 
     report = blend.blend_submissions(args.inputs, args.out, method=args.method, weights=args.weights, power=args.power,
                                      oof=args.oof, fit=args.fit, rank_per_fold=args.rank_per_fold,
-                                     sample=args.sample_submission, scores=args.scores, force=args.force)
+                                     sample=args.sample_submission, scores=args.scores, force=args.force,
+                                     pair_by_order=args.pair_by_order)
     print(blend.format_report(report))
     return 0
 
