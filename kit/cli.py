@@ -379,13 +379,18 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     from kit import runs
 
     p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
-                       description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
-                                   "CV by the run's metric and its spread over folds, when, and the state (finished, "
-                                   "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
+                       description="List run (and stack) folders: model, the records it trained on, size, epochs, "
+                                   "folds finished / planned, CV by the run's metric and its spread over folds, when, "
+                                   "and the state (finished, running, error, resumable, or bad cv.json / config.toml). "
+                                   "Reads the runs' small files; never loads TensorFlow. --top and --names rank runs "
+                                   "of one records folder and one metric only: pick them with --records / --metric.")
     p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
     p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
                    help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
     p.add_argument("--top", type=int, help="only the first N rows")
+    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (config.toml's records)")
+    p.add_argument("--metric", metavar="NAME", help="only runs scored by this metric, e.g. auc")
+    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (config.toml's competition)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
     out.add_argument("--names", action="store_true",
@@ -396,7 +401,9 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 def _run_runs(args: argparse.Namespace) -> int:
     from kit import runs
 
-    rows = runs.scan(args.folders, sort=args.sort, top=args.top)
+    rows = runs.scan(args.folders, sort=args.sort, top=args.top, records=args.records, metric=args.metric,
+                     competition=args.competition, names=args.names,
+                     warn=lambda line: print(f"kit runs: warning: {line}", file=sys.stderr))
     print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
     return 0
 
