@@ -408,15 +408,38 @@ def _run_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole_number(text: str) -> int:
+    """An integer, also written as 1e6: a size of a million images is easier to type so."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(value)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
+    # the bounds are kit.report's MAX_LEADERBOARD and MAX_DRAWS, written out: importing kit.report loads pandas
     p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
                        "Grad-CAM, the leaderboard shake-up estimate")
     p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
-    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html); never a file of the run or another file "
+                   "that is not a kit report page")
     p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
-    p.add_argument("--public", type=int, help="public leaderboard size in images (default: from the competition)")
-    p.add_argument("--private", type=int, help="private leaderboard size in images (default: from the competition)")
-    p.add_argument("--draws", type=int, default=200, help="bootstrap draws for the shake-up estimate (default 200)")
+    p.add_argument("--public", type=_whole_number, help="public leaderboard size in images, 0 to 1,000,000 "
+                   "(default: the competition's; else the test split's size as one leaderboard)")
+    p.add_argument("--private", type=_whole_number, help="private leaderboard size in images, 1 to 1,000,000 "
+                   "(default: as --public)")
+    p.add_argument("--test-records", metavar="DIR", help="test records (`kit records --test`) whose size is the "
+                   "leaderboard's when the competition's is not known (default: a stack's config.toml test_records, "
+                   "else the test split of the records' download)")
+    p.add_argument("--draws", type=_whole_number, default=200, help="bootstrap draws for the shake-up estimate, "
+                   "2 to 10,000 (default 200)")
     p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
     p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
     p.set_defaults(func=_run_report)
@@ -426,7 +449,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from kit import report
 
     result = report.write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
-                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam)
+                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam,
+                                 test_records=args.test_records)
     print(report.format_result(result))
     return 0
 

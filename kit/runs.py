@@ -185,6 +185,11 @@ _CV_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def cv_problem(cv: dict) -> str | None:
+    """What is wrong with a cv.json object (``cv.json: "folds" is a list, ...``); None where kit wrote it so."""
+    return _checked(cv, _CV_FIELDS, "cv.json")[1]
+
+
 def _checked(data: dict, fields: Mapping[str, tuple[Callable[[Any], bool], str]], name: str
              ) -> tuple[dict, str | None]:
     """``data`` less the fields not of their kind, and a line naming the first of them."""

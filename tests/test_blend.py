@@ -457,7 +457,8 @@ def test_runs_listed_in_another_order_are_paired_by_the_sidecars(binary_runs, tm
                               "--fit")
     assert code == 0, err
     assert lines[0] == f"--oof: runs taken in the submissions' order, as their sidecars name them: {runs[0]} {runs[1]}"
-    assert lines[-1].startswith(f"{tmp_path / 'b.csv'}: rank blend of 2 files, 100 rows (weights {w[0]:.4f}, {w[1]:.4f})")
+    assert lines[-1].startswith(f"{tmp_path / 'b.csv'}: rank blend of 2 files, 100 rows "
+                                f"(weights {w[0]:.4f}, {w[1]:.4f})")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     # a relative --oof path names the same folder as the sidecar's absolute one
     code, _, err = _blend(capsys, *subs, "--out", tmp_path / "c.csv", "--method", "rank", "--oof",
@@ -468,7 +469,8 @@ def test_runs_listed_in_another_order_are_paired_by_the_sidecars(binary_runs, tm
     code, lines, err = _blend(capsys, *subs, "--out", tmp_path / "d.csv", "--method", "rank", "--oof", *runs[::-1],
                               "--fit", "--pair-by-order")
     assert code == 0, err
-    assert lines[-1].startswith(f"{tmp_path / 'd.csv'}: rank blend of 2 files, 100 rows (weights {w[1]:.4f}, {w[0]:.4f})")
+    assert lines[-1].startswith(f"{tmp_path / 'd.csv'}: rank blend of 2 files, 100 rows "
+                                f"(weights {w[1]:.4f}, {w[0]:.4f})")
 
 
 def test_a_submission_without_a_sidecar_is_refused_unless_paired_by_order(binary_runs, tmp_path, capsys):
