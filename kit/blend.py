@@ -12,6 +12,11 @@ Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
                                             the order, so AUC equals the root-less Kaggle variant
     geomean   exp(sum w_i log max(p_i, 1e-15))
 
+``fit_and_blend`` pairs each submission with the run that wrote it through the submission's sidecar
+(``NAME.json`` beside ``NAME.csv``, whose ``"run"`` names the run folder; ``kit predict`` and ``kit stack``
+write it): weights fit on the runs in one order and applied to the files in another would blend the wrong
+files with each weight. Without sidecars ``pair_by_order`` takes the order given.
+
 ``fit_weights`` reads each run's ``oof.csv`` and fits weights by ensemble selection with
 replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
 most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
@@ -27,6 +32,7 @@ the reference ids and one accumulator per class.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +162,13 @@ class BlendReport:
     seconds: float
     fit: FitResult | None = None
     extra: dict = field(default_factory=dict)
+    pairing: str | None = None  # the line saying the --oof runs were reordered to the submissions' order
+
+
+def _check_power(method: str, power: float) -> None:
+    """The exponent of ``--method power``: finite and > 0 (inf makes every row 1, nan every row nan)."""
+    if method == "power" and not (math.isfinite(power) and power > 0):
+        raise KitError(f"--power: must be a finite number > 0, got {power}")
 
 
 def _refuse_oof(table: Table) -> None:
@@ -240,8 +253,7 @@ def blend_files(
     t0 = time.perf_counter()
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
-    if method == "power" and not power > 0:
-        raise KitError(f"--power: must be > 0, got {power}")
+    _check_power(method, power)
     inputs = [str(p) for p in inputs]
     if not inputs:
         raise KitError("blend: no input files")
@@ -387,6 +399,7 @@ def fit_weights(
     """
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
+    _check_power(method, power)
     oofs = [load_oof(r) for r in runs]
     ref = oofs[0]
     from kit import metrics  # scikit-learn: imported only when weights are fit
@@ -451,6 +464,58 @@ def fit_weights(
                      member_pooled=[pooled(m, 1.0) for m in raw], blend_pooled=pooled(acc, float(counts.sum())))
 
 
+def sidecar_of(submission: str | os.PathLike) -> Path:
+    """The JSON sidecar ``kit predict`` writes beside a submission: ``NAME.json`` for ``NAME.csv``."""
+    return Path(submission).with_suffix(".json")
+
+
+def _run_key(run: str | os.PathLike) -> str:
+    """A run folder compared by its resolved path (a relative path as seen from the working folder)."""
+    return os.path.realpath(os.fspath(run))
+
+
+def _sidecar_run(submission: str, run_at_position: str) -> str:
+    """The run folder a submission's sidecar names; KitError naming the submission and the --oof run beside it."""
+    side = sidecar_of(submission)
+    how = "pass --pair-by-order if --oof lists the runs in the order of the submissions"
+    if not side.is_file():
+        raise KitError(f"{submission}: no sidecar {side} to say which run wrote it, so it cannot be paired with "
+                       f"--oof {run_at_position}; {how}")
+    try:
+        run = json.loads(side.read_text()).get("run")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        run = None
+    if not isinstance(run, str) or not run:
+        raise KitError(f"{side}: unreadable or names no \"run\", so {submission} cannot be paired with "
+                       f"--oof {run_at_position}; {how}")
+    return run
+
+
+def pair_runs(inputs: Sequence[str | os.PathLike], runs: Sequence[str | os.PathLike]) -> list[str]:
+    """The ``runs`` in the order of the submissions ``inputs``, each paired through the submission's sidecar.
+
+    Refuses (one line naming the submission and the run) a missing or unreadable sidecar, a sidecar naming a run
+    that is not among ``runs``, and two submissions naming the same run."""
+    inputs, runs = [str(p) for p in inputs], [str(r) for r in runs]
+    by_key = {}
+    for r in runs:
+        by_key.setdefault(_run_key(r), r)
+    owner: dict[str, str] = {}
+    paired = []
+    for sub, beside in zip(inputs, runs):
+        named = _sidecar_run(sub, beside)
+        key = _run_key(named)
+        if key not in by_key:
+            raise KitError(f"{sub}: its sidecar {sidecar_of(sub)} names run {named}, which is not among the --oof "
+                           "run folders")
+        if key in owner:
+            raise KitError(f"{sub}: its sidecar names run {named}, as {owner[key]}'s does; each submission needs "
+                           "a run of its own in --oof")
+        owner[key] = sub
+        paired.append(by_key[key])
+    return paired
+
+
 def fit_and_blend(
     inputs: Sequence[str | os.PathLike],
     runs: Sequence[str | os.PathLike],
@@ -462,15 +527,22 @@ def fit_and_blend(
     sample: str | os.PathLike | None = None,
     progress: bool | None = None,
     scores: bool = False,
+    pair_by_order: bool = False,
 ) -> BlendReport:
-    """Fit weights on the runs' out-of-fold predictions (one run per input), then blend the inputs with them."""
+    """Fit weights on the runs' out-of-fold predictions (one run per input, paired through the inputs' sidecars
+    unless ``pair_by_order``), then blend the inputs with them."""
     if len(runs) != len(inputs):
         raise KitError(f"--oof: {len(runs)} run folders for {len(inputs)} submissions (one per submission)")
     _refuse_overwriting_an_input([*inputs, *([sample] if sample else [])], out)  # before the fit's work
-    fit = fit_weights(runs, method=method, power=power, rank_per_fold=rank_per_fold)
+    given = [str(r) for r in runs]
+    paired = given if pair_by_order else pair_runs(inputs, given)
+    fit = fit_weights(paired, method=method, power=power, rank_per_fold=rank_per_fold)
     report = blend_files(inputs, out, method=method, weights=fit.weights, power=power, sample=sample,
                          progress=progress, scores=scores)
     report.fit = fit
+    if paired != given:
+        report.pairing = (f"--oof: runs taken in the submissions' order, as their sidecars name them: "
+                          f"{' '.join(paired)}")
     return report
 
 
@@ -487,9 +559,10 @@ def blend_submissions(
     sample: str | os.PathLike | None = None,
     scores: bool = False,
     force: bool = False,
+    pair_by_order: bool = False,
 ) -> BlendReport:
     """``kit blend``: refuse an ``out`` that is an input (or exists, unless ``force``), then blend ``inputs``,
-    with weights fit on the ``oof`` runs when ``fit``."""
+    with weights fit on the ``oof`` runs when ``fit`` (paired through the sidecars unless ``pair_by_order``)."""
     from kit import precheck
 
     _refuse_overwriting_an_input([*inputs, *([sample] if sample else [])], out)
@@ -501,17 +574,19 @@ def blend_submissions(
         raise KitError("--rank-per-fold: only with --fit (it ranks the OOF predictions the weights are fit on)")
     if oof and not fit:
         raise KitError("--oof: add --fit to fit the weights on these runs (or drop --oof)")
+    if pair_by_order and not fit:
+        raise KitError("--pair-by-order: only with --fit (it pairs the submissions with the --oof runs)")
     if fit:
         if weights is not None:
             raise KitError("--weights: not with --fit (the fit chooses the weights)")
         return fit_and_blend(inputs, oof, out, method=method, power=power, rank_per_fold=rank_per_fold, sample=sample,
-                             scores=scores)
+                             scores=scores, pair_by_order=pair_by_order)
     return blend_files(inputs, out, method=method, weights=weights, power=power, sample=sample, scores=scores)
 
 
 def format_report(report: BlendReport) -> str:
     """Lines ``kit blend`` prints: the OOF fit (members, blend, weights) and what was written."""
-    lines = []
+    lines = [report.pairing] if report.pairing else []
     if report.fit is not None:
         f = report.fit
         width = max(len(r) for r in f.runs + ["blend"])

@@ -292,9 +292,12 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="mean", choices=BLEND_METHODS,
                    help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power (default 2.0)")
-    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input)")
+    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power, finite and > 0 (default 2.0)")
+    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input, in any order: "
+                   "each submission's sidecar NAME.json names the run that wrote it)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
+    p.add_argument("--pair-by-order", action="store_true", help="with --fit: pair the submissions with the --oof runs "
+                   "in the order given, for submissions without a sidecar (NAME.json from `kit predict`)")
     p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
                    help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
                         "the mean per-fold AUC; off otherwise)")
@@ -310,7 +313,8 @@ def _run_blend(args: argparse.Namespace) -> int:
 
     report = blend.blend_submissions(args.inputs, args.out, method=args.method, weights=args.weights, power=args.power,
                                      oof=args.oof, fit=args.fit, rank_per_fold=args.rank_per_fold,
-                                     sample=args.sample_submission, scores=args.scores, force=args.force)
+                                     sample=args.sample_submission, scores=args.scores, force=args.force,
+                                     pair_by_order=args.pair_by_order)
     print(blend.format_report(report))
     return 0
 
@@ -376,13 +380,18 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     from kit import runs
 
     p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
-                       description="List run (and stack) folders: model, size, epochs, folds finished / planned, "
-                                   "CV by the run's metric and its spread over folds, when, and the state (finished, "
-                                   "running, error, resumable). Reads the runs' small files; never loads TensorFlow.")
+                       description="List run (and stack) folders: model, the records it trained on, size, epochs, "
+                                   "folds finished / planned, CV by the run's metric and its spread over folds, when, "
+                                   "and the state (finished, running, error, resumable, or bad cv.json / config.toml). "
+                                   "Reads the runs' small files; never loads TensorFlow. --top and --names rank runs "
+                                   "of one records folder and one metric only: pick them with --records / --metric.")
     p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
     p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
                    help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
     p.add_argument("--top", type=int, help="only the first N rows")
+    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (config.toml's records)")
+    p.add_argument("--metric", metavar="NAME", help="only runs scored by this metric, e.g. auc")
+    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (config.toml's competition)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
     out.add_argument("--names", action="store_true",
@@ -393,20 +402,45 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 def _run_runs(args: argparse.Namespace) -> int:
     from kit import runs
 
-    rows = runs.scan(args.folders, sort=args.sort, top=args.top)
+    rows = runs.scan(args.folders, sort=args.sort, top=args.top, records=args.records, metric=args.metric,
+                     competition=args.competition, names=args.names,
+                     warn=lambda line: print(f"kit runs: warning: {line}", file=sys.stderr))
     print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
     return 0
 
 
+def _whole_number(text: str) -> int:
+    """An integer, also written as 1e6: a size of a million images is easier to type so."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(value)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
+    # the bounds are kit.report's MAX_LEADERBOARD and MAX_DRAWS, written out: importing kit.report loads pandas
     p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
                        "Grad-CAM, the leaderboard shake-up estimate")
     p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
-    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html); never a file of the run or another file "
+                   "that is not a kit report page")
     p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
-    p.add_argument("--public", type=int, help="public leaderboard size in images (default: from the competition)")
-    p.add_argument("--private", type=int, help="private leaderboard size in images (default: from the competition)")
-    p.add_argument("--draws", type=int, default=200, help="bootstrap draws for the shake-up estimate (default 200)")
+    p.add_argument("--public", type=_whole_number, help="public leaderboard size in images, 0 to 1,000,000 "
+                   "(default: the competition's; else the test split's size as one leaderboard)")
+    p.add_argument("--private", type=_whole_number, help="private leaderboard size in images, 1 to 1,000,000 "
+                   "(default: as --public)")
+    p.add_argument("--test-records", metavar="DIR", help="test records (`kit records --test`) whose size is the "
+                   "leaderboard's when the competition's is not known (default: a stack's config.toml test_records, "
+                   "else the test split of the records' download)")
+    p.add_argument("--draws", type=_whole_number, default=200, help="bootstrap draws for the shake-up estimate, "
+                   "2 to 10,000 (default 200)")
     p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
     p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
     p.set_defaults(func=_run_report)
@@ -416,7 +450,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from kit import report
 
     result = report.write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
-                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam)
+                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam,
+                                 test_records=args.test_records)
     print(report.format_result(result))
     return 0
 

@@ -65,7 +65,7 @@ class DemoReport:
     problems: list[str] = field(default_factory=list)
     kernel_folder: Path | None = None
     reports: dict[str, Path] = field(default_factory=dict)
-    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's cv.json "shakeup"
+    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's report.json "shakeup"
     seconds: float = 0.0
 
 

@@ -416,9 +416,10 @@ def _is_jpeg(manifest: "records.Manifest | None") -> bool:
     return manifest.public or (manifest.encoding is not None and manifest.encoding.format == "jpeg")
 
 
-def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
-             meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False):
-    binary = competitions.is_binary(n_classes)
+def meta_vector(meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
+                meta_stats: Mapping[str, Sequence[float]] | None = None) -> Callable[[dict[str, tf.Tensor]], tf.Tensor]:
+    """A parsed record -> the model's "meta" input [M]: numeric columns standardised (missing: the column mean,
+    0), categorical ones one-hot (missing, -1: all zeros)."""
     stats = {c: (float(m), float(sd) if sd else 1.0) for c, (m, sd) in (meta_stats or {}).items()}
 
     def numeric(ex: dict[str, tf.Tensor], c: str) -> tf.Tensor:
@@ -426,16 +427,27 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
         x = (tf.cast(ex[c], tf.float32) - mean) / std
         return tf.where(tf.math.is_nan(x), 0.0, x)[None]  # missing -> the column mean
 
+    def vector(ex: dict[str, tf.Tensor]) -> tf.Tensor:
+        parts = [numeric(ex, c) for c in meta_numeric]
+        parts += [tf.one_hot(ex[c], n, dtype=tf.float32) for c, n in meta_categorical.items()]
+        return tf.concat(parts, axis=0)
+
+    return vector
+
+
+def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
+             meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False):
+    binary = competitions.is_binary(n_classes)
+    meta = meta_vector(meta_numeric, meta_categorical, meta_stats) if meta_numeric or meta_categorical else None
+
     def prepare(ex: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         # uint8 all the way to the model, which casts inside its step: a float32 cast here made the
         # un-augmented stream 0.76x of decode-only, uint8 runs at 0.96x (benchmarks/pipeline.py)
         image = records.decode_image(ex["image"], jpeg=jpeg)
         image = tf.ensure_shape(image, [size, size, 3])
         inputs = {"image": image}
-        if meta_numeric or meta_categorical:
-            parts = [numeric(ex, c) for c in meta_numeric]
-            parts += [tf.one_hot(ex[c], n, dtype=tf.float32) for c, n in meta_categorical.items()]
-            inputs["meta"] = tf.concat(parts, axis=0)
+        if meta is not None:
+            inputs["meta"] = meta(ex)
         target = tf.cast(ex["target"], tf.float32) if binary else tf.cast(ex["target"], tf.int32)
         return inputs, target
 

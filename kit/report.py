@@ -1,10 +1,9 @@
 """``kit report``: one self-contained HTML page about a run, and the leaderboard shake-up estimate.
 
 The page (``RUN/report.html`` by default) embeds every image as base64 PNG and loads nothing from the
-network, so it opens from a Kaggle kernel's output or a laptop alike. Its sections (``<section id=...>``):
+network, so it opens from a Kaggle kernel's output or a laptop alike. It opens with the scores and the
+curves; what the run was and what it read come last. Its sections (``<section id=...>``), in order:
 
-    config        the resolved config.toml
-    records       the records the run trained on (manifest: source, size, classes, per-fold counts)
     cv            per-fold scores, their mean and spread, the pooled out-of-fold score (cv.json)
     curves        learning curves per fold (loss and the metric, training and validation)
     lr            the learning rate each epoch ran at (history.csv)
@@ -15,8 +14,12 @@ network, so it opens from a Kaggle kernel's output or a laptop alike. Its sectio
     gradcam       Grad-CAM heatmaps over a sample of correct and wrong predictions
     shakeup       bootstrap draws of the public and private leaderboards from the OOF predictions
     importance    a stack's feature importances (when the folder holds them)
+    records       the records the run trained on (manifest: source, size, classes, images per fold and class)
+    config        the resolved config.toml
 
-The shake-up numbers are also written into ``RUN/cv.json`` under ``"shakeup"`` (other keys untouched).
+``kit report`` writes nothing else into the run but ``RUN/report.json`` (the shake-up and where its
+leaderboard sizes came from); cv.json and every other file of the run stay as training left them, and an
+``--out`` naming one of them is refused.
 
 The HTML is built with f-strings and ``html.escape``: the page is one fixed layout of a dozen tables
 and images, which a template engine (jinja2) would not make shorter, and kit would carry one more
@@ -27,6 +30,7 @@ are read and Grad-CAM runs; matplotlib draws the plots.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import json
@@ -36,7 +40,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,34 +51,73 @@ from kit.errors import KitError
 if TYPE_CHECKING:  # kit.records is imported where records are read
     from kit import records
 
-# --- leaderboard sizes (the registry can absorb this table) ---------------------------------------
+REPORT_JSON = "report.json"  # kit report's own numbers, in the run folder
+# Bounds of the shake-up's work: the largest image leaderboard kit knows (ISIC 2024 scores about 500,000
+# hidden images) fits, and 10,000 draws pin the 5th and 95th percentiles far below the 4th decimal.
+MAX_LEADERBOARD = 1_000_000
+MAX_DRAWS = 10_000
 
-# Public and private leaderboard sizes in images, keyed by the records' layout (manifest.json "layout").
-# Sources: each competition's Kaggle data and leaderboard pages ("calculated with approximately N% of the
-# test data"): SIIM-ISIC Melanoma 2020 scores 10,982 test images, 30% public; Histopathologic Cancer
-# Detection scores 57,458 test patches, about half public. HAM10000 has no Kaggle leaderboard: its
-# figure is the ISIC 2018 task 3 test set (1,512 images, one leaderboard). ISIC 2024 (a hidden ~500k-image
-# rerun) is left out until its public share is checked; it takes the default like any unknown layout.
-DEFAULT_LEADERBOARD = "siim"  # the registry row whose sizes stand in for a download of unknown origin
+# --- leaderboard sizes ---------------------------------------------------------------------------------
 
 
-def leaderboard_sizes(manifest: "records.Manifest | None", public: int | None = None,
-                      private: int | None = None) -> tuple[int, int, str]:
-    """(public, private, where the sizes come from): given sizes win, then the records' competition's row of
-    the registry (kit.competitions), then SIIM-ISIC's."""
+def check_shakeup_settings(public: int | None, private: int | None, draws: int) -> None:
+    """Refuse leaderboard sizes or a number of draws outside kit's bounds, naming the flag."""
     if public is not None or private is not None:
         if public is None or private is None:
             raise KitError("--public/--private: give both leaderboard sizes (or neither)")
-        if public < 0 or private < 1:
-            raise KitError(f"--public/--private: expects public >= 0 and private >= 1, got {public} and {private}")
+        for flag, value, low in (("--public", public, 0), ("--private", private, 1)):
+            if not low <= value <= MAX_LEADERBOARD:
+                raise KitError(f"{flag}: expects {low} to {MAX_LEADERBOARD:,} images, got {value:,}")
+    if not 2 <= draws <= MAX_DRAWS:
+        raise KitError(f"--draws: expects 2 to {MAX_DRAWS:,}, got {draws:,}")
+
+
+def _test_records_count(folder: str | os.PathLike) -> int:
+    """The images of a test records folder (`kit records --test`), from its manifest."""
+    from kit import records
+
+    manifest = records.read_manifest(folder, "test")
+    return manifest.count or sum(f.images for f in manifest.folds.values())
+
+
+def _download_test_count(manifest: "records.Manifest | None") -> int | None:
+    """The images of the test split of the download the records came from (their manifest's source), or None
+    where the download is gone, has no test split or kit cannot read one."""
+    if manifest is None or not manifest.source or not Path(manifest.source).exists():
+        return None
+    from kit import sources
+
+    try:
+        return len(sources.load_source(manifest.source, layout=manifest.layout or "auto", test=True).table)
+    except (KitError, OSError):
+        return None
+
+
+def leaderboard_sizes(manifest: "records.Manifest | None", public: int | None = None,
+                      private: int | None = None, test_records: str | os.PathLike | None = None
+                      ) -> tuple[int, int, str] | None:
+    """(public, private, where the sizes come from), from the first that says: the given sizes; the records'
+    competition's row of the registry (kit.competitions); the images of ``test_records``; the test split of
+    the records' download. A test split is one leaderboard (its public share is unknown): (0, its size).
+    None when nothing says."""
+    if public is not None or private is not None:
+        check_shakeup_settings(public, private, 200)
         return int(public), int(private), "given (--public/--private)"
     comp = competitions.of_manifest(manifest) if manifest is not None else None
     if comp is not None and comp.leaderboard:
         return comp.leaderboard[0], comp.leaderboard[1], comp.title
-    default = competitions.get(DEFAULT_LEADERBOARD)
-    what = comp.title if comp else f"layout {(manifest.layout if manifest is not None else '') or 'unknown'}"
-    return (default.leaderboard[0], default.leaderboard[1],
-            f"{default.title} (default for {what}; pass --public N --private N)")
+    one = "one leaderboard: the public share is unknown; pass --public N --private N to split it"
+    if test_records is not None:
+        count = _test_records_count(test_records)
+        return 0, count, f"the {count:,} images of the test records {test_records}; {one}"
+    count = _download_test_count(manifest)
+    if count:
+        return 0, count, f"the {count:,} images of the test split of {manifest.source}; {one}"
+    return None
+
+
+NO_SIZES = ("no shake-up estimate: no leaderboard size is known for these records (no competition of kit's "
+            "registry, no test split found); pass --public N --private N or --test-records DIR")
 
 
 def _score_or_none(metric: str, y: np.ndarray, p: np.ndarray) -> float | None:
@@ -97,11 +140,10 @@ def shakeup(y: np.ndarray, pred: np.ndarray, metric: str, public: int, private: 
 
     Each draw resamples the out-of-fold rows with replacement, the first ``public`` as the public
     leaderboard and the next ``private`` as the private one. Returns the spread (mean, std, 5th and 95th
-    percentiles) of the metric on each and of private minus public, as cv.json stores it, and the draws
+    percentiles) of the metric on each and of private minus public, as report.json stores it, and the draws
     themselves. With no public leaderboard (``public`` 0) only the private figures are given.
     """
-    if draws < 2:
-        raise KitError(f"--draws: expects at least 2, got {draws}")
+    check_shakeup_settings(public, private, draws)
     y, pred = np.asarray(y), np.asarray(pred, float)
     rng = np.random.default_rng(seed)
     pub, priv, diff, skipped = [], [], [], 0
@@ -157,9 +199,49 @@ class RunData:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise KitError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: not a JSON object")
+    return data
+
+
+def _read_cv(path: Path) -> dict:
+    """cv.json, its fields of the kinds kit writes ("fold_mean": null, kit's NaN, is an unknown score)."""
+    from kit import runs
+
+    cv = _read_json(path)
+    problem = runs.cv_problem(cv)
+    if problem:
+        raise KitError(f"{path}{problem[len('cv.json'):]}")
+    return cv
+
+
+def read_oof(path: Path) -> pd.DataFrame:
+    """``oof.csv`` with numeric target, fold and prediction columns; an empty or non-numeric cell is refused,
+    naming the file, row and id."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise KitError(f"{path}: not a CSV file kit wrote ({str(exc).strip().splitlines()[0] if str(exc) else exc})"
+                       ) from None
+    preds = [c for c in raw.columns if c == "pred" or c.startswith("pred_")]
+    if "image_name" not in raw.columns or "target" not in raw.columns or "fold" not in raw.columns or not preds:
+        raise KitError(f"{path}: columns {','.join(raw.columns)}; expected image_name,target,pred...,fold")
+    if raw.empty:
+        raise KitError(f"{path}: no rows")
+    oof = raw.copy()
+    for col in ("target", "fold", *preds):
+        values = pd.to_numeric(raw[col], errors="coerce")
+        bad = values.isna().to_numpy() | ~np.isfinite(values.to_numpy(float))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            cell = raw[col].iloc[i]
+            what = "empty" if not cell.strip() else f"not a finite number ({cell[:40]!r})"
+            raise KitError(f"{path}: row {i + 1} (id {raw['image_name'].iloc[i]}): {col} is {what}")
+        oof[col] = values.astype(int) if col in ("target", "fold") else values.astype(float)
+    return oof
 
 
 def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = None) -> RunData:
@@ -176,8 +258,8 @@ def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = No
         config = tomllib.loads(config_text)
     except tomllib.TOMLDecodeError as exc:
         raise KitError(f"{cfg_path}: not valid TOML ({exc})") from None
-    cv = _read_json(cv_path)
-    oof = pd.read_csv(oof_path, dtype={"image_name": str}) if oof_path.is_file() else None
+    cv = _read_cv(cv_path)
+    oof = read_oof(oof_path) if oof_path.is_file() else None
     notes = []
     if oof is None:
         notes.append(f"{oof_path}: missing, so no curves, mistakes, Grad-CAM or shake-up")
@@ -228,56 +310,108 @@ def worst_mistakes(data: RunData, k: int) -> pd.DataFrame:
     return df.sort_values(["error", "image_name"], ascending=[False, True], kind="mergesort").head(k)
 
 
-def read_records(folder: Path, folds: Iterable[int], want: set[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """One pass over the records of ``folds``: every id's group, and the decoded image of each id in ``want``."""
+@dataclass
+class RecordsRead:
+    """What one pass over the records gives the page: every id's group, and the wanted ids' pixels and metadata."""
+
+    groups: dict[str, str]
+    images: dict[str, np.ndarray]
+    meta: dict[str, np.ndarray]  # the model's "meta" input of each wanted id (empty: the run feeds none)
+
+
+def _meta_settings(config: Mapping[str, Any]) -> tuple[list[str], dict[str, int], dict] | None:
+    """(numeric columns, categorical columns and their code counts, column statistics) of a --meta run."""
+    if not config.get("meta"):
+        return None
+    numeric, categorical = list(config.get("meta_numeric") or []), dict(config.get("meta_categorical") or {})
+    return (numeric, categorical, dict(config.get("meta_stats") or {})) if numeric or categorical else None
+
+
+def read_records(folder: Path, folds: Iterable[int], want: set[str], config: Mapping[str, Any] | None = None
+                 ) -> RecordsRead:
+    """One pass over the records of ``folds``: every id's group, and the decoded image of each id in ``want``
+    with the metadata a --meta run (``config``) fed its model, prepared as training prepared it."""
+    import tensorflow as tf
     from PIL import Image
 
-    from kit import records
+    from kit import pipeline, records
 
     paths = records.list_shards(folder, sorted(set(int(f) for f in folds)), split="train")
-    groups, images = {}, {}
-    ds = records.load_dataset(paths, decode=False).map(lambda ex: (ex["image_name"], ex["group"], ex["image"]))
-    for name, group, data in ds.as_numpy_iterator():
+    settings = _meta_settings(config or {})
+    vector = pipeline.meta_vector(*settings) if settings else (lambda ex: tf.zeros([0], tf.float32))
+    out = RecordsRead({}, {}, {})
+    ds = records.load_dataset(paths, decode=False).map(
+        lambda ex: (ex["image_name"], ex["group"], ex["image"], vector(ex)))
+    for name, group, data, meta in ds.as_numpy_iterator():
         name = name.decode()
-        groups[name] = group.decode()
+        out.groups[name] = group.decode()
         if name in want:
-            images[name] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return groups, images
+            out.images[name] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            if settings:
+                out.meta[name] = meta
+    return out
 
 
 # --- Grad-CAM -------------------------------------------------------------------------------------
 
+# keras-hub's transformer blocks (ViTEncoderBlock, DINOV2Layer, TransformerEncoder): the last one's input
+# tokens are what Grad-CAM weighs in a vision transformer
+_BLOCK_SUFFIXES = ("Block", "Layer", "TransformerEncoder")
 
-def _feature_chain(model: Any) -> tuple[list, Any, list]:
-    """Split a kit model into (layers before the backbone, image -> last 4-D feature map, layers after it).
 
-    kit's models are ``image -> [preprocess] -> backbone (a nested Model) -> [dropout] -> head``; any
-    graph may lie before the feature map (EfficientNet's skip connections), but what follows it must be a
-    chain of single-input layers (pooling, flatten, dense), which every backbone kit registers has.
-    """
+def _reduces_a_map(op: Any) -> bool:
+    """Whether a graph operation takes one 4-D feature map and gives something of lower rank (pooling, flatten)."""
+    try:
+        x, y = op.input, op.output
+    except (AttributeError, ValueError):  # an input layer, or a layer called more than once
+        return False
+    one = not isinstance(x, (list, tuple, dict)) and not isinstance(y, (list, tuple, dict))
+    return one and len(x.shape) == 4 and len(y.shape) < 4
+
+
+def _transformer_blocks(backbone: Any) -> list[Any]:
+    """The transformer blocks of the keras-hub model inside ``backbone`` (any order), or []."""
     import keras
 
-    if "meta" in [getattr(t, "name", "").split(":")[0] for t in model.inputs] or len(model.inputs) > 1:
-        raise KitError(f"{model.name}: takes metadata beside the image; Grad-CAM covers image-only models")
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) == 1:
-        backbone = nested[0]
-        at = model.layers.index(backbone)
-        pre = [layer for layer in model.layers[:at] if not isinstance(layer, keras.layers.InputLayer)]
-        post = list(model.layers[at + 1:])
-    else:
-        backbone, pre, post = model, [], []
-    maps = [i for i, layer in enumerate(backbone.layers)
-            if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4]
-    if not maps:
-        raise KitError(f"{model.name}: no convolutional feature map to take Grad-CAM from")
-    at = maps[-1]
-    tail = list(backbone.layers[at + 1:]) + post
-    for layer in tail:
-        if isinstance(layer.input, (list, tuple, dict)):
-            raise KitError(f"{model.name}: layer {layer.name} after the feature map takes several inputs; "
-                           "Grad-CAM needs a chain of single-input layers there")
-    return pre, keras.Model(backbone.inputs, backbone.layers[at].output), tail
+    hubs = [layer for layer in backbone.layers
+            if isinstance(layer, keras.Model) and type(layer).__module__.startswith("keras_hub.")]
+    blocks = []
+    for hub in hubs:
+        blocks += [layer for layer in hub._flatten_layers(include_self=False)
+                   if type(layer).__module__.startswith("keras_hub.") and not isinstance(layer, keras.Model)
+                   and type(layer).__name__.endswith(_BLOCK_SUFFIXES)]
+    return blocks
+
+
+def _patch_size(backbone: Any) -> int | None:
+    for layer in backbone._flatten_layers():
+        size = getattr(layer, "patch_size", None)
+        if size:
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+    return None
+
+
+@contextlib.contextmanager
+def _inputs_swapped(layers: Sequence[Any], swap: Callable[[Any, Any], Any]) -> Iterator[None]:
+    """While inside, each of ``layers`` computes on ``swap(layer, x)`` instead of its first input ``x``.
+
+    Grad-CAM needs the model's output as a function of one inner tensor. Swapping a layer's input in its
+    ``call`` reaches that tensor in any graph (EfficientNet's skip connections, ConvNeXt's residual adds, a
+    metadata branch joined after the backbone) and inside layers that are not graphs (a keras-hub
+    transformer's blocks), on TensorFlow and JAX alike.
+    """
+    for layer in layers:
+        original = layer.call
+
+        def call(*args: Any, _original: Any = original, _layer: Any = layer, **kwargs: Any) -> Any:
+            return _original(swap(_layer, args[0]), *args[1:], **kwargs)
+
+        object.__setattr__(layer, "call", call)  # past Keras' attribute tracking: a plain instance attribute
+    try:
+        yield
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
 
 
 def _value_and_grad(fn: Any, x: Any) -> tuple[Any, Any]:
@@ -300,52 +434,71 @@ def _value_and_grad(fn: Any, x: Any) -> tuple[Any, Any]:
     raise KitError(f"Grad-CAM: the {backend} backend is not supported (tensorflow or jax)")
 
 
-def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _model_inputs(model: Any, images: np.ndarray, meta: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The model's inputs: the images, and for a metadata model ``meta`` (default zeros: every column missing,
+    which the pipeline feeds as the column mean for a number and no code for a category)."""
+    inputs = {"image": np.asarray(images, "float32")}
+    wanted = model.input if isinstance(model.input, dict) else {}
+    if "meta" in wanted:
+        width = int(wanted["meta"].shape[-1])
+        inputs["meta"] = (np.zeros((len(images), width), "float32") if meta is None
+                          else np.asarray(meta, "float32").reshape(len(images), width))
+    return inputs
+
+
+def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None,
+            meta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM heatmaps [N, H, W] in [0, 1] of ``images`` [N, H, W, 3] (pixels 0..255), and the model's outputs.
 
-    The class explained is ``classes[i]``, by default the predicted one (binary: positive when p > 0.5).
-    Everything but the gradient itself is Keras ops, so it runs for every backbone kit builds, on
-    TensorFlow and on JAX.
+    The class explained is ``classes[i]``, by default the predicted one (binary: positive when p > 0.5). The
+    map weighed is the backbone's last feature map (the input of the layer that pools or flattens it), or in a
+    keras-hub vision transformer the patch tokens entering its last block, laid on their grid. A metadata model
+    gets ``meta`` [N, M] beside the images (see ``_model_inputs``): the heatmap explains its image branch
+    with the metadata held fixed.
     """
     from keras import ops
 
-    pre, features, tail = _feature_chain(model)
-    x = x0 = ops.convert_to_tensor(np.asarray(images, "float32"))
-    for layer in pre:
-        x = layer(x, training=False)
-    fmap = features(x, training=False)
+    from kit import models
 
-    def head(a: Any) -> Any:
-        for layer in tail:
-            a = layer(a, training=False)
-        return ops.cast(a, "float32")
-
-    out = ops.convert_to_numpy(head(fmap))
-    direct = ops.convert_to_numpy(ops.cast(model({"image": x0}, training=False), "float32"))
-    if not np.allclose(out, direct, rtol=1e-3, atol=1e-4):
-        # the layers after the feature map do not replay as a chain (ConvNeXt's head normalises across
-        # what it pools): a heatmap from such a replay would explain another function than the model
-        raise KitError(f"{model.name}: Grad-CAM cannot replay this backbone's head after its feature map")
+    try:
+        backbone = models.backbone_of(model)
+    except KitError:
+        backbone = model  # a model without a nested backbone: its own graph
+    maps = [op for op in backbone.operations if _reduces_a_map(op)]
+    candidates = maps[-1:] or _transformer_blocks(backbone)
+    if not candidates:
+        raise KitError(f"{model.name}: no feature map or transformer block to take Grad-CAM from")
+    inputs = _model_inputs(model, images, meta)
+    seen: list[tuple[Any, Any]] = []
+    with _inputs_swapped(candidates, lambda layer, x: seen.append((layer, x)) or x):
+        out = ops.convert_to_numpy(ops.cast(model(inputs, training=False), "float32"))
+    target, fmap = seen[-1]  # the last block called is the last block
     binary = out.shape[-1] == 1
     if classes is None:
         classes = (out[:, 0] > 0.5).astype(int) if binary else out.argmax(-1)
     classes = np.asarray(classes, int)
-    if binary:
-        sign = ops.convert_to_tensor((2.0 * classes - 1.0).astype("float32"))  # p for class 1, -p (1-p) for 0
-
-        def score(a: Any) -> Any:
-            return ops.sum(head(a)[:, 0] * sign)
+    if binary:  # p for class 1, -p (1-p) for class 0
+        weight = ops.convert_to_tensor((2.0 * classes - 1.0).astype("float32")[:, None])
     else:
-        onehot = ops.convert_to_tensor(np.eye(out.shape[-1], dtype="float32")[classes])
+        weight = ops.convert_to_tensor(np.eye(out.shape[-1], dtype="float32")[classes])
 
-        def score(a: Any) -> Any:
-            return ops.sum(head(a) * onehot)
+    def score(a: Any) -> Any:
+        with _inputs_swapped([target], lambda layer, x: a):
+            return ops.sum(ops.cast(model(inputs, training=False), "float32") * weight)
 
     _, grads = _value_and_grad(score, fmap)
-    fmap, grads = ops.cast(fmap, "float32"), ops.cast(grads, "float32")
-    weights = ops.mean(grads, axis=(1, 2), keepdims=True)
-    cam = ops.relu(ops.sum(fmap * weights, axis=-1, keepdims=True))
-    cam = cam / (ops.max(cam, axis=(1, 2), keepdims=True) + 1e-8)
+    fmap = ops.convert_to_numpy(ops.cast(fmap, "float32"))
+    grads = ops.convert_to_numpy(ops.cast(grads, "float32"))
+    if fmap.ndim == 3:  # tokens [N, T, D]: the patch tokens after the class (and register) tokens, on their grid
+        patch = _patch_size(backbone)
+        side = images.shape[1] // patch if patch else math.isqrt(fmap.shape[1] - 1)
+        first = fmap.shape[1] - side * side
+        if side < 1 or first < 0:
+            raise KitError(f"{model.name}: {fmap.shape[1]} tokens do not hold a {side}x{side} patch grid")
+        fmap, grads = (t[:, first:].reshape(len(t), side, side, -1) for t in (fmap, grads))
+    weights = grads.mean(axis=(1, 2), keepdims=True)
+    cam = np.maximum((fmap * weights).sum(axis=-1, keepdims=True), 0.0)
+    cam = cam / (cam.max(axis=(1, 2), keepdims=True) + 1e-8)
     cam = ops.image.resize(cam, (images.shape[1], images.shape[2]), interpolation="bilinear")
     return np.clip(ops.convert_to_numpy(cam)[..., 0], 0.0, 1.0), out
 
@@ -526,6 +679,7 @@ class ReportResult:
     shakeup: dict | None
     notes: list[str]
     seconds: float
+    no_shakeup: str | None = None  # why there is no shake-up estimate, when there is none
 
 
 def _histories(run: Path) -> dict[int, pd.DataFrame]:
@@ -551,36 +705,49 @@ def _records_section(data: RunData) -> str:
     info = [("folder", str(where)), ("source", m.source), ("layout", m.layout), ("image size", m.image_size),
             ("classes", ", ".join(m.classes)), ("images", m.count),
             ("fold seed", "" if m.fold_seed is None else m.fold_seed)]
-    rows = []
-    for k in m.fold_ids:
-        f = m.folds[k]
-        counts = json.dumps(f.class_counts) if f.class_counts is not None else f.positives
-        rows.append([k, f.images, "" if f.groups is None else f.groups, "" if counts is None else counts])
-    body = _table(["", ""], info, "kv") + _table(["fold", "images", "groups", "positives / class counts"], rows)
+    folds = [(k, m.folds[k]) for k in m.fold_ids]
+    per_class = any(f.class_counts is not None for _, f in folds)
+    if per_class:  # one column per class, in the records' class order
+        labels = list(dict.fromkeys([*m.classes, *(c for _, f in folds for c in (f.class_counts or {}))]))
+        counts = [[(f.class_counts or {}).get(c, "") for c in labels] for _, f in folds]
+    else:
+        labels = ["positives"]
+        counts = [["" if f.positives is None else f.positives] for _, f in folds]
+    rows = [[k, f.images, "" if f.groups is None else f.groups, *c] for (k, f), c in zip(folds, counts)]
+    body = (_table(["", ""], info, "kv")
+            + _table(["fold", "images", "groups", *labels], rows, "folds"))
     return _section("records", "Records it trained on", body)
+
+
+def _score(cv: Mapping[str, Any], key: str) -> float | None:
+    """A score of cv.json, None where it is null (kit writes NaN as null) or absent."""
+    value = cv.get(key)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _cv_section(data: RunData) -> str:
     cv = data.cv
     folds = cv.get("folds", {})
     rows = [[f"fold {k}", _num(v)] for k, v in folds.items()]
-    rows.append(["mean of folds", _num(cv.get("fold_mean"))])
-    rows.append(["std over folds", _num(cv.get("fold_std"))])
-    rows.append(["pooled out of fold", _num(cv.get("overall"))])
+    rows.append(["mean of folds", _num(_score(cv, "fold_mean"))])
+    rows.append(["std over folds", _num(_score(cv, "fold_std"))])
+    rows.append(["pooled out of fold", _num(_score(cv, "overall"))])
     tta = ", ".join(map(str, cv.get("tta_views", []))) or "-"
     body = (f'<p class="key">metric: <b>{html.escape(data.metric)}</b>; out-of-fold TTA views: {html.escape(tta)}</p>'
             + _table(["", data.metric], rows, "cv")
             + _note("The mean of folds is what one fold model is worth; pooled scores every out-of-fold "
                     "prediction together, and folds whose models scale their probabilities differently can pull "
                     "it below every fold's own score."))
-    if len(folds) > 1:
+    scored = {k: float(v) for k, v in folds.items() if v is not None and math.isfinite(v)}
+    if len(scored) > 1:
         plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(5, 2.8))
-        ax.bar([f"fold {k}" for k in folds], list(folds.values()), color="#4477aa")
-        if cv.get("overall") is not None:
-            ax.axhline(cv["overall"], color="k", ls="--", label="pooled")
+        ax.bar([f"fold {k}" for k in scored], list(scored.values()), color="#4477aa")
+        overall = _score(cv, "overall")
+        if overall is not None:
+            ax.axhline(overall, color="k", ls="--", label="pooled")
             ax.legend(fontsize="small")
-        low = min(list(folds.values()) + [cv.get("overall", 1.0)])
+        low = min([*scored.values(), *([overall] if overall is not None else [])])
         ax.set(ylim=(max(0.0, low - 0.1), 1.0), title="how the folds disagree")
         body += f'<div class="plots">{_img(_fig_png(fig), "per-fold scores")}</div>'
     return _section("cv", "Cross-validation", body)
@@ -673,15 +840,17 @@ def _patients_section(data: RunData, groups: Mapping[str, str], worst: pd.DataFr
     return _section("patients", "Per patient (group)", body)
 
 
-def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np.ndarray], n: int,
+def _gradcam_section(data: RunData, worst: pd.DataFrame, read: RecordsRead, n: int,
                      seed: int) -> tuple[str, list[str]]:
     notes: list[str] = []
+    images = read.images
     if not any(data.run.glob("fold*/best.keras")):
         return _section("gradcam", "Grad-CAM", _note("left out: no fold*/best.keras (a stack has no image model)")), notes
     if not images:
         return _section("gradcam", "Grad-CAM", _note("left out: the records were not found")), notes
     df = _with_predicted(data)
-    wrong = [i for i, t, p in zip(worst["image_name"], worst["target"], worst["predicted"]) if t != p and i in images][:n]
+    wrong = [i for i, t, p in zip(worst["image_name"], worst["target"], worst["predicted"])
+             if t != p and i in images][:n]
     right = [i for i in _correct_sample(df, n, seed)["image_name"] if i in images]
     import keras  # noqa: F401  before kit.models: the backend is settled by kit.runtime
 
@@ -699,9 +868,10 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np
             notes.append(f"{path}: missing; Grad-CAM left out for fold {fold}")
             continue
         model = keras.saving.load_model(path, compile=False)
+        meta = np.stack([read.meta[i] for _, i in items]) if read.meta else None
         try:
             # the predicted class: a fixed positive class leaves the many confident negatives all blue (seen)
-            heat, _ = gradcam(model, np.stack([images[i] for _, i in items]))
+            heat, _ = gradcam(model, np.stack([images[i] for _, i in items]), meta=meta)
         except KitError as exc:
             return _section("gradcam", "Grad-CAM", _note(f"left out: {exc}")), notes
         for (kind, i), h in zip(items, heat):
@@ -710,9 +880,12 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np
                 f'<div class="card" data-id="{html.escape(i)}">{_img(_array_png(images[i]), i)}'
                 f'{_img(_array_png(_overlay(images[i], h)), "Grad-CAM " + i)}<br><b>{html.escape(i)}</b><br>'
                 f'true {html.escape(_label(data, int(row["target"])))}, {html.escape(_pred_text(data, row))}</div>')
-    body = _note("Where each fold model found the evidence for the class it predicted: Grad-CAM on the last "
-                 "convolutional feature map (red: most weight), for the worst mistakes and for a random sample of "
-                 "correct predictions of every class.")
+    text = ("Where each fold model found the evidence for the class it predicted: Grad-CAM on the backbone's last "
+            "feature map (a vision transformer: the patch tokens entering its last block, on their grid; red: most "
+            "weight), for the worst mistakes and for a random sample of correct predictions of every class.")
+    if read.meta:
+        text += " The model also reads metadata: each image was given its own, as in training, and held fixed."
+    body = _note(text)
     for kind in ("wrong", "correct"):
         body += f"<h3>{kind}</h3>" + (f'<div class="grid {kind}">{"".join(cards[kind])}</div>' if cards[kind]
                                       else _note(f"no {kind} out-of-fold predictions"))
@@ -738,8 +911,8 @@ def _shakeup_section(data: RunData, shake: dict, samples: Mapping[str, np.ndarra
         lead += f" {shake['skipped_draws']} draws held one class only and were skipped."
     body = (_note(lead) + _table(["", "mean", "std", "5%", "95%"], rows, "shakeup")
             + f'<div class="plots">{_img(_shakeup_plot(samples, m), "shake-up")}</div>'
-            + _note("The same numbers are in cv.json under \"shakeup\". The draws assume the test set looks like "
-                    "the training set; a shifted test set moves the leaderboard further."))
+            + _note(f"The same numbers are in {REPORT_JSON} under \"shakeup\". The draws assume the test set looks "
+                    "like the training set; a shifted test set moves the leaderboard further."))
     return _section("shakeup", "Shake-up estimate: how far the leaderboard may move", body)
 
 
@@ -780,62 +953,119 @@ def _importance_section(run: Path, cv: Mapping[str, Any]) -> str | None:
     return _section("importance", "Feature importance (stack)", body)
 
 
+_PAGE_START = '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>kit report: '
+
+
+def _is_report_page(path: Path) -> bool:
+    """Whether ``path`` is a page ``kit report`` wrote (what an --out may replace)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(_PAGE_START)) == _PAGE_START.encode()
+    except OSError:
+        return False
+
+
+def check_out(out: Path, run: Path) -> None:
+    """Refuse an --out that would replace anything but a page kit report wrote: a file of the run (oof.csv,
+    cv.json, config.toml, a fold's model, report.json) or any other file; or a folder."""
+    if out.is_dir():
+        raise KitError(f"{out}: is a folder; --out names the HTML file to write")
+    own = out.resolve() == (run / REPORT_JSON).resolve()
+    if not own and (not out.exists() or _is_report_page(out)):
+        return
+    if own or run.resolve() in out.resolve().parents:
+        raise KitError(f"{out}: is a file of the run {run}, not its report; write the page to another --out "
+                       "(default RUN/report.html)")
+    raise KitError(f"{out}: exists and is not a page kit report wrote; write the page to another --out")
+
+
+def _test_records_of(data: RunData, given: str | os.PathLike | None) -> tuple[str | None, str | None]:
+    """(test records folder, note): ``given`` (--test-records) as it is, else the run's config.toml test_records
+    (a stack's) when that folder is still there."""
+    if given is not None:
+        return str(given), None
+    named = data.config.get("test_records")
+    if not isinstance(named, str) or not named:
+        return None, None
+    if not (Path(named) / "manifest.json").is_file():
+        return None, f"{named}: test records named by config.toml not found, so their size was not used"
+    return named, None
+
+
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
                  records: str | os.PathLike | None = None, public: int | None = None, private: int | None = None,
                  draws: int = 200, mistakes: int = 16, gradcam_per_kind: int = 6, with_gradcam: bool = True,
-                 seed: int = 0) -> ReportResult:
-    """Write the HTML report of ``run`` (default RUN/report.html) and add the shake-up to RUN/cv.json."""
+                 seed: int = 0, test_records: str | os.PathLike | None = None) -> ReportResult:
+    """Write the HTML report of ``run`` (default RUN/report.html) and its numbers to RUN/report.json.
+
+    The leaderboard sizes of the shake-up: see ``leaderboard_sizes`` (``test_records`` defaults to a stack's
+    config.toml test_records)."""
     t0 = time.perf_counter()
     if mistakes < 1:
         raise KitError(f"--mistakes: expects at least 1, got {mistakes}")
+    check_shakeup_settings(public, private, draws)
+    run = Path(run)
+    out = Path(out) if out else run / "report.html"
+    if run.is_dir():
+        check_out(out, run)
     data = load_run_data(run, records)
-    pub, priv, source = leaderboard_sizes(data.manifest, public, private)
-    out = Path(out) if out else data.run / "report.html"
     notes = list(data.notes)
+    tests, note = _test_records_of(data, test_records)
+    notes += [note] if note else []
+    sizes = leaderboard_sizes(data.manifest, public, private, tests)
     name = data.run.name
     model = data.config.get("model", "stack")
     title = f"kit report: {name}"
+    fold_mean, overall = _score(data.cv, "fold_mean"), _score(data.cv, "overall")
     head = (f"<h1>{html.escape(title)}</h1><p class=\"key\">{html.escape(str(model))}"
             f"{', ' + str(data.config.get('size')) + ' px' if data.config.get('size') else ''}"
             f"{', ' + str(data.config.get('epochs')) + ' epochs' if data.config.get('epochs') else ''}; "
-            f"{html.escape(data.metric)} {data.cv.get('fold_mean', float('nan')):.4f} (mean of folds), "
-            f"{data.cv.get('overall', float('nan')):.4f} pooled; folder {html.escape(str(data.run))}; written "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>")
-    sections = [_config_section(data), _records_section(data), _cv_section(data), *_curves_sections(data)]
-    shake = None
+            f"{html.escape(data.metric)} {_text_score(fold_mean)} (mean of folds), {_text_score(overall)} pooled; "
+            f"folder {html.escape(str(data.run))}; written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>")
+    sections = [_cv_section(data), *_curves_sections(data)]
+    shake, no_shakeup = None, None
     if data.oof is not None:
         sections.append(_class_sections(data))
         worst = worst_mistakes(data, mistakes)
-        groups: dict[str, str] = {}
-        images: dict[str, np.ndarray] = {}
+        read = RecordsRead({}, {}, {})
         if data.records is not None:
             sample = _correct_sample(_with_predicted(data), gradcam_per_kind, seed)
             want = set(worst["image_name"]) | set(sample["image_name"])
-            groups, images = read_records(data.records, data.oof["fold"].unique(), want)
-        sections.append(_mistakes_section(data, worst, images))
-        sections.append(_patients_section(data, groups, worst))
+            read = read_records(data.records, data.oof["fold"].unique(), want, data.config)
+        sections.append(_mistakes_section(data, worst, read.images))
+        sections.append(_patients_section(data, read.groups, worst))
         if with_gradcam:
-            section, more = _gradcam_section(data, worst, images, gradcam_per_kind, seed)
+            section, more = _gradcam_section(data, worst, read, gradcam_per_kind, seed)
             sections.append(section)
             notes += more
         else:
             sections.append(_section("gradcam", "Grad-CAM", _note("left out (--no-gradcam)")))
-        shake, samples = shakeup(data.oof["target"].to_numpy(int), data.pred_matrix(), data.metric, pub, priv,
-                                 draws=draws, seed=seed)
-        shake["source"] = source
-        sections.append(_shakeup_section(data, shake, samples, source))
-        cv = _read_json(data.run / "cv.json")
-        cv["shakeup"] = shake
-        fsutil.write_json(data.run / "cv.json", cv)
+        if sizes is None:
+            no_shakeup = NO_SIZES
+            sections.append(_section("shakeup", "Shake-up estimate", _note(NO_SIZES)))
+        else:
+            pub, priv, source = sizes
+            shake, samples = shakeup(data.oof["target"].to_numpy(int), data.pred_matrix(), data.metric, pub, priv,
+                                     draws=draws, seed=seed)
+            shake["source"] = source
+            sections.append(_shakeup_section(data, shake, samples, source))
     importance = _importance_section(data.run, data.cv)
     if importance:
         sections.append(importance)
+    sections += [_records_section(data), _config_section(data)]
     notes_html = "".join(_note(n) for n in notes)
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    page = (f"{_PAGE_START}{html.escape(name)}</title>"
             f"<style>{_CSS}</style></head><body>{head}{notes_html}{''.join(sections)}</body></html>\n")
     fsutil.write_text(out, page)
+    fsutil.write_json(data.run / REPORT_JSON, {
+        "page": str(out), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shakeup": shake,
+        "no_shakeup": no_shakeup})
     ids = [s.split('"', 2)[1] for s in sections]
-    return ReportResult(out, ids, shake, notes, time.perf_counter() - t0)
+    return ReportResult(out, ids, shake, notes, time.perf_counter() - t0, no_shakeup)
+
+
+def _text_score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def format_result(result: ReportResult) -> str:
@@ -850,6 +1080,8 @@ def format_result(result: ReportResult) -> str:
     elif s:
         p = s["private"]
         lines.append(f"spread of {s['metric']} over {s['private_size']:,} test images: +- {p['std']:.4f}")
+    elif result.no_shakeup:
+        lines.append(result.no_shakeup)
     lines += [f"note: {n}" for n in result.notes]
     lines.append(f"report: {result.path} ({result.seconds:.1f} s)")
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """``kit runs``: every run (and stack) folder under some folders, one row each, from the small files alone.
 
 A run folder is one that holds ``config.toml`` or ``cv.json`` (kit.train's contract). Its row reads
-config.toml (model, size, epochs, planned folds), ``fold{k}/done.json`` (finished folds), cv.json (the
-metric, per-fold scores, fold mean and spread, the pooled figure) and file times. Nothing here imports
-TensorFlow, Keras, JAX or pandas: listing a hundred runs takes a fraction of a second.
+config.toml (model, records, competition, size, epochs, planned folds), ``fold{k}/done.json`` (finished
+folds), cv.json (the metric, per-fold scores, fold mean and spread, the pooled figure) and file times.
+Nothing here imports TensorFlow, Keras, JAX or pandas: listing a hundred runs takes a fraction of a second.
 
 A run's state:
 
@@ -11,13 +11,19 @@ A run's state:
 - ``running``: not finished, and a file of the run (a fold's last.keras, state.json, history.csv,
   done.json, or config.toml at the start) changed within the last ``RUNNING_WITHIN_S`` seconds;
 - ``error``: not finished, not running, and ``error.txt`` (written by kit.train when a fold raised) is there;
-- ``resumable``: any other unfinished run (``kit train --resume`` continues it).
+- ``resumable``: any other unfinished run (``kit train --resume`` continues it);
+- ``bad cv.json`` / ``bad config.toml``: the file is not what kit writes (not JSON or TOML, or a field of
+  another type, e.g. ``"folds"`` a list); the row shows what the rest says, and ``problem`` says what is wrong.
+
+Scores are comparable only between runs trained on the same records and scored by the same metric:
+``scan`` with ``top`` or ``names`` refuses rows of more than one (records, metric) group, and ``records``,
+``metric`` and ``competition`` keep one.
 
 Example::
 
-    rows = scan(["runs/"])
+    rows = scan(["runs/"], metric="auc")
     print(format_table(rows))
-    top = [r.path for r in rows[:5]]      # what `kit runs runs/ --top 5 --names` prints
+    top = [r.path for r in rows[:5]]      # what `kit runs runs/ --metric auc --top 5 --names` prints
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kit.errors import KitError
 
@@ -53,6 +59,8 @@ class RunRow:
     path: str
     kind: str  # "run" (kit train) or "stack" (a second stage, no fold models of its own)
     model: str
+    records: str | None  # the records folder it trained on (config.toml's records), as written there
+    competition: str | None  # config.toml's competition, where it names one
     size: int | None
     epochs: int | None
     folds_done: int
@@ -65,6 +73,7 @@ class RunRow:
     state: str
     error: str | None = None
     folds: dict[str, float] = field(default_factory=dict)
+    problem: str | None = None  # what is wrong with its cv.json or config.toml (state "bad ...")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``when`` also as an ISO time in UTC)."""
@@ -78,8 +87,9 @@ def is_run_folder(path: Path) -> bool:
     return (path / "config.toml").is_file() or (path / "cv.json").is_file()
 
 
-def find_runs(folders: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run folders at or under ``folders`` (a run's own sub-folders are not searched)."""
+def find_runs(folders: Iterable[str | os.PathLike], warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Run folders at or under ``folders`` (a run's own sub-folders are not searched); a folder that cannot be
+    read is skipped, with one line to ``warn``."""
     found: list[Path] = []
     for given in folders:
         root = Path(given)
@@ -88,15 +98,16 @@ def find_runs(folders: Iterable[str | os.PathLike]) -> list[Path]:
         stack = [(root, 0)]
         while stack:
             folder, depth = stack.pop()
-            if is_run_folder(folder):
-                found.append(folder)
-                continue
-            if depth >= _MAX_DEPTH:
-                continue
             try:
+                if is_run_folder(folder):
+                    found.append(folder)
+                    continue
+                if depth >= _MAX_DEPTH:
+                    continue
                 children = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
                                   reverse=True)
-            except PermissionError:
+            except OSError as exc:
+                _skipped(folder, exc, warn)
                 continue
             stack += [(c, depth + 1) for c in children]
     seen, unique = set(), []
@@ -108,19 +119,86 @@ def find_runs(folders: Iterable[str | os.PathLike]) -> list[Path]:
     return unique
 
 
-def _read_json(path: Path) -> dict:
+def _skipped(folder: Path, exc: OSError, warn: Callable[[str], None] | None) -> None:
+    if warn is not None:
+        warn(f"{folder}: cannot be read ({exc.strerror or exc}); skipped")
+
+
+def _read_json(path: Path) -> tuple[dict, str | None]:
+    """The object in ``path`` ({} when there is no file) and what is wrong with it, if anything."""
+    if not path.is_file():
+        return {}, None
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}  # a file being rewritten, or damaged: the row shows what the rest says
-    return data if isinstance(data, dict) else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}, f"{path.name}: not valid JSON"
+    if not isinstance(data, dict):
+        return {}, f"{path.name}: {_kind(data)}, expected an object"
+    return data, None
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> tuple[dict, str | None]:
+    if not path.is_file():
+        return {}, None
     try:
-        return tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return {}
+        return tomllib.loads(path.read_text()), None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}, f"{path.name}: not valid TOML"
+
+
+def _kind(value: Any) -> str:
+    """How a JSON or TOML value reads in one line: 'a list', 'an object', 'the text "0,1"'."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the text {json.dumps(value[:40])}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number_or_null(x: Any) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _is_text(x: Any) -> bool:
+    return isinstance(x, str)
+
+
+# Fields a row reads, with the kind kit writes them as: a field of another kind is dropped and named.
+_CONFIG_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "folds": (lambda x: isinstance(x, list) and all(map(_is_int, x)), "a list of fold numbers"),
+    "size": (_is_int, "an integer"), "epochs": (_is_int, "an integer"), "model": (_is_text, "a name"),
+    "records": (_is_text, "a folder"), "metric": (_is_text, "a metric name"), "competition": (_is_text, "a name"),
+    "models": (lambda x: isinstance(x, list), "a list"),
+}
+_CV_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "metric": (_is_text, "a metric name"),
+    "folds": (lambda x: isinstance(x, dict) and all(str(k).isdigit() and _is_number_or_null(v) for k, v in x.items()),
+              "an object of fold: score"),
+    "fold_mean": (_is_number_or_null, "a number"), "fold_std": (_is_number_or_null, "a number"),
+    "overall": (_is_number_or_null, "a number"),
+}
+
+
+def cv_problem(cv: dict) -> str | None:
+    """What is wrong with a cv.json object (``cv.json: "folds" is a list, ...``); None where kit wrote it so."""
+    return _checked(cv, _CV_FIELDS, "cv.json")[1]
+
+
+def _checked(data: dict, fields: Mapping[str, tuple[Callable[[Any], bool], str]], name: str
+             ) -> tuple[dict, str | None]:
+    """``data`` less the fields not of their kind, and a line naming the first of them."""
+    clean, problem = dict(data), None
+    for key, (ok, expected) in fields.items():
+        if key in clean and not ok(clean[key]):
+            problem = problem or f'{name}: "{key}" is {_kind(clean[key])}, expected {expected}'
+            del clean[key]
+    return clean, problem
 
 
 def _fold_dirs(run: Path) -> dict[int, Path]:
@@ -140,16 +218,23 @@ def _float(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     """The row of one run folder (see the module docstring for the states)."""
     run = Path(run)
     now = time.time() if now is None else now
-    cfg = _read_toml(run / "config.toml")
-    cv = _read_json(run / "cv.json")
+    cfg, cfg_problem = _read_toml(run / "config.toml")
+    cv, cv_problem = _read_json(run / "cv.json")
+    cfg, cfg_field = _checked(cfg, _CONFIG_FIELDS, "config.toml")
+    cv, cv_field = _checked(cv, _CV_FIELDS, "cv.json")
+    problem = cv_problem or cv_field or cfg_problem or cfg_field
     fold_dirs = _fold_dirs(run)
-    planned = [int(k) for k in cfg.get("folds", [])] or sorted(fold_dirs) or [int(k) for k in cv.get("folds", {})]
+    planned = list(cfg.get("folds", [])) or sorted(fold_dirs) or [int(k) for k in cv.get("folds", {})]
     done = [k for k, d in fold_dirs.items() if (d / "done.json").is_file()]
-    # not cv.json: `kit report` adds its shake-up there, which is no training activity
+    # training activity only: not cv.json, nor what `kit report` writes (report.html, report.json)
     times = [p.stat().st_mtime for p in (run / "config.toml", run / "oof.csv") if p.is_file()]
     for d in fold_dirs.values():
         times += [(d / f).stat().st_mtime for f in _ACTIVITY if (d / f).is_file()]
@@ -166,7 +251,9 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     else:
         finished = bool(planned) and set(planned) <= set(done)
     error_path = run / ERROR_FILE
-    if finished:
+    if problem:
+        state = "bad " + problem.split(":", 1)[0]
+    elif finished:
         state = "finished"
     elif now - when < RUNNING_WITHIN_S and not error_path.is_file():
         state = "running"
@@ -183,12 +270,11 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     if cv_mean is None and folds:
         cv_mean = sum(folds.values()) / len(folds)
     return RunRow(
-        name=run.name, path=str(run), kind=kind, model=_model_label(cfg, kind),
-        size=int(cfg["size"]) if isinstance(cfg.get("size"), int) and cfg["size"] else None,
-        epochs=int(cfg["epochs"]) if isinstance(cfg.get("epochs"), int) else None,
-        folds_done=len(done), folds_planned=len(planned), metric=cv.get("metric"), cv=cv_mean,
-        cv_std=_float(cv.get("fold_std")), pooled=_float(cv.get("overall")), when=when, state=state, error=error,
-        folds=folds,
+        name=run.name, path=str(run), kind=kind, model=_model_label(cfg, kind), records=_text(cfg.get("records")),
+        competition=_text(cfg.get("competition")), size=cfg.get("size") or None, epochs=cfg.get("epochs"),
+        folds_done=len(done), folds_planned=len(planned), metric=_text(cv.get("metric")) or _text(cfg.get("metric")),
+        cv=cv_mean, cv_std=_float(cv.get("fold_std")), pooled=_float(cv.get("overall")), when=when, state=state,
+        error=error, folds=folds, problem=problem,
     )
 
 
@@ -211,12 +297,61 @@ def sort_rows(rows: Sequence[RunRow], by: str = "cv") -> list[RunRow]:
     return sorted(rows, key=lambda r: (getattr(r, by) is None, -(getattr(r, by) or 0.0), -r.when))
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _group_label(records: str | None, metric: str | None) -> str:
+    return f"{records or '(records unknown)'} {metric or '(metric unknown)'}"
+
+
+def check_one_group(rows: Sequence[RunRow], flag: str) -> None:
+    """Refuse rows trained on more than one records folder or scored by more than one metric: ranking them
+    together (``--top``, ``--names``) would compare scores that are not comparable."""
+    records: dict[str, str] = {}
+    for r in rows:
+        if r.records:
+            records.setdefault(os.path.realpath(r.records), r.records)
+    metrics = {r.metric for r in rows if r.metric}
+    if len(records) < 2 and len(metrics) < 2:
+        return
+    groups = list(dict.fromkeys(
+        _group_label(records.get(os.path.realpath(r.records)) if r.records else None, r.metric) for r in rows))
+    pick = " and ".join(f for f, n in (("--records DIR", len(records)), ("--metric NAME", len(metrics))) if n > 1)
+    raise KitError(f"{flag}: the runs belong to {len(groups)} (records, metric) groups whose scores do not compare: "
+                   f"{'; '.join(groups)}; pick one with {pick}")
+
+
+def select(rows: Iterable[RunRow], *, records: str | None = None, metric: str | None = None,
+           competition: str | None = None) -> list[RunRow]:
+    """The rows trained on ``records`` (compared as resolved paths), scored by ``metric``, of ``competition``."""
+    return [r for r in rows
+            if (records is None or (r.records is not None and _same_folder(r.records, records)))
+            and (metric is None or r.metric == metric) and (competition is None or r.competition == competition)]
+
+
 def scan(folders: Iterable[str | os.PathLike], *, sort: str = "cv", top: int | None = None,
-         now: float | None = None) -> list[RunRow]:
-    """Every run under ``folders``, sorted (best CV first by default), at most ``top`` of them."""
+         now: float | None = None, records: str | None = None, metric: str | None = None,
+         competition: str | None = None, names: bool = False, warn: Callable[[str], None] | None = None
+         ) -> list[RunRow]:
+    """Every run under ``folders`` (of ``records``, ``metric``, ``competition`` when given), sorted (best CV first
+    by default), at most ``top`` of them. With ``top`` or ``names`` the rows must form one (records, metric)
+    group. Each run whose files are damaged, and each folder that cannot be read, is one line to ``warn``."""
     if top is not None and top < 1:
         raise KitError(f"--top: expects at least 1, got {top}")
-    rows = sort_rows([read_run(p, now) for p in find_runs(folders)], sort)
+    rows = []
+    for path in find_runs(folders, warn):
+        try:
+            row = read_run(path, now)
+        except OSError as exc:
+            _skipped(path, exc, warn)
+            continue
+        if row.problem and warn is not None:
+            warn(f"{path}: {row.problem}; listed as {row.state}")
+        rows.append(row)
+    rows = sort_rows(select(rows, records=records, metric=metric, competition=competition), sort)
+    if top is not None or names:
+        check_one_group(rows, "--top" if top is not None else "--names")
     return rows[:top] if top else rows
 
 
@@ -225,25 +360,32 @@ def _num(x: float | None, width: int = 6) -> str:
 
 
 def format_table(rows: Sequence[RunRow]) -> str:
-    """The table ``kit runs`` prints: one row per run, errors on a line of their own under their run."""
+    """The table ``kit runs`` prints: one row per run, errors and problems on a line of their own under their run.
+
+    The competition column shows only when a run names one."""
     if not rows:
         return "no runs found (a run folder holds config.toml or cv.json)"
-    head = ["run", "model", "size", "epochs", "folds", "metric", "cv", "+-", "pooled", "when", "state"]
+    with_competition = any(r.competition for r in rows)
+    head = ["run", "model", "records", *(["competition"] if with_competition else []), "size", "epochs", "folds",
+            "metric", "cv", "+-", "pooled", "when", "state"]
     table = [head]
     for r in rows:
         table.append([
-            r.path, r.model, str(r.size or "-"), str(r.epochs if r.epochs is not None else "-"),
+            r.path, r.model, r.records or "-", *([r.competition or "-"] if with_competition else []),
+            str(r.size or "-"), str(r.epochs if r.epochs is not None else "-"),
             f"{r.folds_done}/{r.folds_planned}", r.metric or "-", _num(r.cv), _num(r.cv_std), _num(r.pooled),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.when)), r.state,
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    right = {2, 3, 4, 6, 7, 8}
+    right = {head.index(c) for c in ("size", "epochs", "folds", "cv", "+-", "pooled")}
     lines = []
     for row, r in zip(table, [None, *rows]):
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if r is not None and r.error:
             lines.append(f"    error: {r.error}")
+        if r is not None and r.problem:
+            lines.append(f"    problem: {r.problem}")
     lines.append("cv: mean of the folds' scores (+- their standard deviation); pooled: all out-of-fold "
                  "predictions scored together")
     return "\n".join(lines)

@@ -852,6 +852,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             frame = make_submission(test["image_name"].tolist(), ptest, classes, sample,
                                     manifest.id_name)
             write_submission(frame, tmp / "submission.csv")
+            # its sidecar, as `kit predict` writes one: `kit blend --fit` pairs the submission with this folder
+            fsutil.write_json(tmp / "submission.json", {"submission": str(out / "submission.csv"), "run": str(out)})
             sub_path = out / "submission.csv"
     if test is not None and cfg.submission:
         sub_path = write_submission(frame, cfg.submission)

@@ -85,9 +85,12 @@ def write_run(run: Path, table: pd.DataFrame, preds: np.ndarray, *, classes: lis
     return run
 
 
-def write_submission(path: Path, ids: pd.Series, preds: np.ndarray, columns: list[str]) -> Path:
-    """A ``kit predict`` submission: the id column, then one column (binary) or one per class."""
+def write_submission(path: Path, ids: pd.Series, preds: np.ndarray, columns: list[str], run: Path | None = None) -> Path:
+    """A ``kit predict`` submission: the id column, then one column (binary) or one per class; with ``run``, also
+    its sidecar NAME.json naming the run (what `kit blend --fit` pairs it by)."""
     frame = pd.DataFrame(np.asarray(preds).reshape(len(ids), -1), columns=columns[1:])
     frame.insert(0, columns[0], ids.to_numpy())
     frame.to_csv(path, index=False)
+    if run is not None:
+        path.with_suffix(".json").write_text(json.dumps({"submission": str(path), "run": str(run)}))
     return path

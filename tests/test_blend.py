@@ -1,6 +1,7 @@
 """kit blend: known answers for every method, id alignment, weights fit on OOF, and every bad input."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -288,7 +289,14 @@ def binary_runs(tmp_path):
         order = rng.permutation(n)  # each run writes its OOF in its own order
         runs.append(_run(tmp_path / f"run{k}", [ids[i] for i in order], y[order], p[order], fold[order], metric="auc"))
         subs.append(_sub(tmp_path / f"sub{k}.csv", [f"T_{i:04d}" for i in range(100)], rng.random(100)))
+        _sidecar(subs[-1], runs[-1])
     return ids, y, runs, subs
+
+
+def _sidecar(sub, run):
+    """The JSON `kit predict` writes beside a submission, naming the run that wrote it."""
+    sub.with_suffix(".json").write_text(json.dumps({"submission": str(sub), "run": str(run), "model": "tiny_cnn"}))
+    return sub
 
 
 def test_fit_scores_at_least_the_best_member(binary_runs, tmp_path, capsys):
@@ -388,14 +396,14 @@ def test_bad_run_without_oof(binary_runs, tmp_path, capsys):
 def test_bad_run_without_finished_folds(binary_runs, tmp_path, capsys):
     ids, y, runs, subs = binary_runs
     unfinished = _run(tmp_path / "unfinished", ids, y, np.full(len(ids), 0.5), np.arange(len(ids)) % 5, finished=False)
-    err = _bad(capsys, tmp_path, *subs, "--oof", runs[0], runs[1], unfinished, "--fit")
+    err = _bad(capsys, tmp_path, *subs, "--oof", runs[0], runs[1], unfinished, "--fit", "--pair-by-order")
     assert err == f"kit blend: error: {unfinished}: no finished folds (no fold*/done.json); train the run first"
 
 
 def test_bad_oof_ids_do_not_match(binary_runs, tmp_path, capsys):
     ids, y, runs, subs = binary_runs
     other = _run(tmp_path / "other", ids[:-1] + ["ISIC_7777777"], y, np.full(len(ids), 0.5), np.arange(len(ids)) % 5)
-    err = _bad(capsys, tmp_path, *subs, "--oof", runs[0], runs[1], other, "--fit")
+    err = _bad(capsys, tmp_path, *subs, "--oof", runs[0], runs[1], other, "--fit", "--pair-by-order")
     assert err == (
         f"kit blend: error: {other / 'oof.csv'}: 1 id is not in {runs[0] / 'oof.csv'}, e.g. ISIC_7777777 (row {len(ids)})"
     )
@@ -425,3 +433,90 @@ def test_hash_collisions_fall_back_to_exact_ids(three, tmp_path, capsys, monkeyp
     assert _read(tmp_path / "a.csv").equals(_read(tmp_path / "b.csv"))
     dup = _sub(tmp_path / "dup.csv", ids[:-1] + [ids[3]], preds[1])
     assert _bad(capsys, tmp_path, dup, paths[0]) == f"kit blend: error: {dup}: duplicate id {ids[3]} (rows 4 and {N})"
+
+
+# --- each submission blended with the weight fit on its own run ---------------------------------------------
+
+
+def test_runs_listed_in_another_order_are_paired_by_the_sidecars(binary_runs, tmp_path, capsys):
+    ids, y, _, _ = binary_runs
+    rng = np.random.default_rng(3)
+    n, fold = len(ids), np.arange(len(ids)) % 5
+    runs, subs = [], []
+    for k, noise in enumerate([0.7, 1.5]):  # the fit weighs the first more: a swap would show
+        p = 1 / (1 + np.exp(-(y + rng.normal(0, noise, n))))
+        runs.append(_run(tmp_path / f"unequal{k}", ids, y, p, fold, metric="auc"))
+        subs.append(_sidecar(_sub(tmp_path / f"unequal{k}.csv", [f"T_{i:04d}" for i in range(100)], rng.random(100)),
+                             runs[-1]))
+    w = fit_weights(runs, method="rank").weights
+    assert w[0] > w[1]
+    code, lines, err = _blend(capsys, *subs, "--out", tmp_path / "a.csv", "--method", "rank", "--oof", *runs, "--fit")
+    assert code == 0, err
+    assert lines[0].startswith("run ")  # already in the submissions' order: nothing to say
+    code, lines, err = _blend(capsys, *subs, "--out", tmp_path / "b.csv", "--method", "rank", "--oof", *runs[::-1],
+                              "--fit")
+    assert code == 0, err
+    assert lines[0] == f"--oof: runs taken in the submissions' order, as their sidecars name them: {runs[0]} {runs[1]}"
+    assert lines[-1].startswith(f"{tmp_path / 'b.csv'}: rank blend of 2 files, 100 rows "
+                                f"(weights {w[0]:.4f}, {w[1]:.4f})")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    # a relative --oof path names the same folder as the sidecar's absolute one
+    code, _, err = _blend(capsys, *subs, "--out", tmp_path / "c.csv", "--method", "rank", "--oof",
+                          *[os.path.relpath(r) for r in runs[::-1]], "--fit")
+    assert code == 0, err
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "c.csv").read_bytes()
+    # --pair-by-order takes the order given, as asked: the weights land on the other files
+    code, lines, err = _blend(capsys, *subs, "--out", tmp_path / "d.csv", "--method", "rank", "--oof", *runs[::-1],
+                              "--fit", "--pair-by-order")
+    assert code == 0, err
+    assert lines[-1].startswith(f"{tmp_path / 'd.csv'}: rank blend of 2 files, 100 rows "
+                                f"(weights {w[1]:.4f}, {w[0]:.4f})")
+
+
+def test_a_submission_without_a_sidecar_is_refused_unless_paired_by_order(binary_runs, tmp_path, capsys):
+    ids, y, runs, subs = binary_runs
+    subs[1].with_suffix(".json").unlink()
+    assert _bad(capsys, tmp_path, *subs, "--oof", *runs, "--fit") == (
+        f"kit blend: error: {subs[1]}: no sidecar {subs[1].with_suffix('.json')} to say which run wrote it, so it "
+        f"cannot be paired with --oof {runs[1]}; pass --pair-by-order if --oof lists the runs in the order of the "
+        "submissions")
+    assert _blend(capsys, *subs, "--out", tmp_path / "ok.csv", "--oof", *runs, "--fit", "--pair-by-order")[0] == 0
+
+
+@pytest.mark.parametrize("text", ["{not json", '["a list"]', '{"run": 3}', '{"model": "b0"}'])
+def test_an_unreadable_sidecar_is_refused(binary_runs, tmp_path, capsys, text):
+    ids, y, runs, subs = binary_runs
+    side = subs[2].with_suffix(".json")
+    side.write_text(text)
+    assert _bad(capsys, tmp_path, *subs, "--oof", *runs, "--fit") == (
+        f"kit blend: error: {side}: unreadable or names no \"run\", so {subs[2]} cannot be paired with --oof "
+        f"{runs[2]}; pass --pair-by-order if --oof lists the runs in the order of the submissions")
+
+
+def test_a_sidecar_naming_a_run_not_in_oof_is_refused(binary_runs, tmp_path, capsys):
+    ids, y, runs, subs = binary_runs
+    _sidecar(subs[0], tmp_path / "elsewhere")
+    assert _bad(capsys, tmp_path, *subs, "--oof", *runs, "--fit") == (
+        f"kit blend: error: {subs[0]}: its sidecar {subs[0].with_suffix('.json')} names run {tmp_path / 'elsewhere'}, "
+        "which is not among the --oof run folders")
+
+
+def test_two_submissions_of_one_run_are_refused(binary_runs, tmp_path, capsys):
+    ids, y, runs, subs = binary_runs
+    _sidecar(subs[2], runs[0])
+    assert _bad(capsys, tmp_path, *subs, "--oof", *runs, "--fit") == (
+        f"kit blend: error: {subs[2]}: its sidecar names run {runs[0]}, as {subs[0]}'s does; each submission needs "
+        "a run of its own in --oof")
+
+
+def test_pair_by_order_needs_fit(three, tmp_path, capsys):
+    assert _bad(capsys, tmp_path, *three[2], "--pair-by-order") == (
+        "kit blend: error: --pair-by-order: only with --fit (it pairs the submissions with the --oof runs)")
+
+
+@pytest.mark.parametrize("power", ["inf", "-inf", "nan", "0"])
+def test_power_must_be_finite_and_positive(three, binary_runs, tmp_path, capsys, power):
+    expected = f"kit blend: error: --power: must be a finite number > 0, got {float(power)}"
+    assert _bad(capsys, tmp_path, *three[2], "--method", "power", f"--power={power}") == expected
+    ids, y, runs, subs = binary_runs
+    assert _bad(capsys, tmp_path, *subs, "--method", "power", f"--power={power}", "--oof", *runs, "--fit") == expected

@@ -1,6 +1,7 @@
 """`kit report`: every section, every embedded image decodes, the page's numbers are cv.json's and oof.csv's,
-the worst mistakes are the largest errors, the bootstrap narrows with size, Grad-CAM finds the one corner a
-model sees, and kit train's error.txt."""
+the worst mistakes are the largest errors, the bootstrap narrows with size and takes its leaderboard sizes from
+where they are known, Grad-CAM finds the one corner a model sees and runs on every model kit builds, the run's
+own files are never touched, hostile inputs, and kit train's error.txt."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import io
 import json
 import re
+import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,12 +19,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import records, report, train
+from kit import records, report, sources, train
 from kit.cli import main
 from kit.config import Config
 from records_fixture import write_records
 
-BINARY_SECTIONS = ["config", "records", "cv", "curves", "lr", "binary", "mistakes", "patients", "gradcam", "shakeup"]
+BINARY_SECTIONS = ["cv", "curves", "lr", "binary", "mistakes", "patients", "gradcam", "shakeup", "records", "config"]
 
 
 class Page(HTMLParser):
@@ -72,17 +74,23 @@ def _train(root: Path, n_classes: int, epochs: int) -> Path:
     return train.train_folds(cfg, log=lambda _: None).run
 
 
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(run)): f.read_bytes() for f in sorted(run.rglob("*")) if f.is_file()}
+
+
 @pytest.fixture(scope="module")
 def binary_run(tmp_path_factory):
-    """A 2-fold, 2-epoch tiny_cnn run at 32 px and its report (via the CLI, 60 bootstrap draws)."""
+    """A 2-fold, 2-epoch tiny_cnn run at 32 px and its report (via the CLI, 60 bootstrap draws); the run's files
+    before the report."""
     run = _train(tmp_path_factory.mktemp("binary"), 2, 2)
-    cv_before = json.loads((run / "cv.json").read_text())
-    assert main(["report", str(run), "--draws", "60", "--mistakes", "6"]) == 0
-    return run, cv_before, Page((run / "report.html").read_text())
+    before = _files(run)
+    assert main(["report", str(run), "--draws", "60", "--mistakes", "6", "--public", "3295", "--private", "7687"]) == 0
+    return run, before, Page((run / "report.html").read_text())
 
 
 @pytest.fixture(scope="module")
 def multiclass_run(tmp_path_factory):
+    """A 3-class run on records of no known competition whose download is gone: no leaderboard size at all."""
     run = _train(tmp_path_factory.mktemp("multi"), 3, 1)
     result = report.write_report(run, run / "page.html", draws=20, mistakes=5)
     return run, result, Page(result.path.read_text())
@@ -93,8 +101,9 @@ def test_every_section_present_and_every_image_decodes(binary_run, multiclass_ru
     assert page.sections == BINARY_SECTIONS
     _, result, multi = multiclass_run
     assert multi.sections == [s if s != "binary" else "multiclass" for s in BINARY_SECTIONS] == result.sections
+    assert "shakeup" in {s for s, _ in page.images}
     for p in (page, multi):
-        assert {s for s, _ in p.images} >= {"cv", "curves", "lr", "mistakes", "gradcam", "shakeup"}
+        assert {s for s, _ in p.images} >= {"cv", "curves", "lr", "mistakes", "gradcam"}
         for _, src in p.images:
             assert src.startswith("data:image/png;base64,")  # embedded: nothing loads from anywhere
             im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
@@ -104,19 +113,40 @@ def test_every_section_present_and_every_image_decodes(binary_run, multiclass_ru
 
 
 def test_numbers_in_the_page_are_cv_json_and_oof_csv(binary_run):
-    run, cv_before, page = binary_run
+    run, before, page = binary_run
     cv = json.loads((run / "cv.json").read_text())
-    # adding only: every key train wrote is unchanged, the shake-up is new
-    assert {k: v for k, v in cv.items() if k != "shakeup"} == cv_before and "shakeup" in cv
     rows = {r[0]: r[1] for r in page.tables["cv"][1:]}
     assert rows == {**{f"fold {k}": v for k, v in cv["folds"].items()}, "mean of folds": cv["fold_mean"],
                     "std over folds": cv["fold_std"], "pooled out of fold": cv["overall"]}
+    numbers = json.loads((run / "report.json").read_text())
     shake = {r[0]: r[1:] for r in page.tables["shakeup"][1:]}
     for key, label in (("public", "public leaderboard"), ("private", "private leaderboard"),
                        ("difference", "private - public")):
-        s = cv["shakeup"][key]
+        s = numbers["shakeup"][key]
         assert shake[label] == [s["mean"], s["std"], s["p05"], s["p95"]]
-    assert (cv["shakeup"]["public_size"], cv["shakeup"]["private_size"], cv["shakeup"]["draws"]) == (3295, 7687, 60)
+    assert (numbers["shakeup"]["public_size"], numbers["shakeup"]["private_size"], numbers["shakeup"]["draws"]) == (
+        3295, 7687, 60)
+    assert numbers["shakeup"]["source"] == "given (--public/--private)" and numbers["page"] == str(run / "report.html")
+
+
+def test_the_report_touches_no_file_of_the_run(binary_run):
+    run, before, _ = binary_run
+    after = _files(run)
+    assert set(after) - set(before) == {"report.html", "report.json"}
+    assert {k: after[k] for k in before} == before  # cv.json, oof.csv, config.toml, the models: byte for byte
+
+
+def test_the_page_opens_with_the_scores_and_shows_class_counts_as_a_table(binary_run, multiclass_run):
+    _, _, page = binary_run
+    assert page.sections[:2] == ["cv", "curves"] and page.sections[-2:] == ["records", "config"]
+    _, _, multi = multiclass_run
+    manifest = records.read_manifest(multiclass_run[0].parent / "records")
+    rows = multi.tables["folds"]
+    assert rows[0] == ["fold", "images", "groups", "c0", "c1", "c2"]
+    assert rows[1:] == [[float(k), float(f.images), float(f.groups), *[float(f.class_counts[c]) for c in
+                                                                       ("c0", "c1", "c2")]]
+                        for k, f in sorted(manifest.folds.items())]
+    assert page.tables["folds"][0] == ["fold", "images", "groups", "positives"]
 
 
 def test_worst_mistakes_are_the_largest_errors(binary_run):
@@ -150,20 +180,58 @@ def test_bootstrap_spread_shrinks_as_the_draw_grows():
     assert "public" not in only_private and "difference" not in only_private
 
 
-def test_leaderboard_sizes_given_known_or_default():
-    # the sizes come from the competition registry, by the records' manifest
-    def manifest(**kw):
-        return records.Manifest(image_size=32, shards=(), **kw)
+def _manifest(**kw):
+    return records.Manifest(image_size=32, shards=(), **kw)
 
-    assert report.leaderboard_sizes(manifest(layout="pcam"), 100, 200) == (100, 200, "given (--public/--private)")
-    assert report.leaderboard_sizes(manifest(competition="siim"))[:2] == (3295, 7687) and 3295 + 7687 == 10982
-    assert report.leaderboard_sizes(manifest(layout="pcam"))[:2] == (28729, 28729)
-    assert report.leaderboard_sizes(manifest(competition="ham10000"))[:2] == (0, 1512)
-    pub, priv, source = report.leaderboard_sizes(manifest(layout="folders", classes=("cat", "dog")))
-    assert (pub, priv) == (3295, 7687) and "default" in source
-    assert report.leaderboard_sizes(None)[:2] == (3295, 7687)
+
+def test_leaderboard_sizes_given_or_from_the_competition():
+    assert report.leaderboard_sizes(_manifest(layout="pcam"), 100, 200) == (100, 200, "given (--public/--private)")
+    assert report.leaderboard_sizes(_manifest(competition="siim"))[:2] == (3295, 7687) and 3295 + 7687 == 10982
+    assert report.leaderboard_sizes(_manifest(layout="pcam"))[:2] == (28729, 28729)
+    assert report.leaderboard_sizes(_manifest(competition="ham10000"))[:2] == (0, 1512)
     with pytest.raises(report.KitError, match="give both"):
-        report.leaderboard_sizes(manifest(competition="siim"), 100, None)
+        report.leaderboard_sizes(_manifest(competition="siim"), 100, None)
+
+
+def test_leaderboard_size_from_the_test_split_of_the_download(tmp_path):
+    from kit import sources, synth
+
+    root = synth.make_competition("melanoma10k", tmp_path / "mel", n_train=12, n_test=9, size=16)
+    count = len(sources.load_source(root, test=True).table)
+    assert count == 9
+    # Benign/Malignant folders are the melanoma10k competition, whose registry row has no leaderboard sizes
+    manifest = _manifest(layout="folders", classes=("Benign", "Malignant"), source=str(root))
+    pub, priv, source = report.leaderboard_sizes(manifest)
+    assert (pub, priv) == (0, 9) and source.startswith(f"the 9 images of the test split of {root}; one leaderboard")
+    # the download gone, or without a test split: nothing says
+    gone = _manifest(layout="folders", classes=("cat", "dog"), source=str(tmp_path / "gone"))
+    assert report.leaderboard_sizes(gone) is None
+    assert report.leaderboard_sizes(None) is None
+
+
+def test_leaderboard_size_from_test_records(tmp_path):
+    ids = [f"t{i}" for i in range(5)]
+    table = pd.DataFrame({"image_name": ids, "target": -1, "fold": -1, "group": ids})
+    src = sources.Source(table=table, classes=["benign", "malignant"], layout="csv", id_name="image_name",
+                         labelled=False)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    records.write_encoded(src, [png.getvalue()] * 5, tmp_path / "test", size=8, n_folds=0, test=True, fmt="png")
+    manifest = _manifest(layout="folders", classes=("cat", "dog"), source="")
+    assert report.leaderboard_sizes(manifest, test_records=tmp_path / "test")[:2] == (0, 5)
+    # the registry's sizes come first: the scored test set, not the part of it a download holds
+    assert report.leaderboard_sizes(_manifest(competition="siim"), test_records=tmp_path / "test")[:2] == (3295, 7687)
+
+
+def test_no_leaderboard_size_means_no_estimate_in_one_line(multiclass_run, capsys):
+    run, result, page = multiclass_run
+    assert result.shakeup is None and result.no_shakeup == report.NO_SIZES
+    text = (run / "page.html").read_text()
+    section = text[text.index('id="shakeup"'):text.index('id="records"')]
+    assert section.count('class="note"') == 1 and "no shake-up estimate" in section and "<img" not in section
+    assert json.loads((run / "report.json").read_text())["shakeup"] is None
+    assert report.NO_SIZES in report.format_result(result).splitlines()
+    assert report.NO_SIZES.startswith("no shake-up estimate: no leaderboard size is known")
 
 
 @keras.saving.register_keras_serializable(package="kit_test")
@@ -246,18 +314,21 @@ def test_report_refuses_a_folder_without_cv_json(tmp_path, capsys):
 
 
 def _one_per_family() -> list[str]:
+    """The smallest backbone of each family (keras-hub ones are built from presets below)."""
     from kit import backbones
 
     first: dict[str, str] = {}
-    for name, row in sorted(backbones.BACKBONES.items()):
-        if row.family != "keras_hub":  # built from a preset only (tests/test_weights.py)
+    for name, row in sorted(backbones.BACKBONES.items(), key=lambda kv: (kv[1].params or 0, kv[0])):
+        if row.family != "keras_hub":
             first.setdefault(row.family, name)
     return sorted(first.values())
 
 
-# Grad-CAM replays the layers after the backbone's last feature map; where that replay is not the model
-# (ConvNeXt's head), kit report says so instead of drawing a heatmap of another function.
-NO_GRADCAM = {"convnext"}
+def _varied_heatmaps(heat: np.ndarray, n: int, size: int) -> None:
+    assert heat.shape == (n, size, size) and np.isfinite(heat).all()
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
+    for h in heat:
+        assert h.max() - h.min() > 0.05  # a map, not one value everywhere
 
 
 @pytest.mark.parametrize("name", _one_per_family())
@@ -268,14 +339,50 @@ def test_gradcam_works_for_every_backbone_family(name):
     size = 96 if name == "pcam_cnn" else 64  # the PCam CNN's valid convolutions need 96 px
     model = models.build_model(name, n_classes=3, size=size)
     images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
-    if models._backbone(name).family in NO_GRADCAM:
-        with pytest.raises(report.KitError, match="Grad-CAM cannot replay this backbone's head"):
-            report.gradcam(model, images)
-        return
     heat, out = report.gradcam(model, images)
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(model({"image": images}, training=False)),
                                rtol=1e-4, atol=1e-5)
     assert heat.shape == (2, size, size) and np.isfinite(heat).all() and heat.max() <= 1.0
+
+
+@pytest.fixture(scope="module")
+def convnext():
+    """convnext_tiny from random weights at 96 px (a 3x3 last stage), built once for the module."""
+    from kit import models
+
+    keras.utils.set_random_seed(0)
+    return models.build_model("convnext_tiny", n_classes=2, size=96)
+
+
+def test_gradcam_on_convnext_weighs_its_last_stage(convnext):
+    images = np.random.default_rng(1).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    heat, out = report.gradcam(convnext, images)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(convnext({"image": images}, training=False)),
+                               rtol=1e-5, atol=1e-6)
+    _varied_heatmaps(heat, 2, 96)
+    # the map weighed is the input of the backbone's pooling: the last stage's output, after its residual add
+    pool = [op for op in convnext.get_layer("backbone").operations if report._reduces_a_map(op)][-1]
+    assert type(pool).__name__ == "GlobalAveragePooling2D" and tuple(pool.input.shape[1:]) == (3, 3, 768)
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    from test_weights import make_presets
+
+    return make_presets(tmp_path_factory.mktemp("presets"))
+
+
+@pytest.mark.parametrize("family", ["vit", "dinov2"])
+def test_gradcam_on_keras_hub_vision_transformers_lays_patch_tokens_on_their_grid(presets, family):
+    from kit import models
+
+    preset = presets[family]  # ViT: 8 px patches (a 4x4 grid); DINOv2: 4 px patches (8x8)
+    model = models.build_model(f"hub_{family}", n_classes=3, size=32, weights=preset)
+    images = np.random.default_rng(2).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    heat, out = report.gradcam(model, images)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(model({"image": images}, training=False)),
+                               rtol=1e-5, atol=1e-6)
+    _varied_heatmaps(heat, 3, 32)
 
 
 def test_a_stack_folder_reports_its_feature_importance(tmp_path):
@@ -294,10 +401,150 @@ def test_a_stack_folder_reports_its_feature_importance(tmp_path):
                   "importance_xgboost": [0.2, 0.7, 0.1]}).to_csv(tmp_path / "features.csv", index=False)
     result = report.write_report(tmp_path, draws=10, public=500, private=1000)
     page = Page(result.path.read_text())
-    assert page.sections[-1] == "importance" and "shakeup" in page.sections
+    assert page.sections[-3:] == ["importance", "records", "config"] and "shakeup" in page.sections
     rows = page.tables["importance"]
     assert rows[0] == ["feature", "importance", "importance_lightgbm", "importance_xgboost", "source"]
     assert [r[:2] for r in rows[1:]] == [["b0_pred", pytest.approx(0.65)], ["age", pytest.approx(0.25)],
                                          ["site", pytest.approx(0.1)]]
     assert page.tables["kinds"][1:] == [["lightgbm", 0.97, 0.75], ["xgboost", 0.96, 0.25]]
     assert (result.shakeup["public_size"], result.shakeup["private_size"]) == (500, 1000)
+
+
+# --- a run that reads metadata beside its images ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    """A 2-fold, 1-epoch tiny_cnn run with --meta (age and sex beside each image), and its report."""
+    root = tmp_path_factory.mktemp("meta")
+    write_records(root / "records", n_folds=2, per_fold=16, size=32, seed=4, meta=True)
+    cfg = Config(records=str(root / "records"), out=str(root / "run"), model="tiny_cnn", epochs=1, batch=8,
+                 meta=True, verbose=0)
+    run = train.train_folds(cfg, log=lambda _: None).run
+    result = report.write_report(run, draws=10, mistakes=4, gradcam_per_kind=3, public=100, private=200)
+    return run, result
+
+
+def test_gradcam_on_a_metadata_run_feeds_each_image_its_metadata(meta_run):
+    run, result = meta_run
+    assert "gradcam" in result.sections and not [n for n in result.notes if "Grad-CAM" in n]
+    text = result.path.read_text()
+    section = text[text.index('id="gradcam"'):text.index('id="shakeup"')]
+    assert section.count('class="card"') > 0 and section.count('class="card"') * 2 == section.count("data:image/png")
+    assert "each image was given its own, as in training" in section
+    # the metadata the report feeds: what training fed, standardised and one-hot (age, then sex's two codes)
+    config = tomllib.loads((run / "config.toml").read_text())
+    oof = pd.read_csv(run / "oof.csv", dtype={"image_name": str})
+    fold0 = oof[oof["fold"] == 0]["image_name"].tolist()[:4]
+    read = report.read_records(Path(config["records"]), [0], set(fold0), config)
+    meta = np.stack([read.meta[i] for i in fold0])
+    assert meta.shape == (4, 3) and set(np.unique(meta[:, 1:])) <= {0.0, 1.0} and (meta[:, 1:].sum(1) == 1).all()
+    model = keras.saving.load_model(run / "fold0" / "best.keras", compile=False)
+    images = np.stack([read.images[i] for i in fold0]).astype("float32")
+    heat, out = report.gradcam(model, images, meta=meta)
+    direct = keras.ops.convert_to_numpy(model({"image": images, "meta": meta}, training=False))
+    np.testing.assert_allclose(out, direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[:, 0], oof.set_index("image_name").loc[fold0, "pred"], atol=1e-4)  # as trained
+    _varied_heatmaps(heat, 4, 32)
+    # without metadata at hand, every column is missing (the column mean for a number, no code for a category)
+    heat0, out0 = report.gradcam(model, images)
+    zeros = keras.ops.convert_to_numpy(model({"image": images, "meta": np.zeros((4, 3), "float32")}, training=False))
+    np.testing.assert_allclose(out0, zeros, rtol=1e-5, atol=1e-6)
+    assert heat0.shape == (4, 32, 32) and np.isfinite(heat0).all()
+
+
+# --- hostile inputs: one line, exit 1, and the run's files untouched ---------------------------------------------
+
+
+def _copy_run(binary_run, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(binary_run[0], run)
+    return run
+
+
+def _report(capsys, *argv) -> tuple[int, list[str], list[str]]:
+    code = main(["report", *map(str, argv)])
+    captured = capsys.readouterr()
+    return code, captured.out.strip().splitlines(), captured.err.strip().splitlines()
+
+
+def test_a_null_score_in_cv_json_is_unknown(binary_run, tmp_path, capsys):
+    run = _copy_run(binary_run, tmp_path)
+    cv = json.loads((run / "cv.json").read_text())
+    (run / "cv.json").write_text(json.dumps({**cv, "fold_mean": None, "overall": None, "folds": {"0": None, "1": 0.7}}))
+    code, out, err = _report(capsys, run, "--no-gradcam", "--draws", "10", "--public", "50", "--private", "50")
+    assert code == 0, err
+    page = Page((run / "report.html").read_text())
+    rows = {r[0]: r[1] for r in page.tables["cv"][1:]}
+    assert (rows["fold 0"], rows["fold 1"], rows["mean of folds"], rows["pooled out of fold"]) == ("-", 0.7, "-", "-")
+    assert "auc - (mean of folds), - pooled" in (run / "report.html").read_text()
+
+
+def test_odd_fields_in_cv_json_are_one_line(binary_run, tmp_path, capsys):
+    run = _copy_run(binary_run, tmp_path)
+    cv = json.loads((run / "cv.json").read_text())
+    (run / "cv.json").write_text(json.dumps({**cv, "folds": [0.9, 0.8]}))
+    assert _report(capsys, run)[::2] == (1, [
+        f'kit report: error: {run / "cv.json"}: "folds" is a list, expected an object of fold: score'])
+
+
+@pytest.mark.parametrize("cell, what", [("", "empty"), ("abc", "not a finite number ('abc')")])
+def test_an_empty_or_text_prediction_cell_names_file_row_and_id(binary_run, tmp_path, capsys, cell, what):
+    run = _copy_run(binary_run, tmp_path)
+    lines = (run / "oof.csv").read_text().splitlines()
+    head = lines[0].split(",")
+    row = lines[3].split(",")
+    row[head.index("pred")] = cell
+    lines[3] = ",".join(row)
+    (run / "oof.csv").write_text("\n".join(lines) + "\n")
+    before = _files(run)
+    code, out, err = _report(capsys, run)
+    assert (code, err) == (1, [f"kit report: error: {run / 'oof.csv'}: row 3 (id {row[0]}): pred is {what}"])
+    assert _files(run) == before  # nothing written
+
+
+@pytest.mark.parametrize("name", ["oof.csv", "cv.json", "config.toml", "fold0/best.keras", "fold0/history.csv",
+                                  "report.json"])
+def test_out_never_replaces_a_file_of_the_run(binary_run, tmp_path, capsys, name):
+    run = _copy_run(binary_run, tmp_path)
+    before = _files(run)
+    code, out, err = _report(capsys, run, "--out", run / name)
+    assert (code, err) == (1, [f"kit report: error: {run / name}: is a file of the run {run}, not its report; "
+                                "write the page to another --out (default RUN/report.html)"])
+    assert _files(run) == before
+
+
+def test_out_replaces_only_a_page_kit_report_wrote(binary_run, tmp_path, capsys):
+    run = _copy_run(binary_run, tmp_path)
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    assert _report(capsys, run, "--out", notes)[::2] == (1, [
+        f"kit report: error: {notes}: exists and is not a page kit report wrote; write the page to another --out"])
+    assert notes.read_text() == "<html>my notes</html>"
+    assert _report(capsys, run, "--out", tmp_path)[::2] == (1, [
+        f"kit report: error: {tmp_path}: is a folder; --out names the HTML file to write"])
+    for out in (run / "other.html", run / "other.html", tmp_path / "notes" / "page.html"):  # its own page: replaced
+        code, _, err = _report(capsys, run, "--out", out, "--no-gradcam", "--draws", "10")
+        assert code == 0, err
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--public", "100", "--private", "1e15"], "--private: expects 1 to 1,000,000 images, got 1,000,000,000,000,000"),
+    (["--public", "2000000", "--private", "10"], "--public: expects 0 to 1,000,000 images, got 2,000,000"),
+    (["--draws", "1e9"], "--draws: expects 2 to 10,000, got 1,000,000,000"),
+    (["--draws", "1"], "--draws: expects 2 to 10,000, got 1"),
+])
+def test_shakeup_work_is_bounded_by_flag(binary_run, tmp_path, capsys, flags, line):
+    run = _copy_run(binary_run, tmp_path)
+    before = _files(run)
+    assert _report(capsys, run, *flags)[::2] == (1, [f"kit report: error: {line}"])
+    assert _files(run) == before
+
+
+def test_the_bounds_in_the_help_are_the_bounds_kit_report_keeps():
+    from kit.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["report"].format_help()
+    assert f"{report.MAX_LEADERBOARD:,}" in " ".join(text.split()) and f"{report.MAX_DRAWS:,}" in text

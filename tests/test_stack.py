@@ -100,7 +100,8 @@ def comp(tmp_path_factory):
         runs.append(sf.write_run(root / name, train, p))
         tp = sf.image_preds(np.zeros(len(test), int), test["group"].to_numpy(), strength=1.6, patient=1.2,
                             noise=0.8, seed=10 + k)
-        subs.append(sf.write_submission(root / f"{name}.csv", test["image_name"], tp, ["image_name", "target"]))
+        subs.append(sf.write_submission(root / f"{name}.csv", test["image_name"], tp, ["image_name", "target"],
+                                        run=runs[-1]))
     return {"root": root, "train": train, "test": test, "runs": runs, "subs": subs,
             "sample": download / "sample_submission.csv"}
 
@@ -194,8 +195,9 @@ def test_stack_run_folder_is_a_run_kit_blend_and_check_read(comp, stacked, capsy
     assert (run / "models" / "lightgbm" / "submission.csv").read_bytes() == (run / "submission.csv").read_bytes()
     assert (run / "models" / "lightgbm" / "oof.csv").read_bytes() == (run / "oof.csv").read_bytes()
     assert main(["check", str(run / "submission.csv"), "--sample-submission", str(comp["sample"])]) == 0
+    assert json.loads((run / "submission.json").read_text())["run"] == str(run)  # its sidecar: kit blend pairs by it
     out = comp["root"] / "blend.csv"
-    code = main(["blend", str(run / "submission.csv"), str(comp["subs"][0]), "--oof", str(run), str(comp["runs"][0]),
+    code = main(["blend", str(run / "submission.csv"), str(comp["subs"][0]), "--oof", str(comp["runs"][0]), str(run),
                  "--fit", "--out", str(out)])
     assert code == 0
     assert "/stack_leak " in capsys.readouterr().out
