@@ -12,7 +12,9 @@ A kernel folder, as rendered by :func:`render_kernel`::
 
     FOLDER/kernel-metadata.json   id, title, code_file, machine_shape, sources (checked before sending)
     FOLDER/NAME.ipynb             the notebook, with a kernelspec and the kit install cell
-    FOLDER/kit-X.Y.Z-py3-none-any.whl   the wheel embedded in the install cell (when bundled)
+
+``kaggle kernels push`` sends the code file only, so a bundled kit wheel travels base64-encoded inside
+the install cell and nowhere else (a wheel file beside the notebook would never reach Kaggle).
 
 This module runs on the user's machine. What runs inside the kernel (where a notebook reads and
 writes, attached inputs and Models, ``run_kit``) is kit.kernel; here is only the install cell that
@@ -328,11 +330,12 @@ def _project_root() -> Path:
     return root
 
 
-def build_wheel(dest: str | os.PathLike) -> Path:
-    """Build the kit wheel (offline, ``pip wheel --no-deps``) into ``dest``; returns its path.
+def kit_wheel() -> Path:
+    """The kit wheel built (offline, ``pip wheel --no-deps``) from this checkout, in this process's scratch cache.
 
     The sources are copied to a scratch folder first so the checkout gets no build/ or egg-info,
-    and a wheel is built once per process for the same sources.
+    and a wheel is built once per process for the same sources. The cache is removed when the
+    process ends: copy the wheel (:func:`build_wheel`) to keep it.
     """
     root = _project_root()
     files = wheel_files(root)
@@ -340,8 +343,6 @@ def build_wheel(dest: str | os.PathLike) -> Path:
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     key = digest.hexdigest()
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     cached = _WHEELS.get(key)
     if cached is None or not cached.is_file():
         with tempfile.TemporaryDirectory(prefix="kit-wheel-") as scratch:
@@ -361,8 +362,16 @@ def build_wheel(dest: str | os.PathLike) -> Path:
             cached.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(wheels[0], cached)
         _WHEELS[key] = cached
-    out = dest / cached.name
-    shutil.copyfile(cached, out)
+    return cached
+
+
+def build_wheel(dest: str | os.PathLike) -> Path:
+    """Build the kit wheel (:func:`kit_wheel`) and copy it into ``dest``; returns the copy's path."""
+    wheel = kit_wheel()
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = dest / wheel.name
+    shutil.copyfile(wheel, out)
     return out
 
 
@@ -386,8 +395,16 @@ class KernelFolder:
 
     folder: Path
     metadata: dict[str, Any]
-    wheel: Path | None = None
+    wheel: Path | None = None  # the wheel embedded in the install cell (in a scratch cache, not in folder)
     files: list[str] = field(default_factory=list)
+
+    def embedded_wheel(self) -> str:
+        """One line on the wheel embedded in the install cell (name, size, sha256); '' when none is."""
+        if self.wheel is None:
+            return ""
+        data = self.wheel.read_bytes()
+        return (f"{self.wheel.name} ({len(data) / 1024:.0f} KiB, sha256 {hashlib.sha256(data).hexdigest()[:16]}) "
+                f"embedded in the install cell of {self.metadata['code_file']}")
 
 
 def _read_notebook(path: Path) -> Any:
@@ -399,6 +416,12 @@ def _read_notebook(path: Path) -> Any:
         return nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types for a bad file
         raise KitError(f"{path}: not a readable notebook ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _installs_kit(nb: Any) -> bool:
+    """Whether a notebook gets the kit install cell: it has one (tagged) or imports kit."""
+    tagged = any(INSTALL_TAG in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    return tagged or any(c.cell_type == "code" and _KIT_IMPORT.search(c.source) for c in nb.cells)
 
 
 def prepare_notebook(src: str | os.PathLike, dest: str | os.PathLike, wheel: str | os.PathLike | None = None,
@@ -418,9 +441,8 @@ def prepare_notebook(src: str | os.PathLike, dest: str | os.PathLike, wheel: str
     nb.metadata.kernelspec.setdefault("language", "python")
     nb.metadata.setdefault("language_info", {"name": "python"})
     tagged = [i for i, c in enumerate(nb.cells) if INSTALL_TAG in c.get("metadata", {}).get("tags", [])]
-    uses_kit = any(c.cell_type == "code" and _KIT_IMPORT.search(c.source) for c in nb.cells)
     if install is None:
-        install = bool(tagged) or uses_kit
+        install = _installs_kit(nb)
     if install:
         cell = install_cell(wheel)
         if tagged:
@@ -478,13 +500,13 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
                   models: Sequence[str] = (), private: bool = True, internet: bool = False,
                   kit_dataset: str | None = None, bundle: bool = True,
                   defaults: dict[str, Any] | None = None) -> KernelFolder:
-    """Render a kernel folder for ``notebook``: checked metadata, the notebook, the kit wheel.
+    """Render a kernel folder for ``notebook``: checked metadata and the notebook, the kit wheel embedded in it.
 
     ``defaults`` (a kernel-metadata.json dict whose code_file names the same notebook, e.g. the
     repository's default kernel), else the notebook's own ``metadata.kit``, fills the title, slug,
     accelerator and sources not given here; ``models`` (Kaggle Model sources) are added to theirs.
     With ``kit_dataset`` the kernel installs kit from that attached dataset; otherwise (``bundle``)
-    the wheel is built and embedded in the install cell.
+    the wheel is built and embedded in the install cell, its only copy: the folder holds no .whl file.
     """
     notebook = Path(notebook)
     if not notebook.is_file():
@@ -517,9 +539,10 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     if folder.exists() and any(folder.iterdir()) and not (folder / METADATA_FILE).is_file():
         raise KitError(f"{folder}: exists and is not a kernel folder; choose an empty or new folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("kit-*.whl"):
+    for old in folder.glob("kit-*.whl"):  # left by an older kit, which wrote the wheel beside the notebook too
         old.unlink()
-    wheel = build_wheel(folder) if bundle and kit_dataset is None else None
+    embed = bundle and kit_dataset is None and _installs_kit(_read_notebook(notebook))
+    wheel = kit_wheel() if embed else None
     prepare_notebook(notebook, folder / notebook.name, wheel)
     check_metadata(meta, folder)
     fsutil.write_json(folder / METADATA_FILE, meta)
@@ -655,6 +678,8 @@ def format_push(result: PushResult) -> str:
         if meta["id"].startswith(OWNER_PLACEHOLDER + "/"):
             lines.append(f"  (no Kaggle user name configured: the id says {OWNER_PLACEHOLDER!r}; see --owner)")
         lines += [f"  {name}" for name in result.kernel.files]
+        if result.kernel.wheel is not None:
+            lines.append(f"  (kit: {result.kernel.embedded_wheel()})")
         lines += [f"{METADATA_FILE}:", json.dumps(meta, indent=2)]
         return "\n".join(lines)
     version = f"version {result.version}" if result.version else "new version"
@@ -830,6 +855,6 @@ __all__: Iterable[str] = [
     "ACCELERATORS", "KernelFolder", "KernelOutput", "KernelStatus", "PushResult", "accelerator_settings",
     "build_wheel", "check_metadata", "client_path", "default_metadata", "format_output", "format_push",
     "format_status", "install_cell", "install_cell_source", "kaggle_username", "kernel_metadata", "kernel_output",
-    "kernel_status", "notebook_kernel_defaults", "prepare_notebook", "push", "redact", "render_kernel",
+    "kernel_status", "kit_wheel", "notebook_kernel_defaults", "prepare_notebook", "push", "redact", "render_kernel",
     "run_client", "slugify", "submit", "write_wheel_dataset",
 ]

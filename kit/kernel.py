@@ -46,7 +46,8 @@ def notebook_paths(local_input: str | os.PathLike | None = None,
     """On Kaggle: /kaggle/input, /kaggle/working, /kaggle/temp; locally: the given folders (or KIT_INPUT / KIT_WORKING).
 
     Locally the working folder defaults to ``./runs/notebook`` and scratch is its ``scratch/``; both are
-    created. The input folder defaults to the current folder.
+    created. The input folder defaults to the current folder. A relative path is taken from the kernel's
+    current folder, which Jupyter sets to the notebook's own (hence absolute paths in the rehearsal).
     """
     if on_kaggle():
         scratch = Path("/kaggle/temp")

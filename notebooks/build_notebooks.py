@@ -23,14 +23,24 @@ from kit.kaggle import KERNELSPEC, install_cell  # noqa: E402
 
 md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
 
-LOCAL_RUN = (
-    "Locally (a rehearsal on a synthetic competition):\n\n"
-    "```\n"
+# The rehearsal's shell commands, run from the kit checkout. Jupyter runs a notebook in the notebook's own
+# folder, so the folders it reads and writes are given as absolute paths; `jupyter execute` keeps the
+# executed notebook only when told where (--output, whose folder must exist).
+REHEARSAL = (
     "python -c \"from kit import synth; synth.make_competition('{layout}', 'data/synth-{layout}')\"\n"
-    "KIT_INPUT=data/synth-{layout} KIT_WORKING=runs/{name} KIT_TINY=1 jupyter execute {name}.ipynb\n"
-    "```\n\n"
+    "mkdir -p runs/{name}\n"
+    "KIT_INPUT=\"$PWD/data/synth-{layout}\" KIT_WORKING=\"$PWD/runs/{name}\" KIT_TINY=1 \\\n"
+    "  jupyter execute notebooks/{name}.ipynb --output=\"$PWD/runs/{name}/{name}.ipynb\"\n"
+)
+
+LOCAL_RUN = (
+    "Locally, a rehearsal on a synthetic competition (`KIT_TINY=1`: a tiny model from scratch, no weights), "
+    "from the kit checkout:\n\n"
+    "```bash\n" + REHEARSAL + "```\n\n"
+    "The executed notebook, every cell's output in place, is `runs/{name}/{name}.ipynb` (open it in Jupyter "
+    "or VS Code); beside it is what the notebook wrote (`submission.csv`, the run folder). "
     "(`jupyter execute` comes from nbclient, installed with kit's dev tools by `make test`.)\n\n"
-    "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled as a wheel). The "
+    "On Kaggle: `kit push notebooks/{name}.ipynb` (private, internet off, kit bundled in the install cell). The "
     "pretrained backbone, EfficientNet B0 with ImageNet weights (the keras-hub preset Keras publishes on "
     "Kaggle Models, `MODEL_SOURCE` below), is attached as a model input; the local rehearsal needs no weights."
 )

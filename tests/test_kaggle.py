@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -68,6 +69,12 @@ def notebook(tmp_path):
     return path
 
 
+def _embedded_wheels(install: str) -> list[bytes]:
+    """The wheels base64-embedded in an install cell's source, decoded (one per ``_KIT_WHEEL_B64`` literal)."""
+    blocks = re.findall(r'^_KIT_WHEEL_B64 = \(\n((?:\s+"[A-Za-z0-9+/=]+"\n)+)\)', install, re.M)
+    return [base64.b64decode("".join(re.findall(r'"([A-Za-z0-9+/=]+)"', block))) for block in blocks]
+
+
 def _sent_notebook(stub: KaggleStub) -> dict:
     (call,) = stub.calls("SaveKernel")
     return json.loads(call.json()["text"])
@@ -106,14 +113,14 @@ def test_push_tpu_sends_the_save_kernel_request(stub, notebook, home, capsys):
     install = sent["cells"][1]["source"]
     assert install.startswith("# kit-install:") and "--no-deps" in install and "--no-index" in install
     # The embedded wheel is the kit package itself, installable offline.
-    b64 = "".join(re.findall(r'^\s+"([A-Za-z0-9+/=]+)"$', install, re.M))
-    wheel = zipfile.ZipFile(io.BytesIO(base64.b64decode(b64)))
+    (embedded,) = _embedded_wheels(install)
+    wheel = zipfile.ZipFile(io.BytesIO(embedded))
     assert {"kit/__init__.py", "kit/kaggle.py", "kit/cli.py"} <= set(wheel.namelist())
     assert "kit-0.1.0.dist-info/METADATA" in wheel.namelist()
 
     folder = home.parent / "kernel"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "kernel-metadata.json", "kit-0.1.0-py3-none-any.whl", "melanoma_tpu.ipynb"]
+    # the wheel travels in the install cell only: `kaggle kernels push` sends the code file, nothing beside it
+    assert sorted(p.name for p in folder.iterdir()) == ["kernel-metadata.json", "melanoma_tpu.ipynb"]
     meta = json.loads((folder / "kernel-metadata.json").read_text())
     assert meta["id"] == "alice/melanoma-tpu" and meta["code_file"] == "melanoma_tpu.ipynb"
     assert json.loads(Path("runs/kernels/alice-melanoma-tpu/push.json").read_text())["version"] == 3
@@ -282,8 +289,10 @@ def test_credentials_never_reach_the_folder_the_notebook_or_the_output(stub, not
     assert len(written) >= 6
     for path in written:
         data = path.read_bytes()
-        if path.suffix == ".whl":  # a zip: look inside it too
-            data = b"".join(zipfile.ZipFile(path).read(n) for n in zipfile.ZipFile(path).namelist())
+        if path.suffix == ".ipynb":  # the wheel embedded in the install cell is a zip: look inside it too
+            for embedded in _embedded_wheels(path.read_text()):
+                wheel = zipfile.ZipFile(io.BytesIO(embedded))
+                data += b"".join(wheel.read(n) for n in wheel.namelist())
         for secret in secrets:
             assert secret.encode() not in data, path
     for secret in secrets:
@@ -476,6 +485,28 @@ def test_bundled_install_cell_installs_the_embedded_wheel_offline(tmp_path):
     assert (target / "kit" / "kaggle.py").read_text() == (REPO / "kit" / "kaggle.py").read_text()
     installed = {p.name for p in target.iterdir()}
     assert installed == {"kit", "kit-0.1.0.dist-info"} | ({"bin"} if (target / "bin").exists() else set())
+
+
+def test_rendered_kernel_folder_holds_the_wheel_once_embedded_in_the_install_cell(tmp_path, notebook, capsys):
+    stale = tmp_path / "k" / "kit-0.0.9-py3-none-any.whl"  # what an older kit wrote beside the notebook
+    stale.parent.mkdir()
+    (tmp_path / "k" / "kernel-metadata.json").write_text("{}")
+    stale.write_bytes(b"old")
+    assert main(["push", str(notebook), "--dry-run", "--owner", "alice", "--folder", str(tmp_path / "k")]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "k"
+    assert sorted(p.name for p in folder.rglob("*")) == ["kernel-metadata.json", "melanoma_tpu.ipynb"]
+    built = kaggle.build_wheel(tmp_path / "built")
+    digest = hashlib.sha256(built.read_bytes()).hexdigest()
+    nb = nbformat.read(folder / "melanoma_tpu.ipynb", as_version=4)
+    embedded = [w for c in nb.cells for w in _embedded_wheels(c.source)]
+    assert [hashlib.sha256(w).hexdigest() for w in embedded] == [digest]
+    # one copy in the whole folder: the wheel's opening base64 line appears once, in that cell
+    head = base64.b64encode(built.read_bytes()).decode()[:96]
+    assert sum(p.read_text().count(head) for p in folder.iterdir()) == 1
+    size = round(built.stat().st_size / 1024)
+    assert (f"  (kit: kit-0.1.0-py3-none-any.whl ({size} KiB, sha256 {digest[:16]}) embedded in the install cell "
+            "of melanoma_tpu.ipynb)\n") in out
 
 
 def test_wheel_dataset_folder(tmp_path):

@@ -3,9 +3,13 @@ a tiny synthetic competition."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,9 +124,83 @@ EXPECTED_COLUMNS = {
 }
 
 
+def _check_outputs(name: str, work: Path, n_train: int, n_test: int) -> dict:
+    """Assert the submission and CV a notebook wrote under ``work``; returns the CV (cv.json)."""
+    from kit import competitions, synth
+
+    sub = pd.read_csv(work / "submission.csv")
+    if name == "isic9_t4":
+        assert list(sub.columns) == ["id", *synth.ISIC9_CLASSES]
+    else:
+        assert list(sub.columns) == EXPECTED_COLUMNS[name]
+    n_rows = n_train if name == "ham10000_t4" else n_test  # HAM10000: out-of-fold, one row per training image
+    assert len(sub) == n_rows
+    probs = sub.iloc[:, 1:].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    cv = json.loads((work / "run" / "cv.json").read_text())
+    assert cv["metric"] == competitions.get(build_notebooks.LAYOUTS[name]).metric
+    return cv
+
+
+# The notebook whose rehearsal the README prints; the test below runs it that way, the others in-process.
+README_NOTEBOOK = "pcam_t4"
+
+
+def readme_rehearsal() -> str:
+    """The README's local notebook rehearsal as printed: the bash block of "Running on Kaggle" that runs it."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Running on Kaggle", 1)[1].split("\n## ", 1)[0]
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, flags=re.S) if "jupyter execute" in b]
+    assert len(blocks) == 1, blocks
+    return blocks[0]
+
+
+def test_readme_rehearsal_is_the_one_each_notebook_prints():
+    name = README_NOTEBOOK
+    assert readme_rehearsal() == build_notebooks.REHEARSAL.format(layout=build_notebooks.LAYOUTS[name], name=name)
+    for name in NAMES:
+        first = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[0]
+        own = build_notebooks.REHEARSAL.format(layout=build_notebooks.LAYOUTS[name], name=name)
+        assert first.cell_type == "markdown" and f"```bash\n{own}```" in first.source, name
+        assert f"`runs/{name}/{name}.ipynb`" in first.source  # and it says where the executed notebook is
+
+
 @pytest.mark.slow
 @needs_training
-@pytest.mark.parametrize("name", NAMES)
+def test_readme_rehearsal_runs_as_printed_and_keeps_the_executed_notebook(tmp_path):
+    name = README_NOTEBOOK
+    (tmp_path / "notebooks").mkdir()  # a checkout's layout: the commands run from its root
+    shutil.copy(NOTEBOOKS / f"{name}.ipynb", tmp_path / "notebooks")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("KAGGLE_KERNEL_RUN_TYPE", "KIT_INPUT", "KIT_WORKING", "KIT_TINY", "PWD")}
+    env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # python, jupyter
+                "PYTHONPATH": str(REPO), "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_rehearsal()], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    work = tmp_path.resolve() / "runs" / name
+    executed = work / f"{name}.ipynb"
+    assert f"Save executed results to {executed}\n" in proc.stderr
+    nb = nbformat.read(executed, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    printed = ["".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == "stdout") for c in code]
+    assert sum(bool(re.search(r"^train: 60 images, ", text, re.M)) for text in printed) == 1  # the records summary
+    cv = _check_outputs(name, work, n_train=60, n_test=20)  # kit.synth's default competition size
+    # the cell that prints the CV holds what it printed, and the submission's head as its result
+    (result,) = [c for c in code if "print(json.loads((RUN / 'cv.json')" in c.source]
+    assert ast.literal_eval(printed[code.index(result)].strip()) == cv
+    (shown,) = [o for o in result.outputs if o.output_type == "execute_result"]
+    assert shown.data["text/plain"].split()[:2] == ["id", "label"]
+    # the notebook itself stays as it was: outputs go to the executed copy only
+    assert all(c.outputs == [] for c in nbformat.read(tmp_path / "notebooks" / f"{name}.ipynb", as_version=4).cells
+               if c.cell_type == "code")
+
+
+@pytest.mark.slow
+@needs_training
+@pytest.mark.parametrize("name", [n for n in NAMES if n != README_NOTEBOOK])
 def test_notebook_runs_top_to_bottom_on_a_tiny_synthetic_competition(name, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
@@ -138,16 +216,4 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_synthetic_competition(name, tmp_p
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
-    sub = pd.read_csv(work / "submission.csv")
-    if name == "isic9_t4":
-        assert list(sub.columns) == ["id", *synth.ISIC9_CLASSES]
-    else:
-        assert list(sub.columns) == EXPECTED_COLUMNS[name]
-    n_rows = 40 if name == "ham10000_t4" else 12  # HAM10000: out-of-fold, one row per training image
-    assert len(sub) == n_rows
-    probs = sub.iloc[:, 1:].to_numpy()
-    assert ((probs >= 0) & (probs <= 1)).all()
-    cv = json.loads((work / "run" / "cv.json").read_text())
-    from kit import competitions
-
-    assert cv["metric"] == competitions.get(build_notebooks.LAYOUTS[name]).metric
+    _check_outputs(name, work, n_train=40, n_test=12)
