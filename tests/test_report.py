@@ -288,7 +288,8 @@ def test_gradcam_runs_on_the_fold_models_kit_trains(binary_run):
 
 def test_kit_train_writes_error_txt_when_a_fold_raises_and_removes_it_on_restart(tmp_path, monkeypatch):
     write_records(tmp_path / "records", n_folds=2, per_fold=8, size=32, seed=1)
-    cfg = Config(records=str(tmp_path / "records"), out=str(tmp_path / "run"), model="tiny_cnn", epochs=1, verbose=0)
+    cfg = Config(records=str(tmp_path / "records"), out=str(tmp_path / "run"), model="tiny_cnn", epochs=1, batch=4,
+                 verbose=0)
 
     def boom(*args, **kwargs):
         raise RuntimeError("out of memory")
