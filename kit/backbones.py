@@ -60,7 +60,8 @@ _ROWS: list[BackboneInfo] = [
         ("convnext_small", "ConvNeXtSmall", 224, 49_454_688),
         ("convnext_base", "ConvNeXtBase", 224, 87_566_464),
     ]),
-    # the seeds' small CNNs, built by kit.models
+    # the seeds' small CNNs, built by kit.models; compact_cnn is kit's from-scratch default, sized to the images
+    BackboneInfo("compact_cnn", 64, params=19_680),
     BackboneInfo("tiny_cnn", 32, params=6_200),
     BackboneInfo("small_cnn", 64, params=2_162_848),
     BackboneInfo("pcam_cnn", 96, params=1_660_672),
@@ -104,6 +105,21 @@ def default_size(name: str) -> int:
 def weights_routes(name: str) -> tuple[str, ...]:
     """The ``--weights`` routes backbone ``name`` accepts: some of "none", "file", "imagenet", "preset"."""
     return _ROUTES.get(info(name).family, _APPLICATION_ROUTES)
+
+
+def imagenet_file(name: str) -> str:
+    """The file Keras downloads for ``weights="imagenet"`` (no top), e.g. ``efficientnetb0_notop.h5``."""
+    row = info(name)
+    constructor, family = row.constructor, row.family
+    if not constructor:
+        raise KitError(f"imagenet: {name} has no ImageNet weights")
+    if family in ("resnet", "vgg"):
+        return f"{constructor.lower()}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    if family == "efficientnet_v2":
+        return f"efficientnetv2-{constructor[len('EfficientNetV2'):].lower()}_notop.h5"
+    if family == "convnext":
+        return f"convnext_{constructor[len('ConvNeXt'):].lower()}_notop.h5"
+    return f"{constructor.lower()}_notop.h5"
 
 
 def model_table() -> list[dict]:

@@ -52,8 +52,10 @@ def _add_records(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-col", help="label column (csv layout)")
     p.add_argument("--group-col", help="patient/lesion column folds must not split (csv layout)")
     p.add_argument("--images", help="image folder (csv layout, or to override a layout's default)")
-    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels after resizing (default 256)")
+    p.add_argument("--n-folds", "--folds", dest="folds", type=int, default=5,
+                   help="how many folds to cut (default 5); --folds is its older name")
+    p.add_argument("--size", type=int, help="image side in pixels after resizing (default: the images' median "
+                   "shorter side, at most 256, said in one line; a test split takes its train split's)")
     p.add_argument("--shards", type=int, help="number of shards (default: about 100 MB each, at least one per fold)")
     p.add_argument("--test", action="store_true", help="write the test split (fold -1) instead of train")
     p.add_argument("--seed", type=int, default=42, help="fold-assignment seed (default 42)")
@@ -85,6 +87,9 @@ def _run_records(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(records.format_summary(manifest))
+    if args.size is None:
+        print(f"size: {manifest.image_size} px, chosen from the images (their median shorter side, at most 256); "
+              f"--size N to choose")
     print(f"wrote {args.out}")
     return 0
 
@@ -117,7 +122,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
     p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: every fold in the records)")
-    p.add_argument("--model", help=f"backbone name, see `kit models` (default {d('model')})")
+    p.add_argument("--model", help="backbone name, see `kit models` (default: kit's choice, said in one line: "
+                   "efficientnet_b0 on ImageNet weights on a GPU or TPU where the weights can be had, else "
+                   "compact_cnn from scratch, sized to the images)")
     p.add_argument("--size", type=int, help="image side; must match the records (default: the records' size)")
     p.add_argument("--epochs", type=int, help=f"epochs per fold (default {d('epochs')})")
     p.add_argument("--patience", type=int, help="stop a fold after this many epochs without a better validation "
@@ -128,11 +135,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "or every step (default epoch)")
     p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
                    "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
-                   "in view) (default: the competition's, pcam for PCam, else default). TTA uses only the views "
+                   "in view) (default: the competition's, pcam for PCam; none for a download no competition claims). TTA uses only the views "
                    "this preset makes the model invariant to")
     p.add_argument("--weights", help="pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' "
-                   "download), or a keras-hub preset folder or name for the keras_hub models; `kit models` lists "
-                   "each backbone's routes (default: none, random initialisation; ImageNet backbones want weights)")
+                   "download), or a keras-hub preset folder or name for the keras_hub models; none trains from random "
+                   "weights; `kit models` lists each backbone's routes (default: an ImageNet backbone takes ImageNet "
+                   "weights from Keras' cache, a Kaggle input or a download, and is refused at once where none can "
+                   "be had; other models start from random weights)")
     p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
                    f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
                    f"{d('freeze_epochs')})")
@@ -172,14 +181,16 @@ _TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience"
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from kit import precheck, runtime
-    from kit.config import Config
+    from kit import defaults, precheck, runtime
+    from kit.config import Config, smoke
 
     flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
     cfg.check_numbers()
     cfg.check_choices()  # a TOML value the flags' choices= never saw: refused before the paths are checked
     precheck.train_paths(cfg.records, cfg.out)
+    if not (args.resume or smoke()):  # a resumed run keeps its saved weights; a smoke rehearsal swaps the backbone
+        defaults.check_model_and_weights(cfg.model, cfg.weights)  # a typo fails here, before TensorFlow loads
     runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
     from kit import train
 

@@ -57,9 +57,10 @@ class Config:
     out: str = ""  # run folder
     folds: tuple[int, ...] = ()  # folds to train; () means every fold in the records
     # model
-    model: str = "efficientnet_b0"
+    model: str = ""  # "" lets kit choose (kit.defaults): EfficientNet-B0 on ImageNet weights on a GPU or TPU, else compact_cnn
     size: int = 0  # image side; 0 means the records' size (any other value must equal it)
-    # "" random initialisation (from scratch) | a weights file (.h5, .weights.h5) | "imagenet" | a keras-hub preset
+    # "" kit's choice (an ImageNet backbone: ImageNet weights where they can be had; others: random) | "none" random
+    # initialisation | a weights file (.h5, .weights.h5) | "imagenet" | a keras-hub preset
     weights: str = ""
     dropout: float = 0.2
     trainable_backbone: bool = True
@@ -159,7 +160,7 @@ class Config:
     @property
     def pretrained(self) -> bool:
         """Whether the backbone starts from weights (fine-tuning) rather than from random initialisation."""
-        return bool(self.weights)
+        return self.weights not in ("", "none")
 
     def with_schedule_defaults(self) -> "Config":
         """A copy whose unset epochs and learning-rate fields take SCHEDULE_DEFAULTS for what is trained."""

@@ -645,6 +645,24 @@ def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: b
     return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 
 
+def _own_record_columns(paths: Sequence[str | Path]) -> list[tuple[str, int, int, str]]:
+    """(image_name, target, fold, group) of each record of kit's own shards, in record order."""
+    from kit import imaging
+
+    def text(f: Any, key: str) -> str:
+        return f[key].bytes_list.value[0].decode() if key in f and f[key].bytes_list.value else ""
+
+    def number(f: Any, key: str) -> int:  # the parse spec's default, -1, for a record without the field
+        return int(f[key].int64_list.value[0]) if key in f and f[key].int64_list.value else -1
+
+    rows = []
+    for path in paths:
+        for payload in imaging.read_tfrecords(path):
+            f = tf.train.Example.FromString(payload).features.feature
+            rows.append((text(f, "image_name"), number(f, "target"), number(f, "fold"), text(f, "group")))
+    return rows
+
+
 def record_table(paths: Sequence[str | Path]) -> "Any":
     """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
     import pandas as pd
@@ -653,6 +671,9 @@ def record_table(paths: Sequence[str | Path]) -> "Any":
         fields = [f for _, f in paths.rows]
         return pd.DataFrame({k: [f[k] for f in fields] for k in ("image_name", "target", "fold", "group")})
     keys = ("image_name", "target", "fold", "group")
+    manifest = _manifest(_paths(paths))
+    if manifest is not None and not manifest.public:  # kit's own schema: parsed here, no dataset to trace
+        return pd.DataFrame(_own_record_columns(paths), columns=list(keys))
     ds = _read(_paths(paths), training=False).map(lambda ex: {k: ex[k] for k in keys}).batch(4096)
     ds = _once_through(ds)
     cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}

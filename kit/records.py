@@ -572,7 +572,7 @@ def write_from_source(
     group_col: str | None = None,
     images: str | Path | None = None,
     n_folds: int = 5,
-    size: int = 256,
+    size: int | None = None,
     n_shards: int | None = None,
     test: bool = False,
     seed: int = 42,
@@ -584,6 +584,8 @@ def write_from_source(
 ) -> Manifest:
     """Read a competition download (or take a ``sources.Source`` already read) and write its train (or ``test``)
     split as records; returns the manifest.
+
+    ``size`` None: the median shorter side of the (train split's) images, at most 256 px (imaging.typical_size).
 
     Example:
         >>> m = write_from_source("data/siim", "records/siim-256", size=256, n_folds=5)
@@ -597,8 +599,7 @@ def write_from_source(
     check_out_folder(out)
     from kit.config import smoke_size
 
-    size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
-    _check_write_settings(size, n_folds, n_shards, seed, workers, resize, test)
+    _check_write_settings(size or imaging.MIN_SIZE, n_folds, n_shards, seed, workers, resize, test)
     if isinstance(source, sources.Source):  # a download already read (and perhaps changed) by the caller
         src, source_path = source, None
     else:
@@ -607,7 +608,11 @@ def write_from_source(
         source_path = str(Path(source).resolve())
     split = "test" if test else "train"
     table = src.table.reset_index(drop=True).copy()
-    digests, train_dups = _digests_and_folds(table, sources.train_split_of(src) if test else None, n_folds, seed, test)
+    train = sources.train_split_of(src) if test else None
+    if size is None:  # from the train split's images, so that test records written alone get the same size
+        size = imaging.typical_size((train or src).table["path"].tolist())
+    size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
+    digests, train_dups = _digests_and_folds(table, train, n_folds, seed, test)
     plan = _plan_shards(table, split, n_folds if not test else 0, n_shards, size, quality, seed)
     rows = _worker_rows(table, src)
     workers = workers or os.cpu_count() or 1

@@ -45,6 +45,7 @@ class Accelerator:
     found: str
     strategy: Any = field(default=None, repr=False)  # tf.distribute.Strategy on the TF routes
     distribution: Any = field(default=None, repr=False)  # keras.distribution.DataParallel on JAX
+    accelerated: bool = False  # a real GPU or TPU trains (not the CPU, nor a rehearsal of one on it)
 
     def scope(self) -> ContextManager:
         """Context in which to build the model: the strategy's scope or the JAX distribution's."""
@@ -138,10 +139,10 @@ def _jax_route(kind: str, tpu_vm: bool) -> Accelerator:
         # which may be outside the `with acc.scope():` block that built the model.
         keras.distribution.set_distribution(distribution)
         return Accelerator("tpu-jax", len(devices), "mixed_bfloat16", "jax", found,
-                           distribution=distribution)
+                           distribution=distribution, accelerated=platform != "cpu")
     if platform == "gpu":
         cc = float(getattr(devices[0], "compute_capability", "0") or 0)
-        return Accelerator("gpu", 1, "mixed_float16" if cc >= 7 else "float32", "jax", found)
+        return Accelerator("gpu", 1, "mixed_float16" if cc >= 7 else "float32", "jax", found, accelerated=True)
     return Accelerator("cpu", 1, "float32", "jax", found)
 
 
@@ -172,7 +173,7 @@ def _tf_route(kind: str) -> Accelerator:
         if gpus:
             strategy = tf.distribute.MirroredStrategy()
             return Accelerator("mirrored", strategy.num_replicas_in_sync, half, "tensorflow", found,
-                               strategy=strategy)
+                               strategy=strategy, accelerated=True)
         devices = _logical_cpus(tf, REHEARSAL_CPU_REPLICAS)
         strategy = tf.distribute.MirroredStrategy(devices)
         return Accelerator("mirrored", strategy.num_replicas_in_sync, "float32", "tensorflow",
@@ -181,7 +182,7 @@ def _tf_route(kind: str) -> Accelerator:
     if kind == "gpu" and not gpus:
         raise KitError("strategy: kind 'gpu' asked for, but TensorFlow sees no GPU")
     if kind in ("gpu", "auto") and gpus:
-        return Accelerator("gpu", 1, half, "tensorflow", found, strategy=tf.distribute.get_strategy())
+        return Accelerator("gpu", 1, half, "tensorflow", found, strategy=tf.distribute.get_strategy(), accelerated=True)
     if gpus:
         try:
             tf.config.set_visible_devices([], "GPU")

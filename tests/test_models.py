@@ -22,11 +22,11 @@ EXPECTED = {
     "efficientnet_v2_b3": 300, "efficientnet_v2_s": 384, "efficientnet_v2_m": 480,
     "efficientnet_v2_l": 480, "resnet50": 224, "vgg16": 224, "vgg19": 224,
     "convnext_tiny": 224, "convnext_small": 224, "convnext_base": 224,
-    "small_cnn": 64, "pcam_cnn": 96, "tiny_cnn": 32,
+    "compact_cnn": 64, "small_cnn": 64, "pcam_cnn": 96, "tiny_cnn": 32,
     "keras_hub": 224, "hub_efficientnet": 224, "hub_vit": 224, "hub_dinov2": 224,
 }
 # Built and run here (a small size); the rest are only checked to be registered with a default size.
-CHEAP = {"tiny_cnn": 32, "small_cnn": 32, "pcam_cnn": 64, "efficientnet_b0": 32, "resnet50": 32,
+CHEAP = {"compact_cnn": 32, "tiny_cnn": 32, "small_cnn": 32, "pcam_cnn": 64, "efficientnet_b0": 32, "resnet50": 32,
          "convnext_tiny": 32}
 
 
@@ -65,7 +65,7 @@ def test_every_row_of_the_table_has_one_builder_and_every_builder_a_row():
         assert (spec.name, spec.size, spec.family, spec.params, spec.hub_class) == (
             row.name, row.size, row.family, row.params, row.hub_class), name
         assert (spec.preprocess is models.CaffePreprocess) == (row.family in ("resnet", "vgg")), name
-    with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'; known: convnext_base, "):
+    with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'; known: compact_cnn, convnext_base, "):
         models.backbone_spec("resnet51")
     with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'"):
         models.register("resnet51")  # a builder needs its row in kit.backbones first
@@ -172,7 +172,7 @@ def test_frozen_backbone_and_batchnorm_frozen_when_fine_tuning(tmp_path):
 
 
 def test_bad_names_and_weights_files(tmp_path):
-    with pytest.raises(KitError, match=r"unknown model 'effnet_b0'; known: convnext_base, .*efficientnet_b0, .*tiny_cnn"):
+    with pytest.raises(KitError, match=r"unknown model 'effnet_b0'; known: compact_cnn, convnext_base, .*efficientnet_b0, .*tiny_cnn"):
         models.build_model("effnet_b0", n_classes=2, size=32)
     with pytest.raises(KitError, match="nope.h5: weights file not found"):
         models.build_model("tiny_cnn", n_classes=2, size=32, weights=tmp_path / "nope.h5")

@@ -113,10 +113,16 @@ def test_last_checkpoint_is_written_first_then_at_most_every_interval(tmp_path):
     for epoch, val_metric in enumerate([0.7, 0.8, 0.75]):
         model.get_layer("d").set_weights([np.full((4, 1), float(epoch), "float32"), np.zeros(1, "float32")])
         cb.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.3, "val_metric": val_metric})
+        if epoch == 1:  # epoch 1's improvement waits in memory: the files on disk still agree with each other
+            assert json.loads((tmp_path / "state.json").read_text())["best_epoch"] == 0
+            best = keras.saving.load_model(tmp_path / "best.keras")
+            assert best.get_layer("d").get_weights()[0][0, 0] == 0.0
+    cb.on_train_end()
     last = keras.saving.load_model(tmp_path / "last.keras")
     assert last.get_layer("d").get_weights()[0][0, 0] == 0.0  # the first epoch's, not re-saved since
     best = keras.saving.load_model(tmp_path / "best.keras")
-    assert best.get_layer("d").get_weights()[0][0, 0] == 1.0  # improvements are always saved
+    assert best.get_layer("d").get_weights()[0][0, 0] == 1.0  # the best epoch's, written at the end of the fit
+    assert model.get_layer("d").get_weights()[0][0, 0] == 2.0  # the model itself goes on from its last epoch
     # a resume restarts after epoch 0 and knows epoch 1's best.keras is the one to beat
     assert json.loads((tmp_path / "state.json").read_text()) == {"epoch": 0, "best": pytest.approx(0.8),
                                                                   "best_epoch": 1, "best_loss": 0.3}

@@ -94,9 +94,9 @@ def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
     assert "lr_max" not in Config().to_dict()  # unset: left out of a TOML, not written as a guess
 
 
-def test_an_imagenet_backbone_without_weights_is_named_in_plain_words():
-    lines = train.advice(Config(model="efficientnet_b0", augment="default").with_schedule_defaults())
-    assert len(lines) == 1 and "efficientnet_b0 is an ImageNet backbone but no --weights were given" in lines[0]
+def test_an_imagenet_backbone_from_random_weights_is_named_in_plain_words():
+    lines = train.advice(Config(model="efficientnet_b0", weights="none", augment="default").with_schedule_defaults())
+    assert len(lines) == 1 and "efficientnet_b0 is an ImageNet backbone trained from random weights" in lines[0]
     assert train.advice(Config(model="tiny_cnn", augment="default").with_schedule_defaults()) == []
 
 
