@@ -588,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit statuses (README, "When things go wrong"): argparse itself exits 2 on a usage error.
+# Exit statuses (docs/cli.md, "Exit statuses"): argparse itself exits 2 on a usage error.
 EXIT_BAD_INPUT = 1  # a KitError: the file, row, field or setting is named
 EXIT_ENVIRONMENT = 3  # the machine refused: disk full, read-only, permission denied, name too long
 EXIT_UNEXPECTED = 70  # a bug in kit (EX_SOFTWARE): one line, the traceback in a file

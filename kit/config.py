@@ -206,8 +206,8 @@ class Config:
 
 # Fine-tuning pretrained weights wants small rates and a warm-up, or the first steps wreck what the
 # backbone learned (the public SIIM-ISIC TPU notebooks' 1e-5 -> 5e-5 ramp); a model trained from
-# random weights wants rates twenty times higher and no warm-up (the README's ISIC 9-class small_cnn
-# command reached balanced accuracy 0.385 at 5e-5 and 0.973 at 1e-3).
+# random weights wants rates twenty times higher and no warm-up (an ISIC 9-class small_cnn
+# run reached balanced accuracy 0.385 at 5e-5 and 0.973 at 1e-3).
 SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrained": dict(epochs=10, lr_start=1e-5, lr_max=5e-5, lr_min=1e-6, lr_ramp_epochs=2, lr_sustain_epochs=0,
                        lr_decay=0.8),

@@ -45,7 +45,7 @@ from kit.kernel import MODEL_SOURCE, MODEL_SOURCE_FORM
 METADATA_FILE = "kernel-metadata.json"
 INSTALL_TAG = "kit-install"
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
-# What Kaggle accepts for machine_shape today (DESIGN.md 3b): T4 x2 and the TPU VM v5e-8.
+# What Kaggle accepts for machine_shape today (docs/kaggle.md): T4 x2 and the TPU VM v5e-8.
 ACCELERATORS: dict[str, dict[str, Any]] = {
     "t4": {"machine_shape": "NvidiaTeslaT4", "enable_gpu": True, "enable_tpu": False},
     "tpu": {"machine_shape": "TpuV5E8", "enable_gpu": False, "enable_tpu": True},

@@ -173,7 +173,7 @@ def decode_image(data: tf.Tensor, channels: int = 3, *, jpeg: bool = False) -> t
 # --- the manifest ---------------------------------------------------------------------------------
 # One definition of manifest.json for both directions: the writer builds a Manifest and writes its to_json(),
 # every reader gets Manifest.from_json() of the file and reads attributes. Fields only ever get added
-# (DESIGN.md section 4): a manifest written before a field existed reads with the field's default.
+# (docs/data.md, "The record schema"): a manifest written before a field existed reads with the field's default.
 
 MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
 

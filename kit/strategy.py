@@ -1,6 +1,6 @@
 """Where training runs: TPU VM (Keras on JAX), several GPUs, one GPU or CPU, and the precision policy.
 
-The routes (DESIGN.md 3b):
+The routes (docs/training.md, "Where kit trains"):
 
 - ``tpu-jax``: a TPU VM (``ISTPUVM=1``, or JAX reporting TPU devices). Kaggle's TPU image has no
   TensorFlow TPU support, so Keras runs on JAX with ``keras.distribution.DataParallel`` over all

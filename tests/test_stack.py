@@ -320,14 +320,14 @@ def test_all_installed_kinds_skip_the_missing_with_a_line(monkeypatch):
         stack.resolve_models(["forest"])
 
 
-def test_readme_stack_commands_parse_with_kit_stack_flags():
+def test_documented_stack_commands_parse_with_kit_stack_flags():
     import re
     import shlex
 
     from kit.cli import build_parser, stack_config
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## Second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "stacking.md").read_text()
+    section = text.split("## The second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
     commands = [re.sub(r"\\\n\s*", " ", block) for block in re.findall(r"```(?:bash|text)\n(.*?)```", section, re.S)]
     lines = [ln.split("  #")[0].strip() for block in commands for ln in block.splitlines() if ln.startswith("kit stack")]
     assert len(lines) == 2  # SIIM-ISIC 2020 and ISIC 2024
