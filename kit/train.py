@@ -496,7 +496,8 @@ def compile_phase(model: keras.Model, cfg: Config, acc: Any, steps_per_epoch: in
         models.freeze_batchnorm(backbone)
     with acc.scope():
         optimizer = make_optimizer(cfg, acc.replicas, steps_per_epoch, [v.path for v in backbone.weights])
-        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)])
+        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)],
+                      jit_compile=getattr(acc, "jit_compile", "auto"))
         if done_steps:
             optimizer.build(model.trainable_variables)
             optimizer.iterations.assign(done_steps)
