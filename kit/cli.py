@@ -393,16 +393,20 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
                        description="List run (and stack) folders: model, the records it trained on, size, epochs, "
                                    "folds finished / planned, CV by the run's metric and its spread over folds, when, "
-                                   "and the state (finished, running, error, resumable, or bad cv.json / config.toml). "
+                                   "and the state (finished, running, error, resumable, or bad <file>). "
                                    "Reads the runs' small files; never loads TensorFlow. --top and --names rank runs "
-                                   "of one records folder and one metric only: pick them with --records / --metric.")
-    p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
+                                   "of one records folder and one metric only: pick them with --records / --metric. "
+                                   "`kit runs merge RUN_A RUN_B ... --out RUN` joins runs that trained different folds "
+                                   "of the same records with the same settings into one run folder.")
+    p.add_argument("folders", nargs="*", default=["runs"],
+                   help="folders to search (default: runs); or merge RUN_A RUN_B ... (a folder named merge: ./merge)")
     p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
                    help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
     p.add_argument("--top", type=int, help="only the first N rows")
-    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (config.toml's records)")
+    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (the run config's records)")
     p.add_argument("--metric", metavar="NAME", help="only runs scored by this metric, e.g. auc")
-    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (config.toml's competition)")
+    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (the run config's competition)")
+    p.add_argument("--out", metavar="RUN", help="with merge: the merged run folder to write (must not exist)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
     out.add_argument("--names", action="store_true",
@@ -413,10 +417,29 @@ def _add_runs(sub: argparse._SubParsersAction) -> None:
 def _run_runs(args: argparse.Namespace) -> int:
     from kit import runs
 
+    if args.folders[:1] == ["merge"]:
+        return _run_runs_merge(args)
+    if args.out:
+        raise KitError("--out: only with `kit runs merge RUN_A RUN_B ... --out RUN`")
     rows = runs.scan(args.folders, sort=args.sort, top=args.top, records=args.records, metric=args.metric,
                      competition=args.competition, names=args.names,
                      warn=lambda line: print(f"kit runs: warning: {line}", file=sys.stderr))
     print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
+    return 0
+
+
+def _run_runs_merge(args: argparse.Namespace) -> int:
+    """``kit runs merge RUN_A RUN_B ... --out RUN``."""
+    from kit import runs
+
+    if not args.out:
+        raise KitError("runs merge: --out RUN is required (the merged run folder to write)")
+    for flag, given in (("--top", args.top is not None), ("--records", args.records), ("--metric", args.metric),
+                        ("--competition", args.competition), ("--json", args.json), ("--names", args.names)):
+        if given:
+            raise KitError(f"{flag}: not with `kit runs merge`")
+    out = runs.merge_runs(args.folders[1:], args.out)
+    print(runs.format_merged(out))
     return 0
 
 
