@@ -114,9 +114,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="k-fold training with out-of-fold predictions",
         description="Train one model per fold, keep each fold's best epoch by the competition's exact metric, "
-                    "and write out-of-fold predictions and cv.json. Epochs and learning rates default by what is "
+                    "and write out-of-fold predictions and the CV summary. Epochs and learning rates default by what is "
                     "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
-                    "otherwise (the resolved values land in RUN/config.toml).")
+                    "otherwise (the resolved values land in the run's config).")
     d = _setting_default
     p.add_argument("--records", required=True, help="folder written by `kit records`")
     p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
@@ -219,7 +219,7 @@ def _run_models(args: argparse.Namespace) -> int:
 def _add_export_backbone(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-backbone", help="save a run's backbone as --weights for the next run "
                        "(a .weights.h5 file, or a preset folder for keras-hub models)")
-    p.add_argument("model", help="a saved model, e.g. RUN/fold0/best.keras")
+    p.add_argument("model", help="a saved model, e.g. a run's fold0 best model (see `kit runs`)")
     p.add_argument("--out", required=True, help="NAME.weights.h5 (or a new folder for a keras-hub backbone)")
     p.set_defaults(func=_run_export_backbone)
 
@@ -265,8 +265,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from kit import precheck
+    from kit.runfolder import RunFolder
 
-    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
+    RunFolder(args.run).check_trained()
+    precheck.predict_paths(args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
     report = predict.predict_run(args.run, args.records, args.out, sample_submission=args.sample_submission,
@@ -304,7 +306,7 @@ def _add_blend(sub: argparse._SubParsersAction) -> None:
                    help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
     p.add_argument("--power", type=float, default=2.0, help="exponent for --method power, finite and > 0 (default 2.0)")
-    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input, in any order: "
+    p.add_argument("--oof", nargs="+", help="run folders whose out-of-fold predictions fit the weights (one per input, in any order: "
                    "each submission's sidecar NAME.json names the run that wrote it)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--pair-by-order", action="store_true", help="with --fit: pair the submissions with the --oof runs "
@@ -465,13 +467,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
     p.add_argument("--out", help="the HTML file (default RUN/report.html); never a file of the run or another file "
                    "that is not a kit report page")
-    p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
+    p.add_argument("--records", help="the records the run trained on, if they moved (default: the run config's)")
     p.add_argument("--public", type=_whole_number, help="public leaderboard size in images, 0 to 1,000,000 "
                    "(default: the competition's; else the test split's size as one leaderboard)")
     p.add_argument("--private", type=_whole_number, help="private leaderboard size in images, 1 to 1,000,000 "
                    "(default: as --public)")
     p.add_argument("--test-records", metavar="DIR", help="test records (`kit records --test`) whose size is the "
-                   "leaderboard's when the competition's is not known (default: a stack's config.toml test_records, "
+                   "leaderboard's when the competition's is not known (default: a stack config's test_records, "
                    "else the test split of the records' download)")
     p.add_argument("--draws", type=_whole_number, default=200, help="bootstrap draws for the shake-up estimate, "
                    "2 to 10,000 (default 200)")

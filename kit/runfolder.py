@@ -254,6 +254,14 @@ class RunFolder:
 
     # --- what is there -------------------------------------------------------------------------------
 
+    def check_trained(self) -> "RunFolder":
+        """This folder, after checking it holds a run of ``kit train`` (it exists and has a config); else KitError."""
+        if not self.path.is_dir():
+            raise KitError(f"{self.path}: no such run folder")
+        if not self.config_path.is_file():
+            raise KitError(f"{self.config_path}: missing; is {self.path} a folder written by `kit train`?")
+        return self
+
     def is_run(self) -> bool:
         """Whether the folder holds a run or a stack (config.toml or cv.json)."""
         return self.config_path.is_file() or self.cv_path.is_file()

@@ -188,7 +188,7 @@ _CV_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def cv_problem(cv: dict) -> str | None:
-    """What is wrong with a CV summary object (``cv.json: "folds" is a list, ...``); None where kit wrote it so."""
+    """What is wrong with a CV summary object (``<file>: "folds" is a list, ...``); None where kit wrote it so."""
     return _checked(cv, _CV_FIELDS, runfolder.CV)[1]
 
 
