@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from kit import runfolder
 from kit.errors import KitError
 
 # owner/model/framework/variation/version, as the kaggle client checks it: five parts, the version a number
@@ -166,10 +167,11 @@ def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPat
     rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
     if not tiny:
         try:
-            return locate(find_input(run_dataset, paths), "config.toml")
+            return locate(find_input(run_dataset, paths), runfolder.CONFIG)
         except KitError:
             if paths.on_kaggle:
-                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
+                raise KitError(f"{run_dataset}: attach your trained run folder ({runfolder.CONFIG}, "
+                               f"fold*/{runfolder.BEST}) "
                                "as a dataset") from None
     run, recs = paths.working / "run", paths.scratch / "records"
     run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds

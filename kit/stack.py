@@ -12,17 +12,14 @@ never saw those rows; fold k's rows are then scored by trees and image models th
 number of trees is chosen on an inner fold (the next training fold), and the trees refit on every
 training fold with that number, so fold k never steers its own model.
 
-The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` read it as they are)::
-
-    STACK/config.toml          the resolved StackConfig
-    STACK/oof.csv              image_name,target,pred|pred_<class>...,fold (records order)
-    STACK/cv.json              {"metric", "folds": {"0": x, ...}, "overall" (pooled), "fold_mean", "fold_std",
-                                "models": {kind: {"overall", "weight"}}, "features": n, "runs": [...]}
-    STACK/fold{k}/done.json    {"fold", "metric", "score", "trees": {kind: mean trees}}
-    STACK/features.csv         feature, source, kind, importance_<model kind>... (gain, each kind sums to 1)
-    STACK/models/<kind>/       one run folder per model kind (oof.csv, cv.json, fold{k}/done.json, submission.csv)
-    STACK/submission.csv       the test predictions aligned to the sample (when test records are given)
-    STACK/plots/importance.png the 30 most important features, stacked by model kind
+The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` read it as they are; its
+files are kit.runfolder.RunFolder's): the resolved StackConfig; the out-of-fold predictions in records
+order; the CV summary ({"metric", "folds", "overall" (pooled), "fold_mean", "fold_std", "models": {kind:
+{"overall", "weight"}}, "features": n, "runs": [...]}); per fold the done marker ({"fold", "metric",
+"score", "trees": {kind: mean trees}}); the feature table (feature, source, kind, importance_<model
+kind>..., gain, each kind sums to 1); one run folder per model kind under ``models/`` (out-of-fold
+predictions, CV summary, done markers, submission); the submission aligned to the sample (when test
+records are given) and its sidecar; and ``plots/importance.png``, the 30 most important features.
 
 Example::
 
@@ -45,9 +42,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from kit import competitions, fsutil, metrics
-from kit.blend import blend_arrays, fit_weights, load_oof
+from kit import competitions, fsutil, metrics, runfolder
+from kit.blend import Oof, blend_arrays, fit_oofs, load_oof
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 from kit.submission import IdIndex, make_submission, read_submission, read_table, write_submission
 
 if TYPE_CHECKING:  # kit.records is imported where the records are read
@@ -484,14 +482,6 @@ def build_features(
 # --- inputs ------------------------------------------------------------------------------------------
 
 
-def _oof_header(run: str) -> list[str]:
-    path = Path(run) / "oof.csv"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return [c.strip() for c in fh.readline().strip().split(",")]
-
-
 def _run_label(run: str, taken: set[str]) -> str:
     base = _safe(Path(run).resolve().name) or "run"
     label, k = base, 2
@@ -502,21 +492,21 @@ def _run_label(run: str, taken: set[str]) -> str:
 
 
 def _check_finished(run: str, folds: Sequence[int]) -> None:
-    """KitError naming the folds of ``run`` without their ``done.json``: a run still training, stopped, or trained on
-    some folds only has no out-of-fold prediction for their rows."""
-    unfinished = [k for k in folds if not (Path(run) / f"fold{k}" / "done.json").is_file()]
+    """KitError naming the folds of ``run`` not done: a run still training, stopped, or trained on some folds only
+    has no out-of-fold prediction for their rows."""
+    unfinished = [k for k in folds if not RunFolder(run).is_done(k)]
     if unfinished:
         listed = ", ".join(map(str, unfinished))
         raise KitError(f"{run}: fold{'s' if len(unfinished) > 1 else ''} {listed} of {len(folds)} unfinished (no "
-                       f"fold{unfinished[0]}/done.json); the stack needs every fold's out-of-fold predictions: finish "
+                       f"fold{unfinished[0]}/{runfolder.DONE}); the stack needs every fold's out-of-fold predictions: finish "
                        f"it (`kit train --resume --out {run}`) or leave it out of --runs")
 
 
 def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str], records: str) -> np.ndarray:
     """A run's OOF predictions in records order, after checking it was trained on these records and folds."""
     _check_finished(run, sorted(np.unique(train["fold"]).tolist()))
-    header = _oof_header(run)
-    path = Path(run) / "oof.csv"
+    header = RunFolder(run).oof_header()
+    path = RunFolder(run).oof_path
     if header and "fold" not in header:
         raise KitError(f"{path}: no fold column, so which fold model predicted each row is unknown; the stack needs "
                        "out-of-fold predictions from the records' folds (a `kit train` run)")
@@ -675,14 +665,15 @@ def _fit_fold(kind: str, data: _Data, y: np.ndarray, folds: np.ndarray, fold: in
 
 
 def _oof_frame(ids: pd.Series, y: np.ndarray, pred: np.ndarray, folds: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame({"image_name": ids.to_numpy(), "target": y})
-    if pred.ndim == 1:
-        df["pred"] = pred
-    else:
-        for i, c in enumerate(classes):
-            df[f"pred_{c}"] = pred[:, i]
-    df["fold"] = folds
-    return df
+    return runfolder.oof_table(ids.to_numpy(), y, pred, folds, classes if pred.ndim > 1 else ())
+
+
+def _member_oof(name: str, ids: pd.Series, y: np.ndarray, pred: np.ndarray, folds: np.ndarray, classes: list[str],
+                metric: str) -> Oof:
+    """A model kind's out-of-fold predictions as ``load_oof`` would read them back from its run folder."""
+    preds = pred.reshape(len(y), -1).astype(np.float64)
+    return Oof(name, ids.to_numpy().astype(bytes), y.astype(np.int64), preds, folds.astype(np.int64),
+               ["0", "1"] if pred.ndim == 1 else list(classes), metric)
 
 
 def _scores(metric: str, y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> tuple[dict[str, float], float]:
@@ -690,17 +681,17 @@ def _scores(metric: str, y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> 
     return per, float(metrics.score(metric, y, pred))
 
 
-def _write_run(folder: Path, oof: pd.DataFrame, metric: str, per: dict[str, float], overall: float,
+def _write_run(folder: RunFolder, oof: pd.DataFrame, metric: str, per: dict[str, float], overall: float,
                done_extra: Mapping[str, dict], extra: Mapping[str, Any]) -> None:
-    """The run-folder contract: oof.csv, cv.json, fold{k}/done.json."""
+    """The run-folder contract: out-of-fold predictions, the CV summary, each fold's done marker."""
     vals = np.asarray(list(per.values()), float)
-    fsutil.write_csv(folder / "oof.csv", oof)
-    fsutil.write_json(folder / "cv.json", {
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_oof(oof)
+    folder.write_cv({
         "metric": metric, "folds": per, "overall": overall, "fold_mean": float(vals.mean()),
         "fold_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, **extra})
     for f, score in per.items():
-        fsutil.write_json(folder / f"fold{f}" / "done.json",
-                          {"fold": int(f), "metric": metric, "score": score, **done_extra.get(f, {})})
+        folder.write_done(int(f), {"fold": int(f), "metric": metric, "score": score, **done_extra.get(f, {})})
 
 
 def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
@@ -787,7 +778,8 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         f"{sum(feats.source[f] == 'group' for f in names)} per group), models {', '.join(kinds)}, metric {metric}")
 
     fold_ids = sorted(np.unique(folds).tolist())
-    with fsutil.atomic_dir(out) as tmp:
+    with fsutil.atomic_dir(out) as tmp_path:
+        tmp = RunFolder(tmp_path)
         kind_pred, kind_test, kind_score, importance = {}, {}, {}, {}
         trees_all: dict[str, dict] = {}  # fold -> {"trees": {kind: mean trees over seeds}}
         for kind in kinds:
@@ -810,18 +802,20 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
                 log(f"{kind} fold {f}: {metric} {s:.4f} ({np.mean(trees):.0f} trees, {cfg.seeds} seed"
                     f"{'s' if cfg.seeds > 1 else ''}, {time.perf_counter() - t1:.1f} s)")
             per, overall = _scores(metric, y, pred, folds)
-            kind_dir = tmp / "models" / kind
-            _write_run(kind_dir, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
+            member = tmp.member(kind)
+            _write_run(member, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
                        trees_of, {"model": kind})
             if ptest is not None:
                 write_submission(make_submission(test["image_name"].tolist(), ptest, classes, None,
-                                                 manifest.id_name), kind_dir / "submission.csv")
+                                                 manifest.id_name), member.file(runfolder.SUBMISSION))
             kind_pred[kind], kind_test[kind], kind_score[kind] = pred, ptest, overall
             total = sum(imp.values()) or 1.0
             importance[kind] = {k: v / total for k, v in imp.items()}
 
         if len(kinds) > 1:
-            fit = fit_weights([tmp / "models" / k for k in kinds], method="mean")
+            # the model kinds' predictions as they are in memory, not read back from their folders
+            fit = fit_oofs([_member_oof(str(tmp.member(k).path), train["image_name"], y, kind_pred[k], folds, classes,
+                                        metric) for k in kinds], method="mean")
             weights = dict(zip(kinds, fit.weights))
             used = [k for k in kinds if weights[k] > 0]
             pred = blend_arrays([kind_pred[k] for k in used], "mean", [weights[k] for k in used])
@@ -840,21 +834,21 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             "feature": names, "source": [feats.source[f] for f in names], "kind": [feats.kind[f] for f in names],
             **{f"importance_{k}": [importance[k].get(f, 0.0) for f in names] for k in kinds}})
         table = table.sort_values(f"importance_{kinds[0]}", ascending=False, kind="stable")
-        fsutil.write_csv(tmp / "features.csv", table)
-        import tomli_w
-
-        fsutil.write_text(tmp / "config.toml", tomli_w.dumps({**cfg.to_dict(), "metric": metric, "classes": classes,
-                                                               "n_classes": n_classes, "features": names}))
-        _plots(tmp / "plots", table, kinds)
+        fsutil.write_csv(tmp.file(runfolder.FEATURES), table)
+        tmp.write_config({**cfg.to_dict(), "metric": metric, "classes": classes, "n_classes": n_classes,
+                          "features": names})
+        _plots(tmp.plots, table, kinds)
         sub_path = None
         if test is not None:
             sample = read_submission(cfg.sample_submission) if cfg.sample_submission else None
             frame = make_submission(test["image_name"].tolist(), ptest, classes, sample,
                                     manifest.id_name)
-            write_submission(frame, tmp / "submission.csv")
+            write_submission(frame, tmp.file(runfolder.SUBMISSION))
             # its sidecar, as `kit predict` writes one: `kit blend --fit` pairs the submission with this folder
-            fsutil.write_json(tmp / "submission.json", {"submission": str(out / "submission.csv"), "run": str(out)})
-            sub_path = out / "submission.csv"
+            final = RunFolder(out)
+            fsutil.write_json(tmp.file(runfolder.SUBMISSION_SIDECAR),
+                              {"submission": str(final.file(runfolder.SUBMISSION)), "run": str(out)})
+            sub_path = final.file(runfolder.SUBMISSION)
     if test is not None and cfg.submission:
         sub_path = write_submission(frame, cfg.submission)
     log(f"stack: {metric} {overall:.4f} out of fold (fold mean {np.mean(list(per.values())):.4f}) "
@@ -896,6 +890,6 @@ def format_result(res: StackResult) -> str:
         lines.append(f"{k:<10}  {s:<22.6f}  {res.weights.get(k, 0.0):.4f}")
     lines.append(f"{'stack':<10}  {res.scores[-1]:<22.6f}  ({len(res.features)} features; folds "
                  + ", ".join(f"{s:.4f}" for s in res.scores[:-1]) + ")")
-    lines.append(f"{res.run}: oof.csv, cv.json, features.csv, plots/" + (f"; submission {res.submission}"
+    lines.append(f"{res.run}: {runfolder.OOF}, {runfolder.CV}, {runfolder.FEATURES}, {runfolder.PLOTS}/" + (f"; submission {res.submission}"
                                                                          if res.submission else ""))
     return "\n".join(lines)

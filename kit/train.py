@@ -1,26 +1,14 @@
 """k-fold training: per fold a model trained on the other folds, the best epoch by the competition metric,
 history, out-of-fold predictions; the run folder that ``kit predict`` and ``kit blend`` read.
 
-The run folder (``cfg.out``)::
+The run folder (``cfg.out``) and its files are kit.runfolder's (see RunFolder): the resolved config, per
+fold the best and latest models, the history (val_metric is the competition's exact metric over every image
+of the fold; metric is Keras' running figure on the training batches), the fold's out-of-fold predictions
+and its done marker (written last); the run's out-of-fold predictions and CV summary, plots, and an error
+note after a fold raised.
 
-    RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
-    RUN/fold{k}/best.keras   the epoch with the best validation metric (loss only breaks ties)
-    RUN/fold{k}/history.csv  epoch, loss, metric, lr, val_loss, val_metric: val_metric is the competition's
-                             exact metric (scikit-learn's definition) over every image of the fold; metric
-                             is Keras' running figure on the training batches
-    RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
-    RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
-    RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
-                             fold runs (``--resume`` restarts there)
-    RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": the competition's (kit.competitions), "folds": {"0": x, ...}, "overall": x
-                             (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
-                             "secondary": {name: mean over folds}}
-    RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
-    RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
-
-``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
-killed kernel) keeps what finished; the plots are drawn at the end. Example::
+The out-of-fold predictions and the CV summary are rewritten after every finished fold, so a run that stops
+(a NaN loss, a killed kernel) keeps what finished; the plots are drawn at the end. Example::
 
     res = train_folds(Config(records="records/siim256", out="runs/b0", model="efficientnet_b0"))
     res.scores[-1]   # the overall out-of-fold metric
@@ -42,7 +30,8 @@ from keras import ops
 from kit import backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
 from kit.config import SMOKE_FOLDS, Config, check_choice, smoke, smoke_config
 from kit.errors import KitError
-from kit.sources import read_csv_ids
+from kit.runfolder import (BEST, CONFIG, FOLD_TEMPORARY_FILES, FOLD_TRAINING_FILES, LAST, STATE, RunFolder, cv_summary,
+                           oof_table, pred_columns)
 
 
 class FoldResult(NamedTuple):
@@ -305,7 +294,7 @@ class _Checkpoints(keras.callbacks.Callback):
             self._best_weights = self.model.get_weights()
         now = time.monotonic()
         if self._last_saved_at is None or now - self._last_saved_at >= self.last_every_s:
-            _save_atomic(self.model, self.folder / "last.keras")
+            _save_atomic(self.model, self.folder / LAST)
             self.last_epoch, self._last_saved_at = epoch, now
             self._write_best()
         if self.patience and self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience:
@@ -319,11 +308,11 @@ class _Checkpoints(keras.callbacks.Callback):
         if self._best_weights is not None:
             current = self.model.get_weights()
             self.model.set_weights(self._best_weights)
-            _save_atomic(inference_model(self.model), self.folder / "best.keras")
+            _save_atomic(inference_model(self.model), self.folder / BEST)
             self.model.set_weights(current)
             self._best_weights = None
         # a resumed fold restarts after last.keras's epoch and keeps a later best.keras as the best
-        fsutil.write_json(self.folder / "state.json", {"epoch": self.last_epoch, "best": self.best,
+        fsutil.write_json(self.folder / STATE, {"epoch": self.last_epoch, "best": self.best,
                                                        "best_epoch": self.best_epoch, "best_loss": self.best_loss})
 
 
@@ -531,20 +520,14 @@ def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: i
 
 
 def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) -> pd.DataFrame:
-    df = table[["image_name", "target"]].copy()
-    if cfg.binary:
-        df["pred"] = pred
-    else:
-        for i, name in enumerate(cfg.classes):
-            df[f"pred_{name}"] = pred[:, i]
-    df["fold"] = fold
-    return df
+    return oof_table(table["image_name"].to_numpy(), table["target"].to_numpy(), pred, fold,
+                     cfg.classes if not cfg.binary else ())
 
 
 def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
     if cfg.binary:
-        return df["pred"].to_numpy()
-    return df[[f"pred_{c}" for c in cfg.classes]].to_numpy()
+        return df[pred_columns(cfg.classes)[0]].to_numpy()
+    return df[pred_columns(cfg.classes)].to_numpy()
 
 
 def _or(value: Any, missing: float) -> float:
@@ -556,13 +539,13 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
     """(epoch to start, best, best epoch, best loss) and the model of an interrupted fold, or None (with one
     warning line) when its state.json or last.keras is missing or damaged: the fold then restarts from scratch."""
     try:
-        state = json.loads((fdir / "state.json").read_text())
+        state = json.loads((fdir / STATE).read_text())
         # strict JSON stores a best of -inf (no finite metric yet) as null
         point = (int(state["epoch"]) + 1, _or(state["best"], -math.inf), int(state["best_epoch"]),
                  _or(state.get("best_loss"), math.inf))
-        if not (fdir / "last.keras").is_file():
-            raise FileNotFoundError("last.keras is missing")
-        return point, _load(fdir / "last.keras", acc)
+        if not (fdir / LAST).is_file():
+            raise FileNotFoundError(f"{LAST} is missing")
+        return point, _load(fdir / LAST, acc)
     except Exception as exc:  # noqa: BLE001 - a damaged file (truncated zip, bad JSON) fails in many ways; all mean restart
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         log(f"warning: fold {fold}: cannot resume from {fdir} ({type(exc).__name__}: {reason}); training this fold "
@@ -573,7 +556,7 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
 def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, acc: Any, *, resume: bool = False,
                log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
     """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
-    folder, fdir = Path(cfg.records), run / f"fold{fold}"
+    folder, fdir, rf = Path(cfg.records), RunFolder(run).fold_dir(fold), RunFolder(run)
     fdir.mkdir(parents=True, exist_ok=True)
     others = [k for k in manifest.fold_ids if k != fold]
     train_paths = records.list_shards(folder, others, split="train")
@@ -584,15 +567,13 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
-    state_path = fdir / "state.json"
-    resumed = _resume_point(fdir, acc, fold, log) if resume and state_path.is_file() else None
+    resumed = _resume_point(fdir, acc, fold, log) if resume and rf.state_path(fold).is_file() else None
     if resumed is not None:
         (initial_epoch, best, best_epoch, best_loss), model = resumed
-        _truncate_history(fdir / "history.csv", initial_epoch)
+        _truncate_history(rf.history_path(fold), initial_epoch)
         log(f"fold {fold}: resuming after epoch {initial_epoch} (best val {best:.4f})")
     else:
-        for stale in ("best.keras", "last.keras", "state.json", "history.csv"):
-            (fdir / stale).unlink(missing_ok=True)
+        rf.remove_fold_files(fold, FOLD_TRAINING_FILES)
         model = build_and_compile(cfg, acc, steps)
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
@@ -604,7 +585,7 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     # between the two repeats the epoch and drops its row
     callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
                  _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
-                 keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
+                 keras.callbacks.CSVLogger(str(rf.history_path(fold)), append=initial_epoch > 0), ckpt]
     t0 = time.time()
     for start, stop, frozen in training_phases(cfg, initial_epoch):
         if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
@@ -620,21 +601,20 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
-    if not (fdir / "best.keras").is_file():
+    if not rf.best_model(fold).is_file():
         # every validation metric was NaN (e.g. one class only in the fold): keep the last epoch
-        _save_atomic(inference_model(model), fdir / "best.keras")
-    best_model = _load(fdir / "best.keras", acc)
+        _save_atomic(inference_model(model), rf.best_model(fold))
+    best_model = _load(rf.best_model(fold), acc)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
     metric = cfg.metric
     score = float(metrics.score(metric, target, pred))
     secondary = secondary_scores(cfg, target, pred, table["group"].to_numpy())
     oof = _oof_frame(table, pred, cfg, fold)
-    fsutil.write_csv(fdir / "oof.csv", oof)
-    for temp in ("last.keras", "state.json"):
-        (fdir / temp).unlink(missing_ok=True)
-    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
-                                           "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
-                                           "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
+    rf.write_fold_oof(fold, oof)
+    rf.remove_fold_files(fold, FOLD_TEMPORARY_FILES)
+    rf.write_done(fold, {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
+                         "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
+                         "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
 
@@ -683,7 +663,7 @@ def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> 
             continue
         mine, theirs = getattr(given, name), getattr(saved, name)
         if mine != theirs:
-            return (f"--resume: {name} is {theirs!r} in the run's config.toml, {mine!r} was given; resume with the "
+            return (f"--resume: {name} is {theirs!r} in the run's {CONFIG}, {mine!r} was given; resume with the "
                     f"run's own settings, or train the new ones into another --out")
     return None
 
@@ -698,9 +678,10 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
     refused: a resumed run never silently trains something other than what was asked.
     """
     run = Path(cfg.out)
-    saved = run / "config.toml"
+    folder = RunFolder(run)
+    saved = folder.config_path
     if saved.is_file() and not resume:
-        raise KitError(f"{run}: already holds a run (config.toml); pass --resume to continue it or choose another --out")
+        raise KitError(f"{run}: already holds a run ({saved.name}); pass --resume to continue it or choose another --out")
     if resume and saved.is_file():
         # the folder may have moved since: where it is now wins, and so do records given now
         asked = cfg
@@ -724,23 +705,22 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         _build(cfg, log=log)  # a weights file that does not fit fails here, before anything is written
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
+    folder.write_records_identity(manifest)
 
     metric = cfg.metric
-    (run / "error.txt").unlink(missing_ok=True)  # `kit runs` shows a run with error.txt as stopped by an error
+    folder.clear_error()  # `kit runs` shows a run with error.txt as stopped by an error
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     trained: list[float] = []  # seconds of each fold trained in this call: the time left is estimated from them
     for fold in cfg.folds:
-        fdir = run / f"fold{fold}"
-        if resume and (fdir / "done.json").is_file() and (fdir / "oof.csv").is_file():
-            done[fold] = (read_csv_ids(fdir / "oof.csv", ["image_name"]),
-                          _or(json.loads((fdir / "done.json").read_text())["score"], math.nan))
+        if resume and folder.is_done(fold) and folder.fold_oof_path(fold).is_file():
+            done[fold] = (folder.read_fold_oof(fold), folder.fold_score(fold))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
         started = time.monotonic()
         try:
             done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
         except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
-            fsutil.write_text(run / "error.txt", f"fold {fold}: {type(exc).__name__}: {exc}\n")
+            folder.write_error(fold, exc)
             raise
         trained.append(time.monotonic() - started)
         _write_summary(run, cfg, metric, done)
@@ -809,40 +789,21 @@ def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: 
 
 
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
+    folder = RunFolder(run)
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
-    overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
-    fold_scores = np.asarray([done[k][1] for k in sorted(done)], float)
-    fsutil.write_csv(run / "oof.csv", oof)
-    fsutil.write_json(run / "cv.json", {
-        "metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)}, "overall": overall,
-        # each fold model scores its own fold: the mean is what a fold model is worth; pooled, folds whose
-        # probabilities are scaled differently mix, and an AUC can drop below every fold's own
-        "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
-        "tta_views": list(run_tta_views(cfg)[0]),
-        # the competition's other figures, each the mean over folds (a per-patient one cannot be pooled)
-        "secondary": {name: _mean_or_none([_fold_secondary(run, k).get(name) for k in sorted(done)])
-                      for name in cfg.secondary_metrics},
-    })
-    return oof, [done[k][1] for k in sorted(done)] + [overall]
-
-
-def _mean_or_none(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
-
-
-def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
-    path = run / f"fold{fold}" / "done.json"
-    return json.loads(path.read_text()).get("secondary") or {} if path.is_file() else {}
+    cv = cv_summary(metric, oof, cfg.classes if not cfg.binary else (), {k: done[k][1] for k in done},
+                    {k: folder.fold_secondary(k) for k in done}, cfg.secondary_metrics, run_tta_views(cfg)[0])
+    folder.write_oof(oof)
+    folder.write_cv(cv)
+    return oof, [done[k][1] for k in sorted(done)] + [cv["overall"]]
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
     plt = plots.pyplot()
 
-    out = run / "plots"
+    out = RunFolder(run).plots
     out.mkdir(exist_ok=True)
-    histories = {k: pd.read_csv(run / f"fold{k}" / "history.csv") for k in folds
-                 if (run / f"fold{k}" / "history.csv").is_file()}
+    histories = RunFolder(run).histories(folds)
     fig = plots.learning_curves(histories, cfg.metric)
     fsutil.write_figure(fig, out / "learning_curves.png")
 

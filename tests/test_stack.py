@@ -222,6 +222,9 @@ def test_several_model_kinds_blend_with_weights_fit_on_oof(comp):
     assert {"importance_lightgbm", "importance_catboost", "importance_xgboost"} <= set(feats.columns)
     for k in res.models:
         assert json.loads((res.run / "models" / k / "cv.json").read_text())["overall"] == res.models[k]
+    # the weights fit on the kinds' predictions in memory are those fit on their folders read back
+    again = blend.fit_weights([res.run / "models" / k for k in res.models], method="mean")
+    assert dict(zip(res.models, again.weights)) == res.weights
 
 
 def test_multi_class_ham10000_stack(tmp_path):
