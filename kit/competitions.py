@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
+from kit.task import Task, task_for
 
 if TYPE_CHECKING:  # kit.records imports this module
     from kit.records import Manifest
@@ -37,7 +38,7 @@ class Competition:
     group_col: str  # what folds must not split ("" : each image its own group)
     classes: tuple[str, ...]
     metric: str  # picks checkpoints, scores CV, fits blends (a kit.metrics name)
-    secondary: tuple[str, ...] = ()  # also reported: kit.metrics names, or "top15_sensitivity"
+    secondary: tuple[str, ...] = ()  # also reported: kit.metrics.TABLE names
     submission: str = "probability"  # "probability": id + one column per class (binary: id + target column)
     augment: str = "default"  # kit.pipeline preset
     notebook: str = ""  # notebooks/<notebook>.ipynb
@@ -46,14 +47,14 @@ class Competition:
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def task(self) -> Task:
+        """Its task (binary or multi-class), from its classes."""
+        return task_for(len(self.classes))
+
+    @property
     def binary(self) -> bool:
         """Whether the task has two classes (one probability column)."""
-        return is_binary(len(self.classes))
-
-
-def is_binary(n_classes: int) -> bool:
-    """Whether a task of ``n_classes`` classes is binary: one probability column, a sigmoid, AUC by default."""
-    return int(n_classes) <= 2
+        return self.task.name == "binary"
 
 
 _REGISTRY: dict[str, Competition] = {}
@@ -110,7 +111,7 @@ def metric_of(manifest: Manifest) -> str:
 
 def default_metric(n_classes: int) -> str:
     """The metric of a download no competition claims: ROC AUC for 2 classes, balanced accuracy beyond."""
-    return "auc" if is_binary(n_classes) else "balanced_accuracy"
+    return task_for(n_classes).default_metric
 
 
 ISIC9_CLASSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nevus",
