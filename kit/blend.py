@@ -47,6 +47,7 @@ from kit.config import BLEND_METHODS as METHODS
 from kit.errors import KitError
 from kit.runfolder import RunFolder
 from kit.submission import IdIndex, Table, read_table, write_table
+from kit.task import task_of_columns
 
 GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
 PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all
@@ -390,7 +391,8 @@ def fit_weights(
 ) -> FitResult:
     """Ensemble selection with replacement on the runs' OOF; weights never score below the best member.
 
-    ``rank_per_fold`` None: on for AUC (whose objective is then the mean per-fold AUC), off otherwise.
+    ``rank_per_fold`` None: on for a metric that blends per fold (AUC, partial AUC: the objective is then the
+    mean per-fold score), off otherwise.
     """
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
@@ -406,11 +408,10 @@ def fit_oofs(oofs: Sequence[Oof], *, method: str = "mean", power: float = 2.0, r
     ref = oofs[0]
     from kit import metrics  # scikit-learn: imported only when weights are fit
 
-    n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or competitions.default_metric(n_classes)
+    metric = ref.metric or competitions.default_metric(len(ref.classes))
     if metric not in metrics.METRICS:
         raise KitError(f"{RunFolder(ref.run).cv_path}: unknown metric {metric!r}")
-    per_fold = metric == "auc"
+    per_fold = metrics.get(metric).per_fold_blend
     if rank_per_fold is None:
         rank_per_fold = per_fold
     ref_name = str(RunFolder(ref.run).oof_path)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from kit.competitions import is_binary
+from kit.task import Task, task_for
 from kit.errors import KitError
 from kit.strategy import KINDS as STRATEGIES
 
@@ -153,9 +153,9 @@ class Config:
         return fsutil.write_text(path, tomli_w.dumps(self.to_dict()))
 
     @property
-    def binary(self) -> bool:
-        """Whether the resolved task is binary (one sigmoid output, one pred column)."""
-        return is_binary(self.n_classes)
+    def task(self) -> Task:
+        """The resolved task (binary: one sigmoid output, one pred column; multi-class: one per class)."""
+        return task_for(self.n_classes)
 
     @property
     def pretrained(self) -> bool:

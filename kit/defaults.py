@@ -27,6 +27,7 @@ from pathlib import Path
 
 from kit import backbones
 from kit.errors import KitError
+from kit.task import task_for
 
 PRETRAINED_MODEL = "efficientnet_b0"  # the default where an accelerator and ImageNet weights are at hand
 SCRATCH_MODEL = "compact_cnn"  # the default everywhere else
@@ -189,8 +190,7 @@ def choose_metric(metric: str, competition: str | None, competition_metric: str 
     if competition and competition_metric:
         choices.metric, choices.why["metric"] = competition_metric, f"{competition}'s"
         return competition_metric
-    binary = n_classes <= 2
-    choices.metric = "auc" if binary else "balanced_accuracy"
-    choices.why["metric"] = (f"{'two' if binary else n_classes} classes and no competition; set metric in "
-                             "--config to choose")
+    task = task_for(n_classes)
+    choices.metric = task.default_metric
+    choices.why["metric"] = f"{task.describe()} and no competition; set metric in --config to choose"
     return choices.metric

@@ -35,6 +35,7 @@ from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
 from kit.runfolder import BEST, DONE, RunFolder
+from kit.task import task_for
 
 if TYPE_CHECKING:  # kit.records is imported where it is used, as elsewhere in this module
     from kit import records
@@ -205,8 +206,7 @@ def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float
     from kit import metrics
 
     scores = {metric: metrics.score(metric, y, probs)}
-    if metric != "accuracy":
-        scores["accuracy"] = metrics.score("accuracy", y, probs)
+    scores.setdefault("accuracy", metrics.score("accuracy", y, probs))
     return scores
 
 
@@ -358,8 +358,7 @@ def _write(
     from kit.submission import make_submission, write_submission
 
     n_classes = info.n_classes
-    if not competitions.is_binary(n_classes) and probs.shape[1] != n_classes:
-        raise KitError(f"{info.models[0]}: the model gives {probs.shape[1]} outputs for {n_classes} classes")
+    task_for(n_classes).check_outputs(probs.shape[1], str(info.models[0]))
     frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
     scores: dict[str, float] = {}
     clean: dict[str, float] | None = None

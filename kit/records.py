@@ -58,6 +58,7 @@ from kit import competitions, folds as kfolds
 from kit import imaging, sources
 from kit.errors import KitError
 from kit.fsutil import atomic_dir, write_json
+from kit.task import Task, task_for
 
 
 class _Lazy:
@@ -464,7 +465,12 @@ class Manifest:
     @property
     def binary(self) -> bool:
         """Whether the records hold a binary target."""
-        return competitions.is_binary(self.n_classes or 2)
+        return self.task.name == "binary"
+
+    @property
+    def task(self) -> Task:
+        """The records' task (binary or multi-class), from their classes."""
+        return task_for(self.n_classes or 2)
 
     @property
     def fold_ids(self) -> list[int]:
@@ -1023,7 +1029,7 @@ def format_summary(manifest: Manifest) -> str:
     lines = [f"{m.split}: {m.count} images, {len(m.shards)} shards, {m.image_size}x{m.image_size} px, "
              f"layout {m.layout}, classes {', '.join(m.classes) or '-'}"
              + (f", {m.n_folds} folds (seed {m.fold_seed})" if m.n_folds else "")]
-    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if competitions.is_binary(m.n_classes) else 'class counts'}")
+    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {task_for(m.n_classes).count_label}")
     for key, f in m.folds.items():
         if f.positives is not None:
             label = f"{f.positives} ({f.positives / max(1, f.images):.1%})"

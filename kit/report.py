@@ -48,6 +48,7 @@ import pandas as pd
 from kit import competitions, fsutil, metrics, plots, runfolder
 from kit.errors import KitError
 from kit.runfolder import RunFolder
+from kit.task import Task, task_of_columns, task_of_width
 
 if TYPE_CHECKING:  # kit.records is imported where records are read
     from kit import records
@@ -187,15 +188,17 @@ class RunData:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def binary(self) -> bool:
-        """Whether the run is binary (one ``pred`` column)."""
-        return self.oof is not None and "pred" in self.oof.columns
+    def task(self) -> Task:
+        """The run's task, from its oof.csv's prediction columns (multi-class without one)."""
+        return task_of_columns(self.oof.columns if self.oof is not None else [])[0]
+
+    def pred_columns(self) -> list[str]:
+        """The oof.csv's prediction columns, in the order of ``classes``."""
+        return self.task.pred_columns(self.classes)
 
     def pred_matrix(self) -> np.ndarray:
         """OOF predictions: [N] binary or [N, K] in the order of ``classes``."""
-        if self.binary:
-            return self.oof["pred"].to_numpy(float)
-        return self.oof[[f"pred_{c}" for c in self.classes]].to_numpy(float)
+        return self.task.pred_matrix(self.oof, self.classes).astype(float)
 
 
 def _read_json(path: Path) -> dict:
@@ -283,11 +286,7 @@ def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = No
 
 def errors_of(data: RunData) -> np.ndarray:
     """Each OOF row's error: |target - pred| (binary) or 1 - the probability of the true class."""
-    y = data.oof["target"].to_numpy(int)
-    p = data.pred_matrix()
-    if data.binary:
-        return np.abs(y - p)
-    return 1.0 - p[np.arange(len(y)), y]
+    return data.task.errors(data.oof["target"].to_numpy(int), data.pred_matrix())
 
 
 def _with_predicted(data: RunData) -> pd.DataFrame:
@@ -295,7 +294,7 @@ def _with_predicted(data: RunData) -> pd.DataFrame:
     df = data.oof.copy()
     df["error"] = errors_of(data)
     p = data.pred_matrix()
-    df["predicted"] = (p > 0.5).astype(int) if data.binary else p.argmax(1)
+    df["predicted"] = data.task.labels(p)
     return df
 
 
@@ -475,14 +474,10 @@ def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None
     with _inputs_swapped(candidates, lambda layer, x: seen.append((layer, x)) or x):
         out = ops.convert_to_numpy(ops.cast(model(inputs, training=False), "float32"))
     target, fmap = seen[-1]  # the last block called is the last block
-    binary = out.shape[-1] == 1
+    task = task_of_width(out.shape[-1])
     if classes is None:
-        classes = (out[:, 0] > 0.5).astype(int) if binary else out.argmax(-1)
-    classes = np.asarray(classes, int)
-    if binary:  # p for class 1, -p (1-p) for class 0
-        weight = ops.convert_to_tensor((2.0 * classes - 1.0).astype("float32")[:, None])
-    else:
-        weight = ops.convert_to_tensor(np.eye(out.shape[-1], dtype="float32")[classes])
+        classes = task.labels(task.squeeze(out))
+    weight = ops.convert_to_tensor(task.output_weights(np.asarray(classes, int)))
 
     def score(a: Any) -> Any:
         with _inputs_swapped([target], lambda layer, x: a):
@@ -771,11 +766,17 @@ def _curves_sections(data: RunData) -> list[str]:
 
 
 def _class_sections(data: RunData) -> str:
-    if data.binary:
-        roc, pr, cal = _binary_plots(data.oof)
-        body = (f'<div class="plots">{_img(roc, "ROC")}{_img(pr, "precision-recall")}{_img(cal, "calibration")}</div>'
-                + _note("Thick black: every out-of-fold prediction pooled; thin: one fold each."))
-        return _section("binary", "ROC, precision-recall and calibration", body)
+    return _CLASS_SECTIONS[data.task.name](data)
+
+
+def _binary_section(data: RunData) -> str:
+    roc, pr, cal = _binary_plots(data.oof)
+    body = (f'<div class="plots">{_img(roc, "ROC")}{_img(pr, "precision-recall")}{_img(cal, "calibration")}</div>'
+            + _note("Thick black: every out-of-fold prediction pooled; thin: one fold each."))
+    return _section("binary", "ROC, precision-recall and calibration", body)
+
+
+def _multiclass_section(data: RunData) -> str:
     from sklearn.metrics import confusion_matrix
 
     y, p = data.oof["target"].to_numpy(int), data.pred_matrix()
@@ -788,14 +789,23 @@ def _class_sections(data: RunData) -> str:
     return _section("multiclass", "Confusion matrix and per-class recall", body)
 
 
+_CLASS_SECTIONS: dict[str, Callable[[RunData], str]] = {"binary": _binary_section, "multiclass": _multiclass_section}
+
+
 def _label(data: RunData, k: int) -> str:
     return data.classes[k] if 0 <= k < len(data.classes) else str(k)
 
 
 def _pred_text(data: RunData, row: pd.Series) -> str:
-    if data.binary:
-        return f"p={row['pred']:.3f}"
-    return f"{_label(data, int(row['predicted']))} ({row[f'pred_{_label(data, int(row.predicted))}']:.2f})"
+    return _PRED_TEXT[data.task.name](data, row)
+
+
+# a mistake's prediction in words: the probability (binary), or the predicted class and its probability
+_PRED_TEXT: dict[str, Callable[[RunData, pd.Series], str]] = {
+    "binary": lambda data, row: f"p={row['pred']:.3f}",
+    "multiclass": lambda data, row: (f"{_label(data, int(row['predicted']))} "
+                                     f"({row[f'pred_{_label(data, int(row.predicted))}']:.2f})"),
+}
 
 
 def _mistakes_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np.ndarray]) -> str:
@@ -806,7 +816,7 @@ def _mistakes_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, n
         cards.append(f'<div class="card" data-id="{html.escape(r["image_name"])}">{pic}<br><b>{html.escape(r["image_name"])}'
                      f'</b><br>true {html.escape(_label(data, int(r["target"])))}, {html.escape(_pred_text(data, r))}'
                      f'<br>fold {int(r["fold"])}, error {r["error"]:.3f}</div>')
-    pred_cols = ["pred"] if data.binary else [f"pred_{c}" for c in data.classes]
+    pred_cols = data.pred_columns()
     rows = [[r["image_name"], int(r["target"]), *[_num(r[c]) for c in pred_cols], _num(r["error"]), int(r["fold"])]
             for _, r in worst.iterrows()]
     body = (_note("Largest error first: |target - pred| for a binary run, 1 - the probability of the true class "
@@ -824,21 +834,22 @@ def _patients_section(data: RunData, groups: Mapping[str, str], worst: pd.DataFr
     df = data.oof[["image_name", "target"]].copy()
     df["group"] = df["image_name"].map(groups)
     df["error"] = errors_of(data)
-    df["pred"] = data.pred_matrix() if data.binary else data.pred_matrix().max(1)
+    df["pred"] = data.task.confidence(data.pred_matrix())
     if df["group"].isna().all() or (df["group"] == df["image_name"]).all() or df["group"].nunique() == len(df):
         return _section("patients", "Per patient", _note("the records hold no groups (one image per group)"))
     g = df.groupby("group").agg(images=("image_name", "size"), positives=("target", "sum"),
                                 mean_error=("error", "mean"), max_pred=("pred", "max"))
     text = (f"{len(g)} groups, {g['images'].mean():.1f} images each on average. ")
-    if data.binary and g["positives"].gt(0).nunique() == 2:
+    binary = data.task.name == "binary"  # positives and a patient-level AUC mean something for a binary run
+    if binary and g["positives"].gt(0).nunique() == 2:
         from sklearn.metrics import roc_auc_score
 
         text += (f"Patient-level AUC (a patient's highest prediction against whether any of their images is "
                  f"positive): {roc_auc_score(g['positives'] > 0, g['max_pred']):.4f}. ")
     shown = g.loc[[x for x in dict.fromkeys(df.set_index("image_name").loc[worst["image_name"], "group"]) if x in g.index]]
-    rows = [[name, int(r["images"]), int(r["positives"]) if data.binary else "-", _num(r["mean_error"]),
+    rows = [[name, int(r["images"]), int(r["positives"]) if binary else "-", _num(r["mean_error"]),
              _num(r["max_pred"])] for name, r in shown.iterrows()]
-    head = ["group", "images", "positives", "mean error", "max pred" if data.binary else "max confidence"]
+    head = ["group", "images", "positives", "mean error", "max pred" if binary else "max confidence"]
     body = _note(text + "The groups of the worst mistakes:") + _table(head, rows, "patients")
     return _section("patients", "Per patient (group)", body)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from kit import fsutil
-from kit.competitions import is_binary
+from kit.task import task_for, task_of_columns
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -65,9 +65,7 @@ FOLD_TEMPORARY_FILES = (LAST, STATE)
 
 def pred_columns(classes: Sequence[str]) -> list[str]:
     """The prediction columns of oof.csv for ``classes``: ``pred`` (binary) or ``pred_<class>`` each."""
-    if is_binary(len(classes) or 2):
-        return ["pred"]
-    return [f"pred_{c}" for c in classes]
+    return task_for(len(classes) or 2).pred_columns(classes)
 
 
 def oof_table(names: Any, target: Any, pred: Any, fold: Any, classes: Sequence[str]) -> "pd.DataFrame":
@@ -89,10 +87,9 @@ def oof_table(names: Any, target: Any, pred: Any, fold: Any, classes: Sequence[s
 
 def classes_of_columns(columns: Sequence[str]) -> list[str] | None:
     """The classes an oof.csv header names (``["0", "1"]`` for ``pred``); None when it has no prediction column."""
-    preds = [c for c in columns if c == "pred" or c.startswith("pred_")]
-    if not preds:
+    if not any(c == "pred" or c.startswith("pred_") for c in columns):
         return None
-    return ["0", "1"] if preds == ["pred"] else [c[len("pred_"):] for c in preds]
+    return task_of_columns(columns)[1]
 
 
 def records_identity(manifest: "Manifest") -> dict[str, Any]:
@@ -126,8 +123,7 @@ def cv_summary(metric: str, oof: "pd.DataFrame", classes: Sequence[str], fold_sc
     from kit import metrics
 
     folds = sorted(fold_scores)
-    cols = pred_columns(classes)
-    pred = oof[cols[0]].to_numpy() if cols == ["pred"] else oof[cols].to_numpy()
+    pred = task_for(len(classes) or 2).pred_matrix(oof, classes)
     overall = float(metrics.score(metric, oof["target"].to_numpy(), pred))
     scores = np.asarray([fold_scores[k] for k in folds], float)
     return {

@@ -47,6 +47,7 @@ from kit.blend import Oof, blend_arrays, fit_oofs, load_oof
 from kit.errors import KitError
 from kit.runfolder import RunFolder
 from kit.submission import IdIndex, make_submission, read_submission, read_table, write_submission
+from kit.task import task_for, task_of_width
 
 if TYPE_CHECKING:  # kit.records is imported where the records are read
     from kit import records
@@ -171,17 +172,16 @@ class _Data(NamedTuple):
 
 
 def _lgb_params(seed: int, n_classes: int, metric: str, cfg: StackConfig) -> dict[str, Any]:
-    binary = competitions.is_binary(n_classes)
+    task = task_for(n_classes)
     params = {
-        "objective": "binary" if binary else "multiclass", "learning_rate": cfg.learning_rate,
+        "objective": task.tree_objectives["lightgbm"], "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
         "feature_fraction": cfg.colsample, "bagging_fraction": cfg.subsample, "bagging_freq": 1 if cfg.subsample < 1 else 0,
         "seed": seed, "deterministic": True, "force_col_wise": True, "verbosity": -1,
         "num_threads": cfg.threads or os.cpu_count() or 1,
-        "metric": "auc" if metric == "auc" and binary else "None",
+        "metric": task.tree_metric(metrics.get(metric), "lightgbm") or "None",
     }
-    if not binary:
-        params["num_class"] = n_classes
+    params.update(task.tree_params("lightgbm"))
     return params
 
 
@@ -244,15 +244,14 @@ def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.nda
 
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
-    binary = competitions.is_binary(n_classes)
+    task = task_for(n_classes)
     params = {
-        "objective": "binary:logistic" if binary else "multi:softprob", "eta": cfg.learning_rate,
+        "objective": task.tree_objectives["xgboost"], "eta": cfg.learning_rate,
         "max_leaves": cfg.num_leaves, "grow_policy": "lossguide", "tree_method": "hist", "max_depth": 0,
         "min_child_weight": 1.0, "colsample_bytree": cfg.colsample, "subsample": cfg.subsample, "seed": seed,
         "nthread": cfg.threads or os.cpu_count() or 1, "disable_default_eval_metric": 1,
     }
-    if not binary:
-        params["num_class"] = n_classes
+    params.update(task.tree_params("xgboost"))
     dtrain = xgb.DMatrix(train.frame, y, enable_categorical=True)
     if valid is None:
         return xgb.train(params, dtrain, num_boost_round=rounds), rounds
@@ -262,8 +261,8 @@ def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.nda
         return metric, metrics.score(metric, data.get_label().astype(np.int64), pred)
 
     model = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "inner")], custom_metric=score,
-                      early_stopping_rounds=cfg.early_stopping, maximize=True,  # every metric in kit.metrics
-                      verbose_eval=False)
+                      early_stopping_rounds=cfg.early_stopping,
+                      maximize=metrics.get(metric).higher_is_better, verbose_eval=False)
     return model, max(1, int(model.best_iteration) + 1)
 
 
@@ -291,12 +290,13 @@ def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndar
 
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
-    # CatBoost has AUC built in; balanced accuracy and accuracy stop on its multi-class log loss
-    binary = competitions.is_binary(n_classes)
-    eval_metric = "AUC" if metric == "auc" and binary else ("Logloss" if binary else "MultiClass")
+    # a metric CatBoost has no name for (kit.metrics.TABLE) stops on the task's log loss
+    task = task_for(n_classes)
+    objective = task.tree_objectives["catboost"]
+    eval_metric = task.tree_metric(metrics.get(metric), "catboost") or objective
     model = CatBoostClassifier(
         iterations=rounds, learning_rate=cfg.learning_rate, depth=6, random_seed=seed, eval_metric=eval_metric,
-        loss_function="Logloss" if binary else "MultiClass", rsm=cfg.colsample if cfg.colsample < 1 else None,
+        loss_function=objective, rsm=cfg.colsample if cfg.colsample < 1 else None,
         thread_count=cfg.threads or os.cpu_count() or 1, verbose=False, allow_writing_files=False,
         od_type="Iter" if valid is not None else None, od_wait=cfg.early_stopping if valid is not None else None,
         use_best_model=valid is not None)
@@ -310,7 +310,7 @@ def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndar
 
 def _cb_predict(model: Any, data: _Data) -> np.ndarray:
     p = np.asarray(model.predict_proba(_cb_frame(data)), np.float64)
-    return p[:, 1] if p.shape[1] == 2 else p
+    return task_for(p.shape[1]).from_proba(p)
 
 
 def _cb_importance(model: Any) -> dict[str, float]:
@@ -511,8 +511,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
         raise KitError(f"{path}: no fold column, so which fold model predicted each row is unknown; the stack needs "
                        "out-of-fold predictions from the records' folds (a `kit train` run)")
     oof = load_oof(run)
-    binary = competitions.is_binary(len(classes))
-    if binary and oof.preds.shape[1] != 1 or not binary and oof.classes != classes:
+    if task_of_width(oof.preds.shape[1]).pred_columns(oof.classes) != task_for(len(classes)).pred_columns(classes):
         raise KitError(f"{path}: classes {','.join(oof.classes)} differ from the records' {','.join(classes)}")
     try:
         src = index.align(oof.ids, str(path))
@@ -535,12 +534,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
 def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classes: list[str]) -> np.ndarray:
     """A run's test submission in test-records order; every test id must have a prediction."""
     table = read_table(path)
-    binary = competitions.is_binary(len(classes))
-    cols = table.columns[1:]
-    if binary and len(cols) != 1:
-        raise KitError(f"{path}: {len(cols)} value columns; a binary submission has one")
-    if not binary and sorted(cols) != sorted(classes):
-        raise KitError(f"{path}: columns {','.join(cols)} are not the classes {','.join(classes)}")
+    order = task_for(len(classes)).value_order(table.columns[1:], classes, path)
     ids = set(table.ids.tolist())
     missing = [i for i in test["image_name"] if i.encode() not in ids]
     if missing:
@@ -551,8 +545,7 @@ def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classe
     except KitError as exc:
         raise KitError(f"{exc} (predict the test records given to --test-records)") from None
     values = table.values if src is None else table.values[src]
-    if not binary:
-        values = values[:, [cols.index(c) for c in classes]]
+    values = values[:, np.argsort(order)]
     if not np.isfinite(values).all():
         r = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise KitError(f"{path}: NaN or infinite prediction for id {test['image_name'].iat[r]}")
@@ -748,7 +741,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         preds = _load_run(run, train, index, classes, cfg.records)
         test_preds = _load_test_predictions(cfg.predictions[i], test, test_index, classes) if test is not None else None
         label = _run_label(run, taken)
-        cols = ["pred"] if preds.shape[1] == 1 else [f"pred_{c}" for c in classes]
+        cols = task_for(len(classes)).pred_columns(classes)
         for j, c in enumerate(cols):
             name = _safe(f"{label}_{c}")
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
@@ -783,7 +776,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         kind_pred, kind_test, kind_score, importance = {}, {}, {}, {}
         trees_all: dict[str, dict] = {}  # fold -> {"trees": {kind: mean trees over seeds}}
         for kind in kinds:
-            pred = np.zeros((len(y),) if competitions.is_binary(n_classes) else (len(y), n_classes))
+            pred = np.zeros(task_for(n_classes).pred_shape(len(y)))
             ptest = None
             trees_of: dict[str, dict] = {}
             imp: dict[str, float] = {}

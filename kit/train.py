@@ -106,15 +106,21 @@ class BalancedAccuracy(keras.metrics.Metric):
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """The loss ``cfg.loss`` names, for the config's number of classes."""
     check_choice("loss", cfg.loss)
-    binary = cfg.binary
-    kind = cfg.loss if cfg.loss != "auto" else ("bce" if binary else "cce")
-    if binary and kind == "cce" or not binary and kind == "bce":
+    task = cfg.task
+    kind = cfg.loss if cfg.loss != "auto" else task.default_loss
+    if kind not in task.losses:
         raise KitError(f"loss: {kind} does not fit {cfg.n_classes} classes (bce is binary, cce multi-class)")
-    if binary:
-        if kind == "focal":
-            return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing)
-        return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
-    return SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, cfg.focal_gamma if kind == "focal" else 0.0)
+    return _LOSSES[task.name, kind](cfg)
+
+
+# (task, loss kind) -> the Keras loss; kit.task lists the kinds that fit each task
+_LOSSES: dict[tuple[str, str], Callable[[Config], keras.losses.Loss]] = {
+    ("binary", "bce"): lambda cfg: keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+    ("binary", "focal"): lambda cfg: keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma,
+                                                                          label_smoothing=cfg.label_smoothing),
+    ("multiclass", "cce"): lambda cfg: SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, 0.0),
+    ("multiclass", "focal"): lambda cfg: SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, cfg.focal_gamma),
+}
 
 
 def make_metric(cfg: Config) -> keras.metrics.Metric:
@@ -123,9 +129,15 @@ def make_metric(cfg: Config) -> keras.metrics.Metric:
     Only the training side: validation is scored exactly, on the whole fold, by :class:`_ExactValidation`
     (``keras.metrics.AUC`` buckets thresholds and logged 0.5000 for a run whose exact AUC was 0.662).
     """
-    if cfg.binary:
-        return keras.metrics.AUC(name="metric")
-    return BalancedAccuracy(cfg.n_classes, name="metric")
+    figure = cfg.task.keras_figure(metrics.TABLE.get(cfg.metric))
+    return _KERAS_FIGURES[figure](cfg)
+
+
+# kit.metrics' Keras names -> the running figure on the training batches
+_KERAS_FIGURES: dict[str, Callable[[Config], keras.metrics.Metric]] = {
+    "auc": lambda cfg: keras.metrics.AUC(name="metric"),
+    "balanced_accuracy": lambda cfg: BalancedAccuracy(cfg.n_classes, name="metric"),
+}
 
 
 def _schedule_kwargs(cfg: Config, replicas: int) -> dict[str, float]:
@@ -208,7 +220,7 @@ class _ExactValidation(keras.callbacks.Callback):
             return
         n = records.count_data_items(self.paths)
         pred = np.asarray(self.model.predict(self.dataset(), verbose=0), np.float64)[:n]
-        pred = pred[:, 0] if self.cfg.binary else pred
+        pred = self.cfg.task.squeeze(pred)
         logs["val_loss"] = validation_loss(self.loss, self.target, pred)
         try:
             logs["val_metric"] = float(metrics.score(self.metric, self.target, pred))
@@ -372,7 +384,7 @@ def resolve(cfg: Config, *, accelerated: bool = False,
                        f"{','.join(map(str, available))})")
     for k in folds:
         info = manifest.folds[k]
-        if info.positives is not None and competitions.is_binary(manifest.n_classes) and info.positives in (0, info.images):
+        if manifest.task.single_class(info):
             raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
                            f"with fewer folds")
     if cfg.model:
@@ -432,13 +444,10 @@ def _class_weights(cfg: Config, manifest: records.Manifest, train_folds: Sequenc
     counts = np.zeros(max(cfg.n_classes, 2))
     for k in train_folds:
         info = manifest.folds[k]
-        key = "positives" if cfg.binary else "class_counts"
+        key = cfg.task.count_key
         if getattr(info, key) is None:
             raise KitError(f"{cfg.records}: manifest.json has no {key} for fold {k}; class_weight balanced needs them")
-        if cfg.binary:
-            counts += [info.images - info.positives, info.positives]
-        else:
-            counts += [float(info.class_counts.get(str(c), 0)) for c in cfg.classes]
+        counts += cfg.task.class_totals(info, cfg.classes)
     n, present = counts.sum(), counts > 0
     return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
 
@@ -515,19 +524,15 @@ def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: i
         ds = pipeline.predict_dataset(paths, cfg, view, batch, pad_to_batch=replicas > 1)
         p = np.asarray(model.predict(ds, verbose=0), np.float64)[:n]
         total = p if total is None else total + p
-    pred = total / len(views)
-    return pred[:, 0] if cfg.binary else pred
+    return cfg.task.squeeze(total / len(views))
 
 
 def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) -> pd.DataFrame:
-    return oof_table(table["image_name"].to_numpy(), table["target"].to_numpy(), pred, fold,
-                     cfg.classes if not cfg.binary else ())
+    return oof_table(table["image_name"].to_numpy(), table["target"].to_numpy(), pred, fold, cfg.classes)
 
 
 def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
-    if cfg.binary:
-        return df[pred_columns(cfg.classes)[0]].to_numpy()
-    return df[pred_columns(cfg.classes)].to_numpy()
+    return cfg.task.pred_matrix(df, cfg.classes)
 
 
 def _or(value: Any, missing: float) -> float:
@@ -779,10 +784,7 @@ def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: 
     out = {}
     for name in cfg.secondary_metrics:
         try:
-            if name == "top15_sensitivity":
-                out[name] = metrics.top_k_sensitivity(target, pred, groups, k=15)
-            else:
-                out[name] = float(metrics.score(name, target, pred))
+            out[name] = float(metrics.get(name).score(target, pred, groups))
         except KitError:
             out[name] = None
     return out
@@ -791,11 +793,51 @@ def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: 
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
     folder = RunFolder(run)
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
-    cv = cv_summary(metric, oof, cfg.classes if not cfg.binary else (), {k: done[k][1] for k in done},
+    cv = cv_summary(metric, oof, cfg.classes, {k: done[k][1] for k in done},
                     {k: folder.fold_secondary(k) for k in done}, cfg.secondary_metrics, run_tta_views(cfg)[0])
     folder.write_oof(oof)
     folder.write_cv(cv)
     return oof, [done[k][1] for k in sorted(done)] + [cv["overall"]]
+
+
+def _roc_plot(plt: Any, out: Path, cfg: Config, oof: pd.DataFrame, folds: list[int]) -> None:
+    from sklearn.metrics import roc_curve
+
+    y = oof["target"].to_numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k in folds:
+        part = oof[oof["fold"] == k]
+        if part["target"].nunique() == 2:
+            fpr, tpr, _ = roc_curve(part["target"], part["pred"])
+            ax.plot(fpr, tpr, lw=1, label=f"fold {k}")
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, oof["pred"])
+        ax.plot(fpr, tpr, "k", lw=2, label="all folds")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
+    ax.legend(fontsize="small")
+    fsutil.write_figure(fig, out / "roc.png")
+
+
+def _confusion_plot(plt: Any, out: Path, cfg: Config, oof: pd.DataFrame, folds: list[int]) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    y = oof["target"].to_numpy()
+    cm = confusion_matrix(y, _pred_matrix(oof, cfg).argmax(1), labels=range(cfg.n_classes)).astype(float)
+    cm /= np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * cfg.n_classes, 1 + 0.6 * cfg.n_classes))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(cfg.n_classes), cfg.classes, rotation=90)
+    ax.set_yticks(range(cfg.n_classes), cfg.classes)
+    for i in range(cfg.n_classes):
+        for j in range(cfg.n_classes):
+            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
+    fsutil.write_figure(fig, out / "confusion.png")
+
+
+# the task's own out-of-fold plot: ROC for a binary run, the confusion matrix for a multi-class one
+_CLASS_PLOTS: dict[str, Callable[..., None]] = {"binary": _roc_plot, "multiclass": _confusion_plot}
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
@@ -807,37 +849,7 @@ def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas
     fig = plots.learning_curves(histories, cfg.metric)
     fsutil.write_figure(fig, out / "learning_curves.png")
 
-    y = oof["target"].to_numpy()
-    if cfg.binary:
-        from sklearn.metrics import roc_curve
-
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for k in folds:
-            part = oof[oof["fold"] == k]
-            if part["target"].nunique() == 2:
-                fpr, tpr, _ = roc_curve(part["target"], part["pred"])
-                ax.plot(fpr, tpr, lw=1, label=f"fold {k}")
-        if len(np.unique(y)) == 2:
-            fpr, tpr, _ = roc_curve(y, oof["pred"])
-            ax.plot(fpr, tpr, "k", lw=2, label="all folds")
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
-        ax.legend(fontsize="small")
-        fsutil.write_figure(fig, out / "roc.png")
-    else:
-        from sklearn.metrics import confusion_matrix
-
-        cm = confusion_matrix(y, _pred_matrix(oof, cfg).argmax(1), labels=range(cfg.n_classes)).astype(float)
-        cm /= np.maximum(cm.sum(1, keepdims=True), 1)
-        fig, ax = plt.subplots(figsize=(1 + 0.6 * cfg.n_classes, 1 + 0.6 * cfg.n_classes))
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(cfg.n_classes), cfg.classes, rotation=90)
-        ax.set_yticks(range(cfg.n_classes), cfg.classes)
-        for i in range(cfg.n_classes):
-            for j in range(cfg.n_classes):
-                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
-        fsutil.write_figure(fig, out / "confusion.png")
+    _CLASS_PLOTS[cfg.task.name](plt, out, cfg, oof, folds)
 
     schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
                            freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)

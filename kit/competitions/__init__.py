@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 from kit.competitions import csv_file, folders, ham10000, isic2024, isic9, melanoma10k, pcam, siim
-from kit.competitions._base import Competition, Generator, Layout, Reader, is_binary
+from kit.competitions._base import Competition, Generator, Layout, Reader
+from kit.task import task_for
 from kit.competitions._draw import SynthSpec
 from kit.competitions._read import Source
 from kit.errors import KitError
 
 __all__ = ["Competition", "Generator", "Layout", "Reader", "Source", "SynthSpec", "default_metric", "get",
-           "identify", "is_binary", "layout", "layouts", "list_competitions", "metric_of", "names", "of_manifest",
+           "identify", "layout", "layouts", "list_competitions", "metric_of", "names", "of_manifest",
            "recognise", "register", "unregister"]
 
 # The competitions in registration order (a synthetic download's seed depends on its place here).
@@ -136,7 +137,7 @@ def metric_of(manifest: Recorded) -> str:
 
 def default_metric(n_classes: int) -> str:
     """The metric of a download no competition claims: ROC AUC for 2 classes, balanced accuracy beyond."""
-    return "auc" if is_binary(n_classes) else "balanced_accuracy"
+    return task_for(n_classes).default_metric
 
 
 for _layout in _GENERIC:

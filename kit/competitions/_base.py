@@ -12,6 +12,7 @@ import numpy as np
 
 from kit.competitions._draw import SynthSpec
 from kit.competitions._read import Source
+from kit.task import Task, task_for
 
 # read(path, *, id_col, label_col, group_col, images, test, skip_bad) -> Source: the train (or test) split
 Reader = Callable[..., Source]
@@ -41,7 +42,7 @@ class Competition:
     download: Layout
     classes: tuple[str, ...]  # in class-index order; class folders are recognised by these names
     metric: str  # picks checkpoints, scores CV, fits blends (a kit.metrics name)
-    secondary: tuple[str, ...] = ()  # also reported: kit.metrics names, or "top15_sensitivity"
+    secondary: tuple[str, ...] = ()  # also reported: kit.metrics.TABLE names
     augment: str = "default"  # kit.pipeline preset
     notebook: str = ""  # notebooks/<notebook>.ipynb
     # Rows on the public and private leaderboard (None: no leaderboard, or not known)
@@ -56,11 +57,11 @@ class Competition:
         return self.download.name
 
     @property
+    def task(self) -> Task:
+        """Its task (binary or multi-class), from its classes."""
+        return task_for(len(self.classes))
+
+    @property
     def binary(self) -> bool:
         """Whether the task has two classes (one probability column)."""
-        return is_binary(len(self.classes))
-
-
-def is_binary(n_classes: int) -> bool:
-    """Whether a task of ``n_classes`` classes is binary: one probability column, a sigmoid, AUC by default."""
-    return int(n_classes) <= 2
+        return self.task.name == "binary"
