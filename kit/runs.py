@@ -10,6 +10,8 @@ A run's state:
 - ``finished``: every planned fold has ``done.json``;
 - ``running``: not finished, and a file of the run (a fold's last.keras, state.json, history.csv,
   done.json, or config.toml at the start) changed within the last ``RUNNING_WITHIN_S`` seconds;
+- ``stopped (resume)``: not finished, and ``stopped.json`` is there: ``kit train --time-limit`` stopped it before its
+  limit with its state saved (``kit train --resume`` continues it);
 - ``error``: not finished, not running, and ``error.txt`` (written by kit.train when a fold raised) is there;
 - ``resumable``: any other unfinished run (``kit train --resume`` continues it);
 - ``bad cv.json`` / ``bad config.toml``: the file is not what kit writes (not JSON or TOML, or a field of
@@ -45,6 +47,8 @@ from kit.errors import KitError
 # a file changed within the last 15 minutes (a run killed less than 15 minutes ago still shows running).
 RUNNING_WITHIN_S = 15 * 60
 ERROR_FILE = "error.txt"
+STOPPED_FILE = "stopped.json"  # kit train --time-limit stopped the run in time (removed when it restarts)
+STOPPED = "stopped (resume)"
 # files whose change means a fold is making progress
 _ACTIVITY = ("last.keras", "state.json", "history.csv", "done.json", "oof.csv")
 SORT_KEYS = ("cv", "pooled", "when", "name")
@@ -255,6 +259,8 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
         state = "bad " + problem.split(":", 1)[0]
     elif finished:
         state = "finished"
+    elif (run / STOPPED_FILE).is_file():
+        state = STOPPED
     elif now - when < RUNNING_WITHIN_S and not error_path.is_file():
         state = "running"
     elif error_path.is_file():

@@ -260,3 +260,14 @@ def test_what_kit_report_writes_is_no_training_activity(runs_dir):
     (paused / "report.html").write_text("<html></html>")
     row = runs.read_run(paused)
     assert row.state == "resumable" and row.when == pytest.approx(OLD, abs=1)
+
+
+def test_a_run_stopped_by_its_time_limit_is_resumable_even_while_its_files_are_fresh(tmp_path, capsys):
+    run = _run(tmp_path / "runs" / "timed", done=(0,), scores={0: 0.8}, active=1)  # state.json written a moment ago
+    (run / "stopped.json").write_text(json.dumps({"reason": "time limit", "fold": 1, "epochs_done": 2, "epochs": 3}))
+    assert runs.read_run(run).state == "stopped (resume)"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("  stopped (resume)")
+    (run / "fold1" / "done.json").write_text(json.dumps({"fold": 1, "score": 0.8}))
+    (run / "fold2" / "done.json").write_text(json.dumps({"fold": 2, "score": 0.8}))
+    assert runs.read_run(run).state == "finished"
