@@ -321,3 +321,14 @@ def test_time_limit_stops_in_time_and_resume_gives_the_uninterrupted_result(bina
     assert runs.read_run(run).state == "finished" and not (run / "stopped.json").exists()
     for name in ("oof.csv", "cv.json"):
         assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+
+def test_resume_trains_folds_the_run_has_not_trained_yet(binary_recs, tmp_path):
+    run = tmp_path / "run"
+    train.train_folds(_cfg(binary_recs, run, folds=(0,), epochs=1), log=lambda _: None)
+    lines: list[str] = []
+    res = train.train_folds(Config(out=str(run), folds=(2,)), resume=True, log=lines.append, given=["out", "folds"])
+    assert res.folds == [0, 2] and Config.load(run / "config.toml").folds == (0, 2)
+    assert any(ln.startswith("fold 0: finished earlier") for ln in lines)
+    assert any(ln.startswith("fold 2: training on folds 0,1") for ln in lines)
+    assert pd.read_csv(run / "oof.csv").groupby("fold").size().to_dict() == {0: 16, 2: 16}
