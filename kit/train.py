@@ -17,6 +17,8 @@ The run folder (``cfg.out``)::
                              (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
                              "secondary": {name: mean over folds}}
     RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
+    RUN/stopped.json         only after --time-limit stopped the run: {"reason", "fold", "epochs_done", "epochs"}
+                             (removed when the run restarts)
     RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
 
 ``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
