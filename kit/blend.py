@@ -47,7 +47,6 @@ from kit.config import BLEND_METHODS as METHODS
 from kit.errors import KitError
 from kit.runfolder import RunFolder
 from kit.submission import IdIndex, Table, read_table, write_table
-from kit.task import task_of_columns
 
 GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
 PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
 from kit import runtime
@@ -29,6 +32,31 @@ def _csv_ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+class Duration(float):
+    """Seconds, remembering how they were written (``8.5h``), so that a printed command says it the same way."""
+
+    text: str
+
+    def __new__(cls, seconds: float, text: str) -> "Duration":
+        obj = super().__new__(cls, seconds)
+        obj.text = text
+        return obj
+
+
+def _duration_s(text: str) -> Duration:
+    """Seconds in ``8.5h``, ``30m``, ``90s`` or ``3600`` (plain seconds); more than zero."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero such as 8.5h, 30m, 90s or 3600 (seconds), "
+                                         f"got {text!r}")
+    return Duration(seconds, text.strip())
 
 
 def _csv_floats(text: str) -> list[float]:
@@ -169,7 +197,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "augmentation supports (default 1)")
     p.add_argument("--verbose", type=int, choices=CHOICES["verbose"], help="Keras progress: 0 silent, 1 bar, 2 a line "
                    "per epoch (default 2)")
-    p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
+    p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one at its last "
+                   "saved epoch; train folds given with --folds that the run lacks")
+    p.add_argument("--time-limit", type=_duration_s, metavar="DURATION", help="stop before this much time has passed "
+                   "since kit started (8.5h, 30m, 90s or seconds), at the last epoch boundary from which the rest is "
+                   "predicted to finish in time; the fold's state is saved, the command to resume is printed and kit "
+                   "exits 0. Not a setting of the run: a resume may take another limit or none")
     p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
                    "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
     p.set_defaults(func=_run_train)
@@ -197,9 +230,21 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.find_lr:
         print(train.format_lr_finding(train.find_lr(cfg)))
         return 0
-    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags))
+    deadline = args.started + args.time_limit if args.time_limit else None
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), deadline=deadline)
+    if result.stopped is not None:
+        print(train.format_stopped(result, _resume_command(args, str(result.run))))
+        return 0  # a stop before the limit is a success: Kaggle keeps a kernel's output only when it ends well
     print(train.format_result(result))
     return 0
+
+
+def _resume_command(args: argparse.Namespace, run: str) -> str:
+    """The ``kit train`` line that resumes ``run`` (under the same time limit when one was given)."""
+    words = ["kit", "train", "--records", str(args.records), "--out", run, "--resume"]
+    if args.time_limit:
+        words += ["--time-limit", args.time_limit.text]
+    return shlex.join(words)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -515,6 +560,9 @@ def _add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kit-dataset", help="owner/slug of a dataset holding the kit wheel (default: bundle the wheel)")
     p.add_argument("--dry-run", action="store_true", help="render the kernel folder and show it; send nothing")
     p.add_argument("--folder", help="where to render the kernel folder (default: a temporary one)")
+    p.add_argument("--resume-from", metavar="KERNEL", help="owner/slug[/version] of a kernel whose output holds a run "
+                   "stopped by --time-limit (usually this kernel's previous version): attached, and the notebook "
+                   "resumes that run")
     p.set_defaults(func=_run_push)
 
     p = sub.add_parser("status", help="status of a Kaggle kernel")
@@ -544,7 +592,8 @@ def _run_push(args: argparse.Namespace) -> int:
         args.notebook, folder=args.folder, owner=args.owner, dry_run=args.dry_run, slug=args.slug, title=args.title,
         accelerator=args.accelerator, competition=args.competition, datasets=args.dataset,
         kernels=args.kernel_source, models=args.model_source, private=not args.public, internet=args.internet,
-        kit_dataset=args.kit_dataset, defaults=kaggle.default_metadata())  # the repository's default kernel
+        kit_dataset=args.kit_dataset, defaults=kaggle.default_metadata(),  # the repository's default kernel
+        resume_from=args.resume_from)
     print(kaggle.format_push(result))
     return 0
 
@@ -702,7 +751,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     permission), 130: interrupted, 70: anything else, with the path of the file holding its traceback.
     A reader that closes kit's standard output early changes nothing but what is printed.
     """
+    started = time.monotonic()  # a --time-limit counts from here
     args = build_parser().parse_args(argv)
+    args.started = started
     # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
     runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
     stdout = sys.stdout

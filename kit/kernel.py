@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -180,6 +182,47 @@ def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPat
     return run
 
 
+# Kaggle's session limits (its notebook documentation: 12 hours for CPU and GPU sessions, 9 for TPU sessions)
+SESSION_HOURS = {"t4": 12.0, "cpu": 12.0, "tpu": 9.0}
+
+
+def time_limit(session_hours: float, started: float, margin_hours: float = 0.5) -> str:
+    """What a notebook passes to ``kit train --time-limit``: the session's ``session_hours`` less ``margin_hours``
+    (kept for what runs after training: predictions, the submission) less what has run since ``started``
+    (``time.time()`` in the notebook's first cell), in whole seconds, at least one."""
+    left = (session_hours - margin_hours) * 3600 - (time.time() - started)
+    return f"{max(1, int(left))}s"
+
+
+def previous_run(run: str | os.PathLike, paths: NotebookPaths | None = None) -> bool:
+    """Copy the run folder of an earlier kernel's output into ``run`` when ``kit push --resume-from KERNEL`` asked for
+    it (KIT_RESUME_FROM, set by the cell it adds); True when ``run`` then holds a run to ``kit train --resume``.
+
+    The kernel's output is mounted read-only under the input root as its slug (/kaggle/input/<slug>/); the run
+    folder in it is the one named like ``run`` that holds config.toml, else the shallowest folder that does. A run
+    already in ``run`` (this session's) is kept.
+    """
+    kernel = os.environ.get("KIT_RESUME_FROM", "").strip()
+    run = Path(run)
+    if (run / "config.toml").is_file():
+        return True
+    if not kernel:
+        return False
+    slug = kernel.split("/")[1] if kernel.count("/") >= 1 else kernel
+    root = find_input(slug, paths)
+    named = root / run.name
+    source = named if (named / "config.toml").is_file() else locate(root, "config.toml")
+    for path in sorted(source.rglob("*")):  # file by file: a copy of the read-only input's modes would stay read-only
+        dest = run / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    print(f"resuming the run of {kernel} ({source}) in {run}")
+    return True
+
+
 def run_kit(*argv: Any) -> None:
     """Run a ``kit`` command from a notebook, exactly as in a terminal; stops the notebook if it fails."""
     from kit import cli  # the kernel side may call the CLI; kit.kaggle (the user's side) never does
@@ -192,5 +235,6 @@ def run_kit(*argv: Any) -> None:
 
 __all__ = [
     "MODEL_SOURCE_FORM", "NotebookPaths", "check_model_source", "find_input", "find_model_mount", "has_internet",
-    "isic2024_run", "link_shards", "locate", "notebook_paths", "on_kaggle", "pretrained_weights", "run_kit",
+    "isic2024_run", "link_shards", "locate", "notebook_paths", "on_kaggle", "pretrained_weights", "previous_run",
+    "run_kit", "time_limit",
 ]

@@ -21,7 +21,6 @@ TensorFlow and Keras are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field

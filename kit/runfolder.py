@@ -44,6 +44,7 @@ RECORDS = "records.json"
 CV = "cv.json"
 OOF = "oof.csv"
 ERROR = "error.txt"
+STOPPED = "stopped.json"  # kit train --time-limit stopped the run in time (removed when it restarts)
 PLOTS = "plots"
 REPORT_JSON = "report.json"
 FEATURES = "features.csv"  # kit stack's feature table
@@ -404,6 +405,19 @@ class RunFolder:
     def clear_error(self) -> None:
         """Remove error.txt (a restarted run is no longer stopped by an error)."""
         self.error_path.unlink(missing_ok=True)
+
+    @property
+    def stopped_path(self) -> Path:
+        """RUN/stopped.json: written when ``kit train --time-limit`` stopped the run with its state saved."""
+        return self.path / STOPPED
+
+    def write_stopped(self, stopped: Mapping[str, Any]) -> Path:
+        """stopped.json: where the time limit stopped the run."""
+        return fsutil.write_json(self.stopped_path, {"reason": "time limit", **stopped})
+
+    def clear_stopped(self) -> None:
+        """Remove stopped.json (a restarted run is no longer stopped)."""
+        self.stopped_path.unlink(missing_ok=True)
 
     def error_line(self) -> str | None:
         """The first line of error.txt (None when there is none)."""

@@ -10,6 +10,8 @@ A run's state:
 - ``finished``: every planned fold is done;
 - ``running``: not finished, and a file of the run (a fold's latest model, state, history or done marker,
   or the config at the start) changed within the last ``RUNNING_WITHIN_S`` seconds;
+- ``stopped (resume)``: not finished, and ``kit train --time-limit`` stopped it before its limit with its state
+  saved (``kit train --resume`` continues it);
 - ``error``: not finished, not running, and the run's error note (written by kit.train when a fold raised) is there;
 - ``resumable``: any other unfinished run (``kit train --resume`` continues it);
 - ``bad <file>``: the CV summary or the config is not what kit writes (not JSON or TOML, or a field of
@@ -49,6 +51,7 @@ from kit.runfolder import RunFolder
 # but an epoch of a large backbone on a big set can take several minutes: a run counts as running when
 # a file changed within the last 15 minutes (a run killed less than 15 minutes ago still shows running).
 RUNNING_WITHIN_S = 15 * 60
+STOPPED = "stopped (resume)"
 SORT_KEYS = ("cv", "pooled", "when", "name")
 _MAX_DEPTH = 4  # how deep under a given folder runs are looked for (runs/<competition>/<experiment>/...)
 
@@ -247,6 +250,8 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
         state = "bad " + problem.split(":", 1)[0]
     elif finished:
         state = "finished"
+    elif folder.stopped_path.is_file():
+        state = STOPPED
     elif now - when < RUNNING_WITHIN_S and not error_path.is_file():
         state = "running"
     elif error_path.is_file():

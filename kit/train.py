@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
+from kit import (backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule,
+                 strategy)
 from kit.config import SMOKE_FOLDS, Config, check_choice, smoke, smoke_config
 from kit.errors import KitError
 from kit.runfolder import (BEST, CONFIG, FOLD_TEMPORARY_FILES, FOLD_TRAINING_FILES, LAST, STATE, RunFolder, cv_summary,
-                           oof_table, pred_columns)
+                           oof_table)
 
 
 class FoldResult(NamedTuple):
@@ -42,6 +43,15 @@ class FoldResult(NamedTuple):
     folds: list[int]
     metric: str
     run: Path
+    stopped: "StopPoint | None" = None  # set when a time limit stopped the run before its end
+
+
+class StopPoint(NamedTuple):
+    """Where a time limit stopped a run: the fold left unfinished and the epochs it holds (0: not started)."""
+
+    fold: int
+    epochs_done: int
+    epochs: int
 
 
 # --- losses and metrics (Keras ops only: they run on JAX too) --------------------------------------
@@ -205,6 +215,7 @@ class _ExactValidation(keras.callbacks.Callback):
         self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
         self.metric, self.loss = cfg.metric, make_loss(cfg)
         self._dataset: Any = None
+        self.seconds = 0.0  # the last epoch's validation pass, the time budget's measure of one prediction pass
 
     def dataset(self) -> Any:
         """The fold's identity view, built once: the same images every epoch, decoded once when they fit in memory
@@ -218,8 +229,10 @@ class _ExactValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
+        started = time.monotonic()
         n = records.count_data_items(self.paths)
         pred = np.asarray(self.model.predict(self.dataset(), verbose=0), np.float64)[:n]
+        self.seconds = time.monotonic() - started
         pred = self.cfg.task.squeeze(pred)
         logs["val_loss"] = validation_loss(self.loss, self.target, pred)
         try:
@@ -235,6 +248,21 @@ def validation_loss(loss: keras.losses.Loss, target: np.ndarray, pred: np.ndarra
     return float(ops.convert_to_numpy(loss(y, p)))
 
 
+class _EpochSeeds(keras.callbacks.Callback):
+    """Sets the state of every random-number generator of the model (dropout, device augmentation) at each epoch start
+    from the fold's seed and the epoch: a resumed fold draws what an uninterrupted one would have (a saved model does
+    not carry its generators' states)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        for i, gen in enumerate(generators):
+            gen.state.assign(np.asarray([self.seed * 1_000_003 + epoch, i], gen.state.dtype))
+
+
 class _NanGuard(keras.callbacks.Callback):
     """Stops training when the epoch's loss is not finite (checked per epoch: no per-batch sync)."""
 
@@ -247,6 +275,89 @@ class _NanGuard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_epoch = epoch
             self.model.stop_training = True
+
+
+class TimeBudget:
+    """A wall-clock deadline (``time.monotonic()`` seconds) and what this process measured of a fold's work: its
+    first epoch (which also builds the model and traces the graphs), its later epochs (training, validation and
+    checkpoint writes), a validation pass and a save, each the longest seen.
+
+    Predictions are padded: an epoch may run longer than the longest seen (a slower disk, a busier machine), so
+    the next one is counted at ``SAFETY`` times that, and a fold's end (its out-of-fold predictions over every
+    TTA view, loading best.keras, the writes) is counted at ``SAFETY`` times its measured parts plus ``END_S``.
+    """
+
+    SAFETY = 1.5
+    END_S = 5.0
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.first_s = 0.0
+        self.epoch_s = 0.0
+        self.predict_s = 0.0
+        self.save_s = 0.0
+
+    def left(self) -> float:
+        """Seconds until the deadline."""
+        return self.deadline - time.monotonic()
+
+    def fold_end_s(self, views: int) -> float:
+        """What finishing a fold takes after its last epoch: ``views`` prediction passes, loading and writing."""
+        return self.SAFETY * (views * self.predict_s + 2 * self.save_s) + self.END_S
+
+    def fits(self, views: int, *, first: bool, then_ends: bool) -> bool:
+        """Whether one more epoch (a fold's ``first``, or a later one) fits before the deadline, followed by the
+        fold's end (``then_ends``) or by the write that saves the fold's state for ``--resume``. True while nothing
+        is measured yet: a process's first epoch always runs."""
+        epoch = self.first_s if first else self.epoch_s or self.first_s
+        if not epoch:
+            return True
+        after = self.fold_end_s(views) if then_ends else self.SAFETY * self.save_s + self.END_S
+        return self.SAFETY * epoch + after <= self.left()
+
+
+class _Deadline(keras.callbacks.Callback):
+    """Measures each epoch into a :class:`TimeBudget`; after an epoch, stops the fit when the next epoch (and, were it
+    the fold's last, the fold's end) would not finish in time, saving last.keras for ``--resume`` first. Runs after
+    the checkpoints, whose save it may complete."""
+
+    def __init__(self, budget: TimeBudget, ckpt: _Checkpoints, validation: _ExactValidation, last_epoch: int,
+                 views: int) -> None:
+        super().__init__()
+        self.budget, self.ckpt, self.validation = budget, ckpt, validation
+        self.last_epoch, self.views = last_epoch, views
+        self.stopped_after: int | None = None
+        self._began = 0.0
+        self._first = True
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._first = True  # each fit traces its graphs again in its first epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._began = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        budget, took = self.budget, time.monotonic() - self._began
+        if self._first:
+            budget.first_s, self._first = max(budget.first_s, took), False
+        else:
+            budget.epoch_s = max(budget.epoch_s, took)
+        budget.predict_s = max(budget.predict_s, self.validation.seconds)
+        budget.save_s = max(budget.save_s, self.ckpt.save_seconds)
+        if epoch >= self.last_epoch or self.model.stop_training:
+            return  # the fold ends now (its last epoch, early stopping, a NaN loss): nothing left to fit
+        if not budget.fits(self.views, first=False, then_ends=epoch + 1 >= self.last_epoch):
+            self.ckpt.save_last(epoch)
+            self.stopped_after = epoch
+            self.model.stop_training = True
+
+
+class TimeLimitReached(Exception):
+    """A fold stopped at an epoch boundary before the time limit; its state is saved for ``--resume``."""
+
+    def __init__(self, fold: int, epochs_done: int) -> None:
+        super().__init__(f"fold {fold}: stopped after epoch {epochs_done} before the time limit")
+        self.fold, self.epochs_done = fold, epochs_done
 
 
 def inference_model(model: keras.Model) -> keras.Model:
@@ -292,6 +403,7 @@ class _Checkpoints(keras.callbacks.Callback):
         self.last_epoch: int | None = None
         self._last_saved_at: float | None = None
         self._best_weights: list | None = None  # an improvement not yet written to best.keras
+        self.save_seconds = 0.0  # the longest write of last.keras, best.keras and state.json so far
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -304,13 +416,20 @@ class _Checkpoints(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch, self.best_loss = value, epoch, val_loss
             self._best_weights = self.model.get_weights()
-        now = time.monotonic()
-        if self._last_saved_at is None or now - self._last_saved_at >= self.last_every_s:
-            _save_atomic(self.model, self.folder / LAST)
-            self.last_epoch, self._last_saved_at = epoch, now
-            self._write_best()
+        if self._last_saved_at is None or time.monotonic() - self._last_saved_at >= self.last_every_s:
+            self.save_last(epoch)
         if self.patience and self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience:
             self.model.stop_training = True  # early stopping on the exact metric, never on the loss
+
+    def save_last(self, epoch: int) -> None:
+        """last.keras (model and optimizer) after ``epoch``, then best.keras and state.json to agree with it."""
+        if self.last_epoch == epoch:
+            return
+        started = time.monotonic()
+        _save_atomic(self.model, self.folder / LAST)
+        self.last_epoch, self._last_saved_at = epoch, time.monotonic()
+        self._write_best()
+        self.save_seconds = max(self.save_seconds, self._last_saved_at - started)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._write_best()
@@ -559,8 +678,11 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
 
 
 def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, acc: Any, *, resume: bool = False,
-               log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
-    """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
+               log: Callable[[str], None] = print, budget: TimeBudget | None = None) -> tuple[pd.DataFrame, float]:
+    """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k}).
+
+    With ``budget``, stops at the first epoch boundary after which the rest would not fit, saves the fold's state
+    and raises :class:`TimeLimitReached`."""
     folder, fdir, rf = Path(cfg.records), RunFolder(run).fold_dir(fold), RunFolder(run)
     fdir.mkdir(parents=True, exist_ok=True)
     others = [k for k in manifest.fold_ids if k != fold]
@@ -586,23 +708,30 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     table = pipeline.record_table(valid_paths)
     target = table["target"].to_numpy()
     guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss, patience=cfg.patience)
+    validation = _ExactValidation(valid_paths, cfg, batch, acc.replicas, target)
     # the exact score first (history and checkpoints read it); history before checkpoints: a run killed
     # between the two repeats the epoch and drops its row
-    callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
-                 _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
+    callbacks = [_EpochSeeds(cfg.seed + fold), _EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None),
+                 guard, validation,
                  keras.callbacks.CSVLogger(str(rf.history_path(fold)), append=initial_epoch > 0), ckpt]
+    deadline = None
+    if budget is not None:
+        deadline = _Deadline(budget, ckpt, validation, cfg.epochs - 1, len(run_tta_views(cfg)[0]))
+        callbacks.append(deadline)
     t0 = time.time()
     for start, stop, frozen in training_phases(cfg, initial_epoch):
         if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
             log(f"fold {fold}: epoch {start + 1} on, the whole network (head-only warm-up done)")
             compile_phase(model, cfg, acc, steps, frozen=False, done_steps=start * steps)
         model.fit(
-            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold + start),
+            epoch_stream(train_paths, cfg, batch, cfg.seed + fold, range(start, stop), steps),
             steps_per_epoch=steps, epochs=stop, initial_epoch=start,
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
         if model.stop_training:
-            break  # NaN loss or early stopping: no later phase
+            break  # NaN loss, early stopping or the time limit: no later phase
+    if deadline is not None and deadline.stopped_after is not None:
+        raise TimeLimitReached(fold, deadline.stopped_after + 1)
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
@@ -622,6 +751,17 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
                          "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
+
+
+def epoch_stream(paths: Sequence[Path], cfg: Config, batch: int, seed: int, epochs: range, steps: int) -> Any:
+    """The training batches of ``epochs``, each epoch its own ``steps`` batches of a stream seeded by ``seed`` plus
+    the epoch: an epoch sees the same images in the same order whether the fold ran straight through or was
+    stopped and resumed before it (one endless stream would continue where the stopped process left it)."""
+    streams = [pipeline.train_dataset(paths, cfg, batch=batch, seed=seed + epoch).take(steps) for epoch in epochs]
+    out = streams[0]
+    for more in streams[1:]:
+        out = out.concatenate(more)
+    return out
 
 
 def epoch_steps(cfg: Config, n_train: int, n_positives: int, batch: int) -> int:
@@ -655,8 +795,8 @@ def _truncate_history(path: Path, keep_epochs: int) -> None:
 # --- the k-fold loop -------------------------------------------------------------------------------
 
 
-# Settings a resumed run may take anew: where things are and how much is printed.
-_RESUME_FREE = ("records", "out", "verbose")
+# Settings a resumed run may take anew: where things are, how much is printed, and folds to add to the run.
+_RESUME_FREE = ("records", "out", "verbose", "folds")
 
 
 def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> str | None:
@@ -674,13 +814,18 @@ def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> 
 
 
 def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print,
-                given: Sequence[str] = ()) -> FoldResult:
+                given: Sequence[str] = (), deadline: float | None = None) -> FoldResult:
     """Train every requested fold of ``cfg`` into the run folder ``cfg.out``; returns OOF and scores.
 
     A run folder that already holds a run is refused unless ``resume``; resuming uses the run's saved
-    config.toml, skips folds with done.json and restarts an unfinished fold from its last epoch. A setting
-    in ``given`` (the flags the user typed), or any non-default one, that differs from the saved run's is
-    refused: a resumed run never silently trains something other than what was asked.
+    config.toml, skips folds with done.json, restarts an unfinished fold from its last epoch and trains folds
+    given now that the run has not trained yet (they join its folds). A setting in ``given`` (the flags the user
+    typed), or any non-default one, that differs from the saved run's is refused: a resumed run never silently
+    trains something other than what was asked.
+
+    ``deadline`` (a ``time.monotonic()`` time) stops the run at the last epoch boundary from which the next epoch
+    (and a fold's end) is predicted to finish before it: the fold's state is saved, the stopped marker written, and the
+    result's ``stopped`` says where; ``--resume`` goes on to the same result as a run never stopped.
     """
     run = Path(cfg.out)
     folder = RunFolder(run)
@@ -696,6 +841,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         mismatch = resume_mismatch(asked, cfg, given)
         if mismatch:
             raise KitError(mismatch)
+        if asked.folds and cfg.folds:  # folds asked now that the run lacks are trained into it
+            cfg = cfg.replace(folds=sorted({*cfg.folds, *asked.folds}))
     smoke_note = smoke_config(cfg, _smoke_swaps(cfg.model))[1]
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
@@ -714,22 +861,36 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
 
     metric = cfg.metric
     folder.clear_error()  # `kit runs` shows a run with error.txt as stopped by an error
+    folder.clear_stopped()
+    budget = TimeBudget(deadline) if deadline is not None else None
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     trained: list[float] = []  # seconds of each fold trained in this call: the time left is estimated from them
+    stopped: StopPoint | None = None
     for fold in cfg.folds:
         if resume and folder.is_done(fold) and folder.fold_oof_path(fold).is_file():
             done[fold] = (folder.read_fold_oof(fold), folder.fold_score(fold))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
+        if budget is not None and not budget.fits(len(run_tta_views(cfg)[0]), first=True, then_ends=cfg.epochs <= 1):
+            stopped = StopPoint(fold, 0, cfg.epochs)  # not even one epoch of the next fold would fit
+            break
         started = time.monotonic()
         try:
-            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log, budget=budget)
+        except TimeLimitReached as stop:
+            stopped = StopPoint(fold, stop.epochs_done, cfg.epochs)
+            break
         except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
             folder.write_error(fold, exc)
             raise
         trained.append(time.monotonic() - started)
         _write_summary(run, cfg, metric, done)
         log(progress_line(len(done), len(cfg.folds), trained))
+    if stopped is not None:
+        RunFolder(run).write_stopped(stopped._asdict())
+        if done:
+            _write_summary(run, cfg, metric, done)
+        return FoldResult(pd.DataFrame(), [done[k][1] for k in sorted(done)], sorted(done), metric, run, stopped)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
     return FoldResult(oof, scores, sorted(done), metric, run)
@@ -961,6 +1122,20 @@ def format_lr_finding(finding: LrFinding) -> str:
     return (f"suggested lr_max: {finding.suggestion:.2g} (per replica; --lr-max {finding.suggestion:.2g})\n"
             f"swept {len(finding.lrs)} steps from {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g}; "
             f"plot {finding.plot}, table {finding.table}")
+
+
+def format_stopped(result: FoldResult, resume_command: str) -> str:
+    """The lines ``kit train`` prints for a run a time limit stopped: its finished folds, then one line saying where it
+    stopped and the command that resumes it."""
+    stop = result.stopped
+    if stop is None:
+        return format_result(result)
+    lines = [f"fold {k}: {result.metric} {s:.4f}" for k, s in zip(result.folds, result.scores)]
+    where = (f"fold {stop.fold} after epoch {stop.epochs_done} of {stop.epochs}" if stop.epochs_done
+             else f"the start of fold {stop.fold}")
+    lines.append(f"stopped before the time limit at {where} (state saved in {result.run}); resume with: "
+                 f"{resume_command}")
+    return "\n".join(lines)
 
 
 def format_result(result: FoldResult) -> str:

@@ -47,9 +47,9 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
 
     class FakeTrain:  # the handler's only job is to turn flags + file into a Config
         @staticmethod
-        def train_folds(cfg, resume=False, given=()):
-            seen["cfg"], seen["resume"], seen["given"] = cfg, resume, given
-            return "result"
+        def train_folds(cfg, resume=False, given=(), deadline=None):
+            seen["cfg"], seen["resume"], seen["given"], seen["deadline"] = cfg, resume, given, deadline
+            return __import__("types").SimpleNamespace(stopped=None)
 
         @staticmethod
         def format_result(result):
@@ -69,7 +69,7 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
     cfg = seen["cfg"]
     assert (cfg.records, cfg.out, cfg.model, cfg.epochs, cfg.augment, cfg.folds, cfg.meta) == \
         (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
-    assert seen["resume"] is True
+    assert seen["resume"] is True and seen["deadline"] is None  # no --time-limit, no deadline
     assert set(seen["given"]) == {"records", "out", "epochs", "folds", "meta"}
 
 

@@ -409,3 +409,14 @@ def test_merged_partial_runs_equal_one_run_over_all_folds(tmp_path, capsys):
     assert "3/3" in capsys.readouterr().out
     assert main(["report", str(merged), "--no-gradcam"]) == 0
     assert (merged / "report.json").is_file()
+
+
+def test_a_run_stopped_by_its_time_limit_is_resumable_even_while_its_files_are_fresh(tmp_path, capsys):
+    run = _run(tmp_path / "runs" / "timed", done=(0,), scores={0: 0.8}, active=1)  # state.json written a moment ago
+    (run / "stopped.json").write_text(json.dumps({"reason": "time limit", "fold": 1, "epochs_done": 2, "epochs": 3}))
+    assert runs.read_run(run).state == "stopped (resume)"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("  stopped (resume)")
+    (run / "fold1" / "done.json").write_text(json.dumps({"fold": 1, "score": 0.8}))
+    (run / "fold2" / "done.json").write_text(json.dumps({"fold": 2, "score": 0.8}))
+    assert runs.read_run(run).state == "finished"
