@@ -57,7 +57,7 @@ def _setup(extra_imports: str = "") -> str:
         "import os",
         "",
         "from kit import records",
-        "from kit.kernel import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
+        "from kit.kernel import find_input, fold_args, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
         "",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
         "TINY = os.environ.get('KIT_TINY') == '1'  # a seconds-long rehearsal: tiny model, 32 px, one epoch",
@@ -81,7 +81,8 @@ def _settings(input_line: str, size: int, folds: int, epochs: int, batch: int, t
 
 
 TRAIN = """RUN = paths.working / 'run'  # config, fold models, oof.csv, cv.json, plots: kept as kernel output
-run_kit('train', '--records', RECORDS, '--out', RUN, '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
+# fold_args(): [] (every fold), or ['--folds', '0,1'] in a kernel of `kit push --fan-out`
+run_kit('train', '--records', RECORDS, '--out', RUN, *fold_args(), '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
         *(['--weights', WEIGHTS] if WEIGHTS else []){augment})"""
 
 RESULT = """import json
