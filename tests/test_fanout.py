@@ -336,3 +336,40 @@ def test_a_kernel_output_without_a_run_folder_is_one_line(stub, merged, capsys):
     assert code == 1
     assert err.strip().startswith("kit gather: error: alice/k-folds-0: no run folder (config.toml) in its 1 output "
                                   "file(s) in runs/kernels/alice-k-folds-0/gather-")
+
+
+# --- the rehearsal: fold-group kernels run here, served by the stand-in, gathered ----------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(runs, "merge_runs"), reason="kit.runs.merge_runs (kit runs merge) is not here yet")
+def test_rehearsal_fold_kernels_gathered_equal_one_local_train(stub, tmp_path, monkeypatch, capsys):
+    from nbclient import NotebookClient
+
+    from kit import synth
+
+    comp = synth.make_competition("pcam", tmp_path / "comp", n_train=40, n_test=12, size=32)
+    code, out, err = _run(capsys, "push", REPO / "notebooks" / "pcam_t4.ipynb", "--fan-out", "0", "1", "--dry-run",
+                          "--folder", tmp_path / "fan", "--kit-dataset", "alice/kit-wheel")
+    assert code == 0, err
+    farm = KernelFarm(stub, page_size=3)
+    for folder in sorted((tmp_path / "fan").iterdir()):
+        work = tmp_path / "work" / folder.name
+        for key, value in {"KIT_INPUT": comp, "KIT_WORKING": work, "KIT_TINY": "1", "PYTHONPATH": REPO,
+                           "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}.items():
+            monkeypatch.setenv(key, str(value))
+        nb = nbformat.read(folder / "pcam_t4.ipynb", as_version=4)  # run where Jupyter runs it: beside kit-folds.json
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+        files = {str(p.relative_to(work)): p.read_bytes() for p in (work / "run").rglob("*") if p.is_file()}
+        assert sorted(f for f in files if f.endswith("done.json")) == [f"run/fold{k}/done.json"
+                                                                      for k in kernel.fold_group(folder)]
+        farm.kernels[folder.name] = SimKernel(polls=0, files=files, pushed=True)
+    code, out, err = _run(capsys, "gather", *(f"alice/{slug}" for slug in sorted(farm.kernels)), "--out", tmp_path / "merged")
+    assert code == 0, err
+    records = tmp_path / "work" / sorted(farm.kernels)[0] / "scratch" / "records"
+    code, out, err = _run(capsys, "train", "--records", records, "--out", tmp_path / "single", "--model", "tiny_cnn",
+                          "--epochs", 1, "--batch", 8, "--augment", "pcam")
+    assert code == 0, err
+    assert (tmp_path / "merged" / "oof.csv").read_bytes() == (tmp_path / "single" / "oof.csv").read_bytes()
