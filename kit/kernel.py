@@ -9,6 +9,7 @@ rehearses on a synthetic competition unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,9 @@ from typing import Any, Callable
 from kit import runfolder
 from kit.errors import KitError
 
+# The fold group a fan-out kernel trains (kit push --fan-out writes it beside the notebook, and a cell of the
+# notebook writes it into the kernel's working folder, as Kaggle receives the notebook alone)
+FOLDS_FILE = "kit-folds.json"
 # owner/model/framework/variation/version, as the kaggle client checks it: five parts, the version a number
 MODEL_SOURCE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/\d+$")
 MODEL_SOURCE_FORM = "owner/model/framework/variation/version (version a number)"
@@ -171,10 +175,13 @@ def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPat
         try:
             return locate(find_input(run_dataset, paths), runfolder.CONFIG)
         except KitError:
-            if paths.on_kaggle:
-                raise KitError(f"{run_dataset}: attach your trained run folder ({runfolder.CONFIG}, "
-                               f"fold*/{runfolder.BEST}) "
-                               "as a dataset") from None
+            if paths.on_kaggle:  # the folds may come from fan-out kernels attached as kernel sources
+                try:
+                    return attached_run(paths)
+                except KitError:
+                    raise KitError(f"{run_dataset}: attach your trained run folder ({runfolder.CONFIG}, "
+                                   f"fold*/{runfolder.BEST}) as a dataset, or the kernels that trained its folds"
+                                   ) from None
     run, recs = paths.working / "run", paths.scratch / "records"
     run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds
     run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
@@ -204,14 +211,14 @@ def previous_run(run: str | os.PathLike, paths: NotebookPaths | None = None) -> 
     """
     kernel = os.environ.get("KIT_RESUME_FROM", "").strip()
     run = Path(run)
-    if (run / "config.toml").is_file():
+    if (run / runfolder.CONFIG).is_file():
         return True
     if not kernel:
         return False
     slug = kernel.split("/")[1] if kernel.count("/") >= 1 else kernel
     root = find_input(slug, paths)
     named = root / run.name
-    source = named if (named / "config.toml").is_file() else locate(root, "config.toml")
+    source = named if (named / runfolder.CONFIG).is_file() else locate(root, runfolder.CONFIG)
     for path in sorted(source.rglob("*")):  # file by file: a copy of the read-only input's modes would stay read-only
         dest = run / path.relative_to(source)
         if path.is_dir():
@@ -221,6 +228,39 @@ def previous_run(run: str | os.PathLike, paths: NotebookPaths | None = None) -> 
             shutil.copyfile(path, dest)
     print(f"resuming the run of {kernel} ({source}) in {run}")
     return True
+def fold_group(folder: str | os.PathLike | None = None) -> list[int] | None:
+    """The folds this kernel trains, from ``kit-folds.json`` in ``folder`` (default the current one); None
+    (every fold) where there is no such file."""
+    path = Path(folder or ".") / FOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        folds = json.loads(path.read_text()).get("folds")
+    except (json.JSONDecodeError, AttributeError):
+        folds = None
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+        raise KitError(f"{path}: not a fold group ({{\"folds\": [0, 1]}} expected); push again with kit push --fan-out")
+    return folds
+
+
+def fold_args(folder: str | os.PathLike | None = None) -> list[str]:
+    """``['--folds', '0,1']`` for ``kit train`` in a fan-out kernel (:func:`fold_group`); [] elsewhere."""
+    folds = fold_group(folder)
+    return ["--folds", ",".join(map(str, folds))] if folds else []
+
+
+def attached_run(paths: NotebookPaths, out: str | os.PathLike | None = None) -> Path:
+    """The run to predict with: the one run folder under the inputs, or every fold-group kernel's run attached
+    (kit push --kernel-source) merged into ``out`` (default scratch/run-merged) as ``kit runs merge`` does."""
+    from kit import runs
+
+    found = runs.find_runs([paths.input]) if paths.input.is_dir() else []
+    if not found:
+        raise KitError(f"{paths.input}: no run folder ({runfolder.CONFIG}) among the inputs; attach the trained run "
+                       "as a dataset, or its fold kernels as kernel sources")
+    if len(found) == 1:
+        return found[0]
+    return runs.merge_runs(found, Path(out) if out else paths.scratch / "run-merged")
 
 
 def run_kit(*argv: Any) -> None:
@@ -234,7 +274,7 @@ def run_kit(*argv: Any) -> None:
 
 
 __all__ = [
-    "MODEL_SOURCE_FORM", "NotebookPaths", "check_model_source", "find_input", "find_model_mount", "has_internet",
-    "isic2024_run", "link_shards", "locate", "notebook_paths", "on_kaggle", "pretrained_weights", "previous_run",
-    "run_kit", "time_limit",
+    "FOLDS_FILE", "MODEL_SOURCE_FORM", "NotebookPaths", "attached_run", "check_model_source", "find_input",
+    "find_model_mount", "fold_args", "fold_group", "has_internet", "isic2024_run", "link_shards", "locate",
+    "notebook_paths", "on_kaggle", "pretrained_weights", "previous_run", "run_kit", "time_limit",
 ]

@@ -59,7 +59,7 @@ def _setup(extra_imports: str = "") -> str:
         "import time",
         "",
         "from kit import records",
-        "from kit.kernel import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
+        "from kit.kernel import find_input, fold_args, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
         "",
         "STARTED = time.time()  # the session's clock: training stops before Kaggle's limit (kit train --time-limit)",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
@@ -88,7 +88,8 @@ TRAIN = """RUN = paths.working / 'run'  # config, fold models, oof.csv, cv.json,
 RESUME = previous_run(RUN, paths)
 # Kaggle ends a {accelerator} session after {hours:g} hours: training stops at an epoch boundary before that, less
 # half an hour kept for what follows (predictions, the submission); the run is then resumable
-run_kit('train', '--records', RECORDS, '--out', RUN, '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
+# fold_args(): [] (every fold), or ['--folds', '0,1'] in a kernel of `kit push --fan-out`
+run_kit('train', '--records', RECORDS, '--out', RUN, *fold_args(), '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
         *(['--weights', WEIGHTS] if WEIGHTS else []){augment}, '--time-limit', time_limit({hours:g}, STARTED),
         *(['--resume'] if RESUME else []))
 STOPPED = (RUN / 'stopped.json').is_file()  # the time limit came first: `kit push --resume-from` this kernel

@@ -7,7 +7,7 @@ import pytest
 
 from kit.cli import build_parser, main
 
-VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "models",
+VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "gather", "models",
          "convert-weights", "export-backbone", "demo", "runs", "report"]
 
 
