@@ -4,32 +4,13 @@ Every input is aligned by id to the reference order (the first input's, or the s
 its own row order, so blending shuffled copies gives the same file. Multi-class submissions are
 blended per class and each row renormalised to sum to 1.
 
-Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
-
-    mean      sum w_i p_i
-    rank      sum w_i rank(p_i) / n         average ranks for ties, so row order never matters
-    power     (sum w_i p_i^k)^(1/k)         the root keeps a probability scale; it does not change
-                                            the order, so AUC equals the root-less Kaggle variant
-    geomean   exp(sum w_i log max(p_i, 1e-15))
-
-``fit_and_blend`` pairs each submission with the run that wrote it through the submission's sidecar
-(``NAME.json`` beside ``NAME.csv``, whose ``"run"`` names the run folder; ``kit predict`` and ``kit stack``
-write it): weights fit on the runs in one order and applied to the files in another would blend the wrong
-files with each weight. Without sidecars ``pair_by_order`` takes the order given.
-
-``fit_weights`` reads each run's out-of-fold predictions (kit.runfolder.RunFolder) and fits weights by ensemble selection with
-replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
-most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
-below its best member on OOF. For AUC the score is the mean of the per-fold AUCs and the members are
-ranked within each fold first: every fold model scales its probabilities its own way, so a pooled AUC
-mixes those scales and can rank a run below another that is worse on every fold. The pooled figure is
-reported beside it.
+The methods (mean, rank, power, geomean) are kit.blend_methods'. ``fit_and_blend`` pairs each submission
+with the run that wrote it through the submission's sidecar (kit.blend_pairing; without sidecars
+``pair_by_order`` takes the order given) and fits the weights on the runs' out-of-fold predictions by
+ensemble selection (kit.blend_fit). Their names stay importable from here.
 
 No TensorFlow here: ``kit blend`` starts fast. Large blends stream one file at a time, holding only
 the reference ids and one accumulator per class.
-
-The methods are kit.blend_methods', the weight fit kit.blend_fit's and the sidecar pairing kit.blend_pairing's;
-their names stay importable from here.
 """
 
 from __future__ import annotations
