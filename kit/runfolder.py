@@ -94,9 +94,11 @@ def classes_of_columns(columns: Sequence[str]) -> list[str] | None:
 
 
 def records_identity(manifest: "Manifest") -> dict[str, Any]:
-    """What tells one records folder's content from another's, wherever it lies: its size, folds and when it was written."""
+    """What tells one records folder's content from another's, wherever it lies and whenever it was written: its
+    download, size, classes and folds. Fold-group kernels each write records from the same download with the same
+    settings, at different times; their runs merge (kit's folds are a function of the download and the seed)."""
     return {"competition": manifest.competition, "source": manifest.source, "count": manifest.count,
-            "n_folds": manifest.n_folds, "fold_seed": manifest.fold_seed, "created": manifest.created,
+            "n_folds": manifest.n_folds, "fold_seed": manifest.fold_seed,
             "classes": list(manifest.classes), "image_size": manifest.image_size,
             "folds": {str(k): manifest.folds[k].images for k in sorted(manifest.folds)}}
 

@@ -445,11 +445,17 @@ def _shown(cfg: Mapping[str, Any], name: str) -> str:
     return repr(cfg[name]) if name in cfg else "not set"
 
 
+# written into records.json by earlier kit versions, and not part of what the records hold
+IDENTITY_IGNORED = ("created",)
+
+
 def _check_same_records(first: RunFolder, first_cfg: dict, first_id: dict | None,
                         run: RunFolder, cfg: dict, identity: dict | None) -> None:
     """KitError when ``run`` trained on other records than ``first`` (by their identity; by folder for older runs)."""
     if first_id is not None and identity is not None:
         for name in dict.fromkeys([*first_id, *identity]):
+            if name in IDENTITY_IGNORED:
+                continue
             if first_id.get(name) != identity.get(name):
                 raise KitError(f"{run.path}: trained on different records from {first.path} ({name}: "
                                f"{_shown(identity, name)} here, {_shown(first_id, name)} there)")

@@ -33,8 +33,11 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def stub(home, monkeypatch):
-    server = KaggleStub(responses={"GetAcceleratorQuotaStatistics": QUOTA}, max_requests=400).start()
+def stub(home, monkeypatch, request):
+    # the rehearsal runs two notebooks before the stand-in serves their outputs: it lives longer
+    lifetime = 900.0 if request.node.get_closest_marker("slow") else 60.0
+    server = KaggleStub(responses={"GetAcceleratorQuotaStatistics": QUOTA}, max_requests=400,
+                        lifetime=lifetime).start()
     client_env(monkeypatch, home, server)
     yield server
     server.stop()

@@ -265,7 +265,7 @@ def test_what_kit_report_writes_is_no_training_activity(runs_dir):
 # --- kit runs merge ------------------------------------------------------------------------------------
 
 _IDENTITY = {"competition": None, "source": "synthetic", "count": 48, "n_folds": 3, "fold_seed": 0,
-             "created": "2025-01-01T00:00:00Z", "classes": ["benign", "malignant"], "image_size": 32,
+             "classes": ["benign", "malignant"], "image_size": 32,
              "folds": {"0": 16, "1": 16, "2": 16}}
 
 
