@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import keras
 import numpy as np
@@ -312,7 +313,8 @@ def test_time_limit_stops_in_time_and_resume_gives_the_uninterrupted_result(bina
     assert main(_train_argv(binary_recs, run, "--time-limit", f"{limit}s")) == 0
     assert time.monotonic() - started < limit + 1.0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("stopped before the time limit at fold ")
+    # within a fold after an epoch, or between folds: which one depends on this machine's speed
+    assert re.match(r"stopped before the time limit at (fold \d+ after epoch \d+ of 6|the start of fold 1) ", line), line
     assert line.endswith(f"(state saved in {run}); resume with: kit train --records {binary_recs} --out {run} "
                          f"--resume --time-limit {limit}s")
     assert runs.read_run(run).state == "stopped (resume)"
