@@ -24,13 +24,6 @@ if TYPE_CHECKING:  # kit.stack imports pandas: only verbs that stack load it
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _csv_ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _csv_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -85,6 +78,7 @@ def _run_records(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         resize=args.resize,
         workers=args.workers,
+        smoke=args.smoke,
     )
     print(records.format_summary(manifest))
     if args.size is None:
@@ -97,19 +91,8 @@ def _run_records(args: argparse.Namespace) -> int:
 # --- train ---------------------------------------------------------------------------------------
 
 
-def _setting_default(name: str) -> str:
-    """A Config field's default for --help: its value, or both schedule defaults when it depends on --weights."""
-    from kit.config import SCHEDULE_DEFAULTS, Config
-
-    value = getattr(Config(), name)
-    if value is None:
-        tuned, scratch = SCHEDULE_DEFAULTS["pretrained"][name], SCHEDULE_DEFAULTS["scratch"][name]
-        return f"{tuned:g} with --weights, {scratch:g} from scratch"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from kit.config import CHOICES
+    from kit.config import train_flags
 
     p = sub.add_parser(
         "train", help="k-fold training with out-of-fold predictions",
@@ -117,87 +100,48 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "and write out-of-fold predictions and cv.json. Epochs and learning rates default by what is "
                     "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
                     "otherwise (the resolved values land in RUN/config.toml).")
-    d = _setting_default
-    p.add_argument("--records", required=True, help="folder written by `kit records`")
-    p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
+    for flag in train_flags():  # one per setting, generated from its declaration in kit.config.Config
+        p.add_argument(*flag.names, **{**flag.options, **_usage_typed(flag.options)})
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
-    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: every fold in the records)")
-    p.add_argument("--model", help="backbone name, see `kit models` (default: kit's choice, said in one line: "
-                   "efficientnet_b0 on ImageNet weights on a GPU or TPU where the weights can be had, else "
-                   "compact_cnn from scratch, sized to the images)")
-    p.add_argument("--size", type=int, help="image side; must match the records (default: the records' size)")
-    p.add_argument("--epochs", type=int, help=f"epochs per fold (default {d('epochs')})")
-    p.add_argument("--patience", type=int, help="stop a fold after this many epochs without a better validation "
-                   f"metric; 0 never stops early (default {d('patience')})")
-    p.add_argument("--batch", type=int, help=f"batch size per replica (default {d('batch')})")
-    p.add_argument("--lr-max", type=float, help=f"peak learning rate per replica (default {d('lr_max')})")
-    p.add_argument("--lr-per", choices=CHOICES["lr_per"], help="change the learning rate at each epoch start "
-                   "or every step (default epoch)")
-    p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
-                   "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
-                   "in view) (default: the competition's, pcam for PCam; none for a download no competition claims). TTA uses only the views "
-                   "this preset makes the model invariant to")
-    p.add_argument("--weights", help="pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' "
-                   "download), or a keras-hub preset folder or name for the keras_hub models; none trains from random "
-                   "weights; `kit models` lists each backbone's routes (default: an ImageNet backbone takes ImageNet "
-                   "weights from Keras' cache, a Kaggle input or a download, and is refused at once where none can "
-                   "be had; other models start from random weights)")
-    p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
-                   f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
-                   f"{d('freeze_epochs')})")
-    p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
-                   f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
-    p.add_argument("--loss", choices=CHOICES["loss"],
-                   help="auto: bce for binary, cce for multi-class (default auto)")
-    p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
-    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default {d('seed')})")
-    p.add_argument("--strategy", choices=CHOICES["strategy"],
-                   help="where to train (default auto: TPU, then every GPU, then the CPU)")
-    p.add_argument("--augment-on", choices=CHOICES["augment_on"], help="augment in tf.data (host) or in the training "
-                   "step (device) (default host)")
-    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
-                   "0 keeps the natural rate (default 0)")
-    p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
-                   "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
-                   "--oversample 0.2); 0 passes over every training image (default 0)")
-    p.add_argument("--class-weight", choices=CHOICES["class_weight"], help="weight the loss by inverse class frequency "
-                   "(default none)")
-    p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
-    p.add_argument("--meta-columns", nargs="+", metavar="COLUMN", help="with --meta: only these metadata columns "
-                   "(default: every column the records hold; columns of the train download only are refused)")
-    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
-                   "augmentation supports (default 1)")
-    p.add_argument("--verbose", type=int, choices=CHOICES["verbose"], help="Keras progress: 0 silent, 1 bar, 2 a line "
-                   "per epoch (default 2)")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
     p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
                    "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
-                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
-                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "meta_columns", "tta", "verbose")
+def _usage_typed(options: dict[str, Any]) -> dict[str, Any]:
+    """A setting's own parser (``type``) whose ValueError becomes argparse's usage error with its message."""
+    parse = options.get("type")
+    if parse is None or parse in (int, float, str):
+        return {}
+
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return {"type": typed}
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from kit import defaults, precheck, runtime
-    from kit.config import Config, smoke
+    from kit.config import Config, train_flags
 
-    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    flags = {f.dest: getattr(args, f.dest) for f in train_flags() if getattr(args, f.dest) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
     cfg.check_numbers()
     cfg.check_choices()  # a TOML value the flags' choices= never saw: refused before the paths are checked
     precheck.train_paths(cfg.records, cfg.out)
-    if not (args.resume or smoke()):  # a resumed run keeps its saved weights; a smoke rehearsal swaps the backbone
+    if not (args.resume or args.smoke):  # a resumed run keeps its saved weights; a smoke rehearsal swaps the backbone
         defaults.check_model_and_weights(cfg.model, cfg.weights)  # a typo fails here, before TensorFlow loads
     runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
     from kit import train
 
     if args.find_lr:
-        print(train.format_lr_finding(train.find_lr(cfg)))
+        print(train.format_lr_finding(train.find_lr(cfg, smoke=args.smoke)))
         return 0
-    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags))
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), smoke=args.smoke)
     print(train.format_result(result))
     return 0
 
@@ -561,7 +505,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from kit import demo
 
-    demo.run_demo(args.out, tiny=args.tiny)
+    demo.run_demo(args.out, tiny=args.tiny, smoke=args.smoke)
     return 0
 
 
@@ -678,8 +622,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     A reader that closes kit's standard output early changes nothing but what is printed.
     """
     args = build_parser().parse_args(argv)
-    # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
-    runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
+    # the Keras backend for this machine, and TensorFlow's own lines (oneDNN notices, rendezvous, retracing)
+    # hidden: they drown kit's output; --verbose shows them
+    runtime.prepare(args.tf_logs)
+    from kit.config import smoke_requested
+
+    args.smoke = smoke_requested(os.environ)  # KIT_SMOKE=1: the one place it is read
     stdout = sys.stdout
     guarded = sys.stdout = _ClosableStdout(stdout) if stdout is not None else stdout
     try:

@@ -540,6 +540,7 @@ class Manifest:
 
 # --- writer --------------------------------------------------------------------------------------
 
+SMOKE_SIZE = 64  # the image side cap of a smoke rehearsal: it checks a command line, not a model
 SHARD_BYTES = 100 * 2**20  # default shard size: large enough for fast reads, small enough to stream
 PUBLIC_FORMAT = "siim-isic-public"
 # Above this many images the writer fans out to worker processes; below it, starting them costs
@@ -581,11 +582,13 @@ def write_from_source(
     resize: str = "crop",
     quality: int = imaging.JPEG_QUALITY,
     progress: bool = True,
+    smoke: bool = False,
 ) -> Manifest:
     """Read a competition download (or take a ``sources.Source`` already read) and write its train (or ``test``)
     split as records; returns the manifest.
 
     ``size`` None: the median shorter side of the (train split's) images, at most 256 px (imaging.typical_size).
+    ``smoke``: a smoke rehearsal (``KIT_SMOKE=1`` on the command line) writes images of at most SMOKE_SIZE px.
 
     Example:
         >>> m = write_from_source("data/siim", "records/siim-256", size=256, n_folds=5)
@@ -597,8 +600,6 @@ def write_from_source(
     """
     out = Path(out)
     check_out_folder(out)
-    from kit.config import smoke_size
-
     _check_write_settings(size or imaging.MIN_SIZE, n_folds, n_shards, seed, workers, resize, test)
     if isinstance(source, sources.Source):  # a download already read (and perhaps changed) by the caller
         src, source_path = source, None
@@ -611,7 +612,7 @@ def write_from_source(
     train = sources.train_split_of(src) if test else None
     if size is None:  # from the train split's images, so that test records written alone get the same size
         size = imaging.typical_size((train or src).table["path"].tolist())
-    size = smoke_size(size)  # KIT_SMOKE=1: a smoke rehearsal writes small images
+    size = min(size, SMOKE_SIZE) if smoke else size
     digests, train_dups = _digests_and_folds(table, train, n_folds, seed, test)
     plan = _plan_shards(table, split, n_folds if not test else 0, n_shards, size, quality, seed)
     rows = _worker_rows(table, src)
