@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 
-if TYPE_CHECKING:  # kit.records imports this module
-    from kit.records import Manifest
+if TYPE_CHECKING:  # kit.manifest imports this module
+    from kit.manifest import Manifest
 
 
 @dataclass(frozen=True)
