@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 
 from kit import imaging, sources
 from kit.errors import KitError
@@ -40,6 +41,20 @@ class ImageStream:
     def count(self) -> int:
         """Images in the stream."""
         return len(self.rows)
+
+    @property
+    def n_images(self) -> int:
+        """Images in the stream (the name every source of images answers to; kit.record_readers.ShardFiles)."""
+        return len(self.rows)
+
+    def records(self, training: bool = False) -> tf.data.Dataset:
+        """The images as ``ShardFiles.records`` gives records: a stream is always in table order."""
+        return self.dataset()
+
+    def ids(self) -> pd.DataFrame:
+        """image_name, target, fold, group of each image, in stream order, without preparing a single image."""
+        fields = [f for _, f in self.rows]
+        return pd.DataFrame({k: [f[k] for f in fields] for k in ("image_name", "target", "fold", "group")})
 
     def head(self, n: int) -> "ImageStream":
         """The stream of the first ``n`` images."""

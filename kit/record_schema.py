@@ -58,9 +58,9 @@ def parse_shard_name(path: str | Path) -> tuple[str, int, int]:
 
 def count_data_items(paths: "Iterable[str | Path] | ImageStream") -> int:
     """Number of records in ``paths``, read from the shard names alone (no scan), or the images of a stream."""
-    count = getattr(paths, "count", None)  # an ImageStream knows its length (a list's count is a method)
-    if isinstance(count, int):
-        return count
+    known = getattr(paths, "n_images", None)  # a source of images (kit.record_readers.as_images) knows its length
+    if known is not None:
+        return known
     return sum(parse_shard_name(p)[2] for p in paths)
 
 

@@ -62,7 +62,8 @@ from kit.image_workers import PARALLEL_MIN_IMAGES, run_chunks, worker_rows
 from kit.imagestream import ImageStream, stream_test_split
 from kit.manifest import (MANIFEST_KEYS, PUBLIC_FORMAT, ColumnStats, Encoding, FoldInfo, Manifest, MetadataColumns,
                           SkippedImage, TrainDuplicate)
-from kit.record_readers import interleave_shards, list_shards, load_dataset, read_manifest, read_metadata, shard_reader
+from kit.record_readers import (ShardFiles, as_images, interleave_shards, list_shards, load_dataset, read_manifest,
+                                read_metadata, read_once, shard_reader)
 from kit.record_schema import (SHARD_RE, core_features, count_data_items, decode_image, feature_spec, parse_shard_name,
                                shard_name, to_example, verify_shards)
 
@@ -73,7 +74,7 @@ __all__ = [
     "MetadataColumns", "SkippedImage", "TrainDuplicate", "check_out_folder", "core_features", "count_data_items",
     "decode_image", "feature_spec", "format_summary", "interleave_shards", "list_shards", "load_dataset",
     "parse_shard_name", "read_manifest", "read_metadata", "shard_name", "shard_reader", "stream_test_split",
-    "to_example", "verify_shards", "write_encoded", "write_from_source",
+    "to_example", "verify_shards", "write_encoded", "write_from_source", "ShardFiles", "as_images", "read_once",
 ]
 
 
