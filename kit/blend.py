@@ -17,7 +17,7 @@ Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
 write it): weights fit on the runs in one order and applied to the files in another would blend the wrong
 files with each weight. Without sidecars ``pair_by_order`` takes the order given.
 
-``fit_weights`` reads each run's ``oof.csv`` and fits weights by ensemble selection with
+``fit_weights`` reads each run's out-of-fold predictions (kit.runfolder.RunFolder) and fits weights by ensemble selection with
 replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
 most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
 below its best member on OOF. For AUC the score is the mean of the per-fold AUCs and the members are
@@ -42,9 +42,10 @@ from typing import Sequence
 
 import numpy as np
 
-from kit import competitions
+from kit import competitions, runfolder
 from kit.config import BLEND_METHODS as METHODS
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 from kit.submission import IdIndex, Table, read_table, write_table
 
 GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
@@ -172,7 +173,7 @@ def _check_power(method: str, power: float) -> None:
 
 
 def _refuse_oof(table: Table) -> None:
-    """An ``oof.csv`` (label and fold columns beside the predictions) is not a submission: one line, pointing to --oof."""
+    """A run's out-of-fold table (label and fold columns beside the predictions) is not a submission: one line, pointing to --oof."""
     named = [c for c in table.columns[1:] if c == "fold" or c == "pred" or c.startswith("pred_")]
     if named:
         raise KitError(f"{table.path}: has column {named[0]!r}, so it is out-of-fold predictions, not a submission; "
@@ -337,20 +338,21 @@ class Oof:
 
 
 def load_oof(run: str | os.PathLike) -> Oof:
-    """Read ``RUN/oof.csv`` (``image_name,target,pred,fold`` or ``...,pred_<class>...,fold``)."""
+    """Read a run's out-of-fold predictions (``image_name,target,pred,fold`` or ``...,pred_<class>...,fold``)."""
     run = str(run)
-    folder = Path(run)
-    if not folder.is_dir():
+    folder = RunFolder(run)
+    if not folder.path.is_dir():
         raise KitError(f"{run}: no such run folder")
-    if not any(folder.glob("fold*/done.json")):
-        raise KitError(f"{run}: no finished folds (no fold*/done.json); train the run first")
-    path = folder / "oof.csv"
+    if not folder.finished_folds():
+        raise KitError(f"{run}: no finished folds (no fold*/{runfolder.DONE}); train the run first")
+    path = folder.oof_path
     if not path.exists():
         raise KitError(f"{path}: missing; the run has finished folds but no out-of-fold predictions")
     table = read_table(path)
     cols = table.columns
+    classes = runfolder.classes_of_columns(cols)
     pred_cols = [c for c in cols if c == "pred" or c.startswith("pred_")]
-    if "target" not in cols or "fold" not in cols or not pred_cols:
+    if "target" not in cols or "fold" not in cols or classes is None:
         raise KitError(f"{path}: columns {','.join(cols)}; expected image_name,target,pred...,fold")
     if len(table) == 0:
         raise KitError(f"{path}: no rows")
@@ -365,14 +367,7 @@ def load_oof(run: str | os.PathLike) -> Oof:
     if not (np.isfinite(target).all() and np.isfinite(fold).all()):
         r = int(np.flatnonzero(~(np.isfinite(target) & np.isfinite(fold)))[0])
         raise KitError(f"{path}: missing target or fold, e.g. id {table.id_text(r)}")
-    metric = None
-    cv = folder / "cv.json"
-    if cv.exists():
-        try:
-            metric = json.loads(cv.read_text()).get("metric")
-        except (json.JSONDecodeError, AttributeError):
-            raise KitError(f"{cv}: not valid JSON") from None
-    classes = ["0", "1"] if pred_cols == ["pred"] else [c[len("pred_"):] for c in pred_cols]
+    metric = (folder.read_cv() or {}).get("metric")
     return Oof(run, table.ids, target.astype(np.int64), preds, fold.astype(np.int64), classes, metric)
 
 
@@ -395,27 +390,34 @@ def fit_weights(
 ) -> FitResult:
     """Ensemble selection with replacement on the runs' OOF; weights never score below the best member.
 
-    ``rank_per_fold`` None: on for AUC (whose objective is then the mean per-fold AUC), off otherwise.
+    ``rank_per_fold`` None: on for a metric that blends per fold (AUC, partial AUC: the objective is then the
+    mean per-fold score), off otherwise.
     """
     if method not in METHODS:
         raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
     _check_power(method, power)
-    oofs = [load_oof(r) for r in runs]
+    return fit_oofs([load_oof(r) for r in runs], method=method, power=power, rank_per_fold=rank_per_fold,
+                    max_steps=max_steps)
+
+
+def fit_oofs(oofs: Sequence[Oof], *, method: str = "mean", power: float = 2.0, rank_per_fold: bool | None = None,
+             max_steps: int = 100) -> FitResult:
+    """``fit_weights`` on out-of-fold predictions held in memory (``kit stack`` fits its model kinds so)."""
+    runs = [o.run for o in oofs]
     ref = oofs[0]
     from kit import metrics  # scikit-learn: imported only when weights are fit
 
-    n_classes = 2 if ref.preds.shape[1] == 1 else ref.preds.shape[1]
-    metric = ref.metric or competitions.default_metric(n_classes)
+    metric = ref.metric or competitions.default_metric(len(ref.classes))
     if metric not in metrics.METRICS:
-        raise KitError(f"{Path(ref.run) / 'cv.json'}: unknown metric {metric!r}")
-    per_fold = metric == "auc"
+        raise KitError(f"{RunFolder(ref.run).cv_path}: unknown metric {metric!r}")
+    per_fold = metrics.get(metric).per_fold_blend
     if rank_per_fold is None:
         rank_per_fold = per_fold
-    ref_name = str(Path(ref.run) / "oof.csv")
+    ref_name = str(RunFolder(ref.run).oof_path)
     index = IdIndex(ref.ids, ref_name)
-    members, raw = [], []  # raw: as the run wrote them, for the pooled figure that cv.json reports
+    members, raw = [], []  # raw: as the run wrote them, for the pooled figure that the CV summary reports
     for o in oofs:
-        name = str(Path(o.run) / "oof.csv")
+        name = str(RunFolder(o.run).oof_path)
         if o.preds.shape[1] != ref.preds.shape[1] or o.classes != ref.classes:
             raise KitError(f"{name}: classes {','.join(o.classes)} differ from {ref_name}'s {','.join(ref.classes)}")
         src = index.align(o.ids, name)
@@ -431,7 +433,7 @@ def fit_weights(
         members.append(_transform(_rank_per_fold(preds, fold), method, power) if rank_per_fold else raw[-1])
     y, folds = ref.target, ref.fold
     fold_rows = [np.flatnonzero(folds == f) for f in np.unique(folds)]
-    # a fold holding one class has no AUC of its own (a hand-made or tiny oof.csv): score pooled then
+    # a fold holding one class has no AUC of its own (a hand-made or tiny out-of-fold table): score pooled then
     per_fold = per_fold and all(len(np.unique(y[r])) > 1 for r in fold_rows)
 
     def pooled(acc: np.ndarray, total: float) -> float:

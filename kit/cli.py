@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
 import sys
+import time
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from kit import runtime
@@ -22,6 +25,31 @@ from kit.cli_results import stack_config  # noqa: F401 - kit.cli.stack_config: t
 from kit.errors import KitError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+class Duration(float):
+    """Seconds, remembering how they were written (``8.5h``), so that a printed command says it the same way."""
+
+    text: str
+
+    def __new__(cls, seconds: float, text: str) -> "Duration":
+        obj = super().__new__(cls, seconds)
+        obj.text = text
+        return obj
+
+
+def _duration_s(text: str) -> Duration:
+    """Seconds in ``8.5h``, ``30m``, ``90s`` or ``3600`` (plain seconds); more than zero."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero such as 8.5h, 30m, 90s or 3600 (seconds), "
+                                         f"got {text!r}")
+    return Duration(seconds, text.strip())
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -90,13 +118,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="k-fold training with out-of-fold predictions",
         description="Train one model per fold, keep each fold's best epoch by the competition's exact metric, "
-                    "and write out-of-fold predictions and cv.json. Epochs and learning rates default by what is "
+                    "and write out-of-fold predictions and the CV summary. Epochs and learning rates default by what is "
                     "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
-                    "otherwise (the resolved values land in RUN/config.toml).")
+                    "otherwise (the resolved values land in the run's config).")
     for flag in train_flags():  # one per setting, generated from its declaration in kit.config.Config
         p.add_argument(*flag.names, **{**flag.options, **_usage_typed(flag.options)})
+    # how to run, not what to train: not settings of the run
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
-    p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one")
+    p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one at its last "
+                   "saved epoch; train folds given with --folds that the run lacks")
+    p.add_argument("--time-limit", type=_duration_s, metavar="DURATION", help="stop before this much time has passed "
+                   "since kit started (8.5h, 30m, 90s or seconds), at the last epoch boundary from which the rest is "
+                   "predicted to finish in time; the fold's state is saved, the command to resume is printed and kit "
+                   "exits 0. Not a setting of the run: a resume may take another limit or none")
     p.add_argument("--find-lr", action="store_true", help="train nothing: sweep the learning rate over a few hundred "
                    "steps of fold 0's training data, write OUT/lr_find.png and lr_find.csv, and suggest --lr-max")
     p.set_defaults(func=_run_train)
@@ -134,9 +168,21 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.find_lr:
         print(train.format_lr_finding(train.find_lr(cfg, smoke=args.smoke)))
         return 0
-    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), smoke=args.smoke)
+    deadline = args.started + args.time_limit if args.time_limit else None
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), deadline=deadline, smoke=args.smoke)
+    if result.stopped is not None:
+        print(train.format_stopped(result, _resume_command(args, str(result.run))))
+        return 0  # a stop before the limit is a success: Kaggle keeps a kernel's output only when it ends well
     print(train.format_result(result))
     return 0
+
+
+def _resume_command(args: argparse.Namespace, run: str) -> str:
+    """The ``kit train`` line that resumes ``run`` (under the same time limit when one was given)."""
+    words = ["kit", "train", "--records", str(args.records), "--out", run, "--resume"]
+    if args.time_limit:
+        words += ["--time-limit", args.time_limit.text]
+    return shlex.join(words)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -156,7 +202,7 @@ def _run_models(args: argparse.Namespace) -> int:
 def _add_export_backbone(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export-backbone", help="save a run's backbone as --weights for the next run "
                        "(a .weights.h5 file, or a preset folder for keras-hub models)")
-    p.add_argument("model", help="a saved model, e.g. RUN/fold0/best.keras")
+    p.add_argument("model", help="a saved model, e.g. a run's fold0 best model (see `kit runs`)")
     p.add_argument("--out", required=True, help="NAME.weights.h5 (or a new folder for a keras-hub backbone)")
     p.set_defaults(func=_run_export_backbone)
 
@@ -224,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Exit statuses (README, "When things go wrong"): argparse itself exits 2 on a usage error.
+# Exit statuses (docs/cli.md, "Exit statuses"): argparse itself exits 2 on a usage error.
 EXIT_BAD_INPUT = 1  # a KitError: the file, row, field or setting is named
 EXIT_ENVIRONMENT = 3  # the machine refused: disk full, read-only, permission denied, name too long
 EXIT_UNEXPECTED = 70  # a bug in kit (EX_SOFTWARE): one line, the traceback in a file
@@ -313,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     permission), 130: interrupted, 70: anything else, with the path of the file holding its traceback.
     A reader that closes kit's standard output early changes nothing but what is printed.
     """
+    started = time.monotonic()  # a --time-limit counts from here
     args = build_parser().parse_args(argv)
+    args.started = started
     # the Keras backend for this machine, and TensorFlow's own lines (oneDNN notices, rendezvous, retracing)
     # hidden: they drown kit's output; --verbose shows them
     runtime.prepare(args.tf_logs)

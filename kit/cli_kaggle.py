@@ -1,19 +1,23 @@
-"""``kit`` verbs that talk to Kaggle with its client: push, status, output, submit.
+"""``kit`` verbs that talk to Kaggle with its client: push (one kernel, or a fan-out), gather, status, output, submit.
 
-Parsing and printing only, as in kit.cli (which adds these verbs to its parser); kit.kaggle does the work.
+Parsing and printing only, as in kit.cli (which adds these verbs to its parser); kit.kaggle, kit.fanout and
+kit.gather do the work.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from kit.errors import KitError
 
 
 # --- kaggle --------------------------------------------------------------------------------------
 
 
 def add_kaggle(sub: argparse._SubParsersAction) -> None:
-    """Add ``kit push``, ``kit status``, ``kit output`` and ``kit submit`` to the ``kit`` parser."""
+    """Add ``kit push``, ``kit gather``, ``kit status``, ``kit output`` and ``kit submit`` to the ``kit`` parser."""
     p = sub.add_parser("push", help="push a notebook as a Kaggle kernel with the kaggle client")
     p.add_argument("notebook")
     p.add_argument("--accelerator", choices=["t4", "tpu", "cpu"],
@@ -32,8 +36,32 @@ def add_kaggle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--internet", action="store_true", help="enable internet in the kernel (default off)")
     p.add_argument("--kit-dataset", help="owner/slug of a dataset holding the kit wheel (default: bundle the wheel)")
     p.add_argument("--dry-run", action="store_true", help="render the kernel folder and show it; send nothing")
-    p.add_argument("--folder", help="where to render the kernel folder (default: a temporary one)")
+    p.add_argument("--folder", help="where to render the kernel folder (default: a temporary one); with --fan-out, "
+                   "one folder per group under it")
+    p.add_argument("--wheels", metavar="DIR", help="wheels of packages the kernel's image lacks (e.g. LightGBM on the "
+                   "TPU image), from `pip download`; the needed ones are bundled in the notebook")
+    p.add_argument("--fan-out", nargs="+", metavar="FOLDS", help="one kernel per fold group, e.g. --fan-out 0,1 2,3 4 "
+                   "(ids and titles get -folds-0-1 ...; each kernel reads its folds from kit-folds.json)")
+    p.add_argument("--concurrent", type=int, default=2, help="with --fan-out: kernels running at once (default 2, "
+                   "Kaggle's GPU sessions per account)")
+    p.add_argument("--wait", action="store_true", help="with --fan-out: watch the kernels, push the next group as "
+                   "one ends, and print a table of every kernel's state")
+    p.add_argument("--poll-seconds", type=float, default=60.0, help="with --wait: seconds between status polls, "
+                   "growing while nothing changes (default 60)")
+    p.add_argument("--hours-per-group", type=float, help="with --fan-out: accelerator hours one group takes, checked "
+                   "against kaggle quota before anything is pushed")
+    p.add_argument("--resume-from", metavar="KERNEL", help="owner/slug[/version] of a kernel whose output holds a run "
+                   "stopped by --time-limit (usually this kernel's previous version): attached, and the notebook "
+                   "resumes that run")
     p.set_defaults(func=_run_push)
+
+    p = sub.add_parser("gather", help="download fold-group kernels' outputs and merge their run folders into one run")
+    p.add_argument("kernels", nargs="+", metavar="KERNEL", help="owner/slug of each kernel")
+    p.add_argument("--out", required=True, help="the merged run folder (must not exist)")
+    p.add_argument("--partial", action="store_true", help="skip (and name) kernels still running or failed")
+    p.add_argument("--downloads", default="runs/kernels", help="where each kernel's outputs are downloaded "
+                   "(default runs/kernels/OWNER-SLUG/gather-TIME)")
+    p.set_defaults(func=_run_gather)
 
     p = sub.add_parser("status", help="status of a Kaggle kernel")
     p.add_argument("kernel", help="owner/slug")
@@ -56,14 +84,42 @@ def add_kaggle(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_push(args: argparse.Namespace) -> int:
-    from kit import kaggle
+    from kit import fanout, kaggle
 
-    result = kaggle.push(
-        args.notebook, folder=args.folder, owner=args.owner, dry_run=args.dry_run, slug=args.slug, title=args.title,
-        accelerator=args.accelerator, competition=args.competition, datasets=args.dataset,
-        kernels=args.kernel_source, models=args.model_source, private=not args.public, internet=args.internet,
-        kit_dataset=args.kit_dataset, defaults=kaggle.default_metadata())  # the repository's default kernel
-    print(kaggle.format_push(result))
+    render = dict(slug=args.slug, title=args.title, accelerator=args.accelerator, competition=args.competition,
+                  datasets=args.dataset, kernels=args.kernel_source, models=args.model_source,
+                  private=not args.public, internet=args.internet, kit_dataset=args.kit_dataset,
+                  defaults=kaggle.default_metadata(),  # the repository's default kernel
+                  resume_from=args.resume_from)
+    push = dict(folder=args.folder, owner=args.owner, dry_run=args.dry_run)
+    if args.fan_out and args.resume_from:
+        raise KitError("--resume-from with --fan-out: resume each group's kernel with its own `kit push "
+                       "--resume-from KERNEL` (each kernel's output holds only its folds)")
+    if not args.fan_out:
+        for flag in ("wait", "hours_per_group"):
+            if getattr(args, flag):
+                raise KitError(f"--{flag.replace('_', '-')} needs --fan-out")
+        result, bundled = fanout.push_notebook(args.notebook, render=render, push=push, wheels=args.wheels)
+        print(kaggle.format_push(result))
+        for wheel in bundled:
+            print(f"  (bundled: {wheel.name}, which the kernel's image lacks)")
+        return 0
+    fan = fanout.FanOut(Path(args.notebook), fanout.parse_groups(args.fan_out), render, push, wheels=args.wheels,
+                        concurrent=args.concurrent, wait=args.wait, poll_seconds=args.poll_seconds,
+                        hours_per_group=args.hours_per_group)
+    runs = fanout.fan_out(fan, say=lambda line: print(line, flush=True))
+    if args.wait:
+        print(fanout.format_table(runs))
+    bad = fanout.failed(runs) if args.wait else [r for r in runs if r.state == "push failed"]
+    return 1 if bad else 0
+
+
+def _run_gather(args: argparse.Namespace) -> int:
+    from kit import gather
+
+    result = gather.gather(args.kernels, args.out, partial=args.partial, downloads=args.downloads,
+                           say=lambda line: print(line, flush=True))
+    print(gather.format_result(result))
     return 0
 
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from kit.errors import KitError
+
 if TYPE_CHECKING:  # kit.stack imports pandas: only verbs that stack load it
     from kit.stack import StackConfig
 
@@ -40,8 +42,10 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from kit import precheck
+    from kit.runfolder import RunFolder
 
-    precheck.predict_paths(args.run, args.records, args.out, args.sample_submission, force=args.force)
+    RunFolder(args.run).check_trained()
+    precheck.predict_paths(args.records, args.out, args.sample_submission, force=args.force)
     from kit import predict
 
     report = predict.predict_run(args.run, args.records, args.out, sample_submission=args.sample_submission,
@@ -81,7 +85,7 @@ def add_blend(sub: argparse._SubParsersAction) -> None:
                    help="how probabilities are averaged (default mean)")
     p.add_argument("--weights", type=_csv_floats, help="one weight per input")
     p.add_argument("--power", type=float, default=2.0, help="exponent for --method power, finite and > 0 (default 2.0)")
-    p.add_argument("--oof", nargs="+", help="run folders whose oof.csv fit the weights (one per input, in any order: "
+    p.add_argument("--oof", nargs="+", help="run folders whose out-of-fold predictions fit the weights (one per input, in any order: "
                    "each submission's sidecar NAME.json names the run that wrote it)")
     p.add_argument("--fit", action="store_true", help="fit weights on --oof")
     p.add_argument("--pair-by-order", action="store_true", help="with --fit: pair the submissions with the --oof runs "
@@ -172,16 +176,20 @@ def add_runs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
                        description="List run (and stack) folders: model, the records it trained on, size, epochs, "
                                    "folds finished / planned, CV by the run's metric and its spread over folds, when, "
-                                   "and the state (finished, running, error, resumable, or bad cv.json / config.toml). "
+                                   "and the state (finished, running, error, resumable, or bad <file>). "
                                    "Reads the runs' small files; never loads TensorFlow. --top and --names rank runs "
-                                   "of one records folder and one metric only: pick them with --records / --metric.")
-    p.add_argument("folders", nargs="*", default=["runs"], help="folders to search (default: runs)")
+                                   "of one records folder and one metric only: pick them with --records / --metric. "
+                                   "`kit runs merge RUN_A RUN_B ... --out RUN` joins runs that trained different folds "
+                                   "of the same records with the same settings into one run folder.")
+    p.add_argument("folders", nargs="*", default=["runs"],
+                   help="folders to search (default: runs); or merge RUN_A RUN_B ... (a folder named merge: ./merge)")
     p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
                    help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
     p.add_argument("--top", type=int, help="only the first N rows")
-    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (config.toml's records)")
+    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (the run config's records)")
     p.add_argument("--metric", metavar="NAME", help="only runs scored by this metric, e.g. auc")
-    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (config.toml's competition)")
+    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (the run config's competition)")
+    p.add_argument("--out", metavar="RUN", help="with merge: the merged run folder to write (must not exist)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
     out.add_argument("--names", action="store_true",
@@ -192,10 +200,29 @@ def add_runs(sub: argparse._SubParsersAction) -> None:
 def _run_runs(args: argparse.Namespace) -> int:
     from kit import runs
 
+    if args.folders[:1] == ["merge"]:
+        return _run_runs_merge(args)
+    if args.out:
+        raise KitError("--out: only with `kit runs merge RUN_A RUN_B ... --out RUN`")
     rows = runs.scan(args.folders, sort=args.sort, top=args.top, records=args.records, metric=args.metric,
                      competition=args.competition, names=args.names,
                      warn=lambda line: print(f"kit runs: warning: {line}", file=sys.stderr))
     print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
+    return 0
+
+
+def _run_runs_merge(args: argparse.Namespace) -> int:
+    """``kit runs merge RUN_A RUN_B ... --out RUN``."""
+    from kit import runs
+
+    if not args.out:
+        raise KitError("runs merge: --out RUN is required (the merged run folder to write)")
+    for flag, given in (("--top", args.top is not None), ("--records", args.records), ("--metric", args.metric),
+                        ("--competition", args.competition), ("--json", args.json), ("--names", args.names)):
+        if given:
+            raise KitError(f"{flag}: not with `kit runs merge`")
+    out = runs.merge_runs(args.folders[1:], args.out)
+    print(runs.format_merged(out))
     return 0
 
 
@@ -222,13 +249,13 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
     p.add_argument("--out", help="the HTML file (default RUN/report.html); never a file of the run or another file "
                    "that is not a kit report page")
-    p.add_argument("--records", help="the records the run trained on, if they moved (default: config.toml's)")
+    p.add_argument("--records", help="the records the run trained on, if they moved (default: the run config's)")
     p.add_argument("--public", type=_whole_number, help="public leaderboard size in images, 0 to 1,000,000 "
                    "(default: the competition's; else the test split's size as one leaderboard)")
     p.add_argument("--private", type=_whole_number, help="private leaderboard size in images, 1 to 1,000,000 "
                    "(default: as --public)")
     p.add_argument("--test-records", metavar="DIR", help="test records (`kit records --test`) whose size is the "
-                   "leaderboard's when the competition's is not known (default: a stack's config.toml test_records, "
+                   "leaderboard's when the competition's is not known (default: a stack config's test_records, "
                    "else the test split of the records' download)")
     p.add_argument("--draws", type=_whole_number, default=200, help="bootstrap draws for the shake-up estimate, "
                    "2 to 10,000 (default 200)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kit.competitions import is_binary
+from kit.task import Task, task_for
 from kit.errors import KitError
 from kit.strategy import KINDS as STRATEGIES
 
@@ -222,9 +222,9 @@ class Config:
         return fsutil.write_text(path, tomli_w.dumps(self.to_dict()))
 
     @property
-    def binary(self) -> bool:
-        """Whether the resolved task is binary (one sigmoid output, one pred column)."""
-        return is_binary(self.n_classes)
+    def task(self) -> Task:
+        """The resolved task (binary: one sigmoid output, one pred column; multi-class: one per class)."""
+        return task_for(self.n_classes)
 
     @property
     def pretrained(self) -> bool:
@@ -339,8 +339,8 @@ def _default_words(name: str, default: Any, decl: Setting) -> str:
 
 # Fine-tuning pretrained weights wants small rates and a warm-up, or the first steps wreck what the
 # backbone learned (the public SIIM-ISIC TPU notebooks' 1e-5 -> 5e-5 ramp); a model trained from
-# random weights wants rates twenty times higher and no warm-up (the README's ISIC 9-class small_cnn
-# command reached balanced accuracy 0.385 at 5e-5 and 0.973 at 1e-3).
+# random weights wants rates twenty times higher and no warm-up (an ISIC 9-class small_cnn
+# run reached balanced accuracy 0.385 at 5e-5 and 0.973 at 1e-3).
 SCHEDULE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrained": dict(epochs=10, lr_start=1e-5, lr_max=5e-5, lr_min=1e-6, lr_ramp_epochs=2, lr_sustain_epochs=0,
                        lr_decay=0.8),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from kit import backbones
 from kit.errors import KitError
+from kit.task import task_for
 
 PRETRAINED_MODEL = "efficientnet_b0"  # the default where an accelerator and ImageNet weights are at hand
 SCRATCH_MODEL = "compact_cnn"  # the default everywhere else
@@ -58,7 +59,7 @@ def online(host: tuple[str, int] = _WEIGHTS_HOST, timeout: float = 1.0) -> bool:
         return False
 
 
-def _kaggle_file(name: str, root: Path = KAGGLE_INPUT, depth: int = 5) -> Path | None:
+def _kaggle_file(name: str, root: Path, depth: int = 5) -> Path | None:
     """A file called ``name`` at most ``depth`` folders under an attached Kaggle input, if any."""
     for level in range(1, depth + 1):
         found = sorted(root.glob("/".join(["*"] * level) + f"/{name}")) if root.is_dir() else []
@@ -67,7 +68,7 @@ def _kaggle_file(name: str, root: Path = KAGGLE_INPUT, depth: int = 5) -> Path |
     return None
 
 
-def imagenet_weights(model: str, *, kaggle_input: Path = KAGGLE_INPUT, can_download: bool | None = None
+def imagenet_weights(model: str, *, kaggle_input: Path | None = None, can_download: bool | None = None
                      ) -> WeightsSource | None:
     """Where ImageNet weights for ``model`` can be had: Keras' cache, a Kaggle input, or a download; None if nowhere.
 
@@ -76,7 +77,7 @@ def imagenet_weights(model: str, *, kaggle_input: Path = KAGGLE_INPUT, can_downl
     cached = keras_cache() / file
     if cached.is_file():
         return WeightsSource("imagenet", f"Keras' cache, {cached}")
-    attached = _kaggle_file(file, kaggle_input)
+    attached = _kaggle_file(file, KAGGLE_INPUT if kaggle_input is None else kaggle_input)
     if attached is not None:
         return WeightsSource(str(attached), f"the Kaggle input {attached}")
     if online() if can_download is None else can_download:
@@ -97,12 +98,12 @@ def no_weights_error(model: str) -> KitError:
 def check_model_and_weights(model: str, weights: str) -> None:
     """Refuse at once (before TensorFlow loads) an unknown model, a missing weights file, or an ImageNet backbone
     named without weights where none can be had."""
-    if not model:
-        return
-    backbones.info(model)  # unknown: one line naming the known ones
     w = weights.strip()
     if w and w not in ("imagenet", NO_WEIGHTS) and _looks_like_file(w) and not Path(w).is_file():
         raise KitError(f"{w}: weights file not found (--weights)")
+    if not model:
+        return
+    backbones.info(model)  # unknown: one line naming the known ones
     if not w and needs_weights(model) and imagenet_weights(model) is None:
         raise no_weights_error(model)
 
@@ -189,8 +190,7 @@ def choose_metric(metric: str, competition: str | None, competition_metric: str 
     if competition and competition_metric:
         choices.metric, choices.why["metric"] = competition_metric, f"{competition}'s"
         return competition_metric
-    binary = n_classes <= 2
-    choices.metric = "auc" if binary else "balanced_accuracy"
-    choices.why["metric"] = (f"{'two' if binary else n_classes} classes and no competition; set metric in "
-                             "--config to choose")
+    task = task_for(n_classes)
+    choices.metric = task.default_metric
+    choices.why["metric"] = f"{task.describe()} and no competition; set metric in --config to choose"
     return choices.metric

@@ -4,7 +4,7 @@ What it writes under ``out`` (the tree printed at the end)::
 
     competition/            a SIIM-ISIC-shaped download: train.csv, jpeg/train, jpeg/test, sample_submission.csv
     records/train, records/test   sharded TFRecords with leak-free folds (manifest.json beside them)
-    runs/<member>/          one k-fold run per member: config.toml, fold*/best.keras, oof.csv, cv.json, plots/
+    runs/<member>/          one k-fold run per member (the files of kit.runfolder.RunFolder)
     submissions/<member>.csv, submissions/blend.csv   (+ JSON sidecars)
     kernel/                 the Kaggle kernel folder `kit push --dry-run` renders for the SIIM-ISIC notebook
     runs/<member>/report.html   `kit report` of each member: curves, worst mistakes, Grad-CAM, leaderboard shake-up
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from kit import runfolder
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class DemoReport:
     """Where everything the demo wrote lies, and the scores it printed."""
 
     out: Path
-    cv: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold AUC (each run's cv.json)
+    cv: dict[str, float] = field(default_factory=dict)  # pooled out-of-fold AUC (each run's CV summary)
     fold_mean: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC, the mean over folds
     submissions: dict[str, Path] = field(default_factory=dict)
     blend_oof: float = float("nan")
@@ -65,7 +67,7 @@ class DemoReport:
     problems: list[str] = field(default_factory=list)
     kernel_folder: Path | None = None
     reports: dict[str, Path] = field(default_factory=dict)
-    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's report.json "shakeup"
+    shakeup: dict[str, dict] = field(default_factory=dict)  # each member's kit report numbers, "shakeup"
     seconds: float = 0.0
 
 
@@ -112,7 +114,7 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
         log(train.format_result(result))
         runs[name] = result.run
         report.cv[name] = result.scores[-1]
-        report.plots[name] = sorted((result.run / "plots").glob("*.png"))
+        report.plots[name] = sorted(RunFolder(result.run).plots.glob("*.png"))
 
     _step(log, 4, "predicting the test set with TTA, blending with weights fit on OOF, checking")
     sample = comp / "sample_submission.csv"
@@ -160,7 +162,7 @@ def format_report(report: DemoReport) -> str:
     names = list(report.cv)
     width = max(len(n) for n in [*names, "blend"])
     weights = report.blend_weights or [float("nan")] * len(names)
-    lines = ["", f"== done in {report.seconds:.0f} s", "out-of-fold AUC: pooled (cv.json) and the mean over folds (what the blend is fit on)",
+    lines = ["", f"== done in {report.seconds:.0f} s", f"out-of-fold AUC: pooled ({runfolder.CV}) and the mean over folds (what the blend is fit on)",
              f"  {'':<{width}}  {'pooled':>7}  {'folds':>7}  {'blend weight':>12}"]
     for name, w in zip(names, weights):
         folds = report.fold_mean.get(name, float("nan"))

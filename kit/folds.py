@@ -27,8 +27,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from kit import competitions, imaging
+from kit import imaging
 from kit.errors import KitError
+from kit.task import task_for
 
 
 def file_digest(path: str | Path) -> str:
@@ -239,16 +240,12 @@ def check_leakage(
 
 def fold_summary(table: pd.DataFrame, classes: list[str], fold_col: str = "fold") -> dict[str, dict]:
     """Per fold: images, groups, and positives (binary) or class counts (by class name)."""
-    n_classes = len(classes)
+    task = task_for(len(classes))
     out: dict[str, dict] = {}
     for fold, part in table.groupby(fold_col, sort=True):
         entry: dict = {"images": int(len(part)), "groups": int(part["group"].nunique())}
         labelled = part["target"] >= 0
         if labelled.any():
-            if competitions.is_binary(n_classes):
-                entry["positives"] = int((part["target"] == 1).sum())
-            else:
-                counts = np.bincount(part.loc[labelled, "target"], minlength=n_classes)
-                entry["class_counts"] = {c: int(k) for c, k in zip(classes, counts)}
+            entry.update(task.fold_counts(part.loc[labelled, "target"].to_numpy(), classes))
         out[str(int(fold))] = entry
     return out

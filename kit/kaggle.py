@@ -45,7 +45,7 @@ from kit.kernel import MODEL_SOURCE, MODEL_SOURCE_FORM
 METADATA_FILE = "kernel-metadata.json"
 INSTALL_TAG = "kit-install"
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
-# What Kaggle accepts for machine_shape today (DESIGN.md 3b): T4 x2 and the TPU VM v5e-8.
+# What Kaggle accepts for machine_shape today (docs/kaggle.md): T4 x2 and the TPU VM v5e-8.
 ACCELERATORS: dict[str, dict[str, Any]] = {
     "t4": {"machine_shape": "NvidiaTeslaT4", "enable_gpu": True, "enable_tpu": False},
     "tpu": {"machine_shape": "TpuV5E8", "enable_gpu": False, "enable_tpu": True},
@@ -115,6 +115,26 @@ def install_cell(wheel: str | os.PathLike | None = None) -> Any:
     import nbformat
 
     return nbformat.v4.new_code_cell(install_cell_source(wheel), metadata={"tags": [INSTALL_TAG]})
+
+
+RESUME_TAG = "kit-resume"
+
+
+def resume_cell(kernel: str) -> Any:
+    """The cell ``kit push --resume-from KERNEL`` puts after the install cell: it names the kernel whose output holds
+    the run to resume (read by kit.kernel.previous_run), tagged so that a later push replaces or drops it."""
+    import nbformat
+
+    source = (f"# {RESUME_TAG}: set by `kit push --resume-from`: resume the run found in this kernel's attached output\n"
+              f"import os\nos.environ['KIT_RESUME_FROM'] = {kernel!r}")
+    return nbformat.v4.new_code_cell(source, metadata={"tags": [RESUME_TAG]})
+
+
+def check_resume_from(kernel: str) -> str:
+    """``kernel`` when it is owner/slug (or owner/slug/version); else KitError naming --resume-from."""
+    if not isinstance(kernel, str) or not _KERNEL_SOURCE.match(kernel):
+        raise KitError(f"--resume-from {kernel!r} is not owner/slug (or owner/slug/version) of a kernel")
+    return kernel
 
 
 # --- credentials: the user name only; secrets are only ever compared, to keep them out ------------
@@ -425,11 +445,12 @@ def _installs_kit(nb: Any) -> bool:
 
 
 def prepare_notebook(src: str | os.PathLike, dest: str | os.PathLike, wheel: str | os.PathLike | None = None,
-                     *, install: bool | None = None) -> Path:
+                     *, install: bool | None = None, resume_from: str | None = None) -> Path:
     """Copy a notebook to ``dest`` with ``metadata.kernelspec`` set and the kit install cell in place.
 
     The cell tagged ``kit-install`` is replaced; a notebook that imports kit but has no such cell gets
-    one first. ``install=False`` leaves the cells alone.
+    one first. ``install=False`` leaves the cells alone. A cell tagged ``kit-resume`` is dropped, and with
+    ``resume_from`` (a kernel) a new one follows the install cell.
     """
     import nbformat
 
@@ -449,6 +470,10 @@ def prepare_notebook(src: str | os.PathLike, dest: str | os.PathLike, wheel: str
             nb.cells[tagged[0]] = cell
         else:
             nb.cells.insert(0, cell)
+    nb.cells = [c for c in nb.cells if RESUME_TAG not in c.get("metadata", {}).get("tags", [])]
+    if resume_from:
+        installs = [i for i, c in enumerate(nb.cells) if INSTALL_TAG in c.get("metadata", {}).get("tags", [])]
+        nb.cells.insert(installs[0] + 1 if installs else 0, resume_cell(resume_from))
     for cell in nb.cells:  # outputs of a local run are not the kernel's
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -499,7 +524,7 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
                   competition: str | None = None, datasets: Sequence[str] = (), kernels: Sequence[str] = (),
                   models: Sequence[str] = (), private: bool = True, internet: bool = False,
                   kit_dataset: str | None = None, bundle: bool = True,
-                  defaults: dict[str, Any] | None = None) -> KernelFolder:
+                  defaults: dict[str, Any] | None = None, resume_from: str | None = None) -> KernelFolder:
     """Render a kernel folder for ``notebook``: checked metadata and the notebook, the kit wheel embedded in it.
 
     ``defaults`` (a kernel-metadata.json dict whose code_file names the same notebook, e.g. the
@@ -507,8 +532,13 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
     accelerator and sources not given here; ``models`` (Kaggle Model sources) are added to theirs.
     With ``kit_dataset`` the kernel installs kit from that attached dataset; otherwise (``bundle``)
     the wheel is built and embedded in the install cell, its only copy: the folder holds no .whl file.
+    ``resume_from`` (a kernel, usually this one) attaches that kernel's output and makes the notebook resume the
+    run it holds (kit.kernel.previous_run).
     """
     notebook = Path(notebook)
+    if resume_from is not None:
+        check_resume_from(resume_from)
+        kernels = [*kernels, resume_from]
     if not notebook.is_file():
         raise KitError(f"{notebook}: notebook not found")
     d = defaults if defaults and Path(str(defaults.get("code_file", ""))).name == notebook.name else {}
@@ -543,7 +573,7 @@ def render_kernel(notebook: str | os.PathLike, folder: str | os.PathLike, *, own
         old.unlink()
     embed = bundle and kit_dataset is None and _installs_kit(_read_notebook(notebook))
     wheel = kit_wheel() if embed else None
-    prepare_notebook(notebook, folder / notebook.name, wheel)
+    prepare_notebook(notebook, folder / notebook.name, wheel, resume_from=resume_from)
     check_metadata(meta, folder)
     fsutil.write_json(folder / METADATA_FILE, meta)
     files = sorted(p.name for p in folder.iterdir() if p.is_file())
@@ -625,7 +655,7 @@ def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None
          dry_run: bool = False, slug: str | None = None, title: str | None = None, accelerator: str | None = None,
          competition: str | None = None, datasets: Sequence[str] = (), kernels: Sequence[str] = (),
          models: Sequence[str] = (), private: bool = True, internet: bool = False, kit_dataset: str | None = None,
-         bundle: bool = True, defaults: dict[str, Any] | None = None,
+         bundle: bool = True, defaults: dict[str, Any] | None = None, resume_from: str | None = None,
          record_dir: str | os.PathLike = "runs/kernels", timeout: float = 600.0) -> PushResult:
     """Render a kernel folder for ``notebook`` and send it with ``kaggle kernels push -p FOLDER``.
 
@@ -644,7 +674,7 @@ def push(notebook: str | os.PathLike, *, folder: str | os.PathLike | None = None
         kernel = render_kernel(notebook, folder, owner=owner, slug=slug, title=title, accelerator=accelerator,
                                competition=competition, datasets=datasets, kernels=kernels, models=models,
                                private=private, internet=internet, kit_dataset=kit_dataset, bundle=bundle,
-                               defaults=defaults)
+                               defaults=defaults, resume_from=resume_from)
         if dry_run:
             return PushResult(kernel, sent=False)
         run = run_client(["kernels", "push", "-p", str(kernel.folder)], timeout=timeout)

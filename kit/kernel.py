@@ -9,16 +9,22 @@ rehearses on a synthetic competition unchanged.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from kit import runtime
+from kit import runfolder, runtime
 from kit.errors import KitError
 
+# The fold group a fan-out kernel trains (kit push --fan-out writes it beside the notebook, and a cell of the
+# notebook writes it into the kernel's working folder, as Kaggle receives the notebook alone)
+FOLDS_FILE = "kit-folds.json"
 # owner/model/framework/variation/version, as the kaggle client checks it: five parts, the version a number
 MODEL_SOURCE = re.compile(r"^[^/\s]+/[^/\s]+/[^/\s]+/[^/\s]+/\d+$")
 MODEL_SOURCE_FORM = "owner/model/framework/variation/version (version a number)"
@@ -170,16 +176,94 @@ def isic2024_run(run_dataset: str, source: str | os.PathLike, paths: NotebookPat
     rehearsing (``tiny``, or locally without it), a tiny run trained here on ``source``'s train split."""
     if not tiny:
         try:
-            return locate(find_input(run_dataset, paths), "config.toml")
+            return locate(find_input(run_dataset, paths), runfolder.CONFIG)
         except KitError:
-            if paths.on_kaggle:
-                raise KitError(f"{run_dataset}: attach your trained run folder (config.toml, fold*/best.keras) "
-                               "as a dataset") from None
+            if paths.on_kaggle:  # the folds may come from fan-out kernels attached as kernel sources
+                try:
+                    return attached_run(paths)
+                except KitError:
+                    raise KitError(f"{run_dataset}: attach your trained run folder ({runfolder.CONFIG}, "
+                                   f"fold*/{runfolder.BEST}) as a dataset, or the kernels that trained its folds"
+                                   ) from None
     run, recs = paths.working / "run", paths.scratch / "records"
     run_kit("records", source, "--out", recs, "--size", 32, "--folds", 3)  # kit stack needs three folds
     run_kit("train", "--records", recs, "--out", run, "--model", "tiny_cnn", "--epochs", 1, "--batch", 8,
             "--meta", "--oversample", 0.25, "--epoch-positives", 2)
     return run
+
+
+# Kaggle's session limits (its notebook documentation: 12 hours for CPU and GPU sessions, 9 for TPU sessions)
+SESSION_HOURS = {"t4": 12.0, "cpu": 12.0, "tpu": 9.0}
+
+
+def time_limit(session_hours: float, started: float, margin_hours: float = 0.5) -> str:
+    """What a notebook passes to ``kit train --time-limit``: the session's ``session_hours`` less ``margin_hours``
+    (kept for what runs after training: predictions, the submission) less what has run since ``started``
+    (``time.time()`` in the notebook's first cell), in whole seconds, at least one."""
+    left = (session_hours - margin_hours) * 3600 - (time.time() - started)
+    return f"{max(1, int(left))}s"
+
+
+def previous_run(run: str | os.PathLike, paths: NotebookPaths | None = None) -> bool:
+    """Copy the run folder of an earlier kernel's output into ``run`` when ``kit push --resume-from KERNEL`` asked for
+    it (KIT_RESUME_FROM, set by the cell it adds); True when ``run`` then holds a run to ``kit train --resume``.
+
+    The kernel's output is mounted read-only under the input root as its slug (/kaggle/input/<slug>/); the run
+    folder in it is the one named like ``run`` that holds config.toml, else the shallowest folder that does. A run
+    already in ``run`` (this session's) is kept.
+    """
+    kernel = os.environ.get("KIT_RESUME_FROM", "").strip()
+    run = Path(run)
+    if (run / runfolder.CONFIG).is_file():
+        return True
+    if not kernel:
+        return False
+    slug = kernel.split("/")[1] if kernel.count("/") >= 1 else kernel
+    root = find_input(slug, paths)
+    named = root / run.name
+    source = named if (named / runfolder.CONFIG).is_file() else locate(root, runfolder.CONFIG)
+    for path in sorted(source.rglob("*")):  # file by file: a copy of the read-only input's modes would stay read-only
+        dest = run / path.relative_to(source)
+        if path.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest)
+    print(f"resuming the run of {kernel} ({source}) in {run}")
+    return True
+def fold_group(folder: str | os.PathLike | None = None) -> list[int] | None:
+    """The folds this kernel trains, from ``kit-folds.json`` in ``folder`` (default the current one); None
+    (every fold) where there is no such file."""
+    path = Path(folder or ".") / FOLDS_FILE
+    if not path.is_file():
+        return None
+    try:
+        folds = json.loads(path.read_text()).get("folds")
+    except (json.JSONDecodeError, AttributeError):
+        folds = None
+    if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+        raise KitError(f"{path}: not a fold group ({{\"folds\": [0, 1]}} expected); push again with kit push --fan-out")
+    return folds
+
+
+def fold_args(folder: str | os.PathLike | None = None) -> list[str]:
+    """``['--folds', '0,1']`` for ``kit train`` in a fan-out kernel (:func:`fold_group`); [] elsewhere."""
+    folds = fold_group(folder)
+    return ["--folds", ",".join(map(str, folds))] if folds else []
+
+
+def attached_run(paths: NotebookPaths, out: str | os.PathLike | None = None) -> Path:
+    """The run to predict with: the one run folder under the inputs, or every fold-group kernel's run attached
+    (kit push --kernel-source) merged into ``out`` (default scratch/run-merged) as ``kit runs merge`` does."""
+    from kit import runs
+
+    found = runs.find_runs([paths.input]) if paths.input.is_dir() else []
+    if not found:
+        raise KitError(f"{paths.input}: no run folder ({runfolder.CONFIG}) among the inputs; attach the trained run "
+                       "as a dataset, or its fold kernels as kernel sources")
+    if len(found) == 1:
+        return found[0]
+    return runs.merge_runs(found, Path(out) if out else paths.scratch / "run-merged")
 
 
 def run_kit(*argv: Any) -> None:
@@ -193,6 +277,7 @@ def run_kit(*argv: Any) -> None:
 
 
 __all__ = [
-    "MODEL_SOURCE_FORM", "NotebookPaths", "check_model_source", "find_input", "find_model_mount", "has_internet",
-    "isic2024_run", "link_shards", "locate", "notebook_paths", "on_kaggle", "pretrained_weights", "run_kit",
+    "FOLDS_FILE", "MODEL_SOURCE_FORM", "NotebookPaths", "attached_run", "check_model_source", "find_input",
+    "find_model_mount", "fold_args", "fold_group", "has_internet", "isic2024_run", "link_shards", "locate",
+    "notebook_paths", "on_kaggle", "pretrained_weights", "previous_run", "run_kit", "time_limit",
 ]

@@ -7,16 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from kit import competitions, imaging
+from kit import imaging
 from kit.errors import KitError
+from kit.task import Task, task_for
 
 PUBLIC_FORMAT = "siim-isic-public"  # the encoding format of public SIIM-ISIC shards read as they are
 
 
 # --- the manifest ---------------------------------------------------------------------------------
 # One definition of manifest.json for both directions: the writer builds a Manifest and writes its to_json(),
-# every reader gets Manifest.from_json() of the file and reads attributes. Fields only ever get added:
-# a manifest written before a field existed reads with the field's default.
+# every reader gets Manifest.from_json() of the file and reads attributes. Fields only ever get added
+# (docs/data.md, "The record schema"): a manifest written before a field existed reads with the field's default.
 
 MANIFEST_KEYS = ("image_size", "shards")  # what every reader of a manifest needs
 
@@ -307,7 +308,12 @@ class Manifest:
     @property
     def binary(self) -> bool:
         """Whether the records hold a binary target."""
-        return competitions.is_binary(self.n_classes or 2)
+        return self.task.name == "binary"
+
+    @property
+    def task(self) -> Task:
+        """The records' task (binary or multi-class), from their classes."""
+        return task_for(self.n_classes or 2)
 
     @property
     def fold_ids(self) -> list[int]:

@@ -1,5 +1,7 @@
 """The competitions' metrics: ROC AUC, partial AUC above a true-positive rate (ISIC 2024), accuracy, balanced
-accuracy (ISIC 2018 task 3), the top-15 sensitivity per patient (ISIC 2024's secondary), per-class figures.
+accuracy (ISIC 2018 task 3), the top-15 sensitivity per patient (ISIC 2024's secondary), per-class figures;
+and ``TABLE``, one ``Metric`` each: which way is better, how blends fit it, its names in Keras and in the tree
+libraries ``kit stack`` uses (docs/metrics.md).
 
 Pure numpy / scikit-learn (no TensorFlow), so ``kit blend`` and ``kit check`` stay fast.
 
@@ -14,7 +16,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -189,12 +192,53 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else float("nan")
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric and what the rest of kit needs to know about it, so that nothing there asks for it by name."""
+
+    name: str
+    scorer: Callable[..., float]  # (y_true, y_pred) -> float, or (y_true, y_pred, groups) when needs_groups
+    higher_is_better: bool = True
+    per_fold_blend: bool = False  # a ranking metric: blends fit it per fold on ranks (each fold model's own scale)
+    needs_groups: bool = False  # scored per group (patient); such a metric is reported, never picks checkpoints
+    keras: str = ""  # the running Keras figure that follows it on training batches ("" : the task's own)
+    trees: Mapping[str, str] = field(default_factory=dict)  # built-in name per tree library, binary tasks;
+    # a library left out early-stops on kit's exact score of the metric
+
+    def score(self, y_true: object, y_pred: object, groups: Sequence[object] | None = None) -> float:
+        """The metric of ``y_pred`` against ``y_true`` (``groups``: one group id per row, where it needs them)."""
+        if self.needs_groups:
+            return self.scorer(y_true, y_pred, groups)
+        return self.scorer(y_true, y_pred)
+
+
+def _top15_sensitivity(y_true: object, y_pred: object, groups: Sequence[object]) -> float:
+    return top_k_sensitivity(y_true, y_pred, groups, k=15)
+
+
+# Every metric kit scores. A new one is a function above and a row here; tests/test_metrics.py then checks
+# it on every case and docs/metrics.md lists it.
+TABLE: dict[str, Metric] = {m.name: m for m in (
+    Metric("auc", auc, per_fold_blend=True, keras="auc", trees={"lightgbm": "auc", "catboost": "AUC"}),
+    # no tree library has a partial AUC above a true-positive rate; Keras's whole AUC follows it in training
+    Metric("pauc", pauc, per_fold_blend=True, keras="auc"),
+    Metric("accuracy", accuracy),
+    Metric("balanced_accuracy", balanced_accuracy, keras="balanced_accuracy"),
+    Metric("top15_sensitivity", _top15_sensitivity, needs_groups=True),
+)}
+
 # The metrics a run can pick checkpoints and score CV by, each (y_true, y_pred) -> float, higher is better.
-# A new one is a function above and a row here; tests/test_metrics.py then checks it on every case.
 SCORERS: dict[str, Callable[[object, object], float]] = {
-    "auc": auc, "pauc": pauc, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy,
+    name: m.scorer for name, m in TABLE.items() if not m.needs_groups
 }
 METRICS = tuple(SCORERS)
+
+
+def get(metric: str) -> Metric:
+    """The metric named ``metric`` (one of TABLE); KitError naming the known ones otherwise."""
+    if metric not in TABLE:
+        raise KitError(f"metric: unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return TABLE[metric]
 
 
 def score(metric: str, y_true: object, y_pred: object) -> float:

@@ -46,9 +46,10 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kit import backbones, competitions, fsutil
+from kit import backbones, fsutil
 from kit.errors import KitError
 from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
+from kit.task import task_for
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -524,9 +525,8 @@ def build_model(name: str, *, n_classes: int, size: int, weights: str | os.PathL
         features = L.Concatenate(name="join_meta")([features, m])
     if dropout:
         features = L.Dropout(float(dropout), name="head_dropout")(features)
-    binary = competitions.is_binary(n_classes)
-    out = L.Dense(1 if binary else int(n_classes), activation="sigmoid" if binary else "softmax",
-                  dtype="float32", name="head")(features)
+    task = task_for(n_classes)
+    out = L.Dense(task.head_units, activation=task.head_activation, dtype="float32", name="head")(features)
     return keras.Model(inputs, out, name=f"kit_{name}")
 
 

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kit import competitions, records
+from kit import records
 from kit.errors import KitError
+from kit.task import task_for
 
 if TYPE_CHECKING:
     import keras
@@ -426,7 +427,7 @@ def meta_vector(meta_numeric: Sequence[str], meta_categorical: Mapping[str, int]
 
 def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_categorical: Mapping[str, int],
              meta_stats: Mapping[str, Sequence[float]] | None = None, jpeg: bool = False):
-    binary = competitions.is_binary(n_classes)
+    target_dtype = task_for(n_classes).target_dtype
     meta = meta_vector(meta_numeric, meta_categorical, meta_stats) if meta_numeric or meta_categorical else None
 
     def prepare(ex: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
@@ -437,7 +438,7 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
         inputs = {"image": image}
         if meta is not None:
             inputs["meta"] = meta(ex)
-        target = tf.cast(ex["target"], tf.float32) if binary else tf.cast(ex["target"], tf.int32)
+        target = tf.cast(ex["target"], target_dtype)
         return inputs, target
 
     return prepare
@@ -472,7 +473,7 @@ def make_dataset(
     augmenting = training and augment is not None and augment.active
     prepare = _prepare(size, n_classes, meta_numeric, meta_categorical, meta_stats, jpeg=_is_jpeg(manifest))
     if training and oversample:
-        if not competitions.is_binary(n_classes):
+        if task_for(n_classes).name != "binary":
             raise KitError("oversample: only binary competitions oversample the positive class")
         if not 0.0 < oversample < 1.0:
             raise KitError(f"oversample: expects a fraction in (0, 1), got {oversample}")

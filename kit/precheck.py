@@ -15,7 +15,6 @@ from pathlib import Path
 from kit.errors import KitError
 
 MANIFEST = "manifest.json"
-RUN_CONFIG = "config.toml"
 
 
 def records_folder(path: str | os.PathLike, flag: str = "--records") -> Path:
@@ -50,16 +49,6 @@ def test_input(path: str | os.PathLike, flag: str = "--records") -> Path:
         raise KitError(f"{folder}: neither test records (no {MANIFEST}, no .tfrec shards) nor a competition "
                        f"download ({flag}); write test records with `kit records --test`")
     return records_folder(path, flag)
-
-
-def run_folder(path: str | os.PathLike) -> Path:
-    """A run folder written by ``kit train``: it exists and holds config.toml."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise KitError(f"{path}: no such run folder")
-    if not (folder / RUN_CONFIG).is_file():
-        raise KitError(f"{folder / RUN_CONFIG}: missing; is {path} a folder written by `kit train`?")
-    return folder
 
 
 def input_file(path: str | os.PathLike, flag: str) -> Path:
@@ -110,11 +99,10 @@ def train_paths(records: str, out: str) -> None:
     output_path(out, "--out", folder=True)
 
 
-def predict_paths(run: str, records: str, out: str, sample_submission: str | None = None,
+def predict_paths(records: str, out: str, sample_submission: str | None = None,
                   force: bool = False) -> None:
-    """``kit predict``'s paths: the run folder, the test records, the sample submission and the output CSV
-    (new, with its ``.json`` report, unless ``force``)."""
-    run_folder(run)
+    """``kit predict``'s paths (the run folder is kit.runfolder's to check): the test records, the sample
+    submission and the output CSV (new, with its ``.json`` report, unless ``force``)."""
     test_input(records)
     if sample_submission:
         input_file(sample_submission, "--sample-submission")

@@ -1,7 +1,7 @@
 """TTA prediction with every fold model of a run: a submission aligned to the sample, and its sidecar.
 
-Reads the run folder ``kit train`` writes (``RUN/config.toml``, ``RUN/fold{k}/best.keras`` of each
-finished fold, ``RUN/cv.json``) and a test records folder. Each fold model sees every TTA view of
+Reads the run folder ``kit train`` writes (through kit.runfolder.RunFolder: the config, the best model of
+each finished fold, the CV summary) and a test records folder. Each fold model sees every TTA view of
 every test image; views are averaged per fold, then folds are averaged (equal weights or given
 ones). The views are the ones the run's augmentation made the model invariant to
 (``kit.pipeline.tta_views``): the exact views among identity, flips, quarter turns and transposes
@@ -21,7 +21,6 @@ TensorFlow and Keras are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ import numpy as np
 from kit import competitions, fsutil, precheck
 from kit.config import Config
 from kit.errors import KitError
+from kit.runfolder import BEST, DONE, RunFolder
+from kit.task import task_for
 
 if TYPE_CHECKING:  # kit.records is imported where it is used, as elsewhere in this module
     from kit import records
@@ -90,28 +91,19 @@ class PredictReport:
 
 
 def load_run(run: str | os.PathLike) -> RunInfo:
-    """Read a run folder: its config, the best model of every finished fold, and cv.json."""
-    folder = precheck.run_folder(run)
-    config = Config.load(folder / precheck.RUN_CONFIG)
+    """Read a run folder: its config, the best model of every finished fold, and its CV summary."""
+    rf = RunFolder(run).check_trained()
+    config = Config.load(rf.config_path)
     folds, models = [], []
-    for fdir in sorted(folder.glob("fold*"), key=lambda p: (len(p.name), p.name)):
-        suffix = fdir.name[len("fold"):]
-        if not (fdir.is_dir() and suffix.isdigit() and (fdir / "done.json").is_file()):
-            continue  # an unfinished fold: its best.keras may be from a run that stopped
-        model = fdir / "best.keras"
+    for fold in rf.finished_folds():  # an unfinished fold's best model may be from a run that stopped
+        model = rf.best_model(fold)
         if not model.is_file():
-            raise KitError(f"{model}: missing, but {fdir / 'done.json'} says the fold finished")
-        folds.append(int(suffix))
+            raise KitError(f"{model}: missing, but {rf.done_path(fold)} says the fold finished")
+        folds.append(fold)
         models.append(model)
     if not models:
-        raise KitError(f"{run}: no finished folds (no fold*/done.json with best.keras); train the run first")
-    cv = None
-    if (folder / "cv.json").is_file():
-        try:
-            cv = json.loads((folder / "cv.json").read_text())
-        except json.JSONDecodeError:
-            raise KitError(f"{folder / 'cv.json'}: not valid JSON") from None
-    return RunInfo(folder, config, folds, models, cv)
+        raise KitError(f"{run}: no finished folds (no fold*/{DONE} with {BEST}); train the run first")
+    return RunInfo(rf.path, config, folds, models, rf.read_cv())
 
 
 def _fold_weights(weights: Sequence[float] | None, folds: list[int]) -> np.ndarray:
@@ -213,8 +205,7 @@ def score_test(metric: str, y: np.ndarray, probs: np.ndarray) -> dict[str, float
     from kit import metrics
 
     scores = {metric: metrics.score(metric, y, probs)}
-    if metric != "accuracy":
-        scores["accuracy"] = metrics.score("accuracy", y, probs)
+    scores.setdefault("accuracy", metrics.score("accuracy", y, probs))
     return scores
 
 
@@ -367,8 +358,7 @@ def _write(
     from kit.submission import make_submission, write_submission
 
     n_classes = info.n_classes
-    if not competitions.is_binary(n_classes) and probs.shape[1] != n_classes:
-        raise KitError(f"{info.models[0]}: the model gives {probs.shape[1]} outputs for {n_classes} classes")
+    task_for(n_classes).check_outputs(probs.shape[1], str(info.models[0]))
     frame = make_submission(ids, probs, info.classes, sample_frame, info.id_name)
     scores: dict[str, float] = {}
     clean: dict[str, float] | None = None
@@ -461,7 +451,7 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
 
 
 def _cv_text(cv: dict[str, Any]) -> str:
-    """``0.9120 pooled, folds 0.9301 +- 0.0100`` (the fold figures only where cv.json has them)."""
+    """``0.9120 pooled, folds 0.9301 +- 0.0100`` (the fold figures only where the CV summary has them)."""
     text = f"{float(cv['overall']):.4f} pooled"
     if cv.get("fold_mean") is not None:
         text += f", folds {float(cv['fold_mean']):.4f} +- {float(cv.get('fold_std') or 0.0):.4f}"

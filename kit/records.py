@@ -58,6 +58,7 @@ from kit import competitions, folds as kfolds
 from kit import imaging, sources
 from kit.errors import KitError
 from kit.fsutil import atomic_dir, write_json
+from kit.task import task_for
 from kit.image_workers import PARALLEL_MIN_IMAGES, run_chunks, worker_rows
 from kit.imagestream import ImageStream, stream_test_split
 from kit.manifest import (MANIFEST_KEYS, PUBLIC_FORMAT, ColumnStats, Encoding, FoldInfo, Manifest, MetadataColumns,
@@ -414,7 +415,7 @@ def format_summary(manifest: Manifest) -> str:
     lines = [f"{m.split}: {m.count} images, {len(m.shards)} shards, {m.image_size}x{m.image_size} px, "
              f"layout {m.layout}, classes {', '.join(m.classes) or '-'}"
              + (f", {m.n_folds} folds (seed {m.fold_seed})" if m.n_folds else "")]
-    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {'positives' if competitions.is_binary(m.n_classes) else 'class counts'}")
+    lines.append(f"{'fold':>5} {'images':>7} {'groups':>7}  {task_for(m.n_classes).count_label}")
     for key, f in m.folds.items():
         if f.positives is not None:
             label = f"{f.positives} ({f.positives / max(1, f.images):.1%})"

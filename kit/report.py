@@ -4,9 +4,9 @@ The page (``RUN/report.html`` by default) embeds every image as base64 PNG and l
 network, so it opens from a Kaggle kernel's output or a laptop alike. It opens with the scores and the
 curves; what the run was and what it read come last. Its sections (``<section id=...>``), in order:
 
-    cv            per-fold scores, their mean and spread, the pooled out-of-fold score (cv.json)
+    cv            per-fold scores, their mean and spread, the pooled out-of-fold score (the run's CV summary)
     curves        learning curves per fold (loss and the metric, training and validation)
-    lr            the learning rate each epoch ran at (history.csv)
+    lr            the learning rate each epoch ran at (each fold's history)
     binary        ROC and precision-recall per fold and pooled, the calibration curve   (binary runs)
     multiclass    the confusion matrix and per-class recall                            (multi-class runs)
     mistakes      the worst out-of-fold mistakes as thumbnails read from the records
@@ -15,10 +15,10 @@ curves; what the run was and what it read come last. Its sections (``<section id
     shakeup       bootstrap draws of the public and private leaderboards from the OOF predictions
     importance    a stack's feature importances (when the folder holds them)
     records       the records the run trained on (manifest: source, size, classes, images per fold and class)
-    config        the resolved config.toml
+    config        the resolved config
 
 ``kit report`` writes nothing else into the run but ``RUN/report.json`` (the shake-up and where its
-leaderboard sizes came from); cv.json and every other file of the run stay as training left them, and an
+leaderboard sizes came from); the CV summary and every other file of the run stay as training left them, and an
 ``--out`` naming one of them is refused.
 
 The HTML is built with f-strings and ``html.escape``: the page is one fixed layout of a dozen tables
@@ -45,13 +45,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import numpy as np
 import pandas as pd
 
-from kit import competitions, fsutil, metrics, plots
+from kit import competitions, fsutil, metrics, plots, runfolder
 from kit.errors import KitError
+from kit.runfolder import RunFolder
+from kit.task import Task, task_of_columns, task_of_width
 
 if TYPE_CHECKING:  # kit.records is imported where records are read
     from kit import records
 
-REPORT_JSON = "report.json"  # kit report's own numbers, in the run folder
+REPORT_JSON = runfolder.REPORT_JSON  # kit report's own numbers, in the run folder
 # Bounds of the shake-up's work: the largest image leaderboard kit knows (ISIC 2024 scores about 500,000
 # hidden images) fits, and 10,000 draws pin the 5th and 95th percentiles far below the 4th decimal.
 MAX_LEADERBOARD = 1_000_000
@@ -186,15 +188,17 @@ class RunData:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def binary(self) -> bool:
-        """Whether the run is binary (one ``pred`` column)."""
-        return self.oof is not None and "pred" in self.oof.columns
+    def task(self) -> Task:
+        """The run's task, from its oof.csv's prediction columns (multi-class without one)."""
+        return task_of_columns(self.oof.columns if self.oof is not None else [])[0]
+
+    def pred_columns(self) -> list[str]:
+        """The oof.csv's prediction columns, in the order of ``classes``."""
+        return self.task.pred_columns(self.classes)
 
     def pred_matrix(self) -> np.ndarray:
         """OOF predictions: [N] binary or [N, K] in the order of ``classes``."""
-        if self.binary:
-            return self.oof["pred"].to_numpy(float)
-        return self.oof[[f"pred_{c}" for c in self.classes]].to_numpy(float)
+        return self.task.pred_matrix(self.oof, self.classes).astype(float)
 
 
 def _read_json(path: Path) -> dict:
@@ -208,18 +212,18 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_cv(path: Path) -> dict:
-    """cv.json, its fields of the kinds kit writes ("fold_mean": null, kit's NaN, is an unknown score)."""
+    """The CV summary, its fields of the kinds kit writes ("fold_mean": null, kit's NaN, is an unknown score)."""
     from kit import runs
 
     cv = _read_json(path)
     problem = runs.cv_problem(cv)
     if problem:
-        raise KitError(f"{path}{problem[len('cv.json'):]}")
+        raise KitError(f"{path}{problem[len(runfolder.CV):]}")
     return cv
 
 
 def read_oof(path: Path) -> pd.DataFrame:
-    """``oof.csv`` with numeric target, fold and prediction columns; an empty or non-numeric cell is refused,
+    """A run's out-of-fold table with numeric target, fold and prediction columns; an empty or non-numeric cell is refused,
     naming the file, row and id."""
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -245,12 +249,13 @@ def read_oof(path: Path) -> pd.DataFrame:
 
 
 def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = None) -> RunData:
-    """Read config.toml, cv.json, oof.csv and the records' manifest.json of ``run`` (no TensorFlow, unless the run
+    """Read the config, CV summary and out-of-fold table (kit.runfolder.RunFolder) and the records' manifest of ``run`` (no TensorFlow, unless the run
     trained on public SIIM-ISIC TFRecords: their image size is read from their first record)."""
     run = Path(run)
     if not run.is_dir():
         raise KitError(f"{run}: no such run folder")
-    cfg_path, cv_path, oof_path = run / "config.toml", run / "cv.json", run / "oof.csv"
+    folder = RunFolder(run)
+    cfg_path, cv_path, oof_path = folder.config_path, folder.cv_path, folder.oof_path
     if not cv_path.is_file():
         raise KitError(f"{cv_path}: missing; a report needs at least one finished fold (train the run first)")
     config_text = cfg_path.read_text() if cfg_path.is_file() else ""
@@ -281,11 +286,7 @@ def load_run_data(run: str | os.PathLike, records: str | os.PathLike | None = No
 
 def errors_of(data: RunData) -> np.ndarray:
     """Each OOF row's error: |target - pred| (binary) or 1 - the probability of the true class."""
-    y = data.oof["target"].to_numpy(int)
-    p = data.pred_matrix()
-    if data.binary:
-        return np.abs(y - p)
-    return 1.0 - p[np.arange(len(y)), y]
+    return data.task.errors(data.oof["target"].to_numpy(int), data.pred_matrix())
 
 
 def _with_predicted(data: RunData) -> pd.DataFrame:
@@ -293,7 +294,7 @@ def _with_predicted(data: RunData) -> pd.DataFrame:
     df = data.oof.copy()
     df["error"] = errors_of(data)
     p = data.pred_matrix()
-    df["predicted"] = (p > 0.5).astype(int) if data.binary else p.argmax(1)
+    df["predicted"] = data.task.labels(p)
     return df
 
 
@@ -473,14 +474,10 @@ def gradcam(model: Any, images: np.ndarray, classes: Sequence[int] | None = None
     with _inputs_swapped(candidates, lambda layer, x: seen.append((layer, x)) or x):
         out = ops.convert_to_numpy(ops.cast(model(inputs, training=False), "float32"))
     target, fmap = seen[-1]  # the last block called is the last block
-    binary = out.shape[-1] == 1
+    task = task_of_width(out.shape[-1])
     if classes is None:
-        classes = (out[:, 0] > 0.5).astype(int) if binary else out.argmax(-1)
-    classes = np.asarray(classes, int)
-    if binary:  # p for class 1, -p (1-p) for class 0
-        weight = ops.convert_to_tensor((2.0 * classes - 1.0).astype("float32")[:, None])
-    else:
-        weight = ops.convert_to_tensor(np.eye(out.shape[-1], dtype="float32")[classes])
+        classes = task.labels(task.squeeze(out))
+    weight = ops.convert_to_tensor(task.output_weights(np.asarray(classes, int)))
 
     def score(a: Any) -> Any:
         with _inputs_swapped([target], lambda layer, x: a):
@@ -684,17 +681,18 @@ class ReportResult:
 
 def _histories(run: Path) -> dict[int, pd.DataFrame]:
     out = {}
-    for path in sorted(run.glob("fold*/history.csv")):
-        suffix = path.parent.name[len("fold"):]
-        if suffix.isdigit() and path.stat().st_size:
-            out[int(suffix)] = pd.read_csv(path)
+    folder = RunFolder(run)
+    for fold in folder.fold_dirs():
+        path = folder.history_path(fold)
+        if path.is_file() and path.stat().st_size:
+            out[fold] = pd.read_csv(path)
     return out
 
 
 def _config_section(data: RunData) -> str:
     if not data.config_text:
-        return _section("config", "Config", _note("no config.toml in the run folder"))
-    return _section("config", "Config (resolved, RUN/config.toml)", f"<pre>{html.escape(data.config_text)}</pre>")
+        return _section("config", "Config", _note(f"no {runfolder.CONFIG} in the run folder"))
+    return _section("config", f"Config (resolved, RUN/{runfolder.CONFIG})", f"<pre>{html.escape(data.config_text)}</pre>")
 
 
 def _records_section(data: RunData) -> str:
@@ -720,7 +718,7 @@ def _records_section(data: RunData) -> str:
 
 
 def _score(cv: Mapping[str, Any], key: str) -> float | None:
-    """A score of cv.json, None where it is null (kit writes NaN as null) or absent."""
+    """A score of the CV summary, None where it is null (kit writes NaN as null) or absent."""
     value = cv.get(key)
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -756,23 +754,29 @@ def _cv_section(data: RunData) -> str:
 def _curves_sections(data: RunData) -> list[str]:
     histories = _histories(data.run)
     if not histories:
-        msg = _note("no fold*/history.csv in the run folder")
+        msg = _note(f"no fold*/{runfolder.HISTORY} in the run folder")
         return [_section("curves", "Learning curves", msg), _section("lr", "Learning rate", msg)]
     curves = _section("curves", "Learning curves",
                       f'<div class="plots">{_img(_learning_curves(histories, data.metric), "learning curves")}</div>')
     if all("lr" in h for h in histories.values()):
         lr = f'<div class="plots">{_img(_lr_plot(histories), "learning rate")}</div>'
     else:
-        lr = _note("history.csv has no lr column")
+        lr = _note(f"{runfolder.HISTORY} has no lr column")
     return [curves, _section("lr", "Learning rate", lr)]
 
 
 def _class_sections(data: RunData) -> str:
-    if data.binary:
-        roc, pr, cal = _binary_plots(data.oof)
-        body = (f'<div class="plots">{_img(roc, "ROC")}{_img(pr, "precision-recall")}{_img(cal, "calibration")}</div>'
-                + _note("Thick black: every out-of-fold prediction pooled; thin: one fold each."))
-        return _section("binary", "ROC, precision-recall and calibration", body)
+    return _CLASS_SECTIONS[data.task.name](data)
+
+
+def _binary_section(data: RunData) -> str:
+    roc, pr, cal = _binary_plots(data.oof)
+    body = (f'<div class="plots">{_img(roc, "ROC")}{_img(pr, "precision-recall")}{_img(cal, "calibration")}</div>'
+            + _note("Thick black: every out-of-fold prediction pooled; thin: one fold each."))
+    return _section("binary", "ROC, precision-recall and calibration", body)
+
+
+def _multiclass_section(data: RunData) -> str:
     from sklearn.metrics import confusion_matrix
 
     y, p = data.oof["target"].to_numpy(int), data.pred_matrix()
@@ -785,14 +789,23 @@ def _class_sections(data: RunData) -> str:
     return _section("multiclass", "Confusion matrix and per-class recall", body)
 
 
+_CLASS_SECTIONS: dict[str, Callable[[RunData], str]] = {"binary": _binary_section, "multiclass": _multiclass_section}
+
+
 def _label(data: RunData, k: int) -> str:
     return data.classes[k] if 0 <= k < len(data.classes) else str(k)
 
 
 def _pred_text(data: RunData, row: pd.Series) -> str:
-    if data.binary:
-        return f"p={row['pred']:.3f}"
-    return f"{_label(data, int(row['predicted']))} ({row[f'pred_{_label(data, int(row.predicted))}']:.2f})"
+    return _PRED_TEXT[data.task.name](data, row)
+
+
+# a mistake's prediction in words: the probability (binary), or the predicted class and its probability
+_PRED_TEXT: dict[str, Callable[[RunData, pd.Series], str]] = {
+    "binary": lambda data, row: f"p={row['pred']:.3f}",
+    "multiclass": lambda data, row: (f"{_label(data, int(row['predicted']))} "
+                                     f"({row[f'pred_{_label(data, int(row.predicted))}']:.2f})"),
+}
 
 
 def _mistakes_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, np.ndarray]) -> str:
@@ -803,7 +816,7 @@ def _mistakes_section(data: RunData, worst: pd.DataFrame, images: Mapping[str, n
         cards.append(f'<div class="card" data-id="{html.escape(r["image_name"])}">{pic}<br><b>{html.escape(r["image_name"])}'
                      f'</b><br>true {html.escape(_label(data, int(r["target"])))}, {html.escape(_pred_text(data, r))}'
                      f'<br>fold {int(r["fold"])}, error {r["error"]:.3f}</div>')
-    pred_cols = ["pred"] if data.binary else [f"pred_{c}" for c in data.classes]
+    pred_cols = data.pred_columns()
     rows = [[r["image_name"], int(r["target"]), *[_num(r[c]) for c in pred_cols], _num(r["error"]), int(r["fold"])]
             for _, r in worst.iterrows()]
     body = (_note("Largest error first: |target - pred| for a binary run, 1 - the probability of the true class "
@@ -821,21 +834,22 @@ def _patients_section(data: RunData, groups: Mapping[str, str], worst: pd.DataFr
     df = data.oof[["image_name", "target"]].copy()
     df["group"] = df["image_name"].map(groups)
     df["error"] = errors_of(data)
-    df["pred"] = data.pred_matrix() if data.binary else data.pred_matrix().max(1)
+    df["pred"] = data.task.confidence(data.pred_matrix())
     if df["group"].isna().all() or (df["group"] == df["image_name"]).all() or df["group"].nunique() == len(df):
         return _section("patients", "Per patient", _note("the records hold no groups (one image per group)"))
     g = df.groupby("group").agg(images=("image_name", "size"), positives=("target", "sum"),
                                 mean_error=("error", "mean"), max_pred=("pred", "max"))
     text = (f"{len(g)} groups, {g['images'].mean():.1f} images each on average. ")
-    if data.binary and g["positives"].gt(0).nunique() == 2:
+    binary = data.task.name == "binary"  # positives and a patient-level AUC mean something for a binary run
+    if binary and g["positives"].gt(0).nunique() == 2:
         from sklearn.metrics import roc_auc_score
 
         text += (f"Patient-level AUC (a patient's highest prediction against whether any of their images is "
                  f"positive): {roc_auc_score(g['positives'] > 0, g['max_pred']):.4f}. ")
     shown = g.loc[[x for x in dict.fromkeys(df.set_index("image_name").loc[worst["image_name"], "group"]) if x in g.index]]
-    rows = [[name, int(r["images"]), int(r["positives"]) if data.binary else "-", _num(r["mean_error"]),
+    rows = [[name, int(r["images"]), int(r["positives"]) if binary else "-", _num(r["mean_error"]),
              _num(r["max_pred"])] for name, r in shown.iterrows()]
-    head = ["group", "images", "positives", "mean error", "max pred" if data.binary else "max confidence"]
+    head = ["group", "images", "positives", "mean error", "max pred" if binary else "max confidence"]
     body = _note(text + "The groups of the worst mistakes:") + _table(head, rows, "patients")
     return _section("patients", "Per patient (group)", body)
 
@@ -844,8 +858,10 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, read: RecordsRead, n: i
                      seed: int) -> tuple[str, list[str]]:
     notes: list[str] = []
     images = read.images
-    if not any(data.run.glob("fold*/best.keras")):
-        return _section("gradcam", "Grad-CAM", _note("left out: no fold*/best.keras (a stack has no image model)")), notes
+    folder = RunFolder(data.run)
+    if not any(folder.best_model(k).is_file() for k in folder.fold_dirs()):
+        return _section("gradcam", "Grad-CAM", _note(f"left out: no fold*/{runfolder.BEST} (a stack has no image "
+                                                      "model)")), notes
     if not images:
         return _section("gradcam", "Grad-CAM", _note("left out: the records were not found")), notes
     df = _with_predicted(data)
@@ -854,7 +870,7 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, read: RecordsRead, n: i
     right = [i for i in _correct_sample(df, n, seed)["image_name"] if i in images]
     import keras  # noqa: F401  before kit.models: the backend is settled by kit.runtime
 
-    from kit import models  # noqa: F401  registers kit's layers, so best.keras loads
+    from kit import models  # noqa: F401  registers kit's layers, so a fold's best model loads
 
     cards = {"correct": [], "wrong": []}
     fold_of = dict(zip(df["image_name"], df["fold"].astype(int)))
@@ -863,7 +879,7 @@ def _gradcam_section(data: RunData, worst: pd.DataFrame, read: RecordsRead, n: i
         for i in ids:
             by_fold.setdefault(fold_of[i], []).append((kind, i))
     for fold, items in sorted(by_fold.items()):
-        path = data.run / f"fold{fold}" / "best.keras"
+        path = folder.best_model(fold)
         if not path.is_file():
             notes.append(f"{path}: missing; Grad-CAM left out for fold {fold}")
             continue
@@ -966,11 +982,11 @@ def _is_report_page(path: Path) -> bool:
 
 
 def check_out(out: Path, run: Path) -> None:
-    """Refuse an --out that would replace anything but a page kit report wrote: a file of the run (oof.csv,
-    cv.json, config.toml, a fold's model, report.json) or any other file; or a folder."""
+    """Refuse an --out that would replace anything but a page kit report wrote: a file of the run (see
+    kit.runfolder.RunFolder) or any other file; or a folder."""
     if out.is_dir():
         raise KitError(f"{out}: is a folder; --out names the HTML file to write")
-    own = out.resolve() == (run / REPORT_JSON).resolve()
+    own = out.resolve() == RunFolder(run).report_json.resolve()
     if not own and (not out.exists() or _is_report_page(out)):
         return
     if own or run.resolve() in out.resolve().parents:
@@ -980,7 +996,7 @@ def check_out(out: Path, run: Path) -> None:
 
 
 def _test_records_of(data: RunData, given: str | os.PathLike | None) -> tuple[str | None, str | None]:
-    """(test records folder, note): ``given`` (--test-records) as it is, else the run's config.toml test_records
+    """(test records folder, note): ``given`` (--test-records) as it is, else the run config's test_records
     (a stack's) when that folder is still there."""
     if given is not None:
         return str(given), None
@@ -988,7 +1004,7 @@ def _test_records_of(data: RunData, given: str | os.PathLike | None) -> tuple[st
     if not isinstance(named, str) or not named:
         return None, None
     if not (Path(named) / "manifest.json").is_file():
-        return None, f"{named}: test records named by config.toml not found, so their size was not used"
+        return None, f"{named}: test records named by {runfolder.CONFIG} not found, so their size was not used"
     return named, None
 
 
@@ -999,7 +1015,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     """Write the HTML report of ``run`` (default RUN/report.html) and its numbers to RUN/report.json.
 
     The leaderboard sizes of the shake-up: see ``leaderboard_sizes`` (``test_records`` defaults to a stack's
-    config.toml test_records)."""
+    config's test_records)."""
     t0 = time.perf_counter()
     if mistakes < 1:
         raise KitError(f"--mistakes: expects at least 1, got {mistakes}")
@@ -1057,7 +1073,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     page = (f"{_PAGE_START}{html.escape(name)}</title>"
             f"<style>{_CSS}</style></head><body>{head}{notes_html}{''.join(sections)}</body></html>\n")
     fsutil.write_text(out, page)
-    fsutil.write_json(data.run / REPORT_JSON, {
+    fsutil.write_json(RunFolder(data.run).report_json, {
         "page": str(out), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shakeup": shake,
         "no_shakeup": no_shakeup})
     ids = [s.split('"', 2)[1] for s in sections]

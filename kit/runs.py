@@ -1,19 +1,24 @@
 """``kit runs``: every run (and stack) folder under some folders, one row each, from the small files alone.
 
-A run folder is one that holds ``config.toml`` or ``cv.json`` (kit.train's contract). Its row reads
-config.toml (model, records, competition, size, epochs, planned folds), ``fold{k}/done.json`` (finished
-folds), cv.json (the metric, per-fold scores, fold mean and spread, the pooled figure) and file times.
+A run folder is one that holds a config or a CV summary (see kit.runfolder.RunFolder). Its row reads the
+config (model, records, competition, size, epochs, planned folds), each fold's done marker (finished
+folds), the CV summary (the metric, per-fold scores, fold mean and spread, the pooled figure) and file times.
 Nothing here imports TensorFlow, Keras, JAX or pandas: listing a hundred runs takes a fraction of a second.
 
 A run's state:
 
-- ``finished``: every planned fold has ``done.json``;
-- ``running``: not finished, and a file of the run (a fold's last.keras, state.json, history.csv,
-  done.json, or config.toml at the start) changed within the last ``RUNNING_WITHIN_S`` seconds;
-- ``error``: not finished, not running, and ``error.txt`` (written by kit.train when a fold raised) is there;
+- ``finished``: every planned fold is done;
+- ``running``: not finished, and a file of the run (a fold's latest model, state, history or done marker,
+  or the config at the start) changed within the last ``RUNNING_WITHIN_S`` seconds;
+- ``stopped (resume)``: not finished, and ``kit train --time-limit`` stopped it before its limit with its state
+  saved (``kit train --resume`` continues it);
+- ``error``: not finished, not running, and the run's error note (written by kit.train when a fold raised) is there;
 - ``resumable``: any other unfinished run (``kit train --resume`` continues it);
-- ``bad cv.json`` / ``bad config.toml``: the file is not what kit writes (not JSON or TOML, or a field of
+- ``bad <file>``: the CV summary or the config is not what kit writes (not JSON or TOML, or a field of
   another type, e.g. ``"folds"`` a list); the row shows what the rest says, and ``problem`` says what is wrong.
+
+``merge_runs`` (``kit runs merge``) joins runs that trained different folds of the same records with the
+same settings into one run folder.
 
 Scores are comparable only between runs trained on the same records and scored by the same metric:
 ``scan`` with ``top`` or ``names`` refuses rows of more than one (records, metric) group, and ``records``,
@@ -38,15 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from kit import runfolder
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 
-# kit.train writes a fold's history.csv every epoch and last.keras/state.json at most a minute apart,
+# kit.train writes a fold's history every epoch and its latest model and state at most a minute apart,
 # but an epoch of a large backbone on a big set can take several minutes: a run counts as running when
 # a file changed within the last 15 minutes (a run killed less than 15 minutes ago still shows running).
 RUNNING_WITHIN_S = 15 * 60
-ERROR_FILE = "error.txt"
-# files whose change means a fold is making progress
-_ACTIVITY = ("last.keras", "state.json", "history.csv", "done.json", "oof.csv")
+STOPPED = "stopped (resume)"
 SORT_KEYS = ("cv", "pooled", "when", "name")
 _MAX_DEPTH = 4  # how deep under a given folder runs are looked for (runs/<competition>/<experiment>/...)
 
@@ -59,8 +64,8 @@ class RunRow:
     path: str
     kind: str  # "run" (kit train) or "stack" (a second stage, no fold models of its own)
     model: str
-    records: str | None  # the records folder it trained on (config.toml's records), as written there
-    competition: str | None  # config.toml's competition, where it names one
+    records: str | None  # the records folder it trained on (the config's records), as written there
+    competition: str | None  # the config's competition, where it names one
     size: int | None
     epochs: int | None
     folds_done: int
@@ -68,12 +73,12 @@ class RunRow:
     metric: str | None
     cv: float | None  # the mean of the folds' scores (what one fold model is worth)
     cv_std: float | None  # their standard deviation
-    pooled: float | None  # the pooled out-of-fold score (cv.json "overall")
+    pooled: float | None  # the pooled out-of-fold score (the CV summary's "overall")
     when: float  # last change, seconds since the epoch
     state: str
     error: str | None = None
     folds: dict[str, float] = field(default_factory=dict)
-    problem: str | None = None  # what is wrong with its cv.json or config.toml (state "bad ...")
+    problem: str | None = None  # what is wrong with its CV summary or config (state "bad ...")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (``when`` also as an ISO time in UTC)."""
@@ -83,8 +88,8 @@ class RunRow:
 
 
 def is_run_folder(path: Path) -> bool:
-    """Whether ``path`` holds a run (config.toml or cv.json)."""
-    return (path / "config.toml").is_file() or (path / "cv.json").is_file()
+    """Whether ``path`` holds a run (a config or a CV summary)."""
+    return RunFolder(path).is_run()
 
 
 def find_runs(folders: Iterable[str | os.PathLike], warn: Callable[[str], None] | None = None) -> list[Path]:
@@ -186,8 +191,8 @@ _CV_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def cv_problem(cv: dict) -> str | None:
-    """What is wrong with a cv.json object (``cv.json: "folds" is a list, ...``); None where kit wrote it so."""
-    return _checked(cv, _CV_FIELDS, "cv.json")[1]
+    """What is wrong with a CV summary object (``<file>: "folds" is a list, ...``); None where kit wrote it so."""
+    return _checked(cv, _CV_FIELDS, runfolder.CV)[1]
 
 
 def _checked(data: dict, fields: Mapping[str, tuple[Callable[[Any], bool], str]], name: str
@@ -199,15 +204,6 @@ def _checked(data: dict, fields: Mapping[str, tuple[Callable[[Any], bool], str]]
             problem = problem or f'{name}: "{key}" is {_kind(clean[key])}, expected {expected}'
             del clean[key]
     return clean, problem
-
-
-def _fold_dirs(run: Path) -> dict[int, Path]:
-    out = {}
-    for p in run.glob("fold*"):
-        suffix = p.name[len("fold"):]
-        if p.is_dir() and suffix.isdigit():
-            out[int(suffix)] = p
-    return out
 
 
 def _float(value: Any) -> float | None:
@@ -225,23 +221,22 @@ def _text(value: Any) -> str | None:
 def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
     """The row of one run folder (see the module docstring for the states)."""
     run = Path(run)
+    folder = RunFolder(run)
     now = time.time() if now is None else now
-    cfg, cfg_problem = _read_toml(run / "config.toml")
-    cv, cv_problem = _read_json(run / "cv.json")
-    cfg, cfg_field = _checked(cfg, _CONFIG_FIELDS, "config.toml")
-    cv, cv_field = _checked(cv, _CV_FIELDS, "cv.json")
+    cfg, cfg_problem = _read_toml(folder.config_path)
+    cv, cv_problem = _read_json(folder.cv_path)
+    cfg, cfg_field = _checked(cfg, _CONFIG_FIELDS, runfolder.CONFIG)
+    cv, cv_field = _checked(cv, _CV_FIELDS, runfolder.CV)
     problem = cv_problem or cv_field or cfg_problem or cfg_field
-    fold_dirs = _fold_dirs(run)
+    fold_dirs = folder.fold_dirs()
     planned = list(cfg.get("folds", [])) or sorted(fold_dirs) or [int(k) for k in cv.get("folds", {})]
-    done = [k for k, d in fold_dirs.items() if (d / "done.json").is_file()]
-    # training activity only: not cv.json, nor what `kit report` writes (report.html, report.json)
-    times = [p.stat().st_mtime for p in (run / "config.toml", run / "oof.csv") if p.is_file()]
-    for d in fold_dirs.values():
-        times += [(d / f).stat().st_mtime for f in _ACTIVITY if (d / f).is_file()]
-    if not times and (run / "cv.json").is_file():
-        times.append((run / "cv.json").stat().st_mtime)  # a stack: cv.json is all it has
+    done = folder.finished_folds()
+    # training activity only: not the CV summary, nor what `kit report` writes (report.html, report.json)
+    times = folder.activity_times()
+    if not times and folder.cv_path.is_file():
+        times.append(folder.cv_path.stat().st_mtime)  # a stack: the CV summary is all it has
     when = max(times) if times else run.stat().st_mtime
-    # kit stack's config.toml lists the image runs it stacks, and has no backbone; a bare cv.json is a stack too
+    # kit stack's config lists the image runs it stacks, and has no backbone; a bare CV summary is a stack too
     stack = "model" not in cfg and ("runs" in cfg or (not fold_dirs and bool(cv)))
     kind = "stack" if stack else "run"
     if kind == "stack" and not fold_dirs:
@@ -250,11 +245,13 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
         done = [int(k) for k in cv.get("folds", {})]
     else:
         finished = bool(planned) and set(planned) <= set(done)
-    error_path = run / ERROR_FILE
+    error_path = folder.error_path
     if problem:
         state = "bad " + problem.split(":", 1)[0]
     elif finished:
         state = "finished"
+    elif folder.stopped_path.is_file():
+        state = STOPPED
     elif now - when < RUNNING_WITHIN_S and not error_path.is_file():
         state = "running"
     elif error_path.is_file():
@@ -263,8 +260,7 @@ def read_run(run: str | os.PathLike, now: float | None = None) -> RunRow:
         state = "resumable"
     error = None
     if state == "error":
-        lines = error_path.read_text(errors="replace").strip().splitlines()
-        error = lines[0] if lines else "(empty error.txt)"
+        error = folder.error_line()
     folds = {str(k): float(v) for k, v in (cv.get("folds") or {}).items() if _float(v) is not None}
     cv_mean = _float(cv.get("fold_mean"))
     if cv_mean is None and folds:
@@ -364,7 +360,7 @@ def format_table(rows: Sequence[RunRow]) -> str:
 
     The competition column shows only when a run names one."""
     if not rows:
-        return "no runs found (a run folder holds config.toml or cv.json)"
+        return f"no runs found (a run folder holds {runfolder.CONFIG} or {runfolder.CV})"
     with_competition = any(r.competition for r in rows)
     head = ["run", "model", "records", *(["competition"] if with_competition else []), "size", "epochs", "folds",
             "metric", "cv", "+-", "pooled", "when", "state"]
@@ -399,3 +395,130 @@ def format_json(rows: Sequence[RunRow]) -> str:
 def format_names(rows: Sequence[RunRow]) -> str:
     """``kit runs --names``: the run folders, one a line (for ``kit blend --oof $(kit runs ... --names)``)."""
     return "\n".join(r.path for r in rows)
+
+
+# --- kit runs merge ------------------------------------------------------------------------------------
+
+# Settings in which runs to merge may differ: which folds they trained, where the run and its records lie
+# (the records' identity is compared instead), how much was printed.
+MERGE_FREE = ("folds", "out", "records", "verbose")
+
+
+def merge_runs(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """One run folder at ``out`` from runs that trained different folds of the same records with the same settings.
+
+    Every fold's files are copied, the out-of-fold predictions of all folds are joined in fold order (as one
+    ``kit train`` over those folds writes them), the CV summary is computed as kit.train computes it, and the
+    config lists the union of the folds. Written to a temporary folder, renamed onto ``out`` at the end.
+    """
+    out = Path(out)
+    runs = [RunFolder(s) for s in sources]
+    if len(runs) < 2:
+        raise KitError("runs merge: give at least two run folders to merge")
+    if out.exists():
+        raise KitError(f"{out}: already exists; choose a new --out (kit never overwrites a run)")
+    configs = [_train_config(r) for r in runs]
+    identities = [r.read_records_identity() for r in runs]
+    for run, cfg, identity in zip(runs[1:], configs[1:], identities[1:]):
+        _check_same_records(runs[0], configs[0], identities[0], run, cfg, identity)
+        _check_same_settings(runs[0], configs[0], run, cfg)
+    owner = _fold_owners(runs, configs)
+    return _write_merged(out, owner, configs[0], identities[0], runs)
+
+
+def _train_config(run: RunFolder) -> dict[str, Any]:
+    """The config of a `kit train` run; KitError when ``run`` holds none (not a run, or a stack)."""
+    if not run.path.is_dir():
+        raise KitError(f"{run.path}: no such run folder")
+    cfg = run.read_config()
+    if not cfg:
+        raise KitError(f"{run.config_path}: missing; not a run folder of `kit train`")
+    if "model" not in cfg:
+        raise KitError(f"{run.path}: a stack (no model in {run.config_path.name}); only `kit train` runs merge")
+    folds = cfg.get("folds")
+    if not (isinstance(folds, list) and folds and all(map(_is_int, folds))):
+        raise KitError(f'{run.config_path}: "folds" is {_kind(folds)}, expected a list of fold numbers')
+    return cfg
+
+
+def _shown(cfg: Mapping[str, Any], name: str) -> str:
+    return repr(cfg[name]) if name in cfg else "not set"
+
+
+def _check_same_records(first: RunFolder, first_cfg: dict, first_id: dict | None,
+                        run: RunFolder, cfg: dict, identity: dict | None) -> None:
+    """KitError when ``run`` trained on other records than ``first`` (by their identity; by folder for older runs)."""
+    if first_id is not None and identity is not None:
+        for name in dict.fromkeys([*first_id, *identity]):
+            if first_id.get(name) != identity.get(name):
+                raise KitError(f"{run.path}: trained on different records from {first.path} ({name}: "
+                               f"{_shown(identity, name)} here, {_shown(first_id, name)} there)")
+        return
+    mine, theirs = str(cfg.get("records", "")), str(first_cfg.get("records", ""))
+    if not _same_folder(mine, theirs):
+        raise KitError(f"{run.path}: trained on different records from {first.path} ({mine} here, {theirs} there)")
+
+
+def _check_same_settings(first: RunFolder, first_cfg: dict, run: RunFolder, cfg: dict) -> None:
+    """KitError naming the first setting (other than MERGE_FREE) in which ``run`` differs from ``first``."""
+    for name in dict.fromkeys([*first_cfg, *cfg]):
+        if name not in MERGE_FREE and first_cfg.get(name) != cfg.get(name):
+            raise KitError(f"{run.path}: different settings from {first.path}: {name} is {_shown(cfg, name)} here, "
+                           f"{_shown(first_cfg, name)} there; runs to merge differ in their folds only")
+
+
+def _fold_owners(runs: Sequence[RunFolder], configs: Sequence[dict]) -> dict[int, RunFolder]:
+    """fold -> the run that trained it; KitError for a fold in two runs, a fold not finished, or a damaged one."""
+    owner: dict[int, RunFolder] = {}
+    for run, cfg in zip(runs, configs):
+        for fold in cfg["folds"]:
+            if fold in owner:
+                raise KitError(f"fold {fold}: trained in both {owner[fold].path} and {run.path}; merge each fold "
+                               "from one run only")
+            _check_fold(run, fold)
+            owner[fold] = run
+    return dict(sorted(owner.items()))
+
+
+def _check_fold(run: RunFolder, fold: int) -> None:
+    """KitError when fold ``fold`` of ``run`` is not finished, or a file it needs is missing or damaged."""
+    if not run.is_done(fold):
+        raise KitError(f"{run.path}: fold {fold} has not finished (no {run.done_path(fold).relative_to(run.path)}); "
+                       f"finish it with `kit train --resume --out {run.path}` before merging")
+    run.fold_score(fold)  # a done marker that is not JSON, or whose score is not a number, names its file
+    for path in (run.fold_oof_path(fold), run.best_model(fold)):
+        if not path.is_file():
+            raise KitError(f"{path}: missing, but fold {fold} of {run.path} is marked finished")
+
+
+def _write_merged(out: Path, owner: Mapping[int, RunFolder], cfg: dict, identity: dict | None,
+                  runs: Sequence[RunFolder]) -> Path:
+    import shutil
+
+    import pandas as pd
+
+    from kit import fsutil
+
+    folds = list(owner)
+    oof = pd.concat([owner[k].read_fold_oof(k) for k in folds], ignore_index=True)
+    first_cv = runs[0].read_cv() or {}
+    cv = runfolder.cv_summary(
+        cfg["metric"], oof, cfg.get("classes") or (), {k: owner[k].fold_score(k) for k in folds},
+        {k: owner[k].fold_secondary(k) for k in folds}, cfg.get("secondary_metrics") or (),
+        first_cv.get("tta_views") or ())  # the views follow from the settings, which every run shares
+    with fsutil.atomic_dir(out) as tmp:
+        merged = RunFolder(tmp)
+        for fold, run in owner.items():
+            shutil.copytree(run.fold_dir(fold), merged.fold_dir(fold))
+            merged.remove_fold_files(fold, runfolder.FOLD_TEMPORARY_FILES)
+        merged.write_config({**cfg, "out": str(out), "folds": folds})
+        if identity is not None:
+            fsutil.write_json(merged.records_path, identity)
+        merged.write_oof(oof)
+        merged.write_cv(cv)
+    return out
+
+
+def format_merged(out: Path) -> str:
+    """What ``kit runs merge`` prints: the merged run's row."""
+    return format_table([read_run(out)])

@@ -8,7 +8,7 @@ who wants the command's behaviour calls ``kit.runtime.prepare()`` before importi
 - ``KERAS_BACKEND`` set by the user: kept, whatever it says.
 - a TPU VM (``ISTPUVM=1``, as Kaggle's TPU image sets, or a TPU device with libtpu installed):
   ``jax``. Kaggle's TPU image ships tensorflow-cpu only; the TPU is reached by Keras on JAX
- 
+  (docs/training.md, "Where kit trains").
 - otherwise nothing is set, and Keras starts on its default (TensorFlow).
 
 :func:`choose_backend` may be called again with a training strategy (``kit train --strategy tpu``

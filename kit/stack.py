@@ -12,17 +12,14 @@ never saw those rows; fold k's rows are then scored by trees and image models th
 number of trees is chosen on an inner fold (the next training fold), and the trees refit on every
 training fold with that number, so fold k never steers its own model.
 
-The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` read it as they are)::
-
-    STACK/config.toml          the resolved StackConfig
-    STACK/oof.csv              image_name,target,pred|pred_<class>...,fold (records order)
-    STACK/cv.json              {"metric", "folds": {"0": x, ...}, "overall" (pooled), "fold_mean", "fold_std",
-                                "models": {kind: {"overall", "weight"}}, "features": n, "runs": [...]}
-    STACK/fold{k}/done.json    {"fold", "metric", "score", "trees": {kind: mean trees}}
-    STACK/features.csv         feature, source, kind, importance_<model kind>... (gain, each kind sums to 1)
-    STACK/models/<kind>/       one run folder per model kind (oof.csv, cv.json, fold{k}/done.json, submission.csv)
-    STACK/submission.csv       the test predictions aligned to the sample (when test records are given)
-    STACK/plots/importance.png the 30 most important features, stacked by model kind
+The run folder (like ``kit train``'s, so ``kit blend --oof`` and ``kit check`` read it as they are; its
+files are kit.runfolder.RunFolder's): the resolved StackConfig; the out-of-fold predictions in records
+order; the CV summary ({"metric", "folds", "overall" (pooled), "fold_mean", "fold_std", "models": {kind:
+{"overall", "weight"}}, "features": n, "runs": [...]}); per fold the done marker ({"fold", "metric",
+"score", "trees": {kind: mean trees}}); the feature table (feature, source, kind, importance_<model
+kind>..., gain, each kind sums to 1); one run folder per model kind under ``models/`` (out-of-fold
+predictions, CV summary, done markers, submission); the submission aligned to the sample (when test
+records are given) and its sidecar; and ``plots/importance.png``, the 30 most important features.
 
 Example::
 
@@ -45,10 +42,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from kit import competitions, fsutil, metrics
-from kit.blend import blend_arrays, fit_weights, load_oof
+from kit import competitions, fsutil, metrics, runfolder
+from kit.blend import Oof, blend_arrays, fit_oofs, load_oof
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 from kit.submission import IdIndex, make_submission, read_submission, read_table, write_submission
+from kit.task import task_for, task_of_width
 
 if TYPE_CHECKING:  # kit.records is imported where the records are read
     from kit import records
@@ -173,17 +172,16 @@ class _Data(NamedTuple):
 
 
 def _lgb_params(seed: int, n_classes: int, metric: str, cfg: StackConfig) -> dict[str, Any]:
-    binary = competitions.is_binary(n_classes)
+    task = task_for(n_classes)
     params = {
-        "objective": "binary" if binary else "multiclass", "learning_rate": cfg.learning_rate,
+        "objective": task.tree_objectives["lightgbm"], "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_child_samples": cfg.min_child_samples,
         "feature_fraction": cfg.colsample, "bagging_fraction": cfg.subsample, "bagging_freq": 1 if cfg.subsample < 1 else 0,
         "seed": seed, "deterministic": True, "force_col_wise": True, "verbosity": -1,
         "num_threads": cfg.threads or os.cpu_count() or 1,
-        "metric": "auc" if metric == "auc" and binary else "None",
+        "metric": task.tree_metric(metrics.get(metric), "lightgbm") or "None",
     }
-    if not binary:
-        params["num_class"] = n_classes
+    params.update(task.tree_params("lightgbm"))
     return params
 
 
@@ -246,15 +244,14 @@ def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.nda
 
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
-    binary = competitions.is_binary(n_classes)
+    task = task_for(n_classes)
     params = {
-        "objective": "binary:logistic" if binary else "multi:softprob", "eta": cfg.learning_rate,
+        "objective": task.tree_objectives["xgboost"], "eta": cfg.learning_rate,
         "max_leaves": cfg.num_leaves, "grow_policy": "lossguide", "tree_method": "hist", "max_depth": 0,
         "min_child_weight": 1.0, "colsample_bytree": cfg.colsample, "subsample": cfg.subsample, "seed": seed,
         "nthread": cfg.threads or os.cpu_count() or 1, "disable_default_eval_metric": 1,
     }
-    if not binary:
-        params["num_class"] = n_classes
+    params.update(task.tree_params("xgboost"))
     dtrain = xgb.DMatrix(train.frame, y, enable_categorical=True)
     if valid is None:
         return xgb.train(params, dtrain, num_boost_round=rounds), rounds
@@ -264,8 +261,8 @@ def _xgb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.nda
         return metric, metrics.score(metric, data.get_label().astype(np.int64), pred)
 
     model = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "inner")], custom_metric=score,
-                      early_stopping_rounds=cfg.early_stopping, maximize=True,  # every metric in kit.metrics
-                      verbose_eval=False)
+                      early_stopping_rounds=cfg.early_stopping,
+                      maximize=metrics.get(metric).higher_is_better, verbose_eval=False)
     return model, max(1, int(model.best_iteration) + 1)
 
 
@@ -293,12 +290,13 @@ def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndar
 
     train, y, valid, yv = _split(pool, rows, stop_rows)
 
-    # CatBoost has AUC built in; balanced accuracy and accuracy stop on its multi-class log loss
-    binary = competitions.is_binary(n_classes)
-    eval_metric = "AUC" if metric == "auc" and binary else ("Logloss" if binary else "MultiClass")
+    # a metric CatBoost has no name for (kit.metrics.TABLE) stops on the task's log loss
+    task = task_for(n_classes)
+    objective = task.tree_objectives["catboost"]
+    eval_metric = task.tree_metric(metrics.get(metric), "catboost") or objective
     model = CatBoostClassifier(
         iterations=rounds, learning_rate=cfg.learning_rate, depth=6, random_seed=seed, eval_metric=eval_metric,
-        loss_function="Logloss" if binary else "MultiClass", rsm=cfg.colsample if cfg.colsample < 1 else None,
+        loss_function=objective, rsm=cfg.colsample if cfg.colsample < 1 else None,
         thread_count=cfg.threads or os.cpu_count() or 1, verbose=False, allow_writing_files=False,
         od_type="Iter" if valid is not None else None, od_wait=cfg.early_stopping if valid is not None else None,
         use_best_model=valid is not None)
@@ -312,7 +310,7 @@ def _cb_fit(pool: tuple[_Data, np.ndarray], rows: np.ndarray, stop_rows: np.ndar
 
 def _cb_predict(model: Any, data: _Data) -> np.ndarray:
     p = np.asarray(model.predict_proba(_cb_frame(data)), np.float64)
-    return p[:, 1] if p.shape[1] == 2 else p
+    return task_for(p.shape[1]).from_proba(p)
 
 
 def _cb_importance(model: Any) -> dict[str, float]:
@@ -484,14 +482,6 @@ def build_features(
 # --- inputs ------------------------------------------------------------------------------------------
 
 
-def _oof_header(run: str) -> list[str]:
-    path = Path(run) / "oof.csv"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        return [c.strip() for c in fh.readline().strip().split(",")]
-
-
 def _run_label(run: str, taken: set[str]) -> str:
     base = _safe(Path(run).resolve().name) or "run"
     label, k = base, 2
@@ -502,27 +492,26 @@ def _run_label(run: str, taken: set[str]) -> str:
 
 
 def _check_finished(run: str, folds: Sequence[int]) -> None:
-    """KitError naming the folds of ``run`` without their ``done.json``: a run still training, stopped, or trained on
-    some folds only has no out-of-fold prediction for their rows."""
-    unfinished = [k for k in folds if not (Path(run) / f"fold{k}" / "done.json").is_file()]
+    """KitError naming the folds of ``run`` not done: a run still training, stopped, or trained on some folds only
+    has no out-of-fold prediction for their rows."""
+    unfinished = [k for k in folds if not RunFolder(run).is_done(k)]
     if unfinished:
         listed = ", ".join(map(str, unfinished))
         raise KitError(f"{run}: fold{'s' if len(unfinished) > 1 else ''} {listed} of {len(folds)} unfinished (no "
-                       f"fold{unfinished[0]}/done.json); the stack needs every fold's out-of-fold predictions: finish "
+                       f"fold{unfinished[0]}/{runfolder.DONE}); the stack needs every fold's out-of-fold predictions: finish "
                        f"it (`kit train --resume --out {run}`) or leave it out of --runs")
 
 
 def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str], records: str) -> np.ndarray:
     """A run's OOF predictions in records order, after checking it was trained on these records and folds."""
     _check_finished(run, sorted(np.unique(train["fold"]).tolist()))
-    header = _oof_header(run)
-    path = Path(run) / "oof.csv"
+    header = RunFolder(run).oof_header()
+    path = RunFolder(run).oof_path
     if header and "fold" not in header:
         raise KitError(f"{path}: no fold column, so which fold model predicted each row is unknown; the stack needs "
                        "out-of-fold predictions from the records' folds (a `kit train` run)")
     oof = load_oof(run)
-    binary = competitions.is_binary(len(classes))
-    if binary and oof.preds.shape[1] != 1 or not binary and oof.classes != classes:
+    if task_of_width(oof.preds.shape[1]).pred_columns(oof.classes) != task_for(len(classes)).pred_columns(classes):
         raise KitError(f"{path}: classes {','.join(oof.classes)} differ from the records' {','.join(classes)}")
     try:
         src = index.align(oof.ids, str(path))
@@ -545,12 +534,7 @@ def _load_run(run: str, train: pd.DataFrame, index: IdIndex, classes: list[str],
 def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classes: list[str]) -> np.ndarray:
     """A run's test submission in test-records order; every test id must have a prediction."""
     table = read_table(path)
-    binary = competitions.is_binary(len(classes))
-    cols = table.columns[1:]
-    if binary and len(cols) != 1:
-        raise KitError(f"{path}: {len(cols)} value columns; a binary submission has one")
-    if not binary and sorted(cols) != sorted(classes):
-        raise KitError(f"{path}: columns {','.join(cols)} are not the classes {','.join(classes)}")
+    order = task_for(len(classes)).value_order(table.columns[1:], classes, path)
     ids = set(table.ids.tolist())
     missing = [i for i in test["image_name"] if i.encode() not in ids]
     if missing:
@@ -561,8 +545,7 @@ def _load_test_predictions(path: str, test: pd.DataFrame, index: IdIndex, classe
     except KitError as exc:
         raise KitError(f"{exc} (predict the test records given to --test-records)") from None
     values = table.values if src is None else table.values[src]
-    if not binary:
-        values = values[:, [cols.index(c) for c in classes]]
+    values = values[:, np.argsort(order)]
     if not np.isfinite(values).all():
         r = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
         raise KitError(f"{path}: NaN or infinite prediction for id {test['image_name'].iat[r]}")
@@ -675,14 +658,15 @@ def _fit_fold(kind: str, data: _Data, y: np.ndarray, folds: np.ndarray, fold: in
 
 
 def _oof_frame(ids: pd.Series, y: np.ndarray, pred: np.ndarray, folds: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    df = pd.DataFrame({"image_name": ids.to_numpy(), "target": y})
-    if pred.ndim == 1:
-        df["pred"] = pred
-    else:
-        for i, c in enumerate(classes):
-            df[f"pred_{c}"] = pred[:, i]
-    df["fold"] = folds
-    return df
+    return runfolder.oof_table(ids.to_numpy(), y, pred, folds, classes if pred.ndim > 1 else ())
+
+
+def _member_oof(name: str, ids: pd.Series, y: np.ndarray, pred: np.ndarray, folds: np.ndarray, classes: list[str],
+                metric: str) -> Oof:
+    """A model kind's out-of-fold predictions as ``load_oof`` would read them back from its run folder."""
+    preds = pred.reshape(len(y), -1).astype(np.float64)
+    return Oof(name, ids.to_numpy().astype(bytes), y.astype(np.int64), preds, folds.astype(np.int64),
+               ["0", "1"] if pred.ndim == 1 else list(classes), metric)
 
 
 def _scores(metric: str, y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> tuple[dict[str, float], float]:
@@ -690,17 +674,17 @@ def _scores(metric: str, y: np.ndarray, pred: np.ndarray, folds: np.ndarray) -> 
     return per, float(metrics.score(metric, y, pred))
 
 
-def _write_run(folder: Path, oof: pd.DataFrame, metric: str, per: dict[str, float], overall: float,
+def _write_run(folder: RunFolder, oof: pd.DataFrame, metric: str, per: dict[str, float], overall: float,
                done_extra: Mapping[str, dict], extra: Mapping[str, Any]) -> None:
-    """The run-folder contract: oof.csv, cv.json, fold{k}/done.json."""
+    """The run-folder contract: out-of-fold predictions, the CV summary, each fold's done marker."""
     vals = np.asarray(list(per.values()), float)
-    fsutil.write_csv(folder / "oof.csv", oof)
-    fsutil.write_json(folder / "cv.json", {
+    folder.path.mkdir(parents=True, exist_ok=True)
+    folder.write_oof(oof)
+    folder.write_cv({
         "metric": metric, "folds": per, "overall": overall, "fold_mean": float(vals.mean()),
         "fold_std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0, **extra})
     for f, score in per.items():
-        fsutil.write_json(folder / f"fold{f}" / "done.json",
-                          {"fold": int(f), "metric": metric, "score": score, **done_extra.get(f, {})})
+        folder.write_done(int(f), {"fold": int(f), "metric": metric, "score": score, **done_extra.get(f, {})})
 
 
 def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
@@ -757,7 +741,7 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         preds = _load_run(run, train, index, classes, cfg.records)
         test_preds = _load_test_predictions(cfg.predictions[i], test, test_index, classes) if test is not None else None
         label = _run_label(run, taken)
-        cols = ["pred"] if preds.shape[1] == 1 else [f"pred_{c}" for c in classes]
+        cols = task_for(len(classes)).pred_columns(classes)
         for j, c in enumerate(cols):
             name = _safe(f"{label}_{c}")
             image[name] = (preds[:, j], None if test_preds is None else test_preds[:, j])
@@ -787,11 +771,12 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
         f"{sum(feats.source[f] == 'group' for f in names)} per group), models {', '.join(kinds)}, metric {metric}")
 
     fold_ids = sorted(np.unique(folds).tolist())
-    with fsutil.atomic_dir(out) as tmp:
+    with fsutil.atomic_dir(out) as tmp_path:
+        tmp = RunFolder(tmp_path)
         kind_pred, kind_test, kind_score, importance = {}, {}, {}, {}
         trees_all: dict[str, dict] = {}  # fold -> {"trees": {kind: mean trees over seeds}}
         for kind in kinds:
-            pred = np.zeros((len(y),) if competitions.is_binary(n_classes) else (len(y), n_classes))
+            pred = np.zeros(task_for(n_classes).pred_shape(len(y)))
             ptest = None
             trees_of: dict[str, dict] = {}
             imp: dict[str, float] = {}
@@ -810,18 +795,20 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
                 log(f"{kind} fold {f}: {metric} {s:.4f} ({np.mean(trees):.0f} trees, {cfg.seeds} seed"
                     f"{'s' if cfg.seeds > 1 else ''}, {time.perf_counter() - t1:.1f} s)")
             per, overall = _scores(metric, y, pred, folds)
-            kind_dir = tmp / "models" / kind
-            _write_run(kind_dir, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
+            member = tmp.member(kind)
+            _write_run(member, _oof_frame(train["image_name"], y, pred, folds, classes), metric, per, overall,
                        trees_of, {"model": kind})
             if ptest is not None:
                 write_submission(make_submission(test["image_name"].tolist(), ptest, classes, None,
-                                                 manifest.id_name), kind_dir / "submission.csv")
+                                                 manifest.id_name), member.file(runfolder.SUBMISSION))
             kind_pred[kind], kind_test[kind], kind_score[kind] = pred, ptest, overall
             total = sum(imp.values()) or 1.0
             importance[kind] = {k: v / total for k, v in imp.items()}
 
         if len(kinds) > 1:
-            fit = fit_weights([tmp / "models" / k for k in kinds], method="mean")
+            # the model kinds' predictions as they are in memory, not read back from their folders
+            fit = fit_oofs([_member_oof(str(tmp.member(k).path), train["image_name"], y, kind_pred[k], folds, classes,
+                                        metric) for k in kinds], method="mean")
             weights = dict(zip(kinds, fit.weights))
             used = [k for k in kinds if weights[k] > 0]
             pred = blend_arrays([kind_pred[k] for k in used], "mean", [weights[k] for k in used])
@@ -840,21 +827,21 @@ def stack(cfg: StackConfig, *, log: Callable[[str], None] = print,
             "feature": names, "source": [feats.source[f] for f in names], "kind": [feats.kind[f] for f in names],
             **{f"importance_{k}": [importance[k].get(f, 0.0) for f in names] for k in kinds}})
         table = table.sort_values(f"importance_{kinds[0]}", ascending=False, kind="stable")
-        fsutil.write_csv(tmp / "features.csv", table)
-        import tomli_w
-
-        fsutil.write_text(tmp / "config.toml", tomli_w.dumps({**cfg.to_dict(), "metric": metric, "classes": classes,
-                                                               "n_classes": n_classes, "features": names}))
-        _plots(tmp / "plots", table, kinds)
+        fsutil.write_csv(tmp.file(runfolder.FEATURES), table)
+        tmp.write_config({**cfg.to_dict(), "metric": metric, "classes": classes, "n_classes": n_classes,
+                          "features": names})
+        _plots(tmp.plots, table, kinds)
         sub_path = None
         if test is not None:
             sample = read_submission(cfg.sample_submission) if cfg.sample_submission else None
             frame = make_submission(test["image_name"].tolist(), ptest, classes, sample,
                                     manifest.id_name)
-            write_submission(frame, tmp / "submission.csv")
+            write_submission(frame, tmp.file(runfolder.SUBMISSION))
             # its sidecar, as `kit predict` writes one: `kit blend --fit` pairs the submission with this folder
-            fsutil.write_json(tmp / "submission.json", {"submission": str(out / "submission.csv"), "run": str(out)})
-            sub_path = out / "submission.csv"
+            final = RunFolder(out)
+            fsutil.write_json(tmp.file(runfolder.SUBMISSION_SIDECAR),
+                              {"submission": str(final.file(runfolder.SUBMISSION)), "run": str(out)})
+            sub_path = final.file(runfolder.SUBMISSION)
     if test is not None and cfg.submission:
         sub_path = write_submission(frame, cfg.submission)
     log(f"stack: {metric} {overall:.4f} out of fold (fold mean {np.mean(list(per.values())):.4f}) "
@@ -896,6 +883,6 @@ def format_result(res: StackResult) -> str:
         lines.append(f"{k:<10}  {s:<22.6f}  {res.weights.get(k, 0.0):.4f}")
     lines.append(f"{'stack':<10}  {res.scores[-1]:<22.6f}  ({len(res.features)} features; folds "
                  + ", ".join(f"{s:.4f}" for s in res.scores[:-1]) + ")")
-    lines.append(f"{res.run}: oof.csv, cv.json, features.csv, plots/" + (f"; submission {res.submission}"
+    lines.append(f"{res.run}: {runfolder.OOF}, {runfolder.CV}, {runfolder.FEATURES}, {runfolder.PLOTS}/" + (f"; submission {res.submission}"
                                                                          if res.submission else ""))
     return "\n".join(lines)

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from kit import competitions, fsutil
+from kit import fsutil
 from kit.errors import KitError
+from kit.task import task_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -552,16 +553,13 @@ def make_submission(
         probs = probs[:, None]
     if len(probs) != len(ids):
         raise KitError(f"predictions: {len(probs)} rows for {len(ids)} ids")
-    binary = competitions.is_binary(len(classes))
-    if binary and probs.shape[1] == 2:
-        probs = probs[:, 1:]  # a two-way softmax: the positive class
-    if not binary and probs.shape[1] != len(classes):
-        raise KitError(f"predictions: {probs.shape[1]} columns for {len(classes)} classes")
+    task = task_for(len(classes))
+    probs = task.submission_probs(probs, classes)
     index = pd.Index(ids)
     if index.has_duplicates:
         raise KitError(f"predictions: duplicate id {index[index.duplicated()][0]}")
     if sample is None:
-        cols = ["target"] if binary else [str(c) for c in classes]
+        cols = task.submission_columns(classes)
         out = pd.DataFrame({id_name: pd.Series(ids, dtype=object)})
         for j, c in enumerate(cols):
             out[c] = probs[:, j]
@@ -584,17 +582,8 @@ def make_submission(
         )
     value_cols = list(sample.columns[1:])
     out = pd.DataFrame({sample.columns[0]: pd.Series(sample_ids, dtype=object)})
-    if binary:
-        if len(value_cols) != 1:
-            raise KitError(f"sample submission: {len(value_cols)} value columns for a binary competition")
-        out[value_cols[0]] = probs[pos, 0]
-        return out
-    names = [str(c) for c in classes]
-    if sorted(value_cols) != sorted(names):
-        wrong = next((c for c in value_cols if c not in names), value_cols[0] if value_cols else "")
-        raise KitError(f"sample submission: column {wrong!r} is not a class of the run ({', '.join(names)})")
-    for col in value_cols:
-        out[col] = probs[pos, names.index(col)]
+    for col, j in zip(value_cols, task.value_order(value_cols, classes, "sample submission")):
+        out[col] = probs[pos, j]
     return out
 
 

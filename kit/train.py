@@ -1,26 +1,14 @@
 """k-fold training: per fold a model trained on the other folds, the best epoch by the competition metric,
 history, out-of-fold predictions; the run folder that ``kit predict`` and ``kit blend`` read.
 
-The run folder (``cfg.out``)::
+The run folder (``cfg.out``) and its files are kit.runfolder's (see RunFolder): the resolved config, per
+fold the best and latest models, the history (val_metric is the competition's exact metric over every image
+of the fold; metric is Keras' running figure on the training batches), the fold's out-of-fold predictions
+and its done marker (written last); the run's out-of-fold predictions and CV summary, plots, and an error
+note after a fold raised.
 
-    RUN/config.toml          the resolved Config (records, model, size, n_classes, classes, id_name, ...)
-    RUN/fold{k}/best.keras   the epoch with the best validation metric (loss only breaks ties)
-    RUN/fold{k}/history.csv  epoch, loss, metric, lr, val_loss, val_metric: val_metric is the competition's
-                             exact metric (scikit-learn's definition) over every image of the fold; metric
-                             is Keras' running figure on the training batches
-    RUN/fold{k}/oof.csv      this fold's out-of-fold predictions
-    RUN/fold{k}/done.json    written last, when the fold finished: {"fold", "metric", "score", ...}
-    RUN/fold{k}/last.keras   a recent epoch (the first, then at most a minute old) and state.json, while the
-                             fold runs (``--resume`` restarts there)
-    RUN/oof.csv              image_name,target,pred,fold (binary) | image_name,target,pred_<class>...,fold
-    RUN/cv.json              {"metric": the competition's (kit.competitions), "folds": {"0": x, ...}, "overall": x
-                             (pooled out of fold), "fold_mean": x, "fold_std": x, "tta_views": [...],
-                             "secondary": {name: mean over folds}}
-    RUN/plots/*.png          learning_curves, roc (binary) or confusion (multi-class), lr
-    RUN/error.txt            only after a fold raised: "fold k: ErrorType: message" (removed when the run restarts)
-
-``oof.csv`` and ``cv.json`` are rewritten after every finished fold, so a run that stops (a NaN loss, a
-killed kernel) keeps what finished; the plots are drawn at the end. Example::
+The out-of-fold predictions and the CV summary are rewritten after every finished fold, so a run that stops
+(a NaN loss, a killed kernel) keeps what finished; the plots are drawn at the end. Example::
 
     res = train_folds(Config(records="records/siim256", out="runs/b0", model="efficientnet_b0"))
     res.scores[-1]   # the overall out-of-fold metric
@@ -39,10 +27,12 @@ import numpy as np
 import pandas as pd
 from keras import ops
 
-from kit import backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule, strategy
+from kit import (backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule,
+                 strategy)
 from kit.config import SMOKE_FOLDS, Config, check_choice, smoke_config
 from kit.errors import KitError
-from kit.sources import read_csv_ids
+from kit.runfolder import (BEST, CONFIG, FOLD_TEMPORARY_FILES, FOLD_TRAINING_FILES, LAST, STATE, RunFolder, cv_summary,
+                           oof_table)
 
 
 class FoldResult(NamedTuple):
@@ -53,6 +43,15 @@ class FoldResult(NamedTuple):
     folds: list[int]
     metric: str
     run: Path
+    stopped: "StopPoint | None" = None  # set when a time limit stopped the run before its end
+
+
+class StopPoint(NamedTuple):
+    """Where a time limit stopped a run: the fold left unfinished and the epochs it holds (0: not started)."""
+
+    fold: int
+    epochs_done: int
+    epochs: int
 
 
 # --- losses and metrics (Keras ops only: they run on JAX too) --------------------------------------
@@ -117,15 +116,21 @@ class BalancedAccuracy(keras.metrics.Metric):
 def make_loss(cfg: Config) -> keras.losses.Loss:
     """The loss ``cfg.loss`` names, for the config's number of classes."""
     check_choice("loss", cfg.loss)
-    binary = cfg.binary
-    kind = cfg.loss if cfg.loss != "auto" else ("bce" if binary else "cce")
-    if binary and kind == "cce" or not binary and kind == "bce":
+    task = cfg.task
+    kind = cfg.loss if cfg.loss != "auto" else task.default_loss
+    if kind not in task.losses:
         raise KitError(f"loss: {kind} does not fit {cfg.n_classes} classes (bce is binary, cce multi-class)")
-    if binary:
-        if kind == "focal":
-            return keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma, label_smoothing=cfg.label_smoothing)
-        return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
-    return SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, cfg.focal_gamma if kind == "focal" else 0.0)
+    return _LOSSES[task.name, kind](cfg)
+
+
+# (task, loss kind) -> the Keras loss; kit.task lists the kinds that fit each task
+_LOSSES: dict[tuple[str, str], Callable[[Config], keras.losses.Loss]] = {
+    ("binary", "bce"): lambda cfg: keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+    ("binary", "focal"): lambda cfg: keras.losses.BinaryFocalCrossentropy(gamma=cfg.focal_gamma,
+                                                                          label_smoothing=cfg.label_smoothing),
+    ("multiclass", "cce"): lambda cfg: SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, 0.0),
+    ("multiclass", "focal"): lambda cfg: SparseCategoricalLoss(cfg.n_classes, cfg.label_smoothing, cfg.focal_gamma),
+}
 
 
 def make_metric(cfg: Config) -> keras.metrics.Metric:
@@ -134,9 +139,15 @@ def make_metric(cfg: Config) -> keras.metrics.Metric:
     Only the training side: validation is scored exactly, on the whole fold, by :class:`_ExactValidation`
     (``keras.metrics.AUC`` buckets thresholds and logged 0.5000 for a run whose exact AUC was 0.662).
     """
-    if cfg.binary:
-        return keras.metrics.AUC(name="metric")
-    return BalancedAccuracy(cfg.n_classes, name="metric")
+    figure = cfg.task.keras_figure(metrics.TABLE.get(cfg.metric))
+    return _KERAS_FIGURES[figure](cfg)
+
+
+# kit.metrics' Keras names -> the running figure on the training batches
+_KERAS_FIGURES: dict[str, Callable[[Config], keras.metrics.Metric]] = {
+    "auc": lambda cfg: keras.metrics.AUC(name="metric"),
+    "balanced_accuracy": lambda cfg: BalancedAccuracy(cfg.n_classes, name="metric"),
+}
 
 
 def _schedule_kwargs(cfg: Config, replicas: int) -> dict[str, float]:
@@ -204,6 +215,7 @@ class _ExactValidation(keras.callbacks.Callback):
         self.paths, self.cfg, self.batch, self.replicas, self.target = paths, cfg, batch, replicas, target
         self.metric, self.loss = cfg.metric, make_loss(cfg)
         self._dataset: Any = None
+        self.seconds = 0.0  # the last epoch's validation pass, the time budget's measure of one prediction pass
 
     def dataset(self) -> Any:
         """The fold's identity view, built once: the same images every epoch, decoded once when they fit in memory
@@ -217,9 +229,11 @@ class _ExactValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
+        started = time.monotonic()
         n = records.count_data_items(self.paths)
         pred = np.asarray(self.model.predict(self.dataset(), verbose=0), np.float64)[:n]
-        pred = pred[:, 0] if self.cfg.binary else pred
+        self.seconds = time.monotonic() - started
+        pred = self.cfg.task.squeeze(pred)
         logs["val_loss"] = validation_loss(self.loss, self.target, pred)
         try:
             logs["val_metric"] = float(metrics.score(self.metric, self.target, pred))
@@ -234,6 +248,21 @@ def validation_loss(loss: keras.losses.Loss, target: np.ndarray, pred: np.ndarra
     return float(ops.convert_to_numpy(loss(y, p)))
 
 
+class _EpochSeeds(keras.callbacks.Callback):
+    """Sets the state of every random-number generator of the model (dropout, device augmentation) at each epoch start
+    from the fold's seed and the epoch: a resumed fold draws what an uninterrupted one would have (a saved model does
+    not carry its generators' states)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        for i, gen in enumerate(generators):
+            gen.state.assign(np.asarray([self.seed * 1_000_003 + epoch, i], gen.state.dtype))
+
+
 class _NanGuard(keras.callbacks.Callback):
     """Stops training when the epoch's loss is not finite (checked per epoch: no per-batch sync)."""
 
@@ -246,6 +275,89 @@ class _NanGuard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.bad_epoch = epoch
             self.model.stop_training = True
+
+
+class TimeBudget:
+    """A wall-clock deadline (``time.monotonic()`` seconds) and what this process measured of a fold's work: its
+    first epoch (which also builds the model and traces the graphs), its later epochs (training, validation and
+    checkpoint writes), a validation pass and a save, each the longest seen.
+
+    Predictions are padded: an epoch may run longer than the longest seen (a slower disk, a busier machine), so
+    the next one is counted at ``SAFETY`` times that, and a fold's end (its out-of-fold predictions over every
+    TTA view, loading best.keras, the writes) is counted at ``SAFETY`` times its measured parts plus ``END_S``.
+    """
+
+    SAFETY = 1.5
+    END_S = 5.0
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.first_s = 0.0
+        self.epoch_s = 0.0
+        self.predict_s = 0.0
+        self.save_s = 0.0
+
+    def left(self) -> float:
+        """Seconds until the deadline."""
+        return self.deadline - time.monotonic()
+
+    def fold_end_s(self, views: int) -> float:
+        """What finishing a fold takes after its last epoch: ``views`` prediction passes, loading and writing."""
+        return self.SAFETY * (views * self.predict_s + 2 * self.save_s) + self.END_S
+
+    def fits(self, views: int, *, first: bool, then_ends: bool) -> bool:
+        """Whether one more epoch (a fold's ``first``, or a later one) fits before the deadline, followed by the
+        fold's end (``then_ends``) or by the write that saves the fold's state for ``--resume``. True while nothing
+        is measured yet: a process's first epoch always runs."""
+        epoch = self.first_s if first else self.epoch_s or self.first_s
+        if not epoch:
+            return True
+        after = self.fold_end_s(views) if then_ends else self.SAFETY * self.save_s + self.END_S
+        return self.SAFETY * epoch + after <= self.left()
+
+
+class _Deadline(keras.callbacks.Callback):
+    """Measures each epoch into a :class:`TimeBudget`; after an epoch, stops the fit when the next epoch (and, were it
+    the fold's last, the fold's end) would not finish in time, saving last.keras for ``--resume`` first. Runs after
+    the checkpoints, whose save it may complete."""
+
+    def __init__(self, budget: TimeBudget, ckpt: _Checkpoints, validation: _ExactValidation, last_epoch: int,
+                 views: int) -> None:
+        super().__init__()
+        self.budget, self.ckpt, self.validation = budget, ckpt, validation
+        self.last_epoch, self.views = last_epoch, views
+        self.stopped_after: int | None = None
+        self._began = 0.0
+        self._first = True
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._first = True  # each fit traces its graphs again in its first epoch
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._began = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        budget, took = self.budget, time.monotonic() - self._began
+        if self._first:
+            budget.first_s, self._first = max(budget.first_s, took), False
+        else:
+            budget.epoch_s = max(budget.epoch_s, took)
+        budget.predict_s = max(budget.predict_s, self.validation.seconds)
+        budget.save_s = max(budget.save_s, self.ckpt.save_seconds)
+        if epoch >= self.last_epoch or self.model.stop_training:
+            return  # the fold ends now (its last epoch, early stopping, a NaN loss): nothing left to fit
+        if not budget.fits(self.views, first=False, then_ends=epoch + 1 >= self.last_epoch):
+            self.ckpt.save_last(epoch)
+            self.stopped_after = epoch
+            self.model.stop_training = True
+
+
+class TimeLimitReached(Exception):
+    """A fold stopped at an epoch boundary before the time limit; its state is saved for ``--resume``."""
+
+    def __init__(self, fold: int, epochs_done: int) -> None:
+        super().__init__(f"fold {fold}: stopped after epoch {epochs_done} before the time limit")
+        self.fold, self.epochs_done = fold, epochs_done
 
 
 def inference_model(model: keras.Model) -> keras.Model:
@@ -291,6 +403,7 @@ class _Checkpoints(keras.callbacks.Callback):
         self.last_epoch: int | None = None
         self._last_saved_at: float | None = None
         self._best_weights: list | None = None  # an improvement not yet written to best.keras
+        self.save_seconds = 0.0  # the longest write of last.keras, best.keras and state.json so far
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -303,13 +416,20 @@ class _Checkpoints(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch, self.best_loss = value, epoch, val_loss
             self._best_weights = self.model.get_weights()
-        now = time.monotonic()
-        if self._last_saved_at is None or now - self._last_saved_at >= self.last_every_s:
-            _save_atomic(self.model, self.folder / "last.keras")
-            self.last_epoch, self._last_saved_at = epoch, now
-            self._write_best()
+        if self._last_saved_at is None or time.monotonic() - self._last_saved_at >= self.last_every_s:
+            self.save_last(epoch)
         if self.patience and self.best_epoch >= 0 and epoch - self.best_epoch >= self.patience:
             self.model.stop_training = True  # early stopping on the exact metric, never on the loss
+
+    def save_last(self, epoch: int) -> None:
+        """last.keras (model and optimizer) after ``epoch``, then best.keras and state.json to agree with it."""
+        if self.last_epoch == epoch:
+            return
+        started = time.monotonic()
+        _save_atomic(self.model, self.folder / LAST)
+        self.last_epoch, self._last_saved_at = epoch, time.monotonic()
+        self._write_best()
+        self.save_seconds = max(self.save_seconds, self._last_saved_at - started)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._write_best()
@@ -319,11 +439,11 @@ class _Checkpoints(keras.callbacks.Callback):
         if self._best_weights is not None:
             current = self.model.get_weights()
             self.model.set_weights(self._best_weights)
-            _save_atomic(inference_model(self.model), self.folder / "best.keras")
+            _save_atomic(inference_model(self.model), self.folder / BEST)
             self.model.set_weights(current)
             self._best_weights = None
         # a resumed fold restarts after last.keras's epoch and keeps a later best.keras as the best
-        fsutil.write_json(self.folder / "state.json", {"epoch": self.last_epoch, "best": self.best,
+        fsutil.write_json(self.folder / STATE, {"epoch": self.last_epoch, "best": self.best,
                                                        "best_epoch": self.best_epoch, "best_loss": self.best_loss})
 
 
@@ -384,7 +504,7 @@ def resolve(cfg: Config, *, accelerated: bool = False, log: Callable[[str], None
                        f"{','.join(map(str, available))})")
     for k in folds:
         info = manifest.folds[k]
-        if info.positives is not None and competitions.is_binary(manifest.n_classes) and info.positives in (0, info.images):
+        if manifest.task.single_class(info):
             raise KitError(f"{where}: fold {k} holds one class only, so its AUC is undefined; write the records "
                            f"with fewer folds")
     if cfg.model:
@@ -444,13 +564,10 @@ def _class_weights(cfg: Config, manifest: records.Manifest, train_folds: Sequenc
     counts = np.zeros(max(cfg.n_classes, 2))
     for k in train_folds:
         info = manifest.folds[k]
-        key = "positives" if cfg.binary else "class_counts"
+        key = cfg.task.count_key
         if getattr(info, key) is None:
             raise KitError(f"{cfg.records}: manifest.json has no {key} for fold {k}; class_weight balanced needs them")
-        if cfg.binary:
-            counts += [info.images - info.positives, info.positives]
-        else:
-            counts += [float(info.class_counts.get(str(c), 0)) for c in cfg.classes]
+        counts += cfg.task.class_totals(info, cfg.classes)
     n, present = counts.sum(), counts > 0
     return {i: float(n / (present.sum() * c)) for i, c in enumerate(counts) if c > 0}
 
@@ -497,7 +614,8 @@ def compile_phase(model: keras.Model, cfg: Config, acc: Any, steps_per_epoch: in
         models.freeze_batchnorm(backbone)
     with acc.scope():
         optimizer = make_optimizer(cfg, acc.replicas, steps_per_epoch, [v.path for v in backbone.weights])
-        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)])
+        model.compile(optimizer=optimizer, loss=make_loss(cfg), metrics=[make_metric(cfg)],
+                      jit_compile=getattr(acc, "jit_compile", "auto"))
         if done_steps:
             optimizer.build(model.trainable_variables)
             optimizer.iterations.assign(done_steps)
@@ -526,25 +644,15 @@ def predict_oof(model: keras.Model, paths: Sequence[Path], cfg: Config, batch: i
         ds = pipeline.predict_dataset(paths, cfg, view, batch, pad_to_batch=replicas > 1)
         p = np.asarray(model.predict(ds, verbose=0), np.float64)[:n]
         total = p if total is None else total + p
-    pred = total / len(views)
-    return pred[:, 0] if cfg.binary else pred
+    return cfg.task.squeeze(total / len(views))
 
 
 def _oof_frame(table: pd.DataFrame, pred: np.ndarray, cfg: Config, fold: int) -> pd.DataFrame:
-    df = table[["image_name", "target"]].copy()
-    if cfg.binary:
-        df["pred"] = pred
-    else:
-        for i, name in enumerate(cfg.classes):
-            df[f"pred_{name}"] = pred[:, i]
-    df["fold"] = fold
-    return df
+    return oof_table(table["image_name"].to_numpy(), table["target"].to_numpy(), pred, fold, cfg.classes)
 
 
 def _pred_matrix(df: pd.DataFrame, cfg: Config) -> np.ndarray:
-    if cfg.binary:
-        return df["pred"].to_numpy()
-    return df[[f"pred_{c}" for c in cfg.classes]].to_numpy()
+    return cfg.task.pred_matrix(df, cfg.classes)
 
 
 def _or(value: Any, missing: float) -> float:
@@ -556,13 +664,13 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
     """(epoch to start, best, best epoch, best loss) and the model of an interrupted fold, or None (with one
     warning line) when its state.json or last.keras is missing or damaged: the fold then restarts from scratch."""
     try:
-        state = json.loads((fdir / "state.json").read_text())
+        state = json.loads((fdir / STATE).read_text())
         # strict JSON stores a best of -inf (no finite metric yet) as null
         point = (int(state["epoch"]) + 1, _or(state["best"], -math.inf), int(state["best_epoch"]),
                  _or(state.get("best_loss"), math.inf))
-        if not (fdir / "last.keras").is_file():
-            raise FileNotFoundError("last.keras is missing")
-        return point, _load(fdir / "last.keras", acc)
+        if not (fdir / LAST).is_file():
+            raise FileNotFoundError(f"{LAST} is missing")
+        return point, _load(fdir / LAST, acc)
     except Exception as exc:  # noqa: BLE001 - a damaged file (truncated zip, bad JSON) fails in many ways; all mean restart
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         log(f"warning: fold {fold}: cannot resume from {fdir} ({type(exc).__name__}: {reason}); training this fold "
@@ -571,9 +679,12 @@ def _resume_point(fdir: Path, acc: Any, fold: int,
 
 
 def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, acc: Any, *, resume: bool = False,
-               log: Callable[[str], None] = print) -> tuple[pd.DataFrame, float]:
-    """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k})."""
-    folder, fdir = Path(cfg.records), run / f"fold{fold}"
+               log: Callable[[str], None] = print, budget: TimeBudget | None = None) -> tuple[pd.DataFrame, float]:
+    """Train on every other fold, validate on ``fold``; returns its OOF frame and score (files in run/fold{k}).
+
+    With ``budget``, stops at the first epoch boundary after which the rest would not fit, saves the fold's state
+    and raises :class:`TimeLimitReached`."""
+    folder, fdir, rf = Path(cfg.records), RunFolder(run).fold_dir(fold), RunFolder(run)
     fdir.mkdir(parents=True, exist_ok=True)
     others = [k for k in manifest.fold_ids if k != fold]
     train_paths = records.list_shards(folder, others, split="train")
@@ -584,15 +695,13 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     keras.utils.set_random_seed(cfg.seed + fold)
 
     initial_epoch, best, best_epoch, best_loss = 0, -math.inf, -1, math.inf
-    state_path = fdir / "state.json"
-    resumed = _resume_point(fdir, acc, fold, log) if resume and state_path.is_file() else None
+    resumed = _resume_point(fdir, acc, fold, log) if resume and rf.state_path(fold).is_file() else None
     if resumed is not None:
         (initial_epoch, best, best_epoch, best_loss), model = resumed
-        _truncate_history(fdir / "history.csv", initial_epoch)
+        _truncate_history(rf.history_path(fold), initial_epoch)
         log(f"fold {fold}: resuming after epoch {initial_epoch} (best val {best:.4f})")
     else:
-        for stale in ("best.keras", "last.keras", "state.json", "history.csv"):
-            (fdir / stale).unlink(missing_ok=True)
+        rf.remove_fold_files(fold, FOLD_TRAINING_FILES)
         model = build_and_compile(cfg, acc, steps)
     log(f"fold {fold}: training on folds {','.join(map(str, others))} ({n_train} images, {steps} steps of "
         f"{batch}), validating on {n_valid} images")
@@ -600,43 +709,60 @@ def train_fold(cfg: Config, fold: int, run: Path, manifest: records.Manifest, ac
     table = pipeline.record_table(valid_paths)
     target = table["target"].to_numpy()
     guard, ckpt = _NanGuard(), _Checkpoints(fdir, best, best_epoch, best_loss, patience=cfg.patience)
+    validation = _ExactValidation(valid_paths, cfg, batch, acc.replicas, target)
     # the exact score first (history and checkpoints read it); history before checkpoints: a run killed
     # between the two repeats the epoch and drops its row
-    callbacks = [_EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None), guard,
-                 _ExactValidation(valid_paths, cfg, batch, acc.replicas, target),
-                 keras.callbacks.CSVLogger(str(fdir / "history.csv"), append=initial_epoch > 0), ckpt]
+    callbacks = [_EpochSeeds(cfg.seed + fold), _EpochLR(lr_at(cfg, acc.replicas) if cfg.lr_per == "epoch" else None),
+                 guard, validation,
+                 keras.callbacks.CSVLogger(str(rf.history_path(fold)), append=initial_epoch > 0), ckpt]
+    deadline = None
+    if budget is not None:
+        deadline = _Deadline(budget, ckpt, validation, cfg.epochs - 1, len(run_tta_views(cfg)[0]))
+        callbacks.append(deadline)
     t0 = time.time()
     for start, stop, frozen in training_phases(cfg, initial_epoch):
         if not frozen and not models.backbone_of(model).trainable and cfg.trainable_backbone:
             log(f"fold {fold}: epoch {start + 1} on, the whole network (head-only warm-up done)")
             compile_phase(model, cfg, acc, steps, frozen=False, done_steps=start * steps)
         model.fit(
-            pipeline.train_dataset(train_paths, cfg, batch=batch, seed=cfg.seed + fold + start),
+            epoch_stream(train_paths, cfg, batch, cfg.seed + fold, range(start, stop), steps),
             steps_per_epoch=steps, epochs=stop, initial_epoch=start,
             callbacks=callbacks, class_weight=_class_weights(cfg, manifest, others), verbose=cfg.verbose,
         )
         if model.stop_training:
-            break  # NaN loss or early stopping: no later phase
+            break  # NaN loss, early stopping or the time limit: no later phase
+    if deadline is not None and deadline.stopped_after is not None:
+        raise TimeLimitReached(fold, deadline.stopped_after + 1)
     if guard.bad_epoch is not None:
         raise KitError(f"fold {fold}: the training loss became NaN in epoch {guard.bad_epoch + 1}; lower lr_max "
                        f"or check the records (finished folds are kept in {run})")
-    if not (fdir / "best.keras").is_file():
+    if not rf.best_model(fold).is_file():
         # every validation metric was NaN (e.g. one class only in the fold): keep the last epoch
-        _save_atomic(inference_model(model), fdir / "best.keras")
-    best_model = _load(fdir / "best.keras", acc)
+        _save_atomic(inference_model(model), rf.best_model(fold))
+    best_model = _load(rf.best_model(fold), acc)
     pred = predict_oof(best_model, valid_paths, cfg, batch, acc.replicas)
     metric = cfg.metric
     score = float(metrics.score(metric, target, pred))
     secondary = secondary_scores(cfg, target, pred, table["group"].to_numpy())
     oof = _oof_frame(table, pred, cfg, fold)
-    fsutil.write_csv(fdir / "oof.csv", oof)
-    for temp in ("last.keras", "state.json"):
-        (fdir / temp).unlink(missing_ok=True)
-    fsutil.write_json(fdir / "done.json", {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
-                                           "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
-                                           "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
+    rf.write_fold_oof(fold, oof)
+    rf.remove_fold_files(fold, FOLD_TEMPORARY_FILES)
+    rf.write_done(fold, {"fold": fold, "metric": metric, "score": score, "secondary": secondary,
+                         "best_epoch": ckpt.best_epoch + 1, "best_val_metric": ckpt.best,
+                         "epochs": cfg.epochs, "seconds": round(time.time() - t0, 1)})
     log(f"fold {fold}: {metric} {score:.4f} (best epoch {ckpt.best_epoch + 1})")
     return oof, score
+
+
+def epoch_stream(paths: Sequence[Path], cfg: Config, batch: int, seed: int, epochs: range, steps: int) -> Any:
+    """The training batches of ``epochs``, each epoch its own ``steps`` batches of a stream seeded by ``seed`` plus
+    the epoch: an epoch sees the same images in the same order whether the fold ran straight through or was
+    stopped and resumed before it (one endless stream would continue where the stopped process left it)."""
+    streams = [pipeline.train_dataset(paths, cfg, batch=batch, seed=seed + epoch).take(steps) for epoch in epochs]
+    out = streams[0]
+    for more in streams[1:]:
+        out = out.concatenate(more)
+    return out
 
 
 def epoch_steps(cfg: Config, n_train: int, n_positives: int, batch: int) -> int:
@@ -670,8 +796,8 @@ def _truncate_history(path: Path, keep_epochs: int) -> None:
 # --- the k-fold loop -------------------------------------------------------------------------------
 
 
-# Settings a resumed run may take anew: where things are and how much is printed.
-_RESUME_FREE = ("records", "out", "verbose")
+# Settings a resumed run may take anew: where things are, how much is printed, and folds to add to the run.
+_RESUME_FREE = ("records", "out", "verbose", "folds")
 
 
 def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> str | None:
@@ -683,24 +809,30 @@ def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> 
             continue
         mine, theirs = getattr(given, name), getattr(saved, name)
         if mine != theirs:
-            return (f"--resume: {name} is {theirs!r} in the run's config.toml, {mine!r} was given; resume with the "
+            return (f"--resume: {name} is {theirs!r} in the run's {CONFIG}, {mine!r} was given; resume with the "
                     f"run's own settings, or train the new ones into another --out")
     return None
 
 
 def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print,
-                given: Sequence[str] = (), smoke: bool = False) -> FoldResult:
+                given: Sequence[str] = (), deadline: float | None = None, smoke: bool = False) -> FoldResult:
     """Train every requested fold of ``cfg`` into the run folder ``cfg.out``; returns OOF and scores.
 
     A run folder that already holds a run is refused unless ``resume``; resuming uses the run's saved
-    config.toml, skips folds with done.json and restarts an unfinished fold from its last epoch. A setting
-    in ``given`` (the flags the user typed), or any non-default one, that differs from the saved run's is
-    refused: a resumed run never silently trains something other than what was asked.
+    config.toml, skips folds with done.json, restarts an unfinished fold from its last epoch and trains folds
+    given now that the run has not trained yet (they join its folds). A setting in ``given`` (the flags the user
+    typed), or any non-default one, that differs from the saved run's is refused: a resumed run never silently
+    trains something other than what was asked.
+
+    ``deadline`` (a ``time.monotonic()`` time) stops the run at the last epoch boundary from which the next epoch
+    (and a fold's end) is predicted to finish before it: the fold's state is saved, the stopped marker written, and the
+    result's ``stopped`` says where; ``--resume`` goes on to the same result as a run never stopped.
     """
     run = Path(cfg.out)
-    saved = run / "config.toml"
+    folder = RunFolder(run)
+    saved = folder.config_path
     if saved.is_file() and not resume:
-        raise KitError(f"{run}: already holds a run (config.toml); pass --resume to continue it or choose another --out")
+        raise KitError(f"{run}: already holds a run ({saved.name}); pass --resume to continue it or choose another --out")
     if resume and saved.is_file():
         # the folder may have moved since: where it is now wins, and so do records given now
         asked = cfg
@@ -710,6 +842,8 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         mismatch = resume_mismatch(asked, cfg, given)
         if mismatch:
             raise KitError(mismatch)
+        if asked.folds and cfg.folds:  # folds asked now that the run lacks are trained into it
+            cfg = cfg.replace(folds=sorted({*cfg.folds, *asked.folds}))
     smoke_note = smoke_config(cfg, _smoke_swaps(cfg.model), smoke)[1]
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
@@ -724,27 +858,40 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
         _build(cfg, log=log)  # a weights file that does not fit fails here, before anything is written
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
+    folder.write_records_identity(manifest)
 
     metric = cfg.metric
-    (run / "error.txt").unlink(missing_ok=True)  # `kit runs` shows a run with error.txt as stopped by an error
+    folder.clear_error()  # `kit runs` shows a run with error.txt as stopped by an error
+    folder.clear_stopped()
+    budget = TimeBudget(deadline) if deadline is not None else None
     done: dict[int, tuple[pd.DataFrame, float]] = {}
     trained: list[float] = []  # seconds of each fold trained in this call: the time left is estimated from them
+    stopped: StopPoint | None = None
     for fold in cfg.folds:
-        fdir = run / f"fold{fold}"
-        if resume and (fdir / "done.json").is_file() and (fdir / "oof.csv").is_file():
-            done[fold] = (read_csv_ids(fdir / "oof.csv", ["image_name"]),
-                          _or(json.loads((fdir / "done.json").read_text())["score"], math.nan))
+        if resume and folder.is_done(fold) and folder.fold_oof_path(fold).is_file():
+            done[fold] = (folder.read_fold_oof(fold), folder.fold_score(fold))
             log(f"fold {fold}: finished earlier ({metric} {done[fold][1]:.4f}), skipped")
             continue
+        if budget is not None and not budget.fits(len(run_tta_views(cfg)[0]), first=True, then_ends=cfg.epochs <= 1):
+            stopped = StopPoint(fold, 0, cfg.epochs)  # not even one epoch of the next fold would fit
+            break
         started = time.monotonic()
         try:
-            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log)
+            done[fold] = train_fold(cfg, fold, run, manifest, acc, resume=resume, log=log, budget=budget)
+        except TimeLimitReached as stop:
+            stopped = StopPoint(fold, stop.epochs_done, cfg.epochs)
+            break
         except Exception as exc:  # an interrupt (KeyboardInterrupt, a killed kernel) leaves the run resumable
-            fsutil.write_text(run / "error.txt", f"fold {fold}: {type(exc).__name__}: {exc}\n")
+            folder.write_error(fold, exc)
             raise
         trained.append(time.monotonic() - started)
         _write_summary(run, cfg, metric, done)
         log(progress_line(len(done), len(cfg.folds), trained))
+    if stopped is not None:
+        RunFolder(run).write_stopped(stopped._asdict())
+        if done:
+            _write_summary(run, cfg, metric, done)
+        return FoldResult(pd.DataFrame(), [done[k][1] for k in sorted(done)], sorted(done), metric, run, stopped)
     oof, scores = _write_summary(run, cfg, metric, done)
     _plots(run, cfg, oof, sorted(done), acc.replicas)
     return FoldResult(oof, scores, sorted(done), metric, run)
@@ -799,84 +946,72 @@ def secondary_scores(cfg: Config, target: np.ndarray, pred: np.ndarray, groups: 
     out = {}
     for name in cfg.secondary_metrics:
         try:
-            if name == "top15_sensitivity":
-                out[name] = metrics.top_k_sensitivity(target, pred, groups, k=15)
-            else:
-                out[name] = float(metrics.score(name, target, pred))
+            out[name] = float(metrics.get(name).score(target, pred, groups))
         except KitError:
             out[name] = None
     return out
 
 
 def _write_summary(run: Path, cfg: Config, metric: str, done: dict) -> tuple[pd.DataFrame, list[float]]:
+    folder = RunFolder(run)
     oof = pd.concat([done[k][0] for k in sorted(done)], ignore_index=True)
-    overall = float(metrics.score(metric, oof["target"].to_numpy(), _pred_matrix(oof, cfg)))
-    fold_scores = np.asarray([done[k][1] for k in sorted(done)], float)
-    fsutil.write_csv(run / "oof.csv", oof)
-    fsutil.write_json(run / "cv.json", {
-        "metric": metric, "folds": {str(k): done[k][1] for k in sorted(done)}, "overall": overall,
-        # each fold model scores its own fold: the mean is what a fold model is worth; pooled, folds whose
-        # probabilities are scaled differently mix, and an AUC can drop below every fold's own
-        "fold_mean": float(fold_scores.mean()), "fold_std": float(fold_scores.std(ddof=1)) if len(fold_scores) > 1 else 0.0,
-        "tta_views": list(run_tta_views(cfg)[0]),
-        # the competition's other figures, each the mean over folds (a per-patient one cannot be pooled)
-        "secondary": {name: _mean_or_none([_fold_secondary(run, k).get(name) for k in sorted(done)])
-                      for name in cfg.secondary_metrics},
-    })
-    return oof, [done[k][1] for k in sorted(done)] + [overall]
+    cv = cv_summary(metric, oof, cfg.classes, {k: done[k][1] for k in done},
+                    {k: folder.fold_secondary(k) for k in done}, cfg.secondary_metrics, run_tta_views(cfg)[0])
+    folder.write_oof(oof)
+    folder.write_cv(cv)
+    return oof, [done[k][1] for k in sorted(done)] + [cv["overall"]]
 
 
-def _mean_or_none(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
+def _roc_plot(plt: Any, out: Path, cfg: Config, oof: pd.DataFrame, folds: list[int]) -> None:
+    from sklearn.metrics import roc_curve
+
+    y = oof["target"].to_numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k in folds:
+        part = oof[oof["fold"] == k]
+        if part["target"].nunique() == 2:
+            fpr, tpr, _ = roc_curve(part["target"], part["pred"])
+            ax.plot(fpr, tpr, lw=1, label=f"fold {k}")
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, oof["pred"])
+        ax.plot(fpr, tpr, "k", lw=2, label="all folds")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
+    ax.legend(fontsize="small")
+    fsutil.write_figure(fig, out / "roc.png")
 
 
-def _fold_secondary(run: Path, fold: int) -> dict[str, float]:
-    path = run / f"fold{fold}" / "done.json"
-    return json.loads(path.read_text()).get("secondary") or {} if path.is_file() else {}
+def _confusion_plot(plt: Any, out: Path, cfg: Config, oof: pd.DataFrame, folds: list[int]) -> None:
+    from sklearn.metrics import confusion_matrix
+
+    y = oof["target"].to_numpy()
+    cm = confusion_matrix(y, _pred_matrix(oof, cfg).argmax(1), labels=range(cfg.n_classes)).astype(float)
+    cm /= np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * cfg.n_classes, 1 + 0.6 * cfg.n_classes))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(cfg.n_classes), cfg.classes, rotation=90)
+    ax.set_yticks(range(cfg.n_classes), cfg.classes)
+    for i in range(cfg.n_classes):
+        for j in range(cfg.n_classes):
+            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
+    fsutil.write_figure(fig, out / "confusion.png")
+
+
+# the task's own out-of-fold plot: ROC for a binary run, the confusion matrix for a multi-class one
+_CLASS_PLOTS: dict[str, Callable[..., None]] = {"binary": _roc_plot, "multiclass": _confusion_plot}
 
 
 def _plots(run: Path, cfg: Config, oof: pd.DataFrame, folds: list[int], replicas: int) -> None:
     plt = plots.pyplot()
 
-    out = run / "plots"
+    out = RunFolder(run).plots
     out.mkdir(exist_ok=True)
-    histories = {k: pd.read_csv(run / f"fold{k}" / "history.csv") for k in folds
-                 if (run / f"fold{k}" / "history.csv").is_file()}
+    histories = RunFolder(run).histories(folds)
     fig = plots.learning_curves(histories, cfg.metric)
     fsutil.write_figure(fig, out / "learning_curves.png")
 
-    y = oof["target"].to_numpy()
-    if cfg.binary:
-        from sklearn.metrics import roc_curve
-
-        fig, ax = plt.subplots(figsize=(5, 5))
-        for k in folds:
-            part = oof[oof["fold"] == k]
-            if part["target"].nunique() == 2:
-                fpr, tpr, _ = roc_curve(part["target"], part["pred"])
-                ax.plot(fpr, tpr, lw=1, label=f"fold {k}")
-        if len(np.unique(y)) == 2:
-            fpr, tpr, _ = roc_curve(y, oof["pred"])
-            ax.plot(fpr, tpr, "k", lw=2, label="all folds")
-        ax.plot([0, 1], [0, 1], ":", color="grey")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (out of fold)")
-        ax.legend(fontsize="small")
-        fsutil.write_figure(fig, out / "roc.png")
-    else:
-        from sklearn.metrics import confusion_matrix
-
-        cm = confusion_matrix(y, _pred_matrix(oof, cfg).argmax(1), labels=range(cfg.n_classes)).astype(float)
-        cm /= np.maximum(cm.sum(1, keepdims=True), 1)
-        fig, ax = plt.subplots(figsize=(1 + 0.6 * cfg.n_classes, 1 + 0.6 * cfg.n_classes))
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(cfg.n_classes), cfg.classes, rotation=90)
-        ax.set_yticks(range(cfg.n_classes), cfg.classes)
-        for i in range(cfg.n_classes):
-            for j in range(cfg.n_classes):
-                ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        ax.set(xlabel="predicted", ylabel="true", title="confusion (out of fold, row-normalised)")
-        fsutil.write_figure(fig, out / "confusion.png")
+    _CLASS_PLOTS[cfg.task.name](plt, out, cfg, oof, folds)
 
     schedule.plot_schedule(out / "lr.png", epochs=max(cfg.epochs, 1), **_schedule_kwargs(cfg, replicas),
                            freeze_epochs=cfg.freeze_epochs, backbone_lr_mult=cfg.backbone_lr_mult)
@@ -988,6 +1123,20 @@ def format_lr_finding(finding: LrFinding) -> str:
     return (f"suggested lr_max: {finding.suggestion:.2g} (per replica; --lr-max {finding.suggestion:.2g})\n"
             f"swept {len(finding.lrs)} steps from {finding.lrs[0]:.1g} to {finding.lrs[-1]:.2g}; "
             f"plot {finding.plot}, table {finding.table}")
+
+
+def format_stopped(result: FoldResult, resume_command: str) -> str:
+    """The lines ``kit train`` prints for a run a time limit stopped: its finished folds, then one line saying where it
+    stopped and the command that resumes it."""
+    stop = result.stopped
+    if stop is None:
+        return format_result(result)
+    lines = [f"fold {k}: {result.metric} {s:.4f}" for k, s in zip(result.folds, result.scores)]
+    where = (f"fold {stop.fold} after epoch {stop.epochs_done} of {stop.epochs}" if stop.epochs_done
+             else f"the start of fold {stop.fold}")
+    lines.append(f"stopped before the time limit at {where} (state saved in {result.run}); resume with: "
+                 f"{resume_command}")
+    return "\n".join(lines)
 
 
 def format_result(result: FoldResult) -> str:

@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from kit.kaggle import KERNELSPEC, install_cell  # noqa: E402
+from kit.kernel import SESSION_HOURS  # noqa: E402
 
 md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
 
@@ -55,10 +56,12 @@ PRETRAINED_NAME = "EfficientNet B0, ImageNet-1k (RandAugment), the keras-hub pre
 def _setup(extra_imports: str = "") -> str:
     lines = [
         "import os",
+        "import time",
         "",
         "from kit import records",
-        "from kit.kernel import find_input, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
+        "from kit.kernel import find_input, fold_args, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
         "",
+        "STARTED = time.time()  # the session's clock: training stops before Kaggle's limit (kit train --time-limit)",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
         "TINY = os.environ.get('KIT_TINY') == '1'  # a seconds-long rehearsal: tiny model, 32 px, one epoch",
         "print(paths, 'tiny' if TINY else 'full')",
@@ -81,15 +84,37 @@ def _settings(input_line: str, size: int, folds: int, epochs: int, batch: int, t
 
 
 TRAIN = """RUN = paths.working / 'run'  # config, fold models, oof.csv, cv.json, plots: kept as kernel output
-run_kit('train', '--records', RECORDS, '--out', RUN, '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
-        *(['--weights', WEIGHTS] if WEIGHTS else []){augment})"""
+# after `kit push --resume-from KERNEL`: the run in that kernel's output, copied here to go on with
+RESUME = previous_run(RUN, paths)
+# Kaggle ends a {accelerator} session after {hours:g} hours: training stops at an epoch boundary before that, less
+# half an hour kept for what follows (predictions, the submission); the run is then resumable
+# fold_args(): [] (every fold), or ['--folds', '0,1'] in a kernel of `kit push --fan-out`
+run_kit('train', '--records', RECORDS, '--out', RUN, *fold_args(), '--model', MODEL, '--epochs', EPOCHS, '--batch', BATCH,
+        *(['--weights', WEIGHTS] if WEIGHTS else []){augment}, '--time-limit', time_limit({hours:g}, STARTED),
+        *(['--resume'] if RESUME else []))
+STOPPED = (RUN / 'stopped.json').is_file()  # the time limit came first: `kit push --resume-from` this kernel
+if STOPPED:
+    print('training stopped before the session limit; the cells below wait for the resumed run')"""
 
 RESULT = """import json
 
 import pandas as pd
 
-print(json.loads((RUN / 'cv.json').read_text()))
-pd.read_csv(SUBMISSION).head()"""
+if not STOPPED:
+    print(json.loads((RUN / 'cv.json').read_text()))
+    display(pd.read_csv(SUBMISSION).head())"""
+
+# What a training notebook's session may last on Kaggle
+T4_HOURS, TPU_HOURS = SESSION_HOURS["t4"], SESSION_HOURS["tpu"]
+
+
+def _unless_stopped(source: str) -> str:
+    """``source`` run only when training finished (not stopped by the time limit)."""
+    return "if not STOPPED:\n" + "\n".join(("    " + ln) if ln else "" for ln in source.splitlines())
+
+
+def _train(hours: float, augment: str = "") -> str:
+    return TRAIN.format(augment=augment, hours=hours, accelerator="TPU" if hours == TPU_HOURS else "GPU")
 
 
 def _records(layout: str, test: bool = True) -> str:
@@ -128,7 +153,7 @@ def siim_isic_tpu() -> tuple[list, dict]:
            "which trains over the 8 TPU cores (tf.data still feeds them from the host).\n\n"
            + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup(", link_shards")),
+        code(_setup(", link_shards, previous_run, time_limit")),
         code(_settings("COMPETITION = 'siim-isic-melanoma-classification'\n"
                        "PUBLIC_TFRECORDS = 'cdeotte/melanoma-256x256'  # train00-2182.tfrec ... test15-677.tfrec",
                        256, 5, 12, 32, 8,
@@ -139,8 +164,8 @@ def siim_isic_tpu() -> tuple[list, dict]:
              "    RECORDS = link_shards(public, paths.scratch / 'records', 'train')\n"
              "    TEST_RECORDS = link_shards(public, paths.scratch / 'records-test', 'test')\n"
              "else:\n" + "\n".join("    " + ln for ln in _records(layout).splitlines())),
-        code(TRAIN.format(augment="")),
-        code(_predict(sample=True)),
+        code(_train(TPU_HOURS)),
+        code(_unless_stopped(_predict(sample=True))),
         code(RESULT),
     ]
     meta = {"title": "SIIM-ISIC Melanoma TPU", "slug": "siim-isic-melanoma-tpu", "accelerator": "tpu",
@@ -158,17 +183,18 @@ def ham10000_t4() -> tuple[list, dict]:
            "the out-of-fold probabilities: one column per class, every image predicted by the fold model "
            "that never saw it.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup()),
+        code(_setup(", previous_run, time_limit")),
         code(_settings("DATASET = 'kmader/skin-cancer-mnist-ham10000'", 256, 5, 15, 32, 1)),
         code("SOURCE = locate(find_input(DATASET, paths), 'HAM10000_metadata.csv')\n" + _records(layout, test=False)),
-        code(TRAIN.format(augment="")),
-        code("import pandas as pd\n\n"
-             "from kit import submission\n\n"
-             "SUBMISSION = paths.working / 'submission.csv'\n"
-             "oof = pd.read_csv(RUN / 'oof.csv')\n"
-             "classes = list(records.read_manifest(RECORDS).classes)\n"
-             "probs = oof[[f'pred_{c}' for c in classes]].to_numpy()\n"
-             "submission.make_submission(oof['image_name'], probs, classes, None, 'image_id').to_csv(SUBMISSION, index=False)"),
+        code(_train(T4_HOURS)),
+        code(_unless_stopped("import pandas as pd\n\n"
+                             "from kit import submission\n\n"
+                             "SUBMISSION = paths.working / 'submission.csv'\n"
+                             "oof = pd.read_csv(RUN / 'oof.csv')\n"
+                             "classes = list(records.read_manifest(RECORDS).classes)\n"
+                             "probs = oof[[f'pred_{c}' for c in classes]].to_numpy()\n"
+                             "submission.make_submission(oof['image_name'], probs, classes, None, 'image_id')"
+                             ".to_csv(SUBMISSION, index=False)")),
         code(RESULT),
     ]
     meta = {"title": "HAM10000 skin lesions T4", "slug": "ham10000-skin-lesions-t4", "accelerator": "t4",
@@ -183,11 +209,11 @@ def pcam_t4() -> tuple[list, dict]:
            "96x96 tiles, binary, scored by ROC AUC. The label concerns the centre 32x32 only, so the `pcam` "
            "augmentation preset keeps the centre in view.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup()),
+        code(_setup(", previous_run, time_limit")),
         code(_settings("COMPETITION = 'histopathologic-cancer-detection'", 96, 5, 10, 64, 8)),
         code("SOURCE = locate(find_input(COMPETITION, paths), 'train_labels.csv')\n" + _records(layout)),
-        code(TRAIN.format(augment=", '--augment', 'pcam'")),
-        code(_predict(sample=True)),
+        code(_train(T4_HOURS, ", '--augment', 'pcam'")),
+        code(_unless_stopped(_predict(sample=True))),
         code(RESULT),
     ]
     meta = {"title": "Histopathologic Cancer Detection T4", "slug": "histopathologic-cancer-detection-t4",
@@ -203,11 +229,11 @@ def isic9_t4() -> tuple[list, dict]:
            "folder is labelled: `kit predict` scores it and writes one probability column per class.\n\n"
            + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup()),
+        code(_setup(", previous_run, time_limit")),
         code(_settings("DATASET = 'nodoubttome/skin-cancer9-classesisic'", 256, 5, 15, 32, 8)),
         code("SOURCE = locate(find_input(DATASET, paths), 'Train')\n" + _records("folders")),
-        code(TRAIN.format(augment="")),
-        code(_predict(sample=False)),
+        code(_train(T4_HOURS)),
+        code(_unless_stopped(_predict(sample=False))),
         code(RESULT),
     ]
     meta = {"title": "Skin cancer ISIC 9 classes T4", "slug": "skin-cancer-isic-9-classes-t4", "accelerator": "t4",
@@ -222,12 +248,12 @@ def melanoma10k_t4() -> tuple[list, dict]:
            "Class folders `train/{Benign,Malignant}/` and a labelled `test/`: `kit predict` scores it "
            "(accuracy, AUC) and writes `id,target`.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
         install_cell(),
-        code(_setup()),
+        code(_setup(", previous_run, time_limit")),
         code(_settings("DATASET = 'hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images'",
                        256, 5, 10, 32, 8)),
         code("SOURCE = locate(find_input(DATASET, paths), 'train')\n" + _records("folders")),
-        code(TRAIN.format(augment="")),
-        code(_predict(sample=False)),
+        code(_train(T4_HOURS)),
+        code(_unless_stopped(_predict(sample=False))),
         code(RESULT),
     ]
     meta = {"title": "Melanoma 10k benign malignant T4", "slug": "melanoma-10k-benign-malignant-t4",

@@ -141,3 +141,79 @@ def client_env(monkeypatch: Any, home: Path, stub: KaggleStub) -> None:
     for name in ("NO_PROXY", "no_proxy", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME", "KAGGLE_USERNAME", "KAGGLE_KEY",
                  "KAGGLE_API_TOKEN", "KAGGLE_KERNEL_RUN_TYPE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
+
+
+# --- kernels that run: `running` for a while, then `complete` or `error`, serving their output files ---------
+
+
+@dataclass
+class SimKernel:
+    """A kernel the stub runs: ``running`` for ``polls`` status calls after its push, then ``final``."""
+
+    polls: int = 2
+    final: str = "complete"
+    files: dict[str, bytes] = field(default_factory=dict)  # output file name -> bytes
+    log: str = ""
+    failure: str = ""
+    pushed: bool = False
+    seen: int = 0
+
+
+@dataclass
+class KernelFarm:
+    """Kernels by slug, wired into a stub: SaveKernel starts one, GetKernelSessionStatus reports it, and
+    ListKernelSessionOutput serves its files ``page_size`` at a time. ``max_running`` is the most that were
+    running at once."""
+
+    stub: KaggleStub
+    kernels: dict[str, SimKernel] = field(default_factory=dict)
+    page_size: int = 2
+    max_running: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.stub.responses.update({"SaveKernel": self._save, "GetKernelSessionStatus": self._status,
+                                    "ListKernelSessionOutput": self._output})
+
+    def running(self) -> int:
+        """Kernels pushed and not yet reported final."""
+        return sum(k.pushed and k.seen < k.polls for k in self.kernels.values())
+
+    def _save(self, rec: Recorded) -> Any:
+        slug = rec.json()["slug"].split("/")[-1]
+        with self._lock:
+            kernel = self.kernels.setdefault(slug, SimKernel())
+            kernel.pushed, kernel.seen = True, 0
+            self.max_running = max(self.max_running, self.running())
+        return {"ref": f"/code/{rec.json()['slug']}", "url": f"https://www.kaggle.com/code/{rec.json()['slug']}",
+                "versionNumber": 1}
+
+    def _status(self, rec: Recorded) -> Any:
+        kernel = self.kernels.get(rec.json()["kernelSlug"])
+        if kernel is None:
+            return 404, {"code": 404, "message": "Not found"}
+        with self._lock:
+            if not kernel.pushed:
+                return {"status": "QUEUED"}
+            kernel.seen += 1
+            if kernel.seen <= kernel.polls:
+                return {"status": "RUNNING"}
+        answer = {"status": kernel.final.upper()}
+        return {**answer, "failureMessage": kernel.failure} if kernel.failure else answer
+
+    def _output(self, rec: Recorded) -> Any:
+        body = rec.json()
+        slug = body["kernelSlug"]
+        kernel = self.kernels[slug]
+        names = sorted(kernel.files)
+        start = int(body.get("pageToken") or 0)
+        page = names[start:start + self.page_size]
+        for name in page:
+            self.stub.files[f"{slug}/{name}"] = kernel.files[name]
+        answer: dict[str, Any] = {"files": [{"url": f"http://localhost/files/{slug}/{name}", "fileName": name}
+                                            for name in page]}
+        if start + self.page_size < len(names):
+            answer["nextPageToken"] = str(start + self.page_size)
+        if kernel.log and start == 0:
+            answer["log"] = kernel.log
+        return answer

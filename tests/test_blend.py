@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from kit import metrics
 from kit.blend import blend_arrays, fit_weights
 from kit.cli import main
 
@@ -382,6 +383,55 @@ def test_auc_fit_prefers_the_run_better_on_every_fold_over_the_better_pooled_one
     assert fit.member_scores[0] > fit.member_scores[1]  # ... but per fold it is better
     assert fit.weights[0] > 0.5
     assert fit_weights([a, b], method="mean", rank_per_fold=False).member_scores[0] > fit.member_scores[1]
+
+
+def _greedy_weights(members, score_of, max_steps=100):
+    """Ensemble selection with replacement, written out here: start at the best member, add the member that
+    scores best until nothing improves."""
+    scores = [score_of(m) for m in members]
+    counts = np.zeros(len(members), np.int64)
+    counts[int(np.argmax(scores))] = 1
+    acc, current = members[int(np.argmax(scores))].copy(), max(scores)
+    for _ in range(max_steps):
+        trial = [score_of((acc + m) / (counts.sum() + 1)) for m in members]
+        j = int(np.argmax(trial))
+        if trial[j] <= current + 1e-12:
+            break
+        counts[j] += 1
+        acc, current = acc + members[j], trial[j]
+    return list(counts / counts.sum())
+
+
+def test_pauc_blend_fits_per_fold_on_ranks_like_auc(tmp_path):
+    # ISIC 2024's partial AUC ranks, as AUC does: two runs as in the PCam case above, A ranking better within
+    # every fold but calibrated its own way per fold, B weaker and consistent
+    rng = np.random.default_rng(7)
+    n = 900
+    ids = [f"ISIC_{i:07d}" for i in range(n)]
+    y = (rng.random(n) < 0.3).astype(int)
+    fold = np.arange(n) % 3
+    pa = 1 / (1 + np.exp(-((y * 2.5 + rng.normal(0, 1, n)) * 0.4 + np.array([-3.0, 0.0, 3.0])[fold])))
+    pb = 1 / (1 + np.exp(-(y * 1.2 + rng.normal(0, 1, n))))
+    a = _run(tmp_path / "a", ids, y, pa, fold, metric="pauc")
+    b = _run(tmp_path / "b", ids, y, pb, fold, metric="pauc")
+    fit = fit_weights([a, b], method="mean")
+
+    def ranked(p):
+        out = np.empty(n)
+        for f in range(3):
+            out[fold == f] = rankdata(p[fold == f]) / (fold == f).sum()
+        return out
+
+    def fold_mean(p):
+        return np.mean([metrics.pauc(y[fold == f], p[fold == f]) for f in range(3)])
+
+    per_fold = _greedy_weights([ranked(pa), ranked(pb)], fold_mean)
+    pooled = _greedy_weights([pa, pb], lambda p: metrics.pauc(y, p))
+    assert fit.metric == "pauc" and fit.objective == "fold mean"
+    assert fit.weights == pytest.approx(per_fold, abs=1e-12)
+    assert fit.member_scores == pytest.approx([fold_mean(ranked(pa)), fold_mean(ranked(pb))], abs=1e-12)
+    assert per_fold[0] > 0.5 and pooled[0] < 0.5  # the data tell the two fits apart
+    assert fit.weights != pytest.approx(pooled, abs=0.1)
 
 
 def test_bad_run_without_oof(binary_runs, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from kit.cli import build_parser, main
 
-VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "models",
+VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "gather", "models",
          "convert-weights", "export-backbone", "demo", "runs", "report"]
 
 
@@ -32,3 +32,21 @@ def test_unknown_verb_exits_non_zero():
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5m", "8.5x", "h", ""])
+def test_a_bad_time_limit_is_one_line_naming_the_flag(text, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--records", "r", "--out", "o", f"--time-limit={text}"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"kit train: error: argument --time-limit: expected a duration above zero such as 8.5h, 30m, 90s or 3600 "
+        f"(seconds), got {text!r}")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("8.5h", 30600), ("30m", 1800), ("90s", 90), ("3600", 3600), ("1.5H", 5400)])
+def test_time_limit_takes_hours_minutes_seconds(text, seconds):
+    from kit.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--records", "r", "--out", "o", "--time-limit", text])
+    assert args.time_limit == seconds and args.time_limit.text == text

@@ -52,9 +52,10 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
 
     class FakeTrain:  # the handler's only job is to turn flags + file into a Config
         @staticmethod
-        def train_folds(cfg, resume=False, given=(), smoke=False):
-            seen["cfg"], seen["resume"], seen["given"], seen["smoke"] = cfg, resume, given, smoke
-            return "result"
+        def train_folds(cfg, resume=False, given=(), deadline=None, smoke=False):
+            seen["cfg"], seen["resume"], seen["given"], seen["deadline"] = cfg, resume, given, deadline
+            seen["smoke"] = smoke
+            return __import__("types").SimpleNamespace(stopped=None)
 
         @staticmethod
         def format_result(result):
@@ -74,7 +75,7 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
     cfg = seen["cfg"]
     assert (cfg.records, cfg.out, cfg.model, cfg.epochs, cfg.augment, cfg.folds, cfg.meta) == \
         (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
-    assert seen["resume"] is True
+    assert seen["resume"] is True and seen["deadline"] is None  # no --time-limit, no deadline
     assert set(seen["given"]) == {"records", "out", "epochs", "folds", "meta"}
     assert seen["smoke"] is (smoke_env == "1")  # KIT_SMOKE is read by the command and handed down as smoke=
 

@@ -516,3 +516,28 @@ def test_wheel_dataset_folder(tmp_path):
     assert meta == {"title": "kit wheel", "id": "alice/kit-wheel", "licenses": [{"name": "CC0-1.0"}]}
     with pytest.raises(KitError, match="dataset 'kit-wheel' is not owner/slug"):
         kaggle.write_wheel_dataset(tmp_path / "bad", "kit-wheel")
+
+
+def test_resume_from_attaches_the_kernel_and_makes_the_notebook_resume(stub, notebook, tmp_path, capsys):
+    folder = tmp_path / "dry"
+    assert main(["push", str(notebook), "--dry-run", "--folder", str(folder), "--resume-from", "alice/melanoma-tpu"]) == 0
+    meta = json.loads((folder / "kernel-metadata.json").read_text())
+    assert meta["kernel_sources"] == ["alice/melanoma-tpu"]
+    cells = nbformat.read(folder / notebook.name, as_version=4).cells
+    assert cells[2].metadata["tags"] == ["kit-resume"] and cells[1].metadata["tags"] == ["kit-install"]
+    assert cells[2].source.endswith("os.environ['KIT_RESUME_FROM'] = 'alice/melanoma-tpu'")
+    assert stub.requests == []
+    # pushed for real: the kernel source reaches Kaggle; a push without --resume-from drops the cell again
+    assert main(["push", str(folder / notebook.name), "--resume-from", "alice/melanoma-tpu/3"]) == 0
+    body = stub.calls("SaveKernel")[0].json()
+    assert body["kernelDataSources"] == ["alice/melanoma-tpu/3"]
+    assert sum("KIT_RESUME_FROM" in c["source"] for c in json.loads(body["text"])["cells"]) == 1
+    kaggle.prepare_notebook(folder / notebook.name, tmp_path / "plain.ipynb")
+    assert not any("KIT_RESUME_FROM" in c.source for c in nbformat.read(tmp_path / "plain.ipynb", as_version=4).cells)
+
+
+def test_a_bad_resume_from_is_one_line_and_nothing_is_sent(stub, notebook, capsys):
+    assert main(["push", str(notebook), "--resume-from", "not a kernel"]) == 1
+    assert capsys.readouterr().err.strip() == ("kit push: error: --resume-from 'not a kernel' is not owner/slug (or "
+                                               "owner/slug/version) of a kernel")
+    assert stub.requests == []

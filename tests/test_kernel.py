@@ -105,3 +105,30 @@ def test_run_kit_raises_when_the_command_fails(capsys):
     with pytest.raises(KitError, match="kit status failed with status 1"):
         kernel.run_kit("status", "not-a-kernel")
     assert capsys.readouterr().err.strip() == "kit status: error: kernel 'not-a-kernel' is not owner/slug (or owner/slug/version)"
+
+
+def test_previous_run_copies_the_attached_kernel_output_into_working(tmp_path, monkeypatch):
+    out = tmp_path / "input" / "melanoma-t4" / "run"  # kit push --resume-from alice/melanoma-t4: its output
+    (out / "fold0").mkdir(parents=True)
+    (out / "config.toml").write_text('model = "tiny_cnn"\n')
+    (out / "fold0" / "last.keras").write_bytes(b"weights")
+    for p in (out / "fold0" / "last.keras", out / "config.toml", out / "fold0", out):
+        p.chmod(0o555 if p.is_dir() else 0o444)  # Kaggle's inputs are read-only
+    paths = kernel.notebook_paths(tmp_path / "input", tmp_path / "working")
+    run = paths.working / "run"
+    monkeypatch.delenv("KIT_RESUME_FROM", raising=False)
+    assert kernel.previous_run(run, paths) is False and not run.exists()
+    monkeypatch.setenv("KIT_RESUME_FROM", "alice/melanoma-t4/3")
+    assert kernel.previous_run(run, paths) is True
+    assert (run / "fold0" / "last.keras").read_bytes() == b"weights"
+    (run / "fold0" / "state.json").write_text("{}")  # the copy is writable: kit train --resume goes on in it
+    monkeypatch.setenv("KIT_RESUME_FROM", "alice/gone")
+    assert kernel.previous_run(run, paths) is True  # this session's run is kept
+
+
+def test_time_limit_is_the_session_less_the_margin_and_the_time_spent(monkeypatch):
+    import time
+
+    assert int(kernel.time_limit(12, time.time() - 600)[:-1]) == pytest.approx(11.5 * 3600 - 600, abs=2)
+    assert kernel.SESSION_HOURS["tpu"] == 9 and int(kernel.time_limit(9, time.time())[:-1]) == pytest.approx(8.5 * 3600, abs=2)
+    assert kernel.time_limit(1, time.time() - 7200) == "1s"

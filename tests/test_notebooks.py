@@ -142,14 +142,14 @@ def _check_outputs(name: str, work: Path, n_train: int, n_test: int) -> dict:
     return cv
 
 
-# The notebook whose rehearsal the README prints; the test below runs it that way, the others in-process.
+# The notebook whose rehearsal docs/kaggle.md prints; the test below runs it that way, the others in-process.
 README_NOTEBOOK = "pcam_t4"
 
 
 def readme_rehearsal() -> str:
-    """The README's local notebook rehearsal as printed: the bash block of "Running on Kaggle" that runs it."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Running on Kaggle", 1)[1].split("\n## ", 1)[0]
+    """The local notebook rehearsal as docs/kaggle.md prints it: the bash block of "The local rehearsal"."""
+    text = (REPO / "docs" / "kaggle.md").read_text()
+    section = text.split("## The local rehearsal", 1)[1].split("\n## ", 1)[0]
     blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, flags=re.S) if "jupyter execute" in b]
     assert len(blocks) == 1, blocks
     return blocks[0]

@@ -13,6 +13,7 @@ import pytest
 
 from kit import precheck, runtime
 from kit.errors import KitError
+from kit.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,9 +76,9 @@ def test_run_folder_sample_and_outputs(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(KitError, match=r"run/config.toml: missing; is .*run a folder written by `kit train`\?"):
-        precheck.run_folder(run)
+        RunFolder(run).check_trained()
     (run / "config.toml").write_text("model = 'tiny_cnn'\n")
-    assert precheck.run_folder(run) == run
+    assert RunFolder(run).check_trained().path == run
     with pytest.raises(KitError, match=r"sample.csv: no such file \(--sample-submission\)$"):
         precheck.input_file(tmp_path / "sample.csv", "--sample-submission")
     with pytest.raises(KitError, match=r"is a folder, not a file \(--sample-submission\)"):

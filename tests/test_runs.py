@@ -260,3 +260,163 @@ def test_what_kit_report_writes_is_no_training_activity(runs_dir):
     (paused / "report.html").write_text("<html></html>")
     row = runs.read_run(paused)
     assert row.state == "resumable" and row.when == pytest.approx(OLD, abs=1)
+
+
+# --- kit runs merge ------------------------------------------------------------------------------------
+
+_IDENTITY = {"competition": None, "source": "synthetic", "count": 48, "n_folds": 3, "fold_seed": 0,
+             "created": "2025-01-01T00:00:00Z", "classes": ["benign", "malignant"], "image_size": 32,
+             "folds": {"0": 16, "1": 16, "2": 16}}
+
+
+def _part(folder: Path, folds, *, identity=None, lr_max=0.003, done=True) -> Path:
+    """A finished `kit train` run of ``folds`` (hand-made: config, records identity, per fold done, oof, model)."""
+    folder.mkdir(parents=True)
+    (folder / "config.toml").write_text(f'records = "records/a"\nout = "{folder}"\nfolds = {list(folds)}\n'
+                                        f'model = "tiny_cnn"\nsize = 32\nepochs = 2\nlr_max = {lr_max}\n'
+                                        f'metric = "auc"\nclasses = ["benign", "malignant"]\nn_classes = 2\n'
+                                        'secondary_metrics = []\n')
+    (folder / "records.json").write_text(json.dumps(identity or _IDENTITY))
+    for k in folds:
+        fdir = folder / f"fold{k}"
+        fdir.mkdir()
+        (fdir / "best.keras").write_bytes(b"model")
+        (fdir / "oof.csv").write_text("image_name,target,pred,fold\n" + "".join(
+            f"img_{k}_{i},{i % 2},{0.1 + 0.2 * (i % 2) + 0.01 * i},{k}\n" for i in range(4)))
+        if done:
+            (fdir / "done.json").write_text(json.dumps({"fold": k, "metric": "auc", "score": 1.0, "secondary": {}}))
+    return folder
+
+
+def _merge_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main(["runs", "merge", *map(str, argv)])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err.strip()
+
+
+def test_merge_joins_the_folds_of_two_runs(tmp_path, capsys):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [2])
+    code, out, err = _merge_cli(capsys, a, b, "--out", tmp_path / "m")
+    assert (code, err) == (0, "")
+    m = tmp_path / "m"
+    assert "3/3" in out and "finished" in out
+    lines = (m / "oof.csv").read_text().splitlines()
+    assert lines[0] == "image_name,target,pred,fold"
+    assert [line.split(",")[-1] for line in lines[1:]] == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
+    cv = json.loads((m / "cv.json").read_text())
+    assert cv["folds"] == {"0": 1.0, "1": 1.0, "2": 1.0} and cv["fold_mean"] == 1.0 and cv["fold_std"] == 0.0
+    assert cv["overall"] == 1.0
+    import tomllib
+
+    assert tomllib.loads((m / "config.toml").read_text())["folds"] == [0, 1, 2]
+    assert json.loads((m / "records.json").read_text()) == _IDENTITY
+    assert sorted(p.name for p in m.iterdir()) == ["config.toml", "cv.json", "fold0", "fold1", "fold2", "oof.csv",
+                                                   "records.json"]
+    assert runs.read_run(m).state == "finished"
+
+
+def _refused(capsys, tmp_path, *argv) -> str:
+    code, out, err = _merge_cli(capsys, *argv)
+    assert code == 1 and out == ""
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.*"))
+    return err
+
+
+def test_merge_refuses_other_records(tmp_path, capsys):
+    a = _part(tmp_path / "a", [0, 1])
+    b = _part(tmp_path / "b", [2], identity={**_IDENTITY, "count": 36})
+    assert _refused(capsys, tmp_path, a, b, "--out", tmp_path / "m") == (
+        f"kit runs: error: {b}: trained on different records from {a} (count: 36 here, 48 there)")
+
+
+def test_merge_refuses_other_settings_naming_the_first(tmp_path, capsys):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [2], lr_max=0.001)
+    assert _refused(capsys, tmp_path, a, b, "--out", tmp_path / "m") == (
+        f"kit runs: error: {b}: different settings from {a}: lr_max is 0.001 here, 0.003 there; runs to merge "
+        "differ in their folds only")
+
+
+def test_merge_refuses_a_fold_twice(tmp_path, capsys):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [1, 2])
+    assert _refused(capsys, tmp_path, a, b, "--out", tmp_path / "m") == (
+        f"kit runs: error: fold 1: trained in both {a} and {b}; merge each fold from one run only")
+
+
+def test_merge_refuses_a_fold_still_running(tmp_path, capsys):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [2], done=False)
+    assert _refused(capsys, tmp_path, a, b, "--out", tmp_path / "m") == (
+        f"kit runs: error: {b}: fold 2 has not finished (no fold2/done.json); finish it with "
+        f"`kit train --resume --out {b}` before merging")
+
+
+@pytest.mark.parametrize("damage, line", [
+    (lambda f: (f / "done.json").write_text("{not json"), "{f}/done.json: not valid JSON"),
+    (lambda f: (f / "oof.csv").unlink(), "{f}/oof.csv: missing, but fold 2 of {b} is marked finished"),
+    (lambda f: (f / "best.keras").unlink(), "{f}/best.keras: missing, but fold 2 of {b} is marked finished"),
+])
+def test_merge_refuses_a_damaged_fold(tmp_path, capsys, damage, line):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [2])
+    damage(b / "fold2")
+    assert _refused(capsys, tmp_path, a, b, "--out", tmp_path / "m") == (
+        "kit runs: error: " + line.format(f=b / "fold2", b=b))
+
+
+def test_merge_refuses_an_existing_out_and_one_run(tmp_path, capsys):
+    a, b = _part(tmp_path / "a", [0, 1]), _part(tmp_path / "b", [2])
+    (tmp_path / "m").mkdir()
+    assert _merge_cli(capsys, a, b, "--out", tmp_path / "m") == (
+        1, "", f"kit runs: error: {tmp_path / 'm'}: already exists; choose a new --out (kit never overwrites a run)")
+    (tmp_path / "m").rmdir()
+    assert _refused(capsys, tmp_path, a, "--out", tmp_path / "m") == (
+        "kit runs: error: runs merge: give at least two run folders to merge")
+    assert _refused(capsys, tmp_path, a, b) == "kit runs: error: runs merge: --out RUN is required (the merged run "\
+                                               "folder to write)"
+
+
+def test_listing_refuses_out_without_merge(tmp_path, capsys):
+    assert main(["runs", str(tmp_path), "--out", str(tmp_path / "m")]) == 1
+    assert capsys.readouterr().err.strip() == "kit runs: error: --out: only with `kit runs merge RUN_A RUN_B ... --out RUN`"
+
+
+@pytest.mark.slow
+def test_merged_partial_runs_equal_one_run_over_all_folds(tmp_path, capsys):
+    """Folds 0,1 and fold 2 trained as two runs (same seed) and merged: the out-of-fold predictions byte for byte
+    and the CV summary equal one `kit train` over folds 0,1,2 (CPU); the verbs that take a run accept it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from records_fixture import write_records
+
+    from kit import blend, predict, train
+    from kit.config import Config
+
+    write_records(tmp_path / "recs", n_folds=3, per_fold=16, size=32)
+
+    def trained(name, folds):
+        cfg = Config(records=str(tmp_path / "recs"), out=str(tmp_path / name), model="tiny_cnn", epochs=2, batch=8,
+                     lr_start=1e-3, lr_max=3e-3, lr_min=1e-6, lr_ramp_epochs=1, lr_sustain_epochs=0, lr_decay=0.8,
+                     augment="default", verbose=0, strategy="cpu", seed=1, folds=folds)
+        return train.train_folds(cfg, log=lambda _: None).run
+
+    whole, first, second = trained("all", (0, 1, 2)), trained("a", (0, 1)), trained("b", (2,))
+    assert main(["runs", "merge", str(first), str(second), "--out", str(tmp_path / "m")]) == 0
+    merged = tmp_path / "m"
+    assert (merged / "oof.csv").read_bytes() == (whole / "oof.csv").read_bytes()
+    assert json.loads((merged / "cv.json").read_text()) == json.loads((whole / "cv.json").read_text())
+    capsys.readouterr()
+    assert predict.load_run(merged).folds == [0, 1, 2]
+    fit = blend.fit_weights([merged, whole])  # what `kit blend --fit --oof` fits
+    assert fit.member_scores[0] == fit.member_scores[1]
+    assert main(["runs", str(merged)]) == 0
+    assert "3/3" in capsys.readouterr().out
+    assert main(["report", str(merged), "--no-gradcam"]) == 0
+    assert (merged / "report.json").is_file()
+
+
+def test_a_run_stopped_by_its_time_limit_is_resumable_even_while_its_files_are_fresh(tmp_path, capsys):
+    run = _run(tmp_path / "runs" / "timed", done=(0,), scores={0: 0.8}, active=1)  # state.json written a moment ago
+    (run / "stopped.json").write_text(json.dumps({"reason": "time limit", "fold": 1, "epochs_done": 2, "epochs": 3}))
+    assert runs.read_run(run).state == "stopped (resume)"
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("  stopped (resume)")
+    (run / "fold1" / "done.json").write_text(json.dumps({"fold": 1, "score": 0.8}))
+    (run / "fold2" / "done.json").write_text(json.dumps({"fold": 2, "score": 0.8}))
+    assert runs.read_run(run).state == "finished"

@@ -222,6 +222,9 @@ def test_several_model_kinds_blend_with_weights_fit_on_oof(comp):
     assert {"importance_lightgbm", "importance_catboost", "importance_xgboost"} <= set(feats.columns)
     for k in res.models:
         assert json.loads((res.run / "models" / k / "cv.json").read_text())["overall"] == res.models[k]
+    # the weights fit on the kinds' predictions in memory are those fit on their folders read back
+    again = blend.fit_weights([res.run / "models" / k for k in res.models], method="mean")
+    assert dict(zip(res.models, again.weights)) == res.weights
 
 
 def test_multi_class_ham10000_stack(tmp_path):
@@ -320,14 +323,14 @@ def test_all_installed_kinds_skip_the_missing_with_a_line(monkeypatch):
         stack.resolve_models(["forest"])
 
 
-def test_readme_stack_commands_parse_with_kit_stack_flags():
+def test_documented_stack_commands_parse_with_kit_stack_flags():
     import re
     import shlex
 
     from kit.cli import build_parser, stack_config
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## Second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "stacking.md").read_text()
+    section = text.split("## The second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]
     commands = [re.sub(r"\\\n\s*", " ", block) for block in re.findall(r"```(?:bash|text)\n(.*?)```", section, re.S)]
     lines = [ln.split("  #")[0].strip() for block in commands for ln in block.splitlines() if ln.startswith("kit stack")]
     assert len(lines) == 2  # SIIM-ISIC 2020 and ISIC 2024

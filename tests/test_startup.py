@@ -1,5 +1,5 @@
 """Start-up budgets: each light verb, run in a fresh interpreter on tiny real inputs, loads none of the
-heavy libraries it has no use for (DESIGN.md section 6).
+heavy libraries it has no use for (docs/development.md, "Start-up").
 
 TensorFlow, Keras and JAX take seconds to import; pandas about 0.2 s. `kit --help`, `check`, `blend`,
 `runs`, `models` and the writing path of `kit records` never import the first three; `kit push` and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 import numpy as np
@@ -278,3 +279,56 @@ def test_a_fold_with_one_class_is_refused_before_training(tmp_path):
     with pytest.raises(KitError, match="fold 0 holds one class only"):
         train.train_folds(_cfg(tmp_path / "recs", tmp_path / "run"), log=lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+# --- --time-limit ----------------------------------------------------------------------------------
+
+
+def _train_argv(recs, run, *more: str) -> list[str]:
+    return ["train", "--records", str(recs), "--out", str(run), "--model", "tiny_cnn", "--epochs", "6", "--batch", "8",
+            "--folds", "0,1", "--augment", "default", "--verbose", "0", "--strategy", "cpu", "--seed", "1", *more]
+
+
+@pytest.mark.slow
+def test_time_limit_stops_in_time_and_resume_gives_the_uninterrupted_result(binary_recs, tmp_path, monkeypatch, capsys):
+    import time
+
+    from kit import runs
+    from kit.cli import main
+
+    started = time.monotonic()
+    assert main(_train_argv(binary_recs, tmp_path / "straight")) == 0
+    limit = math.ceil(time.monotonic() - started)  # what the whole run took, its first epochs' tracing included
+    capsys.readouterr()
+    original = train._ExactValidation.on_epoch_end
+
+    def slow_epoch(self, epoch, logs=None):  # 12 epochs 0.8 s longer each: the run now needs over 9 s more
+        time.sleep(0.8)
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(train._ExactValidation, "on_epoch_end", slow_epoch)
+    run = tmp_path / "run"
+    started = time.monotonic()
+    assert main(_train_argv(binary_recs, run, "--time-limit", f"{limit}s")) == 0
+    assert time.monotonic() - started < limit + 1.0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("stopped before the time limit at fold ")
+    assert line.endswith(f"(state saved in {run}); resume with: kit train --records {binary_recs} --out {run} "
+                         f"--resume --time-limit {limit}s")
+    assert runs.read_run(run).state == "stopped (resume)"
+    monkeypatch.setattr(train._ExactValidation, "on_epoch_end", original)
+    assert main(["train", "--records", str(binary_recs), "--out", str(run), "--resume"]) == 0
+    assert runs.read_run(run).state == "finished" and not (run / "stopped.json").exists()
+    for name in ("oof.csv", "cv.json"):
+        assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes()
+
+
+def test_resume_trains_folds_the_run_has_not_trained_yet(binary_recs, tmp_path):
+    run = tmp_path / "run"
+    train.train_folds(_cfg(binary_recs, run, folds=(0,), epochs=1), log=lambda _: None)
+    lines: list[str] = []
+    res = train.train_folds(Config(out=str(run), folds=(2,)), resume=True, log=lines.append, given=["out", "folds"])
+    assert res.folds == [0, 2] and Config.load(run / "config.toml").folds == (0, 2)
+    assert any(ln.startswith("fold 0: finished earlier") for ln in lines)
+    assert any(ln.startswith("fold 2: training on folds 0,1") for ln in lines)
+    assert pd.read_csv(run / "oof.csv").groupby("fold").size().to_dict() == {0: 16, 2: 16}

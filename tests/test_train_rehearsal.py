@@ -1,5 +1,5 @@
 """Rehearsals on CPU, each `kit train` in its own process: the TF route (MirroredStrategy over two logical
-CPU devices, DESIGN.md 3b) and a short run that must learn (CV AUC >= 0.9). The JAX route is in
+CPU devices, docs/training.md, "Where kit trains") and a short run that must learn (CV AUC >= 0.9). The JAX route is in
 test_train_rehearsal_jax.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rehearsal of the TPU v5e-8 route on CPU (DESIGN.md 3b): `kit train` in its own process with Keras on JAX,
+"""Rehearsal of the TPU v5e-8 route on CPU (docs/training.md, "Where kit trains"): `kit train` in its own process with Keras on JAX,
 XLA_FLAGS=--xla_force_host_platform_device_count=8, DataParallel over the 8 devices, mixed_bfloat16."""
 
 from __future__ import annotations
