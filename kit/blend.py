@@ -4,26 +4,10 @@ Every input is aligned by id to the reference order (the first input's, or the s
 its own row order, so blending shuffled copies gives the same file. Multi-class submissions are
 blended per class and each row renormalised to sum to 1.
 
-Methods, with weights ``w`` summing to 1 and ``p_i`` the inputs' probabilities:
-
-    mean      sum w_i p_i
-    rank      sum w_i rank(p_i) / n         average ranks for ties, so row order never matters
-    power     (sum w_i p_i^k)^(1/k)         the root keeps a probability scale; it does not change
-                                            the order, so AUC equals the root-less Kaggle variant
-    geomean   exp(sum w_i log max(p_i, 1e-15))
-
-``fit_and_blend`` pairs each submission with the run that wrote it through the submission's sidecar
-(``NAME.json`` beside ``NAME.csv``, whose ``"run"`` names the run folder; ``kit predict`` and ``kit stack``
-write it): weights fit on the runs in one order and applied to the files in another would blend the wrong
-files with each weight. Without sidecars ``pair_by_order`` takes the order given.
-
-``fit_weights`` reads each run's out-of-fold predictions (kit.runfolder.RunFolder) and fits weights by ensemble selection with
-replacement (Caruana et al. 2004): start from the best member, add whichever member (again allowed)
-most improves the blend's OOF score, stop when nothing improves. The blend therefore never scores
-below its best member on OOF. For AUC the score is the mean of the per-fold AUCs and the members are
-ranked within each fold first: every fold model scales its probabilities its own way, so a pooled AUC
-mixes those scales and can rank a run below another that is worse on every fold. The pooled figure is
-reported beside it.
+The methods (mean, rank, power, geomean) are kit.blend_methods'. ``fit_and_blend`` pairs each submission
+with the run that wrote it through the submission's sidecar (kit.blend_pairing; without sidecars
+``pair_by_order`` takes the order given) and fits the weights on the runs' out-of-fold predictions by
+ensemble selection (kit.blend_fit). Their names stay importable from here.
 
 No TensorFlow here: ``kit blend`` starts fast. Large blends stream one file at a time, holding only
 the reference ids and one accumulator per class.
@@ -31,8 +15,6 @@ the reference ids and one accumulator per class.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,112 +24,31 @@ from typing import Sequence
 
 import numpy as np
 
-from kit import competitions, runfolder
-from kit.config import BLEND_METHODS as METHODS
+from kit.blend_fit import (  # noqa: F401  the weight fit's names, importable from here as before the split
+    FitResult,
+    Oof,
+    fit_oofs,
+    fit_weights,
+    load_oof,
+)
+from kit.blend_methods import (  # noqa: F401  the methods' names, importable from here as before the split
+    GEOMEAN_FLOOR,
+    METHODS,
+    _check_power,
+    _finish,
+    _transform,
+    blend_arrays,
+    normalized_weights,
+    rankdata,
+)
+from kit.blend_pairing import pair_runs, sidecar_of  # noqa: F401  importable from here as before the split
 from kit.errors import KitError
-from kit.runfolder import RunFolder
 from kit.submission import IdIndex, Table, read_table, write_table
 
-GEOMEAN_FLOOR = 1e-15  # log(0) would make one confident zero veto every other model
 PROGRESS_ROWS = 200_000  # a bar when a blend reads at least this many rows in all
 
 
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Average ranks 1..n of a float vector (ties share their mean rank), like scipy's rankdata."""
-    n = len(x)
-    order = np.argsort(x, kind="quicksort")
-    xs = x[order]
-    ranks = np.empty(n, np.float64)
-    if n == 0:
-        return ranks
-    new = np.empty(n, bool)
-    new[0] = True
-    np.not_equal(xs[1:], xs[:-1], out=new[1:])
-    if new.all():
-        ranks[order] = np.arange(1, n + 1, dtype=np.float64)
-        return ranks
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
-
-
-def _transform(p: np.ndarray, method: str, power: float) -> np.ndarray:
-    """What each method averages, per column of ``p`` ``[n, k]``."""
-    if method == "mean":
-        return p
-    if method == "rank":
-        out = np.empty_like(p, dtype=np.float64)
-        for c in range(p.shape[1]):
-            out[:, c] = rankdata(p[:, c]) / len(p)
-        return out
-    if method == "power":
-        return np.power(p, power)
-    if method == "geomean":
-        return np.log(np.maximum(p, GEOMEAN_FLOOR))
-    raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
-
-
-def _finish(acc: np.ndarray, method: str, power: float) -> np.ndarray:
-    """Undo the transform of the weighted average and renormalise multi-class rows."""
-    if method == "power":
-        acc = np.power(acc, 1.0 / power)
-    elif method == "geomean":
-        acc = np.exp(acc)
-    if acc.shape[1] > 1:
-        acc = acc / acc.sum(axis=1, keepdims=True)
-    return acc
-
-
-def normalized_weights(weights: Sequence[float] | None, n: int, *, option: str = "--weights",
-                       what: str = "inputs") -> np.ndarray:
-    """``n`` weights summing to 1 (equal when ``weights`` is None); KitError naming ``option`` when unusable.
-
-    One rule for blending submissions and for averaging a run's fold models."""
-    if weights is None:
-        return np.full(n, 1.0 / n)
-    w = np.asarray(weights, np.float64)
-    if len(w) != n:
-        raise KitError(f"{option}: {len(w)} weights for {n} {what}")
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise KitError(f"{option}: weights must be finite, >= 0 and not all 0, got {list(weights)}")
-    return w / w.sum()
-
-
-def blend_arrays(
-    preds: Sequence[np.ndarray], method: str = "mean", weights: Sequence[float] | None = None, power: float = 2.0
-) -> np.ndarray:
-    """Blend aligned predictions (each ``[n]`` or ``[n, k]``); returns the same shape."""
-    if not preds:
-        raise KitError("blend: nothing to blend")
-    w = normalized_weights(weights, len(preds))
-    squeeze = np.asarray(preds[0]).ndim == 1
-    acc = None
-    for wi, p in zip(w, preds):
-        p = np.asarray(p, np.float64)
-        p = p[:, None] if p.ndim == 1 else p
-        term = wi * _transform(p, method, power)
-        acc = term if acc is None else acc + term
-    out = _finish(acc, method, power)
-    return out[:, 0] if squeeze else out
-
-
 # --- files ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class FitResult:
-    """Weights fit on out-of-fold predictions and the OOF scores behind them."""
-
-    metric: str
-    runs: list[str]
-    member_scores: list[float]
-    blend_score: float
-    weights: list[float]
-    steps: int
-    objective: str = "pooled"  # "fold mean" (AUC: mean over folds, members ranked per fold) | "pooled"
-    member_pooled: list[float] = field(default_factory=list)  # each member's pooled OOF score
-    blend_pooled: float | None = None  # the chosen blend's pooled OOF score
 
 
 @dataclass
@@ -164,12 +65,6 @@ class BlendReport:
     fit: FitResult | None = None
     extra: dict = field(default_factory=dict)
     pairing: str | None = None  # the line saying the --oof runs were reordered to the submissions' order
-
-
-def _check_power(method: str, power: float) -> None:
-    """The exponent of ``--method power``: finite and > 0 (inf makes every row 1, nan every row nan)."""
-    if method == "power" and not (math.isfinite(power) and power > 0):
-        raise KitError(f"--power: must be a finite number > 0, got {power}")
 
 
 def _refuse_oof(table: Table) -> None:
@@ -319,203 +214,6 @@ def blend_files(
         out=str(out), inputs=inputs, method=method, weights=[float(x) for x in w], rows=len(first),
         columns=list(columns), seconds=time.perf_counter() - t0,
     )
-
-
-# --- weights fit on out-of-fold predictions ------------------------------------------------------
-
-
-@dataclass
-class Oof:
-    """One run's out-of-fold predictions."""
-
-    run: str
-    ids: np.ndarray
-    target: np.ndarray
-    preds: np.ndarray  # [n, 1] binary, [n, K] multi-class
-    fold: np.ndarray
-    classes: list[str]
-    metric: str | None
-
-
-def load_oof(run: str | os.PathLike) -> Oof:
-    """Read a run's out-of-fold predictions (``image_name,target,pred,fold`` or ``...,pred_<class>...,fold``)."""
-    run = str(run)
-    folder = RunFolder(run)
-    if not folder.path.is_dir():
-        raise KitError(f"{run}: no such run folder")
-    if not folder.finished_folds():
-        raise KitError(f"{run}: no finished folds (no fold*/{runfolder.DONE}); train the run first")
-    path = folder.oof_path
-    if not path.exists():
-        raise KitError(f"{path}: missing; the run has finished folds but no out-of-fold predictions")
-    table = read_table(path)
-    cols = table.columns
-    classes = runfolder.classes_of_columns(cols)
-    pred_cols = [c for c in cols if c == "pred" or c.startswith("pred_")]
-    if "target" not in cols or "fold" not in cols or classes is None:
-        raise KitError(f"{path}: columns {','.join(cols)}; expected image_name,target,pred...,fold")
-    if len(table) == 0:
-        raise KitError(f"{path}: no rows")
-    v = table.values
-    pick = [cols.index(c) - 1 for c in pred_cols]
-    preds = v[:, pick]
-    bad = ~np.isfinite(preds)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise KitError(f"{path}: NaN or infinite prediction in column {pred_cols[c]}, e.g. id {table.id_text(r)}")
-    target, fold = v[:, cols.index("target") - 1], v[:, cols.index("fold") - 1]
-    if not (np.isfinite(target).all() and np.isfinite(fold).all()):
-        r = int(np.flatnonzero(~(np.isfinite(target) & np.isfinite(fold)))[0])
-        raise KitError(f"{path}: missing target or fold, e.g. id {table.id_text(r)}")
-    metric = (folder.read_cv() or {}).get("metric")
-    return Oof(run, table.ids, target.astype(np.int64), preds, fold.astype(np.int64), classes, metric)
-
-
-def _rank_per_fold(p: np.ndarray, fold: np.ndarray) -> np.ndarray:
-    out = np.empty_like(p)
-    for f in np.unique(fold):
-        rows = np.flatnonzero(fold == f)
-        for c in range(p.shape[1]):
-            out[rows, c] = rankdata(p[rows, c]) / len(rows)
-    return out
-
-
-def fit_weights(
-    runs: Sequence[str | os.PathLike],
-    *,
-    method: str = "mean",
-    power: float = 2.0,
-    rank_per_fold: bool | None = None,
-    max_steps: int = 100,
-) -> FitResult:
-    """Ensemble selection with replacement on the runs' OOF; weights never score below the best member.
-
-    ``rank_per_fold`` None: on for a metric that blends per fold (AUC, partial AUC: the objective is then the
-    mean per-fold score), off otherwise.
-    """
-    if method not in METHODS:
-        raise KitError(f"--method: unknown blend method {method!r} (known: {', '.join(METHODS)})")
-    _check_power(method, power)
-    return fit_oofs([load_oof(r) for r in runs], method=method, power=power, rank_per_fold=rank_per_fold,
-                    max_steps=max_steps)
-
-
-def fit_oofs(oofs: Sequence[Oof], *, method: str = "mean", power: float = 2.0, rank_per_fold: bool | None = None,
-             max_steps: int = 100) -> FitResult:
-    """``fit_weights`` on out-of-fold predictions held in memory (``kit stack`` fits its model kinds so)."""
-    runs = [o.run for o in oofs]
-    ref = oofs[0]
-    from kit import metrics  # scikit-learn: imported only when weights are fit
-
-    metric = ref.metric or competitions.default_metric(len(ref.classes))
-    if metric not in metrics.METRICS:
-        raise KitError(f"{RunFolder(ref.run).cv_path}: unknown metric {metric!r}")
-    per_fold = metrics.get(metric).per_fold_blend
-    if rank_per_fold is None:
-        rank_per_fold = per_fold
-    ref_name = str(RunFolder(ref.run).oof_path)
-    index = IdIndex(ref.ids, ref_name)
-    members, raw = [], []  # raw: as the run wrote them, for the pooled figure that the CV summary reports
-    for o in oofs:
-        name = str(RunFolder(o.run).oof_path)
-        if o.preds.shape[1] != ref.preds.shape[1] or o.classes != ref.classes:
-            raise KitError(f"{name}: classes {','.join(o.classes)} differ from {ref_name}'s {','.join(ref.classes)}")
-        src = index.align(o.ids, name)
-        preds, target, fold = (o.preds, o.target, o.fold) if src is None else (o.preds[src], o.target[src], o.fold[src])
-        if not np.array_equal(target, ref.target):
-            r = int(np.flatnonzero(target != ref.target)[0])
-            raise KitError(f"{name}: target differs from {ref_name}'s, e.g. id {ref.ids[r].decode('utf-8', 'replace')}")
-        if not np.array_equal(fold, ref.fold):
-            r = int(np.flatnonzero(fold != ref.fold)[0])
-            raise KitError(f"{name}: folds differ from {ref_name}'s, e.g. id {ref.ids[r].decode('utf-8', 'replace')}; "
-                           "runs fit together must share their records' folds")
-        raw.append(_transform(preds, method, power))
-        members.append(_transform(_rank_per_fold(preds, fold), method, power) if rank_per_fold else raw[-1])
-    y, folds = ref.target, ref.fold
-    fold_rows = [np.flatnonzero(folds == f) for f in np.unique(folds)]
-    # a fold holding one class has no AUC of its own (a hand-made or tiny out-of-fold table): score pooled then
-    per_fold = per_fold and all(len(np.unique(y[r])) > 1 for r in fold_rows)
-
-    def pooled(acc: np.ndarray, total: float) -> float:
-        return metrics.score(metric, y, _finish(acc / total, method, power))
-
-    def fold_mean(acc: np.ndarray, total: float) -> float:
-        blended = _finish(acc / total, method, power)
-        return float(np.mean([metrics.score(metric, y[r], blended[r]) for r in fold_rows]))
-
-    score_of = fold_mean if per_fold else pooled
-    member_scores = [score_of(m, 1.0) for m in members]
-    best = int(np.argmax(member_scores))
-    counts = np.zeros(len(members), np.int64)
-    counts[best] = 1
-    acc = members[best].copy()
-    current = member_scores[best]
-    for _ in range(max_steps):
-        total = counts.sum() + 1
-        trial = [score_of(acc + m, total) for m in members]
-        j = int(np.argmax(trial))
-        if trial[j] <= current + 1e-12:
-            break
-        counts[j] += 1
-        acc += members[j]
-        current = trial[j]
-    weights = counts / counts.sum()
-    steps = int(counts.sum()) - 1
-    return FitResult(metric, [str(r) for r in runs], member_scores, float(current), [float(x) for x in weights], steps,
-                     objective="fold mean" if per_fold else "pooled",
-                     member_pooled=[pooled(m, 1.0) for m in raw], blend_pooled=pooled(acc, float(counts.sum())))
-
-
-def sidecar_of(submission: str | os.PathLike) -> Path:
-    """The JSON sidecar ``kit predict`` writes beside a submission: ``NAME.json`` for ``NAME.csv``."""
-    return Path(submission).with_suffix(".json")
-
-
-def _run_key(run: str | os.PathLike) -> str:
-    """A run folder compared by its resolved path (a relative path as seen from the working folder)."""
-    return os.path.realpath(os.fspath(run))
-
-
-def _sidecar_run(submission: str, run_at_position: str) -> str:
-    """The run folder a submission's sidecar names; KitError naming the submission and the --oof run beside it."""
-    side = sidecar_of(submission)
-    how = "pass --pair-by-order if --oof lists the runs in the order of the submissions"
-    if not side.is_file():
-        raise KitError(f"{submission}: no sidecar {side} to say which run wrote it, so it cannot be paired with "
-                       f"--oof {run_at_position}; {how}")
-    try:
-        run = json.loads(side.read_text()).get("run")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        run = None
-    if not isinstance(run, str) or not run:
-        raise KitError(f"{side}: unreadable or names no \"run\", so {submission} cannot be paired with "
-                       f"--oof {run_at_position}; {how}")
-    return run
-
-
-def pair_runs(inputs: Sequence[str | os.PathLike], runs: Sequence[str | os.PathLike]) -> list[str]:
-    """The ``runs`` in the order of the submissions ``inputs``, each paired through the submission's sidecar.
-
-    Refuses (one line naming the submission and the run) a missing or unreadable sidecar, a sidecar naming a run
-    that is not among ``runs``, and two submissions naming the same run."""
-    inputs, runs = [str(p) for p in inputs], [str(r) for r in runs]
-    by_key = {}
-    for r in runs:
-        by_key.setdefault(_run_key(r), r)
-    owner: dict[str, str] = {}
-    paired = []
-    for sub, beside in zip(inputs, runs):
-        named = _sidecar_run(sub, beside)
-        key = _run_key(named)
-        if key not in by_key:
-            raise KitError(f"{sub}: its sidecar {sidecar_of(sub)} names run {named}, which is not among the --oof "
-                           "run folders")
-        if key in owner:
-            raise KitError(f"{sub}: its sidecar names run {named}, as {owner[key]}'s does; each submission needs "
-                           "a run of its own in --oof")
-        owner[key] = sub
-        paired.append(by_key[key])
-    return paired
 
 
 def fit_and_blend(

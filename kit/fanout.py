@@ -138,7 +138,7 @@ def push_notebook(notebook: str | os.PathLike, *, render: dict[str, Any], push: 
                   plan: KernelPlan | None = None) -> tuple[kaggle.PushResult, list[Path]]:
     """``kaggle.push`` of ``notebook`` with the wheels its image lacks (and a fan-out group's folds) in cells.
 
-    ``render`` holds kit.kaggle.render_kernel's settings, ``push`` the rest of kit.kaggle.push's (folder,
+    ``render`` holds kit.kernel_folder.render_kernel's settings, ``push`` the rest of kit.kaggle.push's (folder,
     owner, dry_run, record_dir). Returns the push result and the dependency wheels bundled.
     """
     plan = plan or plan_kernel(notebook, render)
@@ -173,14 +173,14 @@ def quota_hours(accelerator: str) -> float | None:
     if run.returncode == 2 and "invalid choice" in text:
         return None
     if run.returncode != 0:
-        raise KitError(kaggle._one_line(f"kaggle quota: {run.failure()}"))
+        raise KitError(kaggle.one_line(f"kaggle quota: {run.failure()}"))
     for row in csv.DictReader(io.StringIO(run.stdout)):
         if (row.get("resource") or "").strip() == resource:
             try:
                 return float((row.get("remaining") or "").strip().rstrip("h"))
             except ValueError:
                 break
-    raise KitError(kaggle._one_line(f"kaggle quota: no {resource} hours in its answer ({run.failure()})"))
+    raise KitError(kaggle.one_line(f"kaggle quota: no {resource} hours in its answer ({run.failure()})"))
 
 
 def check_quota(hours_left: float | None, need: float, groups: int, per_group: float, resource: str) -> None:

@@ -47,7 +47,7 @@ def download_output(kernel: str, folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     run = kaggle.run_client(["kernels", "output", kernel, "-p", str(folder), "-o"])
     if run.returncode != 0:
-        raise KitError(kaggle._one_line(f"kaggle kernels output {kernel}: {run.failure()}"))
+        raise KitError(kaggle.one_line(f"kaggle kernels output {kernel}: {run.failure()}"))
     return sum(1 for line in run.stdout.splitlines() if _DOWNLOADED.match(line))
 
 
@@ -55,7 +55,7 @@ def _why_not(status: kaggle.KernelStatus) -> str:
     if status.status == "complete":
         return ""
     if status.status in kaggle.FINAL_STATUSES:
-        reason = f" ({kaggle._one_line(status.failure_message)})" if status.failure_message else ""
+        reason = f" ({kaggle.one_line(status.failure_message)})" if status.failure_message else ""
         return f"{status.kernel} ended with {status.status}{reason}"
     return f"{status.kernel} is still {status.status}"
 
@@ -70,7 +70,7 @@ def gather(kernels: Sequence[str], out: str | os.PathLike, *, partial: bool = Fa
         raise KitError(f"--out {out}: exists; kit gather writes a new run folder")
     refs = []
     for k in kernels:
-        owner, slug, _ = kaggle._kernel_ref(k)
+        owner, slug, _ = kaggle.kernel_ref(k)
         refs.append(f"{owner}/{slug}")
     if len(set(refs)) != len(refs):
         twice = next(r for r in refs if refs.count(r) > 1)

@@ -1,9 +1,9 @@
 """What runs inside a Kaggle kernel: where a notebook reads and writes, its attached inputs and Models, and
 ``kit`` commands run from a cell.
 
-A notebook imports this module only (``from kit.kernel import notebook_paths, run_kit, ...``); kit.kaggle is
-the other side of the seam, what runs on the user's machine (kernel metadata, the bundled wheel, the
-``kaggle`` client). Locally the same calls read KIT_INPUT and write under KIT_WORKING, so a notebook
+A notebook imports this module only (``from kit.kernel import notebook_paths, run_kit, ...``); kit.kernel_folder
+and kit.kaggle are the other side of the seam, what runs on the user's machine (kernel metadata, the bundled
+wheel; the ``kaggle`` client). Locally the same calls read KIT_INPUT and write under KIT_WORKING, so a notebook
 rehearses on a synthetic competition unchanged.
 """
 

@@ -29,6 +29,10 @@ TensorFlow and on JAX (Kaggle's TPU route).
 Whatever the route, the feature extractor is one nested model named ``backbone``: freeze or export it as
 ``model.get_layer("backbone")``. With pretrained weights its BatchNormalization layers stay frozen.
 
+The registry and kit's from-scratch CNNs are kit.builders', the weights files (routes, loading, conversion,
+export) kit.weights'; their names stay importable from here. kit's layers stay in this module: a saved
+``.keras`` file records the module of each of them.
+
 Example:
     model = build_model("efficientnet_b3", n_classes=2, size=384, n_meta=3,
                         weights="/kaggle/input/effnet/efficientnetb3_notop.h5")
@@ -37,64 +41,42 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import keras
-import numpy as np
 
-from kit import backbones, fsutil
+from kit import backbones
+from kit.builders import (  # noqa: F401  the registry and kit's own CNNs, importable from here as before the split
+    _BACKBONES,
+    COMPACT_WIDTHS,
+    Backbone,
+    _backbone,
+    backbone_spec,
+    compact_cnn,
+    compact_stages,
+    pcam_cnn,
+    register,
+    small_cnn,
+    tiny_cnn,
+)
 from kit.errors import KitError
 from kit.schedule import RampExpDecay  # noqa: F401  registered, so a compiled best.keras loads back
 from kit.task import task_for
+from kit.weights import (  # noqa: F401  the weights files' names, importable from here as before the split
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    _load_backbone_weights,
+    backbone_of,
+    convert_efficientnet_weights,
+    export_backbone,
+    freeze_batchnorm,
+    weights_route,
+    write_image_converter,
+)
 
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """One registry row: how to build the feature extractor and what input it expects."""
-
-    name: str
-    size: int  # default input size in pixels
-    build: Callable[..., keras.Model]  # (size[, weights=]) -> model mapping 0..255 pixels (after preprocess) to [B, F]
-    preprocess: Callable[[], keras.layers.Layer] | None = None  # placed before the backbone
-    # "efficientnet" (V1 keras.applications), "efficientnet_v2", "resnet", "vgg", "convnext", "cnn", "keras_hub"
-    family: str = "cnn"
-    params: int | None = None  # backbone parameters (no head) at the default size; None: decided by the preset
-    hub_class: str = ""  # keras_hub family: the preset's backbone class this name expects ("" = any)
-
-
-_BACKBONES: dict[str, Backbone] = {}  # the rows of kit.backbones, each with its builder
-
-
-def register(name: str, *, preprocess: Callable[[], keras.layers.Layer] | None = None) -> Callable:
-    """Decorator: ``fn(size[, weights=]) -> keras.Model`` builds the backbone ``name`` of kit.backbones' table."""
-    row = backbones.info(name)  # a builder without a row would be a model `kit models` never lists
-
-    def deco(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _BACKBONES[name] = Backbone(name, row.size, fn, preprocess, row.family, row.params, row.hub_class)
-        return fn
-    return deco
-
-
-def _backbone(name: str) -> Backbone:
-    backbones.info(name)  # unknown: the one line naming the known models
-    if name not in _BACKBONES:
-        raise KitError(f"model: {name} is in kit's table but has no builder in kit.models")
-    return _BACKBONES[name]
-
-
-def backbone_spec(name: str) -> Backbone:
-    """The registry row of ``name`` (family, default size, parameters, builder); KitError when unknown."""
-    return _backbone(name)
 
 
 # --- layers ---------------------------------------------------------------------------------------
@@ -138,91 +120,10 @@ for _row in backbones.BACKBONES.values():
             _application_builder(_row.constructor, _row.family))
 
 
-# --- the seeds' small CNNs ----------------------------------------------------------------------------
-
-def _sequential_features(size: int, name: str, layers: list[keras.layers.Layer]) -> keras.Model:
-    inp = keras.Input((size, size, 3), name=f"{name}_input")
-    x = keras.layers.Rescaling(1.0 / 255, name=f"{name}_rescale")(inp)
-    for layer in layers:
-        x = layer(x)
-        # Valid convolutions and pools shrink the map: too small an input must fail here, by name,
-        # not later inside fit() as a negative-dimension graph error.
-        if any(d is not None and d < 1 for d in x.shape[1:]):
-            raise ValueError(f"layer {layer.name} leaves an empty feature map {tuple(x.shape[1:])}")
-    return keras.Model(inp, x, name=name)
-
-
-@register("tiny_cnn")
-def tiny_cnn(size: int) -> keras.Model:
-    """About 6k parameters: three strided conv + BatchNorm blocks, global average pooling (CI rehearsals)."""
-    L = keras.layers
-    layers = []
-    for i, filters in enumerate((8, 16, 32)):
-        layers += [L.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"tiny_conv{i}"),
-                   L.BatchNormalization(name=f"tiny_bn{i}"), L.Activation("relu", name=f"tiny_relu{i}")]
-    layers.append(L.GlobalAveragePooling2D(name="tiny_pool"))
-    return _sequential_features(size, "tiny_cnn", layers)
-
-
-@register("small_cnn")
-def small_cnn(size: int) -> keras.Model:
-    """The HAM10000 seed CNN: 2x(conv32) pool drop .25, 2x(conv64) pool drop .4, flatten, dense 128."""
-    L = keras.layers
-    return _sequential_features(size, "small_cnn", [
-        L.Conv2D(32, 3, padding="same", activation="relu", name="small_conv1a"),
-        L.Conv2D(32, 3, padding="same", activation="relu", name="small_conv1b"),
-        L.MaxPooling2D(2, name="small_pool1"), L.Dropout(0.25, name="small_drop1"),
-        L.Conv2D(64, 3, padding="same", activation="relu", name="small_conv2a"),
-        L.Conv2D(64, 3, padding="same", activation="relu", name="small_conv2b"),
-        L.MaxPooling2D(2, name="small_pool2"), L.Dropout(0.40, name="small_drop2"),
-        L.Flatten(name="small_flatten"), L.Dense(128, activation="relu", name="small_dense"),
-    ])
-
-
-@register("pcam_cnn")
-def pcam_cnn(size: int) -> keras.Model:
-    """The PCam seed CNN: 3 stages of 3x(conv3x3) + pool + dropout .3 (32/64/128 filters), dense 256."""
-    L = keras.layers
-    layers = []
-    for stage, filters in enumerate((32, 64, 128), start=1):
-        layers += [L.Conv2D(filters, 3, activation="relu", name=f"pcam_conv{stage}{c}") for c in "abc"]
-        layers += [L.MaxPooling2D(2, name=f"pcam_pool{stage}"), L.Dropout(0.3, name=f"pcam_drop{stage}")]
-    layers += [L.Flatten(name="pcam_flatten"), L.Dense(256, activation="relu", name="pcam_dense")]
-    return _sequential_features(size, "pcam_cnn", layers)
-
-
-COMPACT_WIDTHS = (32, 64, 128, 128, 256)
-
-
-def compact_stages(size: int) -> int:
-    """How many conv-pool stages compact_cnn stacks for ``size`` px images: two, and more until the last map is at
-    most 24 px (96 px tiles: 2, 256 px images: 4)."""
-    return max(2, min(len(COMPACT_WIDTHS), math.ceil(math.log2(size / 24))))
-
-
-@register("compact_cnn")
-def compact_cnn(size: int) -> keras.Model:
-    """kit's from-scratch default, sized to the images: stages of conv3x3 + BatchNorm + ReLU + max-pool (32, 64, 128
-    ... filters; ``compact_stages``), flattened so the head keeps where things are in the image.
-
-    Chosen on real images against the alternatives a user would write: on 8 px digits, 32 px turned digits in
-    SIIM-ISIC's layout and 96 px slide tiles in PCam's it beat a LogisticRegression on raw pixels and keras-io's
-    MNIST convnet every time, where tiny_cnn, small_cnn and pcam_cnn did not (tests/test_defaults_real.py).
-    """
-    L = keras.layers
-    layers = []
-    for i in range(compact_stages(size)):
-        layers += [L.Conv2D(COMPACT_WIDTHS[i], 3, padding="same", use_bias=False, name=f"compact_conv{i}"),
-                   L.BatchNormalization(momentum=0.9, name=f"compact_bn{i}"), L.Activation("relu", name=f"compact_relu{i}"),
-                   L.MaxPooling2D(2, name=f"compact_pool{i}")]
-    return _sequential_features(size, "compact_cnn", [*layers, L.Flatten(name="compact_flatten")])
-
-
 # --- keras-hub presets ------------------------------------------------------------------------------
 
 # keras-hub installs with --no-deps: its tensorflow-text requirement would pull a second TensorFlow.
 KERAS_HUB_HINT = "pip install --no-deps keras-hub==0.26.* regex kagglehub (Kaggle's GPU image ships it)"
-_PRESET_SCHEMES = ("kaggle://", "hf://", "modelscope://", "gs://")
 
 
 @keras.saving.register_keras_serializable(package="kit")
@@ -349,44 +250,12 @@ def _hub_backbone(preset: str, size: int, spec: Backbone) -> keras.Model:
     return keras.Model(image, features, name="backbone")
 
 
-def write_image_converter(folder: str | os.PathLike, scale: float | list[float],
-                          offset: float | list[float]) -> Path:
-    """Write a preset's ``image_converter.json`` as keras-hub does (its ImageConverter class, no resizing)."""
-    path = Path(folder) / "image_converter.json"
-    config = {"name": "image_converter", "trainable": True, "image_size": None, "scale": scale, "offset": offset,
-              "interpolation": "bilinear", "antialias": False, "crop_to_aspect_ratio": True,
-              "pad_to_aspect_ratio": False, "bounding_box_format": "yxyx"}
-    fsutil.write_json(path, {"module": "keras_hub.src.layers.preprocessing.image_converter",
-                             "class_name": "ImageConverter", "config": config,
-                             "registered_name": "keras_hub>ImageConverter"})
-    return path
-
-
 for _row in backbones.BACKBONES.values():
     if _row.family == "keras_hub":
         register(_row.name)(_hub_builder(_row.name))
 
 
 # --- weights routes ---------------------------------------------------------------------------------
-
-def weights_route(weights: str | os.PathLike | None) -> str:
-    """What ``--weights`` means: "none" (""), "file" (.h5 / .weights.h5), "imagenet", or "preset" (keras-hub).
-
-    A folder, a ``kaggle://`` / ``hf://`` handle or a bare name without a suffix (``efficientnet_b0_ra_imagenet``)
-    is a keras-hub preset; anything else is a weights file.
-    """
-    w = str(weights or "").strip()
-    if not w or w == "none":  # "none": random initialisation asked for by name
-        return "none"
-    if w == "imagenet":
-        return "imagenet"
-    path = Path(w)
-    if w.startswith(_PRESET_SCHEMES) or path.is_dir():
-        return "preset"
-    if path.is_file() or path.suffix or "/" in w or os.sep in w:
-        return "file"
-    return "preset"
-
 
 def check_weights(name: str, weights: str | os.PathLike | None) -> str:
     """The route of ``weights`` for model ``name``, or KitError (one line) when it cannot work; downloads nothing."""
@@ -408,54 +277,6 @@ def check_weights(name: str, weights: str | os.PathLike | None) -> str:
     if route == "preset":
         _check_preset(spec, w)
     return route
-
-
-# --- weights ------------------------------------------------------------------------------------------
-
-def _load_backbone_weights(backbone: keras.Model, spec: Backbone, path: str | os.PathLike, size: int) -> None:
-    """Load a local weights file into the backbone; KitError naming the file when it does not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: weights file not found")
-    try:
-        backbone.load_weights(str(path))
-    except (ValueError, OSError, KeyError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = ("; an `efficientnet` package file must first go through "
-                "kit.models.convert_efficientnet_weights" if spec.family == "efficientnet" else "")
-        raise KitError(f"{path}: weights do not fit {spec.name} at {size}px ({reason[:300]}){hint}") from err
-    if spec.family == "efficientnet":
-        _match_imagenet_preprocessing(backbone)
-
-
-def _match_imagenet_preprocessing(backbone: keras.Model) -> None:
-    """Make a V1 EfficientNet loaded from a file normalise as ``weights="imagenet"`` does.
-
-    keras.applications' V1 weight files hold the ImageNet std in the Normalization layer's variance,
-    so the layer divides by sqrt(std); ``weights="imagenet"`` then adds Rescaling(1/sqrt(std)) to reach
-    (x - mean) / std, but a file path skips that layer. Squaring the stored values gives the layer
-    itself (x - mean) / std. Files that already hold true variances (converted or kit-saved) are left
-    alone, so loading is idempotent.
-    """
-    norm = next((layer for layer in backbone.layers
-                 if isinstance(layer, keras.layers.Normalization)), None)
-    if norm is None:
-        return
-    variance = keras.ops.convert_to_numpy(norm.adapt_variance).reshape(-1)
-    if np.allclose(variance, IMAGENET_STD_RGB, atol=1e-6):
-        norm.adapt_variance.assign(np.square(variance).reshape(norm.adapt_variance.shape))
-        norm.finalize_state()
-
-
-def freeze_batchnorm(model: keras.Model) -> int:
-    """Keep BatchNormalization layers frozen while fine-tuning pretrained weights (keras-io habit)."""
-    frozen = 0
-    # recursive: a keras-hub backbone nests its BatchNormalization layers inside blocks
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-            frozen += 1
-    return frozen
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -542,135 +363,3 @@ def weights_line(model: keras.Model, name: str, weights: str) -> str:
     return f"weights: {len(layers)} layers ({len(backbone.weights)} tensors) of {name} loaded from {where}"
 
 
-def backbone_of(model: keras.Model) -> keras.Model:
-    """The backbone inside a model ``build_model`` made (also behind device augmentation): its one nested Model."""
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(inner) == 1 and model.name.endswith("_augmented"):
-        return backbone_of(inner[0])
-    if len(inner) != 1:
-        raise KitError(f"model: {model.name} holds {len(inner)} nested models; expected one backbone")
-    return inner[0]
-
-
-# --- efficientnet package weight conversion -----------------------------------------------------------
-
-def _h5_attr_list(group, name: str) -> list[str]:
-    """Read a (possibly chunked: name0, name1, ...) string-list attribute of a Keras 2 .h5 file."""
-    if name in group.attrs:
-        values = list(group.attrs[name])
-    else:
-        values, i = [], 0
-        while f"{name}{i}" in group.attrs:
-            values += list(group.attrs[f"{name}{i}"])
-            i += 1
-    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
-
-
-def convert_efficientnet_weights(src_h5: str | os.PathLike, dst: str | os.PathLike, variant: str) -> Path:
-    """Rewrite an ``efficientnet`` package .h5 (imagenet / noisy-student) for keras.applications.
-
-    The layers line up one to one by name; the package normalises outside the model (ImageNet
-    mean/std on 0..1 pixels), so the Normalization layer gets that mean and the true variance
-    (std squared). ``dst`` is a Keras ``.weights.h5`` file for ``build_model(variant, weights=dst)``.
-
-    Args:
-        src_h5: e.g. ``efficientnet-b3_noisy-student_notop.h5`` (with or without the top).
-        dst: output path ending in ``.weights.h5``.
-        variant: ``"efficientnet_b0"`` .. ``"efficientnet_b7"`` (or ``"b0"`` .. ``"b7"``).
-    """
-    import h5py
-
-    src, dst = Path(src_h5), Path(dst)
-    name = variant if variant.startswith("efficientnet_") else f"efficientnet_{variant.lower()}"
-    spec = _backbone(name)
-    if spec.family != "efficientnet":
-        raise KitError(f"convert: variant {variant!r} is not an EfficientNet B0-B7")
-    if not dst.name.endswith(".weights.h5"):
-        raise KitError(f"{dst}: the converted weights file name must end in .weights.h5")
-    if not src.is_file():
-        raise KitError(f"{src}: efficientnet weights file not found")
-    model = spec.build(64)  # weights do not depend on the input size; 64 px builds fast
-    try:
-        f = h5py.File(src, "r")
-    except OSError as err:
-        raise KitError(f"{src}: not an HDF5 weights file ({err})") from err
-    with f:
-        root = f["model_weights"] if "model_weights" in f else f
-        layer_names = _h5_attr_list(root, "layer_names")
-        if not layer_names:
-            raise KitError(f"{src}: not a Keras .h5 weights file (no layer_names attribute)")
-        stored = {n: [np.asarray(root[n][w]) for w in _h5_attr_list(root[n], "weight_names")]
-                  for n in layer_names}
-    stored = {n: v for n, v in stored.items() if v}
-    used = set()
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        if isinstance(layer, keras.layers.Normalization):
-            layer.set_weights([np.asarray(IMAGENET_MEAN_RGB, "float32"),
-                               np.square(np.asarray(IMAGENET_STD_RGB, "float32")),
-                               np.asarray(0, dtype=layer.weights[2].dtype)])
-            layer.finalize_state()
-            continue
-        if layer.name not in stored:
-            raise KitError(f"{src}: no weights for layer {layer.name!r} of {name}; is it another variant?")
-        values = stored[layer.name]
-        expected = [tuple(w.shape) for w in layer.weights]
-        got = [tuple(v.shape) for v in values]
-        if expected != got:
-            raise KitError(f"{src}: layer {layer.name!r} holds shapes {got}, {name} needs {expected}; "
-                           "is it another variant?")
-        layer.set_weights(values)
-        used.add(layer.name)
-    extra = sorted(set(stored) - used - {"probs"})  # "probs" is the ImageNet top, which kit drops
-    if extra:
-        raise KitError(f"{src}: layers {extra[:3]} have no place in {name}; is it another variant?")
-    return _save_weights_atomic(model, dst)
-
-
-# --- a run's backbone as weights for the next run ----------------------------------------------------------
-
-def _hub_model(backbone: keras.Model) -> keras.Model | None:
-    return next((layer for layer in backbone.layers
-                 if type(layer).__module__.startswith("keras_hub.")), None)
-
-
-def export_backbone(model_path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Save the backbone of a run's ``best.keras`` as ``--weights`` for the next run.
-
-    A keras-hub backbone becomes a preset folder (keras-hub's ``save_to_preset`` plus the image converter
-    kit kept inside the model); any other backbone a ``.weights.h5`` file. BatchNorm statistics travel too.
-
-    Example:
-        export_backbone("runs/isic2019_b0/fold0/best.keras", "weights/isic2019_b0.weights.h5")
-        # then: kit train --model efficientnet_b0 --weights weights/isic2019_b0.weights.h5 ...
-    """
-    src, out = Path(model_path), Path(out)
-    if not src.is_file():
-        raise KitError(f"{src}: saved model not found (a run's fold folder holds best.keras)")
-    try:
-        model = keras.saving.load_model(src, compile=False)
-    except (ValueError, OSError, TypeError) as err:
-        raise KitError(f"{src}: not a model kit can read ({str(err).splitlines()[0][:200]})") from err
-    backbone = backbone_of(model)
-    hub = _hub_model(backbone)
-    if hub is not None:
-        if out.exists():
-            raise KitError(f"{out}: already exists; choose a new folder for the preset")
-        converter = backbone.get_layer("image_converter")
-        with fsutil.atomic_dir(out) as tmp:
-            hub.save_to_preset(str(tmp))
-            write_image_converter(tmp, converter.scale, converter.offset)
-        return out
-    if out.exists():
-        raise KitError(f"{out}: already exists; choose another name")
-    return _save_weights_atomic(backbone, out)
-
-
-def _save_weights_atomic(model: keras.Model, dst: Path) -> Path:
-    """``model.save_weights(dst)``, atomically; Keras reads a weights file by its ``.weights.h5`` suffix."""
-    if not dst.name.endswith(".weights.h5"):
-        raise KitError(f"{dst}: the weights file name must end in .weights.h5")
-    with fsutil.atomic_path(dst, keep_suffix=True) as tmp:
-        model.save_weights(str(tmp))
-    return dst

@@ -7,6 +7,11 @@ KIT_TINY=1 shrinks everything to a seconds-long rehearsal (a tiny model from scr
 kernel settings `kit push` uses (title, slug, accelerator, competition, datasets, models) live in each
 notebook's ``metadata.kit``. Each notebook trains the keras-hub EfficientNet B0 preset from the public
 Kaggle Model PRETRAINED, found under /kaggle/input by kit.kernel.pretrained_weights.
+
+What differs between notebooks is the competition's: each registered competition with ``notebook`` parameters
+(kit.competitions.NotebookParams: name, kernel title, inputs, image size, folds, epochs, batch, TTA, ...) gets
+notebooks/<name>.ipynb, written by the standard template below, or by the template of that name in TEMPLATES
+when its notebook is special (siim's public TFRecords, isic2024's code-competition submission).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from kit import competitions  # noqa: E402
+from kit.competitions import PRETRAINED, PRETRAINED_NAME, Competition, NotebookParams  # noqa: E402
 from kit.kaggle import KERNELSPEC, install_cell  # noqa: E402
 from kit.kernel import SESSION_HOURS  # noqa: E402
 
@@ -47,11 +54,6 @@ LOCAL_RUN = (
 )
 
 
-# Every notebook's pretrained backbone: the keras-hub EfficientNet B0 preset that Keras publishes as a
-# public Kaggle Model (owner/model/framework/variation/version; kit push attaches it).
-PRETRAINED = "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2"
-PRETRAINED_NAME = "EfficientNet B0, ImageNet-1k (RandAugment), the keras-hub preset by Keras"
-
 
 def _setup(extra_imports: str = "") -> str:
     lines = [
@@ -69,12 +71,26 @@ def _setup(extra_imports: str = "") -> str:
     return "\n".join(lines)
 
 
-def _settings(input_line: str, size: int, folds: int, epochs: int, batch: int, tta: int, extra: str = "") -> str:
+def _intro(nb: NotebookParams, layout: str) -> str:
+    """The first markdown cell: the competition's own text, then how to rehearse and push the notebook."""
+    return nb.intro + "\n\n" + LOCAL_RUN.format(layout=layout, name=nb.name)
+
+
+def _input_line(nb: NotebookParams) -> str:
+    """COMPETITION = '...' or DATASET = '...': the Kaggle input the download is read from."""
+    setting, slug = nb.source
+    return f"{setting} = {slug!r}"
+
+
+def _settings(nb: NotebookParams, input_line: str, extra: str = "") -> str:
+    source = nb.models[0]
     return "\n".join([
         input_line,
-        f"# pretrained backbone, a public Kaggle Model (kit push attaches it): {PRETRAINED_NAME}",
-        f"MODEL_SOURCE = {PRETRAINED!r}",
-        f"MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'keras_hub', {size}, {folds}, {epochs}, {batch}, {tta}",
+        f"# pretrained backbone, a public Kaggle Model (kit push attaches it): "
+        f"{PRETRAINED_NAME if source == PRETRAINED else source}",
+        f"MODEL_SOURCE = {source!r}",
+        f"MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = {nb.model!r}, {nb.size}, {nb.folds}, {nb.epochs}, {nb.batch}, "
+        f"{nb.tta}",
         *([extra] if extra else []),
         "if TINY:",
         "    MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'tiny_cnn', 32, 2, 1, 8, 2",
@@ -104,17 +120,17 @@ if not STOPPED:
     print(json.loads((RUN / 'cv.json').read_text()))
     display(pd.read_csv(SUBMISSION).head())"""
 
-# What a training notebook's session may last on Kaggle
-T4_HOURS, TPU_HOURS = SESSION_HOURS["t4"], SESSION_HOURS["tpu"]
-
-
 def _unless_stopped(source: str) -> str:
     """``source`` run only when training finished (not stopped by the time limit)."""
     return "if not STOPPED:\n" + "\n".join(("    " + ln) if ln else "" for ln in source.splitlines())
 
 
-def _train(hours: float, augment: str = "") -> str:
-    return TRAIN.format(augment=augment, hours=hours, accelerator="TPU" if hours == TPU_HOURS else "GPU")
+def _train(comp: Competition) -> str:
+    """The training cell: within the accelerator's Kaggle session, with the competition's augmentation preset."""
+    accelerator = comp.notebook.accelerator
+    augment = "" if comp.augment == "default" else f", '--augment', {comp.augment!r}"
+    return TRAIN.format(augment=augment, hours=SESSION_HOURS[accelerator],
+                        accelerator="TPU" if accelerator == "tpu" else "GPU")
 
 
 def _records(layout: str, test: bool = True) -> str:
@@ -142,150 +158,82 @@ def _predict(sample: bool) -> str:
     return "\n".join(lines)
 
 
-def siim_isic_tpu() -> tuple[list, dict]:
-    name, layout = "siim_isic_tpu", "siim"
-    cells = [
-        md("# SIIM-ISIC Melanoma Classification on a TPU v5e-8\n\n"
-           "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
-           "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
-           "number); locally it writes kit's own records from the competition download.\n\n"
-           "Kaggle's TPU VM ships tensorflow-cpu: `notebook_paths()` sees `ISTPUVM=1` and starts Keras on JAX, "
-           "which trains over the 8 TPU cores (tf.data still feeds them from the host).\n\n"
-           + LOCAL_RUN.format(layout=layout, name=name)),
+def _source(nb: NotebookParams) -> str:
+    """SOURCE: the download's file or folder under the attached input."""
+    return f"SOURCE = locate(find_input({nb.source[0]}, paths), {nb.locate!r})"
+
+
+# submission.csv of a download without a test split: the out-of-fold probabilities, one column per class
+OOF_SUBMISSION = """import pandas as pd
+
+from kit import submission
+
+SUBMISSION = paths.working / 'submission.csv'
+oof = pd.read_csv(RUN / 'oof.csv')
+classes = list(records.read_manifest(RECORDS).classes)
+probs = oof[[f'pred_{c}' for c in classes]].to_numpy()
+submission.make_submission(oof['image_name'], probs, classes, None, 'image_id').to_csv(SUBMISSION, index=False)"""
+
+
+def _submission(nb: NotebookParams) -> str:
+    """The cell that writes submission.csv, as ``nb.submission`` says."""
+    return OOF_SUBMISSION if nb.submission == "oof" else _predict(sample=nb.submission == "sample")
+
+
+def standard(comp: Competition) -> list:
+    """A training notebook: records from the download, kit train, then submission.csv; from the parameters alone."""
+    nb = comp.notebook
+    return [
+        md(_intro(nb, comp.name)),
+        install_cell(),
+        code(_setup(", previous_run, time_limit")),
+        code(_settings(nb, _input_line(nb))),
+        code(_source(nb) + "\n" + _records(comp.layout, test=nb.submission != "oof")),
+        code(_train(comp)),
+        code(_unless_stopped(_submission(nb))),
+        code(RESULT),
+    ]
+
+
+def siim_isic_tpu(comp: Competition) -> list:
+    """The standard notebook, training on the public TFRecords (its first dataset) on Kaggle."""
+    nb = comp.notebook
+    return [
+        md(_intro(nb, comp.name)),
         install_cell(),
         code(_setup(", link_shards, previous_run, time_limit")),
-        code(_settings("COMPETITION = 'siim-isic-melanoma-classification'\n"
-                       "PUBLIC_TFRECORDS = 'cdeotte/melanoma-256x256'  # train00-2182.tfrec ... test15-677.tfrec",
-                       256, 5, 12, 32, 8,
+        code(_settings(nb, f"{_input_line(nb)}\n"
+                           f"PUBLIC_TFRECORDS = {nb.datasets[0]!r}  # train00-2182.tfrec ... test15-677.tfrec",
                        "USE_PUBLIC_TFRECORDS = paths.on_kaggle  # their size (256) must equal SIZE")),
-        code("SOURCE = locate(find_input(COMPETITION, paths), 'train.csv')\n"
+        code(_source(nb) + "\n"
              "if USE_PUBLIC_TFRECORDS and not TINY:\n"
              "    public = find_input(PUBLIC_TFRECORDS, paths)\n"
              "    RECORDS = link_shards(public, paths.scratch / 'records', 'train')\n"
              "    TEST_RECORDS = link_shards(public, paths.scratch / 'records-test', 'test')\n"
-             "else:\n" + "\n".join("    " + ln for ln in _records(layout).splitlines())),
-        code(_train(TPU_HOURS)),
-        code(_unless_stopped(_predict(sample=True))),
+             "else:\n" + "\n".join("    " + ln for ln in _records(comp.layout).splitlines())),
+        code(_train(comp)),
+        code(_unless_stopped(_submission(nb))),
         code(RESULT),
     ]
-    meta = {"title": "SIIM-ISIC Melanoma TPU", "slug": "siim-isic-melanoma-tpu", "accelerator": "tpu",
-            "competition": "siim-isic-melanoma-classification", "datasets": ["cdeotte/melanoma-256x256"],
-            "models": [PRETRAINED]}
-    return cells, meta
 
 
-def ham10000_t4() -> tuple[list, dict]:
-    name, layout = "ham10000_t4", "ham10000"
-    cells = [
-        md("# HAM10000 (skin-cancer-mnist) on two T4s\n\n"
-           "Seven classes (akiec bcc bkl df mel nv vasc), scored by balanced accuracy as in ISIC 2018 "
-           "task 3; folds are grouped by lesion. The dataset has no test split, so `submission.csv` holds "
-           "the out-of-fold probabilities: one column per class, every image predicted by the fold model "
-           "that never saw it.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
-        install_cell(),
-        code(_setup(", previous_run, time_limit")),
-        code(_settings("DATASET = 'kmader/skin-cancer-mnist-ham10000'", 256, 5, 15, 32, 1)),
-        code("SOURCE = locate(find_input(DATASET, paths), 'HAM10000_metadata.csv')\n" + _records(layout, test=False)),
-        code(_train(T4_HOURS)),
-        code(_unless_stopped("import pandas as pd\n\n"
-                             "from kit import submission\n\n"
-                             "SUBMISSION = paths.working / 'submission.csv'\n"
-                             "oof = pd.read_csv(RUN / 'oof.csv')\n"
-                             "classes = list(records.read_manifest(RECORDS).classes)\n"
-                             "probs = oof[[f'pred_{c}' for c in classes]].to_numpy()\n"
-                             "submission.make_submission(oof['image_name'], probs, classes, None, 'image_id')"
-                             ".to_csv(SUBMISSION, index=False)")),
-        code(RESULT),
-    ]
-    meta = {"title": "HAM10000 skin lesions T4", "slug": "ham10000-skin-lesions-t4", "accelerator": "t4",
-            "datasets": ["kmader/skin-cancer-mnist-ham10000"], "models": [PRETRAINED]}
-    return cells, meta
-
-
-def pcam_t4() -> tuple[list, dict]:
-    name, layout = "pcam_t4", "pcam"
-    cells = [
-        md("# Histopathologic Cancer Detection (PCam) on two T4s\n\n"
-           "96x96 tiles, binary, scored by ROC AUC. The label concerns the centre 32x32 only, so the `pcam` "
-           "augmentation preset keeps the centre in view.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
-        install_cell(),
-        code(_setup(", previous_run, time_limit")),
-        code(_settings("COMPETITION = 'histopathologic-cancer-detection'", 96, 5, 10, 64, 8)),
-        code("SOURCE = locate(find_input(COMPETITION, paths), 'train_labels.csv')\n" + _records(layout)),
-        code(_train(T4_HOURS, ", '--augment', 'pcam'")),
-        code(_unless_stopped(_predict(sample=True))),
-        code(RESULT),
-    ]
-    meta = {"title": "Histopathologic Cancer Detection T4", "slug": "histopathologic-cancer-detection-t4",
-            "accelerator": "t4", "competition": "histopathologic-cancer-detection", "models": [PRETRAINED]}
-    return cells, meta
-
-
-def isic9_t4() -> tuple[list, dict]:
-    name, layout = "isic9_t4", "isic9"
-    cells = [
-        md("# Skin cancer ISIC, 9 classes, on two T4s\n\n"
-           "Class folders (`Train/<class name>/`, `Test/<class name>/`; the names hold spaces). The test "
-           "folder is labelled: `kit predict` scores it and writes one probability column per class.\n\n"
-           + LOCAL_RUN.format(layout=layout, name=name)),
-        install_cell(),
-        code(_setup(", previous_run, time_limit")),
-        code(_settings("DATASET = 'nodoubttome/skin-cancer9-classesisic'", 256, 5, 15, 32, 8)),
-        code("SOURCE = locate(find_input(DATASET, paths), 'Train')\n" + _records("folders")),
-        code(_train(T4_HOURS)),
-        code(_unless_stopped(_predict(sample=False))),
-        code(RESULT),
-    ]
-    meta = {"title": "Skin cancer ISIC 9 classes T4", "slug": "skin-cancer-isic-9-classes-t4", "accelerator": "t4",
-            "datasets": ["nodoubttome/skin-cancer9-classesisic"], "models": [PRETRAINED]}
-    return cells, meta
-
-
-def melanoma10k_t4() -> tuple[list, dict]:
-    name, layout = "melanoma10k_t4", "melanoma10k"
-    cells = [
-        md("# Melanoma 10k (benign / malignant) on two T4s\n\n"
-           "Class folders `train/{Benign,Malignant}/` and a labelled `test/`: `kit predict` scores it "
-           "(accuracy, AUC) and writes `id,target`.\n\n" + LOCAL_RUN.format(layout=layout, name=name)),
-        install_cell(),
-        code(_setup(", previous_run, time_limit")),
-        code(_settings("DATASET = 'hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images'",
-                       256, 5, 10, 32, 8)),
-        code("SOURCE = locate(find_input(DATASET, paths), 'train')\n" + _records("folders")),
-        code(_train(T4_HOURS)),
-        code(_unless_stopped(_predict(sample=False))),
-        code(RESULT),
-    ]
-    meta = {"title": "Melanoma 10k benign malignant T4", "slug": "melanoma-10k-benign-malignant-t4",
-            "accelerator": "t4", "datasets": ["hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images"],
-            "models": [PRETRAINED]}
-    return cells, meta
-
-
-def isic2024_t4() -> tuple[list, dict]:
-    name, layout = "isic2024_t4", "isic2024"
-    cells = [
-        md("# ISIC 2024 (3D-TBP) on two T4s: the code-competition submission\n\n"
-           "Binary, 0.1% positives, scored by the partial AUC above 80% true-positive rate. This is a code "
-           "competition: Kaggle reruns this notebook offline on about 500,000 hidden test images, within 12 hours. "
-           "The notebook trains nothing there: it predicts the test HDF5 straight from its file (no records "
-           "written) with the fold models of a run you trained beforehand (`kit train ... --oversample 0.2 "
-           "--epoch-positives 2 --meta`) and attached as a dataset, then stacks gradient-boosted trees on the "
-           "metadata and those predictions (`kit stack`), writes `submission.csv` and checks it. "
-           "Before the long part it times a sample and stops if the whole rerun would not fit.\n\n"
-           + LOCAL_RUN.format(layout=layout, name=name)
+def isic2024_t4(comp: Competition) -> list:
+    """The code-competition submission: predicts with a run attached as its first dataset, then kit stack."""
+    nb = comp.notebook
+    return [
+        md(_intro(nb, comp.name)
            + " Locally (and with `KIT_TINY=1`) it first trains a tiny run on the synthetic download."),
         install_cell(),
         code(_setup(", isic2024_run")),
-        code("COMPETITION = 'isic-2024-challenge'\n"
-             "RUN_DATASET = 'you/isic2024-run'  # a `kit train` run folder, attached as a dataset\n"
+        code(f"{_input_line(nb)}\n"
+             f"RUN_DATASET = {nb.datasets[0]!r}  # a `kit train` run folder, attached as a dataset\n"
              "BUDGET_H, MARGIN_H = 12.0, 1.0  # Kaggle's limit, and what is kept back for safety\n"
-             "SAMPLE, BATCH, TTA = 512, 128, 1\n"
+             f"SAMPLE, BATCH, TTA = 512, {nb.batch}, {nb.tta}\n"
              "if TINY:\n"
              "    SAMPLE, BATCH = 8, 4"),
         code("import time\n\n"
              "STARTED = time.time()\n"
-             "SOURCE = locate(find_input(COMPETITION, paths), 'test-metadata.csv')\n"
+             + _source(nb) + "\n"
              "# Kaggle: the attached run; locally: a tiny run trained here on the synthetic download\n"
              "RUN = isic2024_run(RUN_DATASET, SOURCE, paths, tiny=TINY)"),
         code("from kit import predict\n\n"
@@ -316,30 +264,34 @@ def isic2024_t4() -> tuple[list, dict]:
              "print(json.loads((paths.working / 'stack' / 'cv.json').read_text()))\n"
              "pd.read_csv(SUBMISSION).head()"),
     ]
-    meta = {"title": "ISIC 2024 submission T4", "slug": "isic-2024-submission-t4", "accelerator": "t4",
-            "competition": "isic-2024-challenge", "datasets": ["you/isic2024-run"]}
-    return cells, meta
 
 
-NOTEBOOKS = {f.__name__: f for f in (siim_isic_tpu, ham10000_t4, pcam_t4, isic9_t4, melanoma10k_t4, isic2024_t4)}
-# The synthetic layout each notebook rehearses on (kit.synth.make_competition).
-LAYOUTS = {"siim_isic_tpu": "siim", "ham10000_t4": "ham10000", "pcam_t4": "pcam", "isic9_t4": "isic9",
-           "melanoma10k_t4": "melanoma10k", "isic2024_t4": "isic2024"}
+# The notebooks with a template of their own; every other competition's notebook is the standard one.
+TEMPLATES = {"siim_isic_tpu": siim_isic_tpu, "isic2024_t4": isic2024_t4}
+
+
+def notebooks() -> dict[str, Competition]:
+    """The registered competitions that have a notebook, by notebook name, in registration order."""
+    return {c.notebook.name: c for c in map(competitions.get, competitions.names()) if c.notebook is not None}
+
+
+NOTEBOOKS = notebooks()  # the built-in competitions' notebooks
 
 
 def build(name: str) -> nbformat.NotebookNode:
     """The notebook ``name`` as nbformat builds it (cell ids derived from the name: stable diffs)."""
-    cells, meta = NOTEBOOKS[name]()
-    nb = nbformat.v4.new_notebook(cells=cells)
+    comp = notebooks()[name]
+    nb = nbformat.v4.new_notebook(cells=TEMPLATES.get(name, standard)(comp))
     for i, cell in enumerate(nb.cells):
         cell.id = f"{name.replace('_', '-')}-{i}"
-    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}, "kit": meta}
+    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
+                   "kit": comp.notebook.kernel()}
     nbformat.validate(nb)
     return nb
 
 
 def main() -> None:
-    for name in NOTEBOOKS:
+    for name in notebooks():
         path = HERE / f"{name}.ipynb"
         nbformat.write(build(name), str(path))
         print(path)

@@ -17,13 +17,16 @@ from kit.submission import check_submission
 
 def test_every_competition_has_a_generator_a_layout_and_a_known_metric():
     from kit import metrics, sources
+    from kit.kernel import SESSION_HOURS
     from kit.pipeline import PRESETS
 
     assert competitions.list_competitions() == list(synth.LAYOUTS)
     for name in competitions.list_competitions():
         comp = competitions.get(name)
         assert comp.layout in sources.LAYOUTS and comp.metric in metrics.METRICS and comp.augment in PRESETS
-        assert (Path(__file__).parents[1] / "notebooks" / f"{comp.notebook}.ipynb").is_file() or name == "isic2024"
+        assert (Path(__file__).parents[1] / "notebooks" / f"{comp.notebook.name}.ipynb").is_file()
+        # the notebook parameters: an accelerator Kaggle has, an input to read the download from
+        assert comp.notebook.accelerator in SESSION_HOURS and comp.notebook.source[1]
     # the ISIC 9-class set is scored by accuracy, as its competition is, not by the multi-class default
     assert competitions.get("isic9").metric == "accuracy"
     assert competitions.metric_of(Manifest(image_size=8, shards=(), layout="csv", n_classes=5)) == "balanced_accuracy"

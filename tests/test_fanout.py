@@ -344,7 +344,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not hasattr(runs, "merge_runs"), reason="kit.runs.merge_runs (kit runs merge) is not here yet")
 def test_rehearsal_fold_kernels_gathered_equal_one_local_train(stub, tmp_path, monkeypatch, capsys):
     from nbclient import NotebookClient
 

@@ -552,14 +552,14 @@ def test_a_key_in_a_basic_auth_header_is_refused(tmp_path, kaggle_key):
 
 
 def test_a_key_planted_in_the_bundled_package_is_refused(tmp_path, kaggle_key, monkeypatch):
-    from kit import kaggle
+    from kit import kaggle, kernel_folder
 
     root = tmp_path / "checkout"
     (root / "kit").mkdir(parents=True)
     (root / "kit" / "__init__.py").write_text("")
     (root / "kit" / "notes.txt").write_text(f"token: {kaggle_key}\n")
     (root / "pyproject.toml").write_text("[project]\nname = 'kit'\n")
-    monkeypatch.setattr(kaggle, "_project_root", lambda: root)
+    monkeypatch.setattr(kernel_folder, "_project_root", lambda: root)
     nb = _notebook(tmp_path / "clean.ipynb", "print(1)")
     with pytest.raises(KitError, match=r"^kit/notes.txt \(bundled in the kit wheel\): holds a Kaggle credential"):
         kaggle.push(nb, folder=tmp_path / "k", dry_run=True)

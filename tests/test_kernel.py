@@ -18,9 +18,10 @@ MODEL = "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2"
 
 
 def test_the_user_side_never_imports_the_cli_or_the_kernel_side_heavy_modules():
-    # kit.kaggle runs `kit push` / `kit status`; only the kernel side may call the CLI (run_kit)
+    # kit.kaggle runs `kit push` / `kit status`; only the kernel side may call the CLI (run_kit). numpy is allowed:
+    # the run folder's column schema comes from kit.task, which computes with it (a tenth of a second to import)
     code = ("import sys, kit.kaggle, kit.kernel; "
-            "print(sorted(m for m in sys.modules if m in {'kit.cli', 'pandas', 'numpy', 'tensorflow', 'keras'}))")
+            "print(sorted(m for m in sys.modules if m in {'kit.cli', 'pandas', 'tensorflow', 'keras'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr

@@ -39,8 +39,81 @@ def test_there_is_one_notebook_per_competition():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
     from kit import competitions
 
-    assert sorted(build_notebooks.LAYOUTS.values()) == sorted(competitions.list_competitions())
-    assert {competitions.get(layout).notebook for layout in build_notebooks.LAYOUTS.values()} == set(NAMES)
+    assert [c.name for c in build_notebooks.NOTEBOOKS.values()] == competitions.list_competitions()
+    assert [competitions.get(name).notebook.name for name in competitions.list_competitions()] == NAMES
+    # only the notebooks that are not the standard one have a template of their own
+    assert sorted(build_notebooks.TEMPLATES) == ["isic2024_t4", "siim_isic_tpu"]
+
+
+def test_the_notebook_settings_are_the_competitions_parameters():
+    from kit import competitions
+
+    pcam = competitions.get("pcam").notebook
+    text = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "pcam_t4.ipynb", as_version=4).cells)
+    assert "COMPETITION = 'histopathologic-cancer-detection'" in text
+    assert "MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'keras_hub', 96, 5, 10, 64, 8" in text
+    assert (pcam.size, pcam.folds, pcam.epochs, pcam.batch, pcam.tta) == (96, 5, 10, 64, 8)
+    assert "'--augment', 'pcam'" in text  # the competition's augmentation preset
+    ham = nbformat.read(NOTEBOOKS / "ham10000_t4.ipynb", as_version=4)
+    assert "DATASET = 'kmader/skin-cancer-mnist-ham10000'" in ham.cells[3].source
+    assert "SOURCE = locate(find_input(DATASET, paths), 'HAM10000_metadata.csv')" in ham.cells[4].source
+    assert ham.metadata.kit == {"title": "HAM10000 skin lesions T4", "slug": "ham10000-skin-lesions-t4",
+                                "accelerator": "t4", "datasets": ["kmader/skin-cancer-mnist-ham10000"],
+                                "models": [build_notebooks.PRETRAINED]}
+
+
+def test_the_docs_table_of_notebook_parameters_is_the_registry():
+    from kit import competitions
+
+    section = (REPO / "docs" / "competitions.md").read_text().split("## Notebook parameters", 1)[1]
+    rows = [[cell.strip(" `") for cell in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    assert [row[0] for row in rows] == competitions.list_competitions()
+    for name, notebook, accelerator, _, size, folds, epochs, batch, tta, submission in rows:
+        nb = competitions.get(name).notebook
+        assert (notebook, accelerator, batch, tta, submission) == (nb.name, nb.accelerator, str(nb.batch),
+                                                                   str(nb.tta), nb.submission), name
+        if name != "isic2024":  # the code-competition notebook trains nothing on Kaggle
+            assert (size, folds, epochs) == (str(nb.size), str(nb.folds), str(nb.epochs)), name
+
+
+def test_a_new_competition_gets_the_standard_notebook_from_its_parameters_alone():
+    import dataclasses
+
+    from kit import competitions
+    from kit.competitions import NotebookParams
+
+    params = NotebookParams(name="tiles_t4", intro="# Tiles on two T4s\n\nBinary tiles.", title="Tiles T4",
+                            slug="tiles-t4", datasets=("alice/tiles",), locate="train", submission="test",
+                            size=128, folds=3, epochs=4, batch=16, tta=2)
+    comp = dataclasses.replace(competitions.get("melanoma10k"), name="tiles", notebook=params)
+    competitions.register(comp)
+    try:
+        assert list(build_notebooks.notebooks())[-1] == "tiles_t4"
+        nb = build_notebooks.build("tiles_t4")
+    finally:
+        competitions.unregister("tiles")
+    assert "tiles_t4" not in build_notebooks.notebooks()
+    cells = [c.source for c in nb.cells]
+    assert cells[0].startswith("# Tiles on two T4s\n\nBinary tiles.\n\nLocally, a rehearsal")
+    assert "synth.make_competition('tiles', 'data/synth-tiles')" in cells[0]
+    assert cells[3].splitlines()[0] == "DATASET = 'alice/tiles'"
+    assert "MODEL, SIZE, FOLDS, EPOCHS, BATCH, TTA = 'keras_hub', 128, 3, 4, 16, 2" in cells[3]
+    assert cells[4].splitlines()[0] == "SOURCE = locate(find_input(DATASET, paths), 'train')"
+    assert "layout='folders'" in cells[4] and "test=True" in cells[4]
+    assert "# Kaggle ends a GPU session after 12 hours" in cells[5] and "--augment" not in cells[5]
+    assert "'--sample-submission'" not in cells[6]  # submission="test": kit predict on the labelled test split
+    assert nb.metadata.kit == {"title": "Tiles T4", "slug": "tiles-t4", "accelerator": "t4",
+                               "datasets": ["alice/tiles"], "models": [build_notebooks.PRETRAINED]}
+
+
+def test_notebook_parameters_refuse_an_unknown_submission_and_a_notebook_without_input():
+    from kit.competitions import NotebookParams
+
+    with pytest.raises(ValueError, match=r"^notebook 'x': submission 'csv' is not one of \('sample', 'test', 'oof'\)$"):
+        NotebookParams(name="x", intro="", title="X", slug="x", competition="c", submission="csv")
+    with pytest.raises(ValueError, match="notebook 'x': no competition and no dataset to read the download from"):
+        NotebookParams(name="x", intro="", title="X", slug="x")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -126,7 +199,7 @@ EXPECTED_COLUMNS = {
 
 def _check_outputs(name: str, work: Path, n_train: int, n_test: int) -> dict:
     """Assert the submission and CV a notebook wrote under ``work``; returns the CV (cv.json)."""
-    from kit import competitions, synth
+    from kit import synth
 
     sub = pd.read_csv(work / "submission.csv")
     if name == "isic9_t4":
@@ -138,7 +211,7 @@ def _check_outputs(name: str, work: Path, n_train: int, n_test: int) -> dict:
     probs = sub.iloc[:, 1:].to_numpy()
     assert ((probs >= 0) & (probs <= 1)).all()
     cv = json.loads((work / "run" / "cv.json").read_text())
-    assert cv["metric"] == competitions.get(build_notebooks.LAYOUTS[name]).metric
+    assert cv["metric"] == build_notebooks.NOTEBOOKS[name].metric
     return cv
 
 
@@ -157,10 +230,11 @@ def readme_rehearsal() -> str:
 
 def test_readme_rehearsal_is_the_one_each_notebook_prints():
     name = README_NOTEBOOK
-    assert readme_rehearsal() == build_notebooks.REHEARSAL.format(layout=build_notebooks.LAYOUTS[name], name=name)
+    layout = build_notebooks.NOTEBOOKS[name].name
+    assert readme_rehearsal() == build_notebooks.REHEARSAL.format(layout=layout, name=name)
     for name in NAMES:
         first = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells[0]
-        own = build_notebooks.REHEARSAL.format(layout=build_notebooks.LAYOUTS[name], name=name)
+        own = build_notebooks.REHEARSAL.format(layout=build_notebooks.NOTEBOOKS[name].name, name=name)
         assert first.cell_type == "markdown" and f"```bash\n{own}```" in first.source, name
         assert f"`runs/{name}/{name}.ipynb`" in first.source  # and it says where the executed notebook is
 
@@ -206,7 +280,7 @@ def test_notebook_runs_top_to_bottom_on_a_tiny_synthetic_competition(name, tmp_p
 
     from kit import synth
 
-    layout = build_notebooks.LAYOUTS[name]
+    layout = build_notebooks.NOTEBOOKS[name].name
     comp = synth.make_competition(layout, tmp_path / "comp", n_train=40, n_test=12, size=32)
     work = tmp_path / "work"
     for key, value in {"KIT_INPUT": comp, "KIT_WORKING": work, "KIT_TINY": "1", "PYTHONPATH": REPO,

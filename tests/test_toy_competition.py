@@ -70,6 +70,17 @@ def test_registering_a_competition_adds_its_layout_and_unregistering_removes_it(
     competitions.register(TOY)  # the fixture takes it out again
 
 
+def test_a_competition_without_notebook_parameters_has_no_notebook(toy):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "notebooks"))
+    import build_notebooks
+
+    assert toy.notebook is None
+    assert list(build_notebooks.notebooks()) == list(build_notebooks.NOTEBOOKS)  # the six built-in ones, no toy
+    assert "toy" not in [c.name for c in build_notebooks.notebooks().values()]
+
+
 @pytest.mark.slow
 def test_toy_competition_runs_records_train_and_predict(toy, tmp_path):
     src = synth.make_competition("toy", tmp_path / "download", n_train=24, n_test=6, size=32)

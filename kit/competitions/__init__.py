@@ -2,9 +2,11 @@
 
 A competition module (``siim``, ``ham10000``, ``pcam``, ``isic9``, ``melanoma10k``, ``isic2024``) owns
 everything that differs between competitions: how its download is recognised and read (its ``Layout``), its
-classes, metric, leaderboard sizes, augmentation preset, notebook and its synthetic download, as one
-``Competition``. ``folders`` and ``csv_file`` are the generic layouts (class folders, any CSV) that a download
-no competition claims is read with: ROC AUC for two classes, balanced accuracy for more. The shared toolkits
+classes, metric, leaderboard sizes, augmentation preset, its Kaggle notebook's parameters (``NotebookParams``:
+kernel, inputs, image size, folds, epochs, batch, TTA; notebooks/build_notebooks.py writes the notebook from
+them) and its synthetic download, as one ``Competition``. ``folders`` and ``csv_file`` are the generic layouts
+(class folders, any CSV) that a download no competition claims is read with: ROC AUC for two classes, balanced
+accuracy for more. The shared toolkits
 are ``_read`` (the ``Source`` table, CSV and image helpers) and ``_draw`` (synthetic images, ids, groups).
 
 Adding a competition is one new module that builds a ``Competition`` and one line in ``_MODULES`` below (or a
@@ -23,15 +25,15 @@ from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 from kit.competitions import csv_file, folders, ham10000, isic2024, isic9, melanoma10k, pcam, siim
-from kit.competitions._base import Competition, Generator, Layout, Reader
+from kit.competitions._base import PRETRAINED, PRETRAINED_NAME, Competition, Generator, Layout, NotebookParams, Reader
 from kit.task import task_for
 from kit.competitions._draw import SynthSpec
 from kit.competitions._read import Source
 from kit.errors import KitError
 
-__all__ = ["Competition", "Generator", "Layout", "Reader", "Source", "SynthSpec", "default_metric", "get",
-           "identify", "layout", "layouts", "list_competitions", "metric_of", "names", "of_manifest",
-           "recognise", "register", "unregister"]
+__all__ = ["PRETRAINED", "PRETRAINED_NAME", "Competition", "Generator", "Layout", "NotebookParams", "Reader", "Source",
+           "SynthSpec", "default_metric", "get", "identify", "layout", "layouts", "list_competitions", "metric_of",
+           "names", "of_manifest", "recognise", "register", "unregister"]
 
 # The competitions in registration order (a synthetic download's seed depends on its place here).
 _MODULES = (siim, ham10000, pcam, isic9, melanoma10k, isic2024)

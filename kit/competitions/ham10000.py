@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.competitions._base import Competition, Layout
+from kit.competitions._base import Competition, Layout, NotebookParams
 from kit.competitions._draw import SynthSpec, class_plan, group_sizes, isic_ids, lesion_image, save_jpeg, skin_tone
 from kit.competitions._read import (Source, category_tables, class_labels, find_images, read_csv, source_table)
 from kit.errors import KitError
@@ -83,9 +83,19 @@ def synthesise(root: Path, rng: np.random.Generator, spec: SynthSpec) -> None:
 
 
 LAYOUT = Layout("ham10000", read, recognise, recognise)
+NOTEBOOK = NotebookParams(
+    name="ham10000_t4", title="HAM10000 skin lesions T4", slug="ham10000-skin-lesions-t4",
+    intro="# HAM10000 (skin-cancer-mnist) on two T4s\n\n"
+          "Seven classes (akiec bcc bkl df mel nv vasc), scored by balanced accuracy as in ISIC 2018 "
+          "task 3; folds are grouped by lesion. The dataset has no test split, so `submission.csv` holds "
+          "the out-of-fold probabilities: one column per class, every image predicted by the fold model "
+          "that never saw it.",
+    datasets=("kmader/skin-cancer-mnist-ham10000",), locate="HAM10000_metadata.csv", submission="oof",
+    size=256, folds=5, epochs=15, batch=32, tta=1,
+)
 COMPETITION = Competition(
     name="ham10000", title="Skin Cancer MNIST: HAM10000", download=LAYOUT, classes=CLASSES,
-    metric="balanced_accuracy", secondary=("accuracy",), notebook="ham10000_t4",
+    metric="balanced_accuracy", secondary=("accuracy",), notebook=NOTEBOOK,
     # no Kaggle leaderboard: ISIC 2018 task 3's test set of 1,512 images, all of it "private"
     leaderboard=(0, 1512), synthesise=synthesise,
 )

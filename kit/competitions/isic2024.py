@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kit.competitions._base import Competition, Layout
+from kit.competitions._base import Competition, Layout, NotebookParams
 from kit.competitions._draw import SynthSpec, binary_lesion, group_sizes, isic_ids, jpeg_bytes, n_positive, skin_tone
 from kit.competitions._read import (Source, category_tables, class_labels, csv_header, csv_line, find_images,
                                     read_csv, read_csv_ids, source_table)
@@ -194,8 +194,23 @@ def synthesise(root: Path, rng: np.random.Generator, spec: SynthSpec) -> None:
 
 
 LAYOUT = Layout("isic2024", read, recognise_file, recognise_folder, train_beside_test=True)
+# The code-competition notebook trains nothing on Kaggle: it predicts the hidden test set with a run attached as a
+# dataset (no backbone to attach) and stacks on it; its own template in notebooks/build_notebooks.py.
+NOTEBOOK = NotebookParams(
+    name="isic2024_t4", title="ISIC 2024 submission T4", slug="isic-2024-submission-t4",
+    intro="# ISIC 2024 (3D-TBP) on two T4s: the code-competition submission\n\n"
+          "Binary, 0.1% positives, scored by the partial AUC above 80% true-positive rate. This is a code "
+          "competition: Kaggle reruns this notebook offline on about 500,000 hidden test images, within 12 hours. "
+          "The notebook trains nothing there: it predicts the test HDF5 straight from its file (no records "
+          "written) with the fold models of a run you trained beforehand (`kit train ... --oversample 0.2 "
+          "--epoch-positives 2 --meta`) and attached as a dataset, then stacks gradient-boosted trees on the "
+          "metadata and those predictions (`kit stack`), writes `submission.csv` and checks it. "
+          "Before the long part it times a sample and stops if the whole rerun would not fit.",
+    competition="isic-2024-challenge", datasets=("you/isic2024-run",), models=(), locate="test-metadata.csv",
+    batch=128, tta=1,
+)
 COMPETITION = Competition(
     name="isic2024", title="ISIC 2024 - Skin Cancer Detection with 3D-TBP", download=LAYOUT, classes=CLASSES,
-    metric="pauc", secondary=("auc", "top15_sensitivity"), notebook="isic2024_t4",
+    metric="pauc", secondary=("auc", "top15_sensitivity"), notebook=NOTEBOOK,
     synthesise=synthesise, synth_overlap=True,
 )

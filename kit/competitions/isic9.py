@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.competitions import folders
-from kit.competitions._base import Competition
+from kit.competitions._base import Competition, NotebookParams
 from kit.competitions._draw import SynthSpec, folder_split, isic_ids
 
 CLASSES = ("actinic keratosis", "basal cell carcinoma", "dermatofibroma", "melanoma", "nevus",
@@ -41,7 +41,15 @@ def synthesise(root: Path, rng: np.random.Generator, spec: SynthSpec) -> None:
         (src.parent / f"{src.stem}_copy.jpg").write_bytes(src.read_bytes())
 
 
+NOTEBOOK = NotebookParams(
+    name="isic9_t4", title="Skin cancer ISIC 9 classes T4", slug="skin-cancer-isic-9-classes-t4",
+    intro="# Skin cancer ISIC, 9 classes, on two T4s\n\n"
+          "Class folders (`Train/<class name>/`, `Test/<class name>/`; the names hold spaces). The test "
+          "folder is labelled: `kit predict` scores it and writes one probability column per class.",
+    datasets=("nodoubttome/skin-cancer9-classesisic",), locate="Train", submission="test",
+    size=256, folds=5, epochs=15, batch=32, tta=8,
+)
 COMPETITION = Competition(
     name="isic9", title="Skin cancer ISIC, 9 classes", download=folders.LAYOUT, classes=CLASSES,
-    metric="accuracy", secondary=("balanced_accuracy",), notebook="isic9_t4", synthesise=synthesise,
+    metric="accuracy", secondary=("balanced_accuracy",), notebook=NOTEBOOK, synthesise=synthesise,
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.competitions import folders
-from kit.competitions._base import Competition
+from kit.competitions._base import Competition, NotebookParams
 from kit.competitions._draw import BINARY_STYLE, SynthSpec, folder_split
 
 CLASSES = ("Benign", "Malignant")
@@ -23,7 +23,15 @@ def synthesise(root: Path, rng: np.random.Generator, spec: SynthSpec) -> None:
     folder_split(root / "test", rng, n_test, size, CLASSES, BINARY_STYLE, names[n_train:], overlap)
 
 
+NOTEBOOK = NotebookParams(
+    name="melanoma10k_t4", title="Melanoma 10k benign malignant T4", slug="melanoma-10k-benign-malignant-t4",
+    intro="# Melanoma 10k (benign / malignant) on two T4s\n\n"
+          "Class folders `train/{Benign,Malignant}/` and a labelled `test/`: `kit predict` scores it "
+          "(accuracy, AUC) and writes `id,target`.",
+    datasets=("hasnainjaved/melanoma-skin-cancer-dataset-of-10000-images",), locate="train", submission="test",
+    size=256, folds=5, epochs=10, batch=32, tta=8,
+)
 COMPETITION = Competition(
     name="melanoma10k", title="Melanoma skin cancer, 10,000 images", download=folders.LAYOUT, classes=CLASSES,
-    metric="accuracy", secondary=("auc",), notebook="melanoma10k_t4", synthesise=synthesise, synth_overlap=True,
+    metric="accuracy", secondary=("auc",), notebook=NOTEBOOK, synthesise=synthesise, synth_overlap=True,
 )

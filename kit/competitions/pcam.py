@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from kit.competitions._base import Competition, Layout
+from kit.competitions._base import Competition, Layout, NotebookParams
 from kit.competitions._draw import SynthSpec, histology_tile
 from kit.competitions._read import Source, absolute, class_labels, find_images, image_files, read_csv, source_table
 
@@ -92,9 +92,17 @@ def synthesise(root: Path, rng: np.random.Generator, spec: SynthSpec) -> None:
 
 
 LAYOUT = Layout("pcam", read, recognise_file, recognise_folder, train_beside_test=True)
+NOTEBOOK = NotebookParams(
+    name="pcam_t4", title="Histopathologic Cancer Detection T4", slug="histopathologic-cancer-detection-t4",
+    intro="# Histopathologic Cancer Detection (PCam) on two T4s\n\n"
+          "96x96 tiles, binary, scored by ROC AUC. The label concerns the centre 32x32 only, so the `pcam` "
+          "augmentation preset keeps the centre in view.",
+    competition="histopathologic-cancer-detection", locate="train_labels.csv",
+    size=96, folds=5, epochs=10, batch=64, tta=8,
+)
 COMPETITION = Competition(
     name="pcam", title="Histopathologic Cancer Detection", download=LAYOUT, classes=CLASSES, metric="auc",
-    augment="pcam", notebook="pcam_t4",
+    augment="pcam", notebook=NOTEBOOK,
     # 57,458 test tiles, about half on the public leaderboard
     leaderboard=(28729, 28729), synthesise=synthesise, synth_size=96,
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.competitions._base import Competition, Layout
+from kit.competitions._base import Competition, Layout, NotebookParams
 from kit.competitions._draw import (BINARY_STYLE, SynthSpec, binary_lesion, group_sizes, isic_ids, jpeg_bytes,
                                     lesion_image, n_positive, save_jpeg, skin_tone)
 from kit.competitions._read import (Source, category_tables, class_labels, csv_header, find_images, read_csv,
@@ -193,9 +193,21 @@ def write_public_siim_tfrecords(
 
 
 LAYOUT = Layout("siim", read, recognise_file, recognise_folder, train_beside_test=True)
+NOTEBOOK = NotebookParams(
+    name="siim_isic_tpu", title="SIIM-ISIC Melanoma TPU", slug="siim-isic-melanoma-tpu", accelerator="tpu",
+    intro="# SIIM-ISIC Melanoma Classification on a TPU v5e-8\n\n"
+          "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
+          "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
+          "number); locally it writes kit's own records from the competition download.\n\n"
+          "Kaggle's TPU VM ships tensorflow-cpu: `notebook_paths()` sees `ISTPUVM=1` and starts Keras on JAX, "
+          "which trains over the 8 TPU cores (tf.data still feeds them from the host).",
+    # the public TFRecords are 256 px: the image size must stay 256 to train on them
+    competition="siim-isic-melanoma-classification", datasets=("cdeotte/melanoma-256x256",), locate="train.csv",
+    size=256, folds=5, epochs=12, batch=32, tta=8,
+)
 COMPETITION = Competition(
     name="siim", title="SIIM-ISIC Melanoma Classification 2020", download=LAYOUT,
-    classes=CLASSES, metric="auc", notebook="siim_isic_tpu",
+    classes=CLASSES, metric="auc", notebook=NOTEBOOK,
     # 10,982 test images, 30% on the public leaderboard
     leaderboard=(3295, 7687), synthesise=synthesise, synth_overlap=True,
 )
