@@ -16,23 +16,15 @@ import re
 import shlex
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from kit import runtime
+from kit.cli_kaggle import add_kaggle
+from kit.cli_results import add_blend, add_check, add_predict, add_report, add_runs, add_stack
+from kit.cli_results import stack_config  # noqa: F401 - kit.cli.stack_config: the name callers import
 from kit.errors import KitError
 
-if TYPE_CHECKING:  # kit.stack imports pandas: only verbs that stack load it
-    from kit.stack import StackConfig
-
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _csv_ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([hms]?)")
@@ -58,13 +50,6 @@ def _duration_s(text: str) -> Duration:
         raise argparse.ArgumentTypeError(f"expected a duration above zero such as 8.5h, 30m, 90s or 3600 (seconds), "
                                          f"got {text!r}")
     return Duration(seconds, text.strip())
-
-
-def _csv_floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -114,6 +99,7 @@ def _run_records(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         resize=args.resize,
         workers=args.workers,
+        smoke=args.smoke,
     )
     print(records.format_summary(manifest))
     if args.size is None:
@@ -126,19 +112,8 @@ def _run_records(args: argparse.Namespace) -> int:
 # --- train ---------------------------------------------------------------------------------------
 
 
-def _setting_default(name: str) -> str:
-    """A Config field's default for --help: its value, or both schedule defaults when it depends on --weights."""
-    from kit.config import SCHEDULE_DEFAULTS, Config
-
-    value = getattr(Config(), name)
-    if value is None:
-        tuned, scratch = SCHEDULE_DEFAULTS["pretrained"][name], SCHEDULE_DEFAULTS["scratch"][name]
-        return f"{tuned:g} with --weights, {scratch:g} from scratch"
-    return repr(value) if isinstance(value, str) else str(value)
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from kit.config import CHOICES
+    from kit.config import train_flags
 
     p = sub.add_parser(
         "train", help="k-fold training with out-of-fold predictions",
@@ -146,58 +121,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "and write out-of-fold predictions and the CV summary. Epochs and learning rates default by what is "
                     "trained: fine-tuning rates with a warm-up when --weights is given, from-scratch rates "
                     "otherwise (the resolved values land in the run's config).")
-    d = _setting_default
-    p.add_argument("--records", required=True, help="folder written by `kit records`")
-    p.add_argument("--out", required=True, help="run folder (with --find-lr: where the plot and table go)")
+    for flag in train_flags():  # one per setting, generated from its declaration in kit.config.Config
+        p.add_argument(*flag.names, **{**flag.options, **_usage_typed(flag.options)})
+    # how to run, not what to train: not settings of the run
     p.add_argument("--config", help="TOML file of settings; flags given here override it")
-    p.add_argument("--folds", type=_csv_ints, help="folds to train, e.g. 0,1,2 (default: every fold in the records)")
-    p.add_argument("--model", help="backbone name, see `kit models` (default: kit's choice, said in one line: "
-                   "efficientnet_b0 on ImageNet weights on a GPU or TPU where the weights can be had, else "
-                   "compact_cnn from scratch, sized to the images)")
-    p.add_argument("--size", type=int, help="image side; must match the records (default: the records' size)")
-    p.add_argument("--epochs", type=int, help=f"epochs per fold (default {d('epochs')})")
-    p.add_argument("--patience", type=int, help="stop a fold after this many epochs without a better validation "
-                   f"metric; 0 never stops early (default {d('patience')})")
-    p.add_argument("--batch", type=int, help=f"batch size per replica (default {d('batch')})")
-    p.add_argument("--lr-max", type=float, help=f"peak learning rate per replica (default {d('lr_max')})")
-    p.add_argument("--lr-per", choices=CHOICES["lr_per"], help="change the learning rate at each epoch start "
-                   "or every step (default epoch)")
-    p.add_argument("--augment", help="augmentation preset: none | default (flips, any rotation, slight shear, zoom, "
-                   "shift and colour: skin lesions have no up or down) | pcam (the same, keeping the centre 32x32 "
-                   "in view) (default: the competition's, pcam for PCam; none for a download no competition claims). TTA uses only the views "
-                   "this preset makes the model invariant to")
-    p.add_argument("--weights", help="pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' "
-                   "download), or a keras-hub preset folder or name for the keras_hub models; none trains from random "
-                   "weights; `kit models` lists each backbone's routes (default: an ImageNet backbone takes ImageNet "
-                   "weights from Keras' cache, a Kaggle input or a download, and is refused at once where none can "
-                   "be had; other models start from random weights)")
-    p.add_argument("--freeze-epochs", type=int, help="fine-tuning: train the head alone for this many epochs, the "
-                   f"backbone frozen with its pretrained BatchNorm statistics, then the whole network (default "
-                   f"{d('freeze_epochs')})")
-    p.add_argument("--backbone-lr-mult", type=float, help="the backbone's learning rate as a fraction of the head's, in "
-                   f"(0, 1], e.g. 0.1 (default {d('backbone_lr_mult')})")
-    p.add_argument("--loss", choices=CHOICES["loss"],
-                   help="auto: bce for binary, cce for multi-class (default auto)")
-    p.add_argument("--label-smoothing", type=float, help=f"in [0, 1) (default {d('label_smoothing')})")
-    p.add_argument("--seed", type=int, help=f"seeds weights, shuffling and augmentation (default {d('seed')})")
-    p.add_argument("--strategy", choices=CHOICES["strategy"],
-                   help="where to train (default auto: TPU, then every GPU, then the CPU)")
-    p.add_argument("--augment-on", choices=CHOICES["augment_on"], help="augment in tf.data (host) or in the training "
-                   "step (device) (default host)")
-    p.add_argument("--oversample", type=float, help="binary: fraction of positives in the training stream, in [0, 1); "
-                   "0 keeps the natural rate (default 0)")
-    p.add_argument("--epoch-positives", type=float, help="with --oversample: a balanced epoch that shows each positive "
-                   "this often on average, the negatives fresh draws at the --oversample share (ISIC 2024: 2 with "
-                   "--oversample 0.2); 0 passes over every training image (default 0)")
-    p.add_argument("--class-weight", choices=CHOICES["class_weight"], help="weight the loss by inverse class frequency "
-                   "(default none)")
-    p.add_argument("--meta", action="store_true", default=None, help="feed the records' metadata columns to the model")
-    p.add_argument("--meta-columns", nargs="+", metavar="COLUMN", help="with --meta: only these metadata columns "
-                   "(default: every column the records hold; columns of the train download only are refused)")
-    p.add_argument("--tta", type=int, help="views averaged for the out-of-fold predictions, from those the "
-                   "augmentation supports (default 1)")
-    p.add_argument("--verbose", type=int, choices=CHOICES["verbose"], help="Keras progress: 0 silent, 1 bar, 2 a line "
-                   "per epoch (default 2)")
     p.add_argument("--resume", action="store_true", help="skip finished folds; restart an unfinished one at its last "
                    "saved epoch; train folds given with --folds that the run lacks")
     p.add_argument("--time-limit", type=_duration_s, metavar="DURATION", help="stop before this much time has passed "
@@ -209,30 +136,40 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_FLAGS = ("records", "out", "folds", "model", "size", "epochs", "patience", "batch", "lr_max", "lr_per", "augment",
-                "weights", "freeze_epochs", "backbone_lr_mult", "loss", "label_smoothing", "seed", "strategy",
-                "augment_on", "oversample", "epoch_positives", "class_weight", "meta", "meta_columns", "tta", "verbose")
+def _usage_typed(options: dict[str, Any]) -> dict[str, Any]:
+    """A setting's own parser (``type``) whose ValueError becomes argparse's usage error with its message."""
+    parse = options.get("type")
+    if parse is None or parse in (int, float, str):
+        return {}
+
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return {"type": typed}
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from kit import defaults, precheck, runtime
-    from kit.config import Config, smoke
+    from kit.config import Config, train_flags
 
-    flags = {name: getattr(args, name) for name in _TRAIN_FLAGS if getattr(args, name) is not None}
+    flags = {f.dest: getattr(args, f.dest) for f in train_flags() if getattr(args, f.dest) is not None}
     cfg = Config.load(args.config, **flags) if args.config else Config.from_dict(flags, source="flags")
     cfg.check_numbers()
     cfg.check_choices()  # a TOML value the flags' choices= never saw: refused before the paths are checked
     precheck.train_paths(cfg.records, cfg.out)
-    if not (args.resume or smoke()):  # a resumed run keeps its saved weights; a smoke rehearsal swaps the backbone
+    if not (args.resume or args.smoke):  # a resumed run keeps its saved weights; a smoke rehearsal swaps the backbone
         defaults.check_model_and_weights(cfg.model, cfg.weights)  # a typo fails here, before TensorFlow loads
     runtime.choose_backend(cfg.strategy)  # --strategy tpu means Keras on JAX: settled before kit.train imports Keras
     from kit import train
 
     if args.find_lr:
-        print(train.format_lr_finding(train.find_lr(cfg)))
+        print(train.format_lr_finding(train.find_lr(cfg, smoke=args.smoke)))
         return 0
     deadline = args.started + args.time_limit if args.time_limit else None
-    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), deadline=deadline)
+    result = train.train_folds(cfg, resume=args.resume, given=sorted(flags), deadline=deadline, smoke=args.smoke)
     if result.stopped is not None:
         print(train.format_stopped(result, _resume_command(args, str(result.run))))
         return 0  # a stop before the limit is a success: Kaggle keeps a kernel's output only when it ends well
@@ -293,384 +230,6 @@ def _run_convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- predict / check / blend ---------------------------------------------------------------------
-
-
-def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="TTA prediction with every fold model; a submission aligned to the sample")
-    p.add_argument("--run", required=True, help="run folder written by `kit train`")
-    p.add_argument("--records", required=True, help="test records folder (`kit records --test`)")
-    p.add_argument("--sample-submission", help="the competition's sample_submission.csv")
-    p.add_argument("--out", required=True, help="submission CSV to write")
-    p.add_argument("--tta", type=int, default=1, help="number of test-time views (default 1: none)")
-    p.add_argument("--fold-weights", type=_csv_floats, help="weights per fold model (default equal)")
-    p.add_argument("--batch", type=int, default=64, help="images per prediction batch (default 64)")
-    p.add_argument("--force", action="store_true", help="replace --out (and its .json) if they exist")
-    p.set_defaults(func=_run_predict)
-
-
-def _run_predict(args: argparse.Namespace) -> int:
-    from kit import precheck
-    from kit.runfolder import RunFolder
-
-    RunFolder(args.run).check_trained()
-    precheck.predict_paths(args.records, args.out, args.sample_submission, force=args.force)
-    from kit import predict
-
-    report = predict.predict_run(args.run, args.records, args.out, sample_submission=args.sample_submission,
-                                 tta=args.tta, fold_weights=args.fold_weights, batch=args.batch)
-    print(predict.format_report(report))
-    return 0
-
-
-def _add_check(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check", help="check a submission against sample_submission.csv")
-    p.add_argument("submission")
-    p.add_argument("--sample-submission", required=True)
-    p.set_defaults(func=_run_check)
-
-
-def _run_check(args: argparse.Namespace) -> int:
-    from kit import submission
-
-    problems = submission.check_submission(args.submission, args.sample_submission)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if problems:
-        return 1
-    print(f"{args.submission}: OK")
-    return 0
-
-
-def _add_blend(sub: argparse._SubParsersAction) -> None:
-    from kit.config import BLEND_METHODS
-
-    p = sub.add_parser("blend", help="blend submission CSVs (mean, rank, power, geomean; weights fit on OOF)")
-    p.add_argument("inputs", nargs="+", help="submission CSVs")
-    p.add_argument("--out", required=True)
-    p.add_argument("--method", default="mean", choices=BLEND_METHODS,
-                   help="how probabilities are averaged (default mean)")
-    p.add_argument("--weights", type=_csv_floats, help="one weight per input")
-    p.add_argument("--power", type=float, default=2.0, help="exponent for --method power, finite and > 0 (default 2.0)")
-    p.add_argument("--oof", nargs="+", help="run folders whose out-of-fold predictions fit the weights (one per input, in any order: "
-                   "each submission's sidecar NAME.json names the run that wrote it)")
-    p.add_argument("--fit", action="store_true", help="fit weights on --oof")
-    p.add_argument("--pair-by-order", action="store_true", help="with --fit: pair the submissions with the --oof runs "
-                   "in the order given, for submissions without a sidecar (NAME.json from `kit predict`)")
-    p.add_argument("--rank-per-fold", action=argparse.BooleanOptionalAction, default=None,
-                   help="rank OOF within each fold before fitting (default: on for AUC, whose fit then maximises "
-                        "the mean per-fold AUC; off otherwise)")
-    p.add_argument("--sample-submission", help="write the blend in this sample's id order (and check its ids)")
-    p.add_argument("--scores", action="store_true", help="the inputs are scores (any finite number), not "
-                   "probabilities in [0, 1], which are otherwise required")
-    p.add_argument("--force", action="store_true", help="replace --out if it exists")
-    p.set_defaults(func=_run_blend)
-
-
-def _run_blend(args: argparse.Namespace) -> int:
-    from kit import blend
-
-    report = blend.blend_submissions(args.inputs, args.out, method=args.method, weights=args.weights, power=args.power,
-                                     oof=args.oof, fit=args.fit, rank_per_fold=args.rank_per_fold,
-                                     sample=args.sample_submission, scores=args.scores, force=args.force,
-                                     pair_by_order=args.pair_by_order)
-    print(blend.format_report(report))
-    return 0
-
-
-# --- stack ---------------------------------------------------------------------------------------
-
-
-def _add_stack(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stack", help="gradient-boosted trees on metadata, image runs' OOF and per-patient features")
-    p.add_argument("--records", required=True, help="train records folder (`kit records`); its folds are the stack's")
-    p.add_argument("--runs", nargs="*", default=[], help="image run folders (`kit train`) on those records")
-    p.add_argument("--out", required=True, help="the stack's run folder (must not exist)")
-    p.add_argument("--test-records", help="test records folder (`kit records --test`)")
-    p.add_argument("--predictions", nargs="+", help="each run's test submission (`kit predict`), in --runs order")
-    p.add_argument("--sample-submission", help="the competition's sample_submission.csv (id order and columns)")
-    p.add_argument("--submission", help="also write the stack's submission here (it is always in OUT/submission.csv)")
-    p.add_argument("--force", action="store_true", help="let --submission replace an existing file (never the sample)")
-    p.add_argument("--models", nargs="+", default=["lightgbm"],
-                   help="lightgbm (default), catboost, xgboost, comma- or space-separated, or all (every installed)")
-    p.add_argument("--seeds", type=int, default=1, help="tree models per fold and kind, averaged (default 1)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--undersample", type=float, default=0.0,
-                   help="keep at most this many majority-class rows per other row in each fit (default 0: all)")
-    p.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=True,
-                   help="the records' metadata columns as features (default on)")
-    p.add_argument("--group-features", action=argparse.BooleanOptionalAction, default=True,
-                   help="group size, z-score, ratio to mean and rank within the patient (default on)")
-    p.add_argument("--drop", nargs="+", help="metadata columns or features to leave out")
-    p.add_argument("--rounds", type=int, default=2000, help="most trees per model (default 2000)")
-    p.add_argument("--early-stopping", type=int, default=100, help="trees without gain before stopping (default 100)")
-    p.add_argument("--learning-rate", type=float, default=0.05)
-    p.add_argument("--threads", type=int, default=0, help="tree-library threads (default: every core)")
-    p.set_defaults(func=_run_stack)
-
-
-def _run_stack(args: argparse.Namespace) -> int:
-    from kit import stack
-
-    result = stack.stack(stack_config(args), log=lambda line: print(line, flush=True), force=args.force)
-    print(stack.format_result(result))
-    return 0
-
-
-def stack_config(args: argparse.Namespace) -> StackConfig:
-    """``kit stack``'s parsed flags as the StackConfig that ``kit.stack.stack`` takes."""
-    from kit.stack import StackConfig
-
-    # --models takes kinds space- or comma-separated: `--models lightgbm,catboost` and `--models lightgbm catboost`
-    models = tuple(m for part in args.models for m in part.split(",") if m.strip())
-    return StackConfig(
-        records=args.records, runs=tuple(args.runs or ()), out=args.out, test_records=args.test_records or "",
-        predictions=tuple(args.predictions or ()), sample_submission=args.sample_submission or "",
-        submission=args.submission or "", models=models, seeds=args.seeds, seed=args.seed,
-        undersample=args.undersample, metadata=args.metadata, group_features=args.group_features,
-        drop=tuple(args.drop or ()), rounds=args.rounds, early_stopping=args.early_stopping,
-        learning_rate=args.learning_rate, threads=args.threads)
-
-
-# --- runs / report ------------------------------------------------------------------------------
-
-
-def _add_runs(sub: argparse._SubParsersAction) -> None:
-    from kit import runs
-
-    p = sub.add_parser("runs", help="every run folder under the given folders, one row each, best CV first",
-                       description="List run (and stack) folders: model, the records it trained on, size, epochs, "
-                                   "folds finished / planned, CV by the run's metric and its spread over folds, when, "
-                                   "and the state (finished, running, error, resumable, or bad <file>). "
-                                   "Reads the runs' small files; never loads TensorFlow. --top and --names rank runs "
-                                   "of one records folder and one metric only: pick them with --records / --metric. "
-                                   "`kit runs merge RUN_A RUN_B ... --out RUN` joins runs that trained different folds "
-                                   "of the same records with the same settings into one run folder.")
-    p.add_argument("folders", nargs="*", default=["runs"],
-                   help="folders to search (default: runs); or merge RUN_A RUN_B ... (a folder named merge: ./merge)")
-    p.add_argument("--sort", default="cv", choices=runs.SORT_KEYS,
-                   help="cv: mean of the folds' scores (default); pooled: all OOF predictions scored together")
-    p.add_argument("--top", type=int, help="only the first N rows")
-    p.add_argument("--records", metavar="DIR", help="only runs trained on these records (the run config's records)")
-    p.add_argument("--metric", metavar="NAME", help="only runs scored by this metric, e.g. auc")
-    p.add_argument("--competition", metavar="NAME", help="only runs of this competition (the run config's competition)")
-    p.add_argument("--out", metavar="RUN", help="with merge: the merged run folder to write (must not exist)")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="a JSON list instead of the table")
-    out.add_argument("--names", action="store_true",
-                     help="only the run folders, one a line: kit blend ... --fit --oof $(kit runs runs/ --top 5 --names)")
-    p.set_defaults(func=_run_runs)
-
-
-def _run_runs(args: argparse.Namespace) -> int:
-    from kit import runs
-
-    if args.folders[:1] == ["merge"]:
-        return _run_runs_merge(args)
-    if args.out:
-        raise KitError("--out: only with `kit runs merge RUN_A RUN_B ... --out RUN`")
-    rows = runs.scan(args.folders, sort=args.sort, top=args.top, records=args.records, metric=args.metric,
-                     competition=args.competition, names=args.names,
-                     warn=lambda line: print(f"kit runs: warning: {line}", file=sys.stderr))
-    print(runs.format_json(rows) if args.json else runs.format_names(rows) if args.names else runs.format_table(rows))
-    return 0
-
-
-def _run_runs_merge(args: argparse.Namespace) -> int:
-    """``kit runs merge RUN_A RUN_B ... --out RUN``."""
-    from kit import runs
-
-    if not args.out:
-        raise KitError("runs merge: --out RUN is required (the merged run folder to write)")
-    for flag, given in (("--top", args.top is not None), ("--records", args.records), ("--metric", args.metric),
-                        ("--competition", args.competition), ("--json", args.json), ("--names", args.names)):
-        if given:
-            raise KitError(f"{flag}: not with `kit runs merge`")
-    out = runs.merge_runs(args.folders[1:], args.out)
-    print(runs.format_merged(out))
-    return 0
-
-
-def _whole_number(text: str) -> int:
-    """An integer, also written as 1e6: a size of a million images is easier to type so."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-    return int(value)
-
-
-def _add_report(sub: argparse._SubParsersAction) -> None:
-    # the bounds are kit.report's MAX_LEADERBOARD and MAX_DRAWS, written out: importing kit.report loads pandas
-    p = sub.add_parser("report", help="one self-contained HTML page about a run: CV, curves, worst mistakes, "
-                       "Grad-CAM, the leaderboard shake-up estimate")
-    p.add_argument("run", help="run folder written by `kit train` (or a stack folder)")
-    p.add_argument("--out", help="the HTML file (default RUN/report.html); never a file of the run or another file "
-                   "that is not a kit report page")
-    p.add_argument("--records", help="the records the run trained on, if they moved (default: the run config's)")
-    p.add_argument("--public", type=_whole_number, help="public leaderboard size in images, 0 to 1,000,000 "
-                   "(default: the competition's; else the test split's size as one leaderboard)")
-    p.add_argument("--private", type=_whole_number, help="private leaderboard size in images, 1 to 1,000,000 "
-                   "(default: as --public)")
-    p.add_argument("--test-records", metavar="DIR", help="test records (`kit records --test`) whose size is the "
-                   "leaderboard's when the competition's is not known (default: a stack config's test_records, "
-                   "else the test split of the records' download)")
-    p.add_argument("--draws", type=_whole_number, default=200, help="bootstrap draws for the shake-up estimate, "
-                   "2 to 10,000 (default 200)")
-    p.add_argument("--mistakes", type=int, default=16, help="worst out-of-fold mistakes shown (default 16)")
-    p.add_argument("--no-gradcam", dest="gradcam", action="store_false", help="leave out the Grad-CAM heatmaps")
-    p.set_defaults(func=_run_report)
-
-
-def _run_report(args: argparse.Namespace) -> int:
-    from kit import report
-
-    result = report.write_report(args.run, args.out, records=args.records, public=args.public, private=args.private,
-                                 draws=args.draws, mistakes=args.mistakes, with_gradcam=args.gradcam,
-                                 test_records=args.test_records)
-    print(report.format_result(result))
-    return 0
-
-
-# --- kaggle --------------------------------------------------------------------------------------
-
-
-def _add_kaggle(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("push", help="push a notebook as a Kaggle kernel with the kaggle client")
-    p.add_argument("notebook")
-    p.add_argument("--accelerator", choices=["t4", "tpu", "cpu"],
-                   help="t4 (two T4 GPUs), tpu (TPU v5e-8) or cpu (default: the repository's kernel-metadata.json "
-                        "for its notebook, else t4)")
-    p.add_argument("--competition", help="competition slug to attach")
-    p.add_argument("--dataset", action="append", default=[], help="owner/slug dataset to attach (repeatable)")
-    p.add_argument("--kernel-source", action="append", default=[], help="owner/slug kernel to attach (repeatable)")
-    p.add_argument("--model-source", action="append", default=[],
-                   help="Kaggle Model to attach, owner/model/framework/variation/version (repeatable), e.g. "
-                        "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2")
-    p.add_argument("--owner", help="Kaggle user name for the kernel id (default: the kaggle client's configuration)")
-    p.add_argument("--slug", help="kernel slug (default from the title)")
-    p.add_argument("--title", help="kernel title, at least 5 characters (default from the notebook name)")
-    p.add_argument("--public", action="store_true", help="make the kernel public (default private)")
-    p.add_argument("--internet", action="store_true", help="enable internet in the kernel (default off)")
-    p.add_argument("--kit-dataset", help="owner/slug of a dataset holding the kit wheel (default: bundle the wheel)")
-    p.add_argument("--dry-run", action="store_true", help="render the kernel folder and show it; send nothing")
-    p.add_argument("--folder", help="where to render the kernel folder (default: a temporary one); with --fan-out, "
-                   "one folder per group under it")
-    p.add_argument("--wheels", metavar="DIR", help="wheels of packages the kernel's image lacks (e.g. LightGBM on the "
-                   "TPU image), from `pip download`; the needed ones are bundled in the notebook")
-    p.add_argument("--fan-out", nargs="+", metavar="FOLDS", help="one kernel per fold group, e.g. --fan-out 0,1 2,3 4 "
-                   "(ids and titles get -folds-0-1 ...; each kernel reads its folds from kit-folds.json)")
-    p.add_argument("--concurrent", type=int, default=2, help="with --fan-out: kernels running at once (default 2, "
-                   "Kaggle's GPU sessions per account)")
-    p.add_argument("--wait", action="store_true", help="with --fan-out: watch the kernels, push the next group as "
-                   "one ends, and print a table of every kernel's state")
-    p.add_argument("--poll-seconds", type=float, default=60.0, help="with --wait: seconds between status polls, "
-                   "growing while nothing changes (default 60)")
-    p.add_argument("--hours-per-group", type=float, help="with --fan-out: accelerator hours one group takes, checked "
-                   "against kaggle quota before anything is pushed")
-    p.add_argument("--resume-from", metavar="KERNEL", help="owner/slug[/version] of a kernel whose output holds a run "
-                   "stopped by --time-limit (usually this kernel's previous version): attached, and the notebook "
-                   "resumes that run")
-    p.set_defaults(func=_run_push)
-
-    p = sub.add_parser("gather", help="download fold-group kernels' outputs and merge their run folders into one run")
-    p.add_argument("kernels", nargs="+", metavar="KERNEL", help="owner/slug of each kernel")
-    p.add_argument("--out", required=True, help="the merged run folder (must not exist)")
-    p.add_argument("--partial", action="store_true", help="skip (and name) kernels still running or failed")
-    p.add_argument("--downloads", default="runs/kernels", help="where each kernel's outputs are downloaded "
-                   "(default runs/kernels/OWNER-SLUG/gather-TIME)")
-    p.set_defaults(func=_run_gather)
-
-    p = sub.add_parser("status", help="status of a Kaggle kernel")
-    p.add_argument("kernel", help="owner/slug")
-    p.add_argument("--wait", action="store_true", help="poll until complete or error")
-    p.add_argument("--interval", type=float, default=30.0, help="seconds between polls with --wait (default 30)")
-    p.set_defaults(func=_run_status)
-
-    p = sub.add_parser("output", help="download a kernel's outputs; submission.csv lands in submissions/")
-    p.add_argument("kernel", help="owner/slug, or owner/slug/VERSION to name the files by that version")
-    p.add_argument("--out", help="folder for the outputs (default runs/kernels/OWNER-SLUG/vN)")
-    p.set_defaults(func=_run_output)
-
-    p = sub.add_parser("submit", help="submit a CSV to a competition (runs `kit check` first when it can)")
-    p.add_argument("submission", help="the CSV; for a code competition, the output file name of the kernel")
-    p.add_argument("--competition", required=True)
-    p.add_argument("--message", required=True)
-    p.add_argument("--sample-submission", help="check against this sample before submitting")
-    p.add_argument("--kernel", help="code competitions: submit this kernel's output (owner/slug/VERSION)")
-    p.set_defaults(func=_run_submit)
-
-
-def _run_push(args: argparse.Namespace) -> int:
-    from kit import fanout, kaggle
-
-    render = dict(slug=args.slug, title=args.title, accelerator=args.accelerator, competition=args.competition,
-                  datasets=args.dataset, kernels=args.kernel_source, models=args.model_source,
-                  private=not args.public, internet=args.internet, kit_dataset=args.kit_dataset,
-                  defaults=kaggle.default_metadata(),  # the repository's default kernel
-                  resume_from=args.resume_from)
-    push = dict(folder=args.folder, owner=args.owner, dry_run=args.dry_run)
-    if args.fan_out and args.resume_from:
-        raise KitError("--resume-from with --fan-out: resume each group's kernel with its own `kit push "
-                       "--resume-from KERNEL` (each kernel's output holds only its folds)")
-    if not args.fan_out:
-        for flag in ("wait", "hours_per_group"):
-            if getattr(args, flag):
-                raise KitError(f"--{flag.replace('_', '-')} needs --fan-out")
-        result, bundled = fanout.push_notebook(args.notebook, render=render, push=push, wheels=args.wheels)
-        print(kaggle.format_push(result))
-        for wheel in bundled:
-            print(f"  (bundled: {wheel.name}, which the kernel's image lacks)")
-        return 0
-    fan = fanout.FanOut(Path(args.notebook), fanout.parse_groups(args.fan_out), render, push, wheels=args.wheels,
-                        concurrent=args.concurrent, wait=args.wait, poll_seconds=args.poll_seconds,
-                        hours_per_group=args.hours_per_group)
-    runs = fanout.fan_out(fan, say=lambda line: print(line, flush=True))
-    if args.wait:
-        print(fanout.format_table(runs))
-    bad = fanout.failed(runs) if args.wait else [r for r in runs if r.state == "push failed"]
-    return 1 if bad else 0
-
-
-def _run_gather(args: argparse.Namespace) -> int:
-    from kit import gather
-
-    result = gather.gather(args.kernels, args.out, partial=args.partial, downloads=args.downloads,
-                           say=lambda line: print(line, flush=True))
-    print(gather.format_result(result))
-    return 0
-
-
-def _run_status(args: argparse.Namespace) -> int:
-    from kit import kaggle
-
-    status = kaggle.kernel_status(args.kernel, wait=args.wait, interval=args.interval,
-                                  on_change=lambda s: print(kaggle.format_status(s), file=sys.stderr, flush=True))
-    print(kaggle.format_status(status))
-    return 1 if status.status == "error" else 0
-
-
-def _run_output(args: argparse.Namespace) -> int:
-    from kit import kaggle
-
-    print(kaggle.format_output(kaggle.kernel_output(args.kernel, out=args.out)))
-    return 0
-
-
-def _run_submit(args: argparse.Namespace) -> int:
-    from kit import kaggle
-
-    print(kaggle.submit(args.submission, args.competition, args.message, sample=args.sample_submission,
-                        kernel=args.kernel))
-    return 0
-
-
 # --- demo ----------------------------------------------------------------------------------------
 
 
@@ -684,7 +243,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     from kit import demo
 
-    demo.run_demo(args.out, tiny=args.tiny)
+    demo.run_demo(args.out, tiny=args.tiny, smoke=args.smoke)
     return 0
 
 
@@ -705,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "also KIT_VERBOSE=1)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for add in (_add_records, _add_train, _add_predict, _add_blend, _add_stack, _add_check, _add_kaggle, _add_models,
-                _add_export_backbone, _add_convert_weights, _add_demo, _add_runs, _add_report):
+    for add in (_add_records, _add_train, add_predict, add_blend, add_stack, add_check, add_kaggle, _add_models,
+                _add_export_backbone, _add_convert_weights, _add_demo, add_runs, add_report):
         add(sub)
     return parser
 
@@ -803,8 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()  # a --time-limit counts from here
     args = build_parser().parse_args(argv)
     args.started = started
-    # TensorFlow's own lines (oneDNN notices, rendezvous, retracing) drown kit's output; --verbose shows them
-    runtime.quiet_logs(args.tf_logs or runtime.verbose_requested())
+    # the Keras backend for this machine, and TensorFlow's own lines (oneDNN notices, rendezvous, retracing)
+    # hidden: they drown kit's output; --verbose shows them
+    runtime.prepare(args.tf_logs)
+    from kit.config import smoke_requested
+
+    args.smoke = smoke_requested(os.environ)  # KIT_SMOKE=1: the one place it is read
     stdout = sys.stdout
     guarded = sys.stdout = _ClosableStdout(stdout) if stdout is not None else stdout
     try:

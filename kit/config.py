@@ -13,27 +13,22 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from kit.task import Task, task_for
 from kit.errors import KitError
 from kit.strategy import KINDS as STRATEGIES
 
-# The settings that take one of a few fixed values, and those values, declared once: `kit train`'s
-# choices= and Config.check_choices read this table, so a flag and a TOML key are refused alike. The
-# strategies come from kit.strategy, which owns the routes. Model names (kit.models), augment presets
-# (kit.pipeline) and metrics (kit.metrics) stay with their registries, whose modules import TensorFlow or
-# scikit-learn, which `kit --help` must not: the CLI takes them free-form and kit.train.resolve checks them.
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "augment_on": ("host", "device"),
-    "lr_per": ("epoch", "step"),
-    "class_weight": ("none", "balanced"),
-    "loss": ("auto", "bce", "cce", "focal"),
-    "strategy": STRATEGIES,
-    "verbose": (0, 1, 2),
-}
 # `kit blend --method`; here rather than in kit.blend, which imports pandas, so that `kit --help` stays fast
 BLEND_METHODS = ("mean", "rank", "power", "geomean")
+
+
+def csv_ints(text: str) -> list[int]:
+    """``0,1,2`` as ``[0, 1, 2]``; ValueError (argparse's usage error) on anything else."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def one_of(allowed: tuple[Any, ...]) -> str:
@@ -42,69 +37,143 @@ def one_of(allowed: tuple[Any, ...]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def check_choice(name: str, value: Any) -> None:
-    """KitError ``name: expects a, b or c, got 'x'`` unless ``value`` is one of ``CHOICES[name]``."""
-    if value not in CHOICES[name]:
-        raise KitError(f"{name}: expects {one_of(CHOICES[name])}, got {value!r}")
+def check_choice(name: str, value: Any, cls: type | None = None) -> None:
+    """KitError ``name: expects a, b or c, got 'x'`` unless ``value`` is one of the choices declared for ``name``."""
+    allowed = choices_of(cls or Config)[name]
+    if value not in allowed:
+        raise KitError(f"{name}: expects {one_of(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one Config field is asked for, declared once beside the field: ``kit train`` generates its flag from
+    this (help, default, choices), and ``Config.check_choices`` refuses a TOML value outside ``choices`` alike."""
+
+    help: str = ""
+    flag: bool = True  # False: a config-file setting only (no `kit train` flag)
+    names: tuple[str, ...] = ()  # the flag's spellings; () is --the-field-name
+    choices: tuple[Any, ...] = ()  # the allowed values, () any
+    parse: Callable[[str], Any] | None = None  # the flag's text to a value; None: the field's type
+    default_help: str = ""  # what leaving it out means, where the default value alone does not say
+    required: bool = False  # `kit train` refuses to start without it
+    metavar: str | None = None
+    resolved: bool = False  # filled in from the records by `kit train` (kit.train.resolve); never a flag
+
+
+def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **declaration: Any) -> Any:
+    """A Config field with its :class:`Setting` declaration (``factory`` for a mutable default)."""
+    meta = {"kit": Setting(**declaration)}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
+
+
+def resolved(default: Any = None, *, factory: Callable[[], Any] | None = None, help: str = "") -> Any:
+    """A Config field that the run resolves from its records (leave it out of a config file)."""
+    return setting(default, factory=factory, help=help, flag=False, resolved=True)
+
+
+def declaration(f: dataclasses.Field) -> Setting:
+    """The Setting declared for a Config field (a field declared without one is a config-file setting)."""
+    return f.metadata.get("kit") or Setting(flag=False)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Settings of a k-fold training run (every field has a default; TOML keys are the field names)."""
+    """Settings of a k-fold training run (every field has a default; TOML keys are the field names).
+
+    Each field is declared once, with :func:`setting` (what the user asks for: flag, help, choices) or
+    :func:`resolved` (what ``kit train`` fills in from the records). A requested setting left at its "kit
+    chooses" value (model, weights, augment, metric "", size 0, schedule None) is filled in by kit.train.resolve
+    with kit.defaults; the run's config.toml holds the resolved copy, which ``--resume``, ``kit predict`` and
+    ``kit blend`` read back.
+    """
 
     # where
-    records: str = ""  # folder written by `kit records`
-    out: str = ""  # run folder
-    folds: tuple[int, ...] = ()  # folds to train; () means every fold in the records
+    records: str = setting("", help="folder written by `kit records`", required=True)
+    out: str = setting("", help="run folder (with --find-lr: where the plot and table go)", required=True)
+    folds: tuple[int, ...] = setting((), parse=csv_ints, help="folds to train, e.g. 0,1,2",
+                                     default_help="every fold in the records")
     # model
-    model: str = ""  # "" lets kit choose (kit.defaults): EfficientNet-B0 on ImageNet weights on a GPU or TPU, else compact_cnn
-    size: int = 0  # image side; 0 means the records' size (any other value must equal it)
-    # "" kit's choice (an ImageNet backbone: ImageNet weights where they can be had; others: random) | "none" random
-    # initialisation | a weights file (.h5, .weights.h5) | "imagenet" | a keras-hub preset
-    weights: str = ""
-    dropout: float = 0.2
-    trainable_backbone: bool = True
-    freeze_epochs: int = 0  # fine-tuning: train the head alone (backbone frozen, BatchNorm as pretrained) this long
-    backbone_lr_mult: float = 1.0  # the backbone's learning rate as a fraction of the head's (e.g. 0.1)
-    meta: bool = False  # feed the records' metadata columns to a metadata branch
-    meta_columns: tuple[str, ...] = ()  # with meta: only these columns (); () every column the records hold
+    model: str = setting("", help="backbone name, see `kit models`", default_help=(
+        "kit's choice, said in one line: efficientnet_b0 on ImageNet weights on a GPU or TPU where the weights can "
+        "be had, else compact_cnn from scratch, sized to the images"))
+    size: int = setting(0, help="image side; must match the records", default_help="the records' size")
+    weights: str = setting("", help=(
+        "pretrained backbone weights: a .h5 / .weights.h5 file, imagenet (Keras' download), or a keras-hub preset "
+        "folder or name for the keras_hub models; none trains from random weights; `kit models` lists each "
+        "backbone's routes"), default_help=(
+        "an ImageNet backbone takes ImageNet weights from Keras' cache, a Kaggle input or a download, and is "
+        "refused at once where none can be had; other models start from random weights"))
+    dropout: float = setting(0.2, flag=False, help="dropout before the classification head")
+    trainable_backbone: bool = setting(True, flag=False, help="train the backbone's weights too")
+    freeze_epochs: int = setting(0, help=(
+        "fine-tuning: train the head alone for this many epochs, the backbone frozen with its pretrained BatchNorm "
+        "statistics, then the whole network"))
+    backbone_lr_mult: float = setting(1.0, help=(
+        "the backbone's learning rate as a fraction of the head's, in (0, 1], e.g. 0.1"))
+    meta: bool = setting(False, help="feed the records' metadata columns to the model")
+    meta_columns: tuple[str, ...] = setting((), metavar="COLUMN", help="with --meta: only these metadata columns",
+                                            default_help=("every column the records hold; columns of the train "
+                                                          "download only are refused"))
     # optimisation; None (left out) takes the value of SCHEDULE_DEFAULTS for what is trained
-    epochs: int | None = None
-    batch: int = 32  # per replica; the global batch is batch * replicas
-    lr_start: float | None = None
-    lr_max: float | None = None  # per replica; scaled by the number of replicas
-    lr_min: float | None = None
-    lr_ramp_epochs: int | None = None
-    lr_sustain_epochs: int | None = None
-    lr_decay: float | None = None
-    patience: int = 0  # stop a fold after this many epochs without a better validation metric; 0 = never
-    lr_per: str = "epoch"  # epoch (set at each epoch start, as the public TPU notebooks do) | step (smooth)
-    loss: str = "auto"  # auto: bce for binary, cce otherwise (CHOICES lists the values of each such setting)
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    class_weight: str = "none"  # balanced: weight the loss by inverse class frequency
+    epochs: int | None = setting(None, help="epochs per fold")
+    batch: int = setting(32, help="batch size per replica")  # the global batch is batch * replicas
+    lr_start: float | None = setting(None, flag=False, help="learning rate of the first epoch")
+    lr_max: float | None = setting(None, help="peak learning rate per replica")  # scaled by the replicas
+    lr_min: float | None = setting(None, flag=False, help="learning rate the decay ends at")
+    lr_ramp_epochs: int | None = setting(None, flag=False, help="epochs of warm-up from lr_start to lr_max")
+    lr_sustain_epochs: int | None = setting(None, flag=False, help="epochs at lr_max before the decay")
+    lr_decay: float | None = setting(None, flag=False, help="the learning rate's factor per epoch of decay")
+    patience: int = setting(0, help="stop a fold after this many epochs without a better validation metric; 0 never "
+                                    "stops early")
+    # epoch: set at each epoch start, as the public TPU notebooks do; step: smooth
+    lr_per: str = setting("epoch", choices=("epoch", "step"),
+                          help="change the learning rate at each epoch start or every step")
+    loss: str = setting("auto", choices=("auto", "bce", "cce", "focal"),
+                        help="auto: bce for binary, cce for multi-class")
+    label_smoothing: float = setting(0.0, help="in [0, 1)")
+    focal_gamma: float = setting(2.0, flag=False, help="the focal loss' gamma")
+    class_weight: str = setting("none", choices=("none", "balanced"), help="weight the loss by inverse class frequency")
     # input
-    augment: str = ""  # preset: none | default | pcam; "" = the competition's (kit.competitions), else default
-    augment_options: dict[str, Any] = field(default_factory=dict)  # per-part overrides of the preset
-    augment_on: str = "host"  # host (tf.data) | device (Keras random layers inside the training step)
-    oversample: float = 0.0  # binary only: fraction of positives in the training stream; 0 = natural
-    epoch_positives: float = 0.0  # with oversample: an epoch shows each positive this often on average; 0 = all images
-    shuffle_buffer: int = 2048
-    tta: int = 1  # views averaged for out-of-fold predictions (1 = identity only)
+    augment: str = setting("", help=(
+        "augmentation preset: none | default (flips, any rotation, slight shear, zoom, shift and colour: skin "
+        "lesions have no up or down) | pcam (the same, keeping the centre 32x32 in view); TTA uses only the views "
+        "this preset makes the model invariant to"), default_help=(
+        "the competition's, pcam for PCam; none for a download no competition claims"))
+    augment_options: dict[str, Any] = setting(factory=dict, flag=False, help="per-part overrides of the preset")
+    augment_on: str = setting("host", choices=("host", "device"),
+                              help="augment in tf.data (host) or in the training step (device)")
+    oversample: float = setting(0.0, help="binary: fraction of positives in the training stream, in [0, 1); 0 keeps "
+                                          "the natural rate")
+    epoch_positives: float = setting(0.0, help=(
+        "with --oversample: a balanced epoch that shows each positive this often on average, the negatives fresh "
+        "draws at the --oversample share (ISIC 2024: 2 with --oversample 0.2); 0 passes over every training image"))
+    shuffle_buffer: int = setting(2048, flag=False, help="images in tf.data's shuffle buffer")
+    tta: int = setting(1, help="views averaged for the out-of-fold predictions, from those the augmentation supports")
     # running
-    strategy: str = "auto"  # auto: TPU, then every GPU, then the CPU (kit.strategy)
-    seed: int = 42
-    verbose: int = 2  # Keras fit verbosity: 0 silent, 1 bar, 2 one line per epoch
-    metric: str = ""  # picks checkpoints and scores CV; "" = the competition's (kit.competitions)
-    # resolved from the records by `kit train` (leave empty in a config file)
-    competition: str = ""
-    secondary_metrics: tuple[str, ...] = ()
-    n_classes: int = 0
-    classes: tuple[str, ...] = ()
-    id_name: str = ""
-    meta_numeric: tuple[str, ...] = ()
-    meta_categorical: dict[str, int] = field(default_factory=dict)  # column -> number of codes
-    meta_stats: dict[str, list[float]] = field(default_factory=dict)  # numeric column -> [mean, std]
+    strategy: str = setting("auto", choices=STRATEGIES,
+                            help="where to train; auto: TPU, then every GPU, then the CPU")
+    seed: int = setting(42, help="seeds weights, shuffling and augmentation")
+    verbose: int = setting(2, choices=(0, 1, 2), help="Keras progress: 0 silent, 1 bar, 2 a line per epoch")
+    metric: str = setting("", flag=False, help="picks checkpoints and scores CV; \"\" = the competition's")
+    # resolved from the records by `kit train` (leave them out of a config file)
+    competition: str = resolved("")
+    secondary_metrics: tuple[str, ...] = resolved(())
+    n_classes: int = resolved(0)
+    classes: tuple[str, ...] = resolved(())
+    id_name: str = resolved("")
+    meta_numeric: tuple[str, ...] = resolved(())
+    meta_categorical: dict[str, int] = resolved(factory=dict, help="column -> number of codes")
+    meta_stats: dict[str, list[float]] = resolved(factory=dict, help="numeric column -> [mean, std]")
+
+    @classmethod
+    def requested_names(cls) -> tuple[str, ...]:
+        """The settings a user asks for (flags, a config file); the rest the run resolves from its records."""
+        return tuple(f.name for f in dataclasses.fields(cls) if not declaration(f).resolved)
+
+    @classmethod
+    def resolved_names(cls) -> tuple[str, ...]:
+        """The settings ``kit train`` fills in from the records."""
+        return tuple(f.name for f in dataclasses.fields(cls) if declaration(f).resolved)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every set field (tuples as lists; unset schedule fields left out), ready for TOML."""
@@ -193,15 +262,79 @@ class Config:
             raise KitError("lr: learning-rate settings must be finite numbers")
 
     def check_choices(self) -> None:
-        """One KitError line naming the first setting whose value is not one of its CHOICES."""
-        for name in CHOICES:
-            check_choice(name, getattr(self, name))
+        """One KitError line naming the first setting whose value is not one of its declared choices."""
+        for name in choices_of(type(self)):
+            check_choice(name, getattr(self, name), type(self))
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with ``changes`` applied (values coerced like ``from_dict``)."""
         data = self.to_dict()
         data.update(changes)
         return Config.from_dict(data)
+
+
+def choices_of(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The settings of ``cls`` (Config or a subclass) that take one of a few fixed values, and those values."""
+    return {f.name: declaration(f).choices for f in dataclasses.fields(cls) if declaration(f).choices}
+
+
+# The strategies come from kit.strategy, which owns the routes. Model names (kit.models), augment presets
+# (kit.pipeline) and metrics (kit.metrics) stay with their registries, whose modules import TensorFlow or
+# scikit-learn, which `kit --help` must not: the CLI takes them free-form and kit.train.resolve checks them.
+CHOICES: dict[str, tuple[Any, ...]] = choices_of(Config)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One ``kit train`` flag generated from a setting's declaration: its spellings and argparse's keywords."""
+
+    dest: str
+    names: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def train_flags(cls: type = Config) -> list[Flag]:
+    """The ``kit train`` flag of every setting of ``cls`` that declares one, in field order.
+
+    A flag left out parses to None, so a config file's value stands unless the flag is given (its default is
+    the field's, said in the help)."""
+    return [_flag(f, cls) for f in dataclasses.fields(cls) if declaration(f).flag and not declaration(f).resolved]
+
+
+def _flag(f: dataclasses.Field, cls: type) -> Flag:
+    decl = declaration(f)
+    default = _default_of(f)
+    options: dict[str, Any] = {"dest": f.name}
+    if decl.required:
+        options["required"] = True
+    if isinstance(default, bool):
+        options.update(action="store_true", default=None)
+    elif isinstance(default, tuple) and decl.parse is None:
+        options["nargs"] = "+"
+    else:
+        options["type"] = decl.parse or type(_SCHEDULE_TYPES[f.name]() if default is None else default)
+    if decl.choices:
+        options["choices"] = decl.choices
+    if decl.metavar:
+        options["metavar"] = decl.metavar
+    options["help"] = decl.help + _default_words(f.name, default, decl)
+    return Flag(f.name, decl.names or ("--" + f.name.replace("_", "-"),), options)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _default_words(name: str, default: Any, decl: Setting) -> str:
+    """`` (default ...)`` for a flag's help: the declared words, else the value; nothing for a switch or a must."""
+    if decl.required or isinstance(default, bool):
+        return ""
+    if decl.default_help:
+        return f" (default: {decl.default_help})"
+    if default is None:
+        tuned, scratch = SCHEDULE_DEFAULTS["pretrained"][name], SCHEDULE_DEFAULTS["scratch"][name]
+        return f" (default {tuned:g} with --weights, {scratch:g} from scratch)"
+    return f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
 
 
 # Fine-tuning pretrained weights wants small rates and a warm-up, or the first steps wreck what the
@@ -253,29 +386,24 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
 
 # --- smoke rehearsals --------------------------------------------------------------------------------
 
-SMOKE_ENV = "KIT_SMOKE"
-SMOKE_SIZE, SMOKE_EPOCHS, SMOKE_BATCH, SMOKE_FOLDS, SMOKE_MODEL = 64, 6, 8, 2, "tiny_cnn"
+SMOKE_ENV = "KIT_SMOKE"  # read once, by the `kit` command (kit.cli's main); the library takes smoke=True
+SMOKE_EPOCHS, SMOKE_BATCH, SMOKE_FOLDS, SMOKE_MODEL = 6, 8, 2, "tiny_cnn"  # the image cap: kit.records
 
 
-def smoke() -> bool:
-    """Whether ``KIT_SMOKE=1`` asks for a smoke rehearsal: any command line runs in seconds on a CPU."""
-    return os.environ.get(SMOKE_ENV, "") not in ("", "0")
+def smoke_requested(environ: Mapping[str, str]) -> bool:
+    """Whether ``environ`` asks for a smoke rehearsal (``KIT_SMOKE=1``): any command line runs in seconds on a CPU."""
+    return environ.get(SMOKE_ENV, "") not in ("", "0")
 
 
-def smoke_size(size: int) -> int:
-    """The records' image side under a smoke rehearsal (at most SMOKE_SIZE px), else ``size``."""
-    return min(int(size), SMOKE_SIZE) if smoke() else int(size)
-
-
-def smoke_config(cfg: Config, imagenet_backbone: bool) -> tuple[Config, str | None]:
+def smoke_config(cfg: Config, imagenet_backbone: bool, smoke: bool) -> tuple[Config, str | None]:
     """``cfg`` shrunk for a smoke rehearsal (few epochs of small batches, an ImageNet backbone swapped for a tiny
     CNN from scratch; ``kit.train.resolve`` keeps at most SMOKE_FOLDS folds), and the line that says so;
-    ``(cfg, None)`` when no rehearsal is asked.
+    ``(cfg, None)`` when ``smoke`` is False.
 
     It checks a whole command line (records, flags, submission) before a GPU hour is spent on it; the
     model it trains is not the one asked for, so its scores say only that the plumbing holds.
     """
-    if not smoke():
+    if not smoke:
         return cfg, None
     changes: dict[str, Any] = {"epochs": min(cfg.epochs or SMOKE_EPOCHS, SMOKE_EPOCHS),
                                "batch": min(cfg.batch, SMOKE_BATCH)}

@@ -76,9 +76,9 @@ def _step(log: Callable[[str], None], n: int, text: str) -> None:
 
 
 def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
-             log: Callable[[str], None] = print) -> DemoReport:
+             log: Callable[[str], None] = print, smoke: bool = False) -> DemoReport:
     """Generate a competition, write records, train two members, predict with TTA, blend, check, render a kernel,
-    and write each member's report."""
+    and write each member's report (``smoke``: as a smoke rehearsal, kit.config.smoke_config)."""
     from kit import blend, kaggle, predict, records, report as run_report, submission, synth, train
     from kit.config import Config
 
@@ -98,9 +98,9 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
     _step(log, 2, "records with leak-free folds (grouped by patient, checked)")
     train_dir, test_dir = out / "records" / "train", out / "records" / "test"
     manifest = records.write_from_source(comp, train_dir, layout="siim", n_folds=size.folds,
-                                         size=size.image_size, seed=seed)
+                                         size=size.image_size, seed=seed, smoke=smoke)
     log(records.format_summary(manifest))
-    records.write_from_source(comp, test_dir, layout="siim", size=size.image_size, test=True, seed=seed)
+    records.write_from_source(comp, test_dir, layout="siim", size=size.image_size, test=True, seed=seed, smoke=smoke)
 
     _step(log, 3, f"training {len(MEMBERS)} members over {size.folds} folds, {size.epochs} epochs each "
                   "(Keras prints one line per epoch; val_metric is the fold's AUC)")
@@ -110,7 +110,7 @@ def run_demo(out: str | Path = "demo", *, tiny: bool = False, seed: int = 0,
                      lr_ramp_epochs=0, lr_sustain_epochs=1, lr_decay=0.7, augment="default", seed=seed,
                      verbose=2, **settings)
         log(f"-- {name}")
-        result = train.train_folds(cfg, log=log)
+        result = train.train_folds(cfg, log=log, smoke=smoke)
         log(train.format_result(result))
         runs[name] = result.run
         report.cv[name] = result.scores[-1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from kit import runfolder
+from kit import runfolder, runtime
 from kit.errors import KitError
 
 # The fold group a fan-out kernel trains (kit push --fan-out writes it beside the notebook, and a cell of the
@@ -55,7 +55,10 @@ def notebook_paths(local_input: str | os.PathLike | None = None,
     Locally the working folder defaults to ``./runs/notebook`` and scratch is its ``scratch/``; both are
     created. The input folder defaults to the current folder. A relative path is taken from the kernel's
     current folder, which Jupyter sets to the notebook's own (hence absolute paths in the rehearsal).
+    The notebook's first kit call, so it also settles what the ``kit`` command settles before TensorFlow loads
+    (kit.runtime.prepare: Keras on JAX on a TPU VM, TensorFlow's own log lines hidden).
     """
+    runtime.prepare()
     if on_kaggle():
         scratch = Path("/kaggle/temp")
         try:

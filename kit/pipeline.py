@@ -69,17 +69,6 @@ def meta_width(meta_numeric: Sequence[str] = (), meta_categorical: Mapping[str, 
     return len(meta_numeric) + sum((meta_categorical or {}).values())
 
 
-def _manifest(paths: "Sequence[str] | records.ImageStream") -> "records.Manifest | None":
-    """The manifest of the records ``paths`` come from; None for shards without one (named otherwise)."""
-    if isinstance(paths, records.ImageStream):
-        return paths.manifest
-    first = Path(paths[0])
-    try:
-        return records.read_manifest(first.parent, records.parse_shard_name(first)[0])
-    except (KitError, ValueError):
-        return None
-
-
 def _is_jpeg(manifest: "records.Manifest | None") -> bool:
     # decode_jpeg costs a quarter less than the format-sniffing decode_image at 128 px
     if manifest is None:
@@ -125,34 +114,6 @@ def _prepare(size: int, n_classes: int, meta_numeric: Sequence[str], meta_catego
     return prepare
 
 
-def _paths(paths: "Sequence[str | Path] | records.ImageStream") -> "list[str] | records.ImageStream":
-    if isinstance(paths, records.ImageStream):
-        return paths  # a test split read straight from its download
-    paths = [str(p) for p in paths]
-    if not paths:
-        raise KitError("records: no shards to read")
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        raise KitError(f"{missing[0]}: shard not found")
-    return paths
-
-
-def _read(paths: "list[str] | records.ImageStream", training: bool) -> tf.data.Dataset:
-    """Parsed records (or a stream's columns), image still encoded: in order of ``paths`` and of each file
-    unless training."""
-    if isinstance(paths, records.ImageStream):
-        return paths.dataset()  # its length is known already
-    ds = records.load_dataset(paths, ordered=not training, decode=False)
-    if training:
-        return ds
-    try:
-        n = records.count_data_items(paths)
-    except ValueError:  # shards named otherwise: length unknown until read
-        return ds
-    # Known length from the shard names: Keras sizes its progress and steps without a first pass.
-    return ds.apply(tf.data.experimental.assert_cardinality(n))
-
-
 def make_dataset(
     paths: Sequence[str | Path],
     *,
@@ -177,8 +138,8 @@ def make_dataset(
     meta_categorical = dict(meta_categorical or {})
     if size <= 0:
         raise KitError(f"size: expects the records' image side in pixels, got {size}")
-    paths = _paths(paths)
-    manifest = _manifest(paths)
+    paths = records.as_images(paths)
+    manifest = paths.manifest
     augmenting = training and augment is not None and augment.active
     prepare = _prepare(size, n_classes, meta_numeric, meta_categorical, meta_stats, jpeg=_is_jpeg(manifest))
     if training and oversample:
@@ -192,7 +153,7 @@ def make_dataset(
         # Parse only what training feeds the model: the id, fold and group strings cost parse time per image.
         full = records.feature_spec(list(meta_numeric), list(meta_categorical))
         spec = {k: full[k] for k in ("image", "target", *meta_numeric, *meta_categorical)}
-        files = tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        files = tf.data.Dataset.from_tensor_slices(list(paths)).shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
         ds = records.interleave_shards(files, records.shard_reader, len(paths))
         if oversample:
             target = {"target": records.core_features()["target"]}
@@ -200,7 +161,7 @@ def make_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.map(lambda raw: prepare(tf.io.parse_single_example(raw, spec)), num_parallel_calls=AUTOTUNE)
     else:
-        ds = _read(paths, training)
+        ds = paths.records(training)
         if training:
             if oversample:
                 ds = _oversampled(ds, lambda ex: ex["target"] == 1, oversample, seed)
@@ -219,21 +180,7 @@ def make_dataset(
 
         ds = ds.enumerate().map(aug_batch, num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE)
-    return ds if training else _once_through(ds)
-
-
-def _once_through(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """A dataset read once from start to end (validation, prediction): deterministic order, and no autotuning.
-
-    TensorFlow's autotuner sleeps between its rounds for a period that doubles as the iteration goes on, and
-    deleting an iterator can wait for the round in progress to end: measured here, predicting 20,000 images
-    straight from an HDF5 took 6.3 s or 10.5 s at random, every slow run ending in that wait (the
-    ``~RootDataset::Iterator`` destructor). With it off the stall is gone, and the fixed parallelism it leaves
-    read 20,000 test records 1.08-1.13 s against 1.19-1.25 s with it on."""
-    opts = tf.data.Options()
-    opts.deterministic = True
-    opts.autotune.enabled = False
-    return ds.with_options(opts)
+    return ds if training else records.read_once(ds)
 
 
 def _meta_kwargs(cfg: "Config") -> dict[str, Any]:
@@ -285,10 +232,10 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
 
     if kw["size"] <= 0:
         raise KitError(f"size: expects the records' image side in pixels, got {kw['size']}")
-    paths = _paths(paths)
+    paths = records.as_images(paths)
     prepare = _prepare(kw["size"], kw["n_classes"], kw["meta_numeric"], kw["meta_categorical"], kw["meta_stats"],
-                       jpeg=_is_jpeg(_manifest(paths)))
-    ds = _read(paths, training=False)
+                       jpeg=_is_jpeg(paths.manifest))
+    ds = paths.records()
     if random_view:
         view_seed = tf.constant(int(view), tf.int64)
 
@@ -305,7 +252,7 @@ def predict_dataset(paths: Sequence[str | Path], cfg_or_size: "Config | int", vi
         if view != "identity":
             ds = ds.map(lambda inputs: dict(inputs, image=apply_view(inputs["image"], view)),
                         num_parallel_calls=AUTOTUNE)
-    return _once_through(ds.prefetch(AUTOTUNE))
+    return records.read_once(ds.prefetch(AUTOTUNE))
 
 
 def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: bool) -> tf.data.Dataset:
@@ -316,41 +263,6 @@ def _padded(ds: tf.data.Dataset, paths: Sequence[str | Path], batch: int, pad: b
     return ds.concatenate(ds.take(1).repeat(extra)) if extra else ds
 
 
-def _own_record_columns(paths: Sequence[str | Path]) -> list[tuple[str, int, int, str]]:
-    """(image_name, target, fold, group) of each record of kit's own shards, in record order."""
-    from kit import imaging
-
-    def text(f: Any, key: str) -> str:
-        return f[key].bytes_list.value[0].decode() if key in f and f[key].bytes_list.value else ""
-
-    def number(f: Any, key: str) -> int:  # the parse spec's default, -1, for a record without the field
-        return int(f[key].int64_list.value[0]) if key in f and f[key].int64_list.value else -1
-
-    rows = []
-    for path in paths:
-        for payload in imaging.read_tfrecords(path):
-            f = tf.train.Example.FromString(payload).features.feature
-            rows.append((text(f, "image_name"), number(f, "target"), number(f, "fold"), text(f, "group")))
-    return rows
-
-
-def record_table(paths: Sequence[str | Path]) -> "Any":
+def record_table(paths: "Sequence[str | Path] | records.ImageStream") -> "Any":
     """DataFrame of image_name, target, fold, group in record order (the order of predict/valid datasets)."""
-    import pandas as pd
-
-    if isinstance(paths, records.ImageStream):  # the ids without preparing a single image
-        fields = [f for _, f in paths.rows]
-        return pd.DataFrame({k: [f[k] for f in fields] for k in ("image_name", "target", "fold", "group")})
-    keys = ("image_name", "target", "fold", "group")
-    manifest = _manifest(_paths(paths))
-    if manifest is not None and not manifest.public:  # kit's own schema: parsed here, no dataset to trace
-        return pd.DataFrame(_own_record_columns(paths), columns=list(keys))
-    ds = _read(_paths(paths), training=False).map(lambda ex: {k: ex[k] for k in keys}).batch(4096)
-    ds = _once_through(ds)
-    cols: dict[str, list] = {"image_name": [], "target": [], "fold": [], "group": []}
-    for b in ds.as_numpy_iterator():
-        cols["image_name"] += [x.decode() for x in b["image_name"]]
-        cols["target"] += b["target"].tolist()
-        cols["fold"] += b["fold"].tolist()
-        cols["group"] += [x.decode() for x in b["group"]]
-    return pd.DataFrame(cols)
+    return records.as_images(paths).ids()

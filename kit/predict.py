@@ -272,6 +272,7 @@ def test_images(records_dir: str | os.PathLike, info: RunInfo) -> "tuple[Any, re
     if not paths:
         raise KitError(f"{records_dir}: no .tfrec shards")
     records.verify_shards(paths)
+    paths = records.as_images(paths)
     size, trained = manifest.image_size, info.config.size
     if size and trained and int(size) != int(trained):
         raise KitError(f"{records_dir}: images are {size} px, the run trained on {trained} px; write the test "
@@ -425,9 +426,8 @@ def estimate_time(run: str | os.PathLike, test: str | os.PathLike, *, sample: in
 
     info = load_run(run)
     images, _ = test_images(test, info)
-    total = records.count_data_items(images)
-    if isinstance(images, records.ImageStream):
-        images = images.head(sample + batch)
+    total = images.n_images
+    images = images.head(sample + batch)  # a stream prepares only these; shards are read as far as taken
     import kit.models  # noqa: F401  (registers kit's custom layers)
 
     models = [load_fold_model(p) for p in info.models]

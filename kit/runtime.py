@@ -1,9 +1,9 @@
 """What kit settles before TensorFlow, Keras or JAX load: the Keras backend, and how much they log.
 
 Both are fixed for the whole process by the first ``import keras`` / ``import tensorflow``, so
-``import kit`` calls :func:`prepare` first, before any kit module imports them. That makes every
-verb of the ``kit`` command and every Python entry (``import kit.train`` in a notebook) start on
-the same backend:
+the ``kit`` command (kit.cli's ``main``, also what the notebooks run) calls :func:`prepare` first, before
+any kit module imports them; ``import kit`` itself changes no environment variable. A Python caller
+who wants the command's behaviour calls ``kit.runtime.prepare()`` before importing kit.train:
 
 - ``KERAS_BACKEND`` set by the user: kept, whatever it says.
 - a TPU VM (``ISTPUVM=1``, as Kaggle's TPU image sets, or a TPU device with libtpu installed):
@@ -101,8 +101,8 @@ _FILTER = _BelowError()
 def quiet_logs(verbose: bool = False) -> None:
     """Hide TensorFlow's, XLA's, absl's and JAX's own log lines, or with ``verbose`` let them through.
 
-    The C++ level only takes effect when TensorFlow and JAX load, so call this first (``import kit``
-    does); a level the user set by hand is left alone.
+    The C++ level only takes effect when TensorFlow and JAX load, so call this first (the ``kit``
+    command does, in :func:`prepare`); a level the user set by hand is left alone.
     """
     users = _user_value("TF_CPP_MIN_LOG_LEVEL")
     if users is None:
@@ -122,7 +122,8 @@ def verbose_requested() -> bool:
     return os.environ.get("KIT_VERBOSE", "").strip().lower() in ("1", "true", "yes")
 
 
-def prepare() -> None:
-    """What ``import kit`` does first: the backend for this machine and quiet logs (unless KIT_VERBOSE)."""
+def prepare(verbose: bool = False) -> None:
+    """What the ``kit`` command settles first: the backend for this machine and quiet logs (unless ``verbose``
+    or KIT_VERBOSE)."""
     choose_backend()
-    quiet_logs(verbose_requested())
+    quiet_logs(verbose or verbose_requested())

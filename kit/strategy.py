@@ -13,8 +13,8 @@ The routes (docs/training.md, "Where kit trains"):
 - ``cpu``: float32, no distribution.
 
 ``get_strategy`` sets the global Keras precision policy; build the model inside ``acc.scope()``.
-The backend and device layout are process-wide. ``import kit`` already picks JAX on a TPU VM
-(kit.runtime); elsewhere, to force the TPU route, call ``get_strategy("tpu")`` (or
+The backend and device layout are process-wide. The ``kit`` command picks JAX on a TPU VM
+(kit.runtime.prepare, which a Python caller may call too); elsewhere, to force the TPU route, call ``get_strategy("tpu")`` (or
 ``kit.runtime.choose_backend("tpu")``) before importing ``kit.models`` or ``kit.schedule`` (they import
 Keras, which fixes the backend), and before any TensorFlow op runs.
 """

@@ -29,7 +29,7 @@ from keras import ops
 
 from kit import (backbones, competitions, defaults, fsutil, metrics, models, pipeline, plots, records, schedule,
                  strategy)
-from kit.config import SMOKE_FOLDS, Config, check_choice, smoke, smoke_config
+from kit.config import SMOKE_FOLDS, Config, check_choice, smoke_config
 from kit.errors import KitError
 from kit.runfolder import (BEST, CONFIG, FOLD_TEMPORARY_FILES, FOLD_TRAINING_FILES, LAST, STATE, RunFolder, cv_summary,
                            oof_table)
@@ -469,15 +469,16 @@ def chosen_meta_columns(names: Sequence[str], numeric: Sequence[str], categorica
     return tuple(c for c in numeric if c in wanted), {c: n for c, n in categorical.items() if c in wanted}
 
 
-def resolve(cfg: Config, *, accelerated: bool = False,
-            log: Callable[[str], None] | None = None) -> tuple[Config, records.Manifest]:
+def resolve(cfg: Config, *, accelerated: bool = False, log: Callable[[str], None] | None = None,
+            smoke: bool = False) -> tuple[Config, records.Manifest]:
     """Check ``cfg`` against its records and fill in size, folds, classes, id_name and metadata columns, and what the
     user left out (model, weights, augmentation, metric: kit.defaults), saying so in one line to ``log``.
 
-    ``accelerated``: a GPU or TPU trains this run (an ImageNet backbone is then worth fine-tuning by default)."""
+    ``accelerated``: a GPU or TPU trains this run (an ImageNet backbone is then worth fine-tuning by default);
+    ``smoke``: a smoke rehearsal (kit.config.smoke_config) of at most SMOKE_FOLDS folds."""
     if not cfg.records:
         raise KitError("records: no records folder given (--records DIR)")
-    cfg, _ = smoke_config(cfg, _smoke_swaps(cfg.model))
+    cfg, _ = smoke_config(cfg, _smoke_swaps(cfg.model), smoke)
     if not cfg.out:
         raise KitError("out: no run folder given (--out RUN)")
     folder = Path(cfg.records)
@@ -495,7 +496,7 @@ def resolve(cfg: Config, *, accelerated: bool = False,
     if len(available) < 2:
         raise KitError(f"{where}: {len(available)} fold(s); k-fold training needs at least 2")
     folds = tuple(cfg.folds) or tuple(available)
-    if smoke():
+    if smoke:
         folds = folds[:SMOKE_FOLDS]
     missing = [k for k in folds if k not in available]
     if missing:
@@ -814,7 +815,7 @@ def resume_mismatch(given: Config, saved: Config, names: Sequence[str] = ()) -> 
 
 
 def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None] = print,
-                given: Sequence[str] = (), deadline: float | None = None) -> FoldResult:
+                given: Sequence[str] = (), deadline: float | None = None, smoke: bool = False) -> FoldResult:
     """Train every requested fold of ``cfg`` into the run folder ``cfg.out``; returns OOF and scores.
 
     A run folder that already holds a run is refused unless ``resume``; resuming uses the run's saved
@@ -843,12 +844,12 @@ def train_folds(cfg: Config, *, resume: bool = False, log: Callable[[str], None]
             raise KitError(mismatch)
         if asked.folds and cfg.folds:  # folds asked now that the run lacks are trained into it
             cfg = cfg.replace(folds=sorted({*cfg.folds, *asked.folds}))
-    smoke_note = smoke_config(cfg, _smoke_swaps(cfg.model))[1]
+    smoke_note = smoke_config(cfg, _smoke_swaps(cfg.model), smoke)[1]
     acc = strategy.get_strategy(cfg.strategy)
     log(acc.describe())
     if smoke_note:
         log(f"note: {smoke_note}")
-    cfg, manifest = resolve(cfg, accelerated=acc.accelerated, log=log)
+    cfg, manifest = resolve(cfg, accelerated=acc.accelerated, log=log, smoke=smoke)
     records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     check_batch(cfg, manifest, acc.global_batch(cfg.batch))
     for line in advice(cfg):
@@ -1057,14 +1058,14 @@ class _LrSweep(keras.callbacks.Callback):
 
 
 def find_lr(cfg: Config, *, steps: int = 200, lr_low: float = 1e-7, lr_high: float = 1.0,
-            log: Callable[[str], None] = print) -> LrFinding:
+            log: Callable[[str], None] = print, smoke: bool = False) -> LrFinding:
     """Learning-rate range test on fold 0's training folds: suggests ``lr_max`` and writes OUT/lr_find.png and .csv.
 
     The suggestion is a tenth of the rate at the lowest smoothed loss (the usual rule: the minimum itself is
     already at the edge of divergence), never above the rate where the loss falls fastest times three.
     """
     acc = strategy.get_strategy(cfg.strategy)
-    cfg, manifest = resolve(cfg, accelerated=acc.accelerated, log=log)
+    cfg, manifest = resolve(cfg, accelerated=acc.accelerated, log=log, smoke=smoke)
     records.verify_shards(records.list_shards(cfg.records, split="train"))  # a damaged shard fails now, not mid-fold
     folder, out = Path(cfg.records), Path(cfg.out)
     fold = cfg.folds[0]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import pytest
 
 from kit.config import Config
@@ -40,15 +43,18 @@ def test_unknown_key_and_wrong_type_name_the_setting(tmp_path):
         Config.load(tmp_path / "absent.toml")
 
 
-def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
+@pytest.mark.parametrize("smoke_env", ["", "1"])
+def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
     from kit import cli
 
     seen = {}
+    monkeypatch.setenv("KIT_SMOKE", smoke_env)
 
     class FakeTrain:  # the handler's only job is to turn flags + file into a Config
         @staticmethod
-        def train_folds(cfg, resume=False, given=(), deadline=None):
+        def train_folds(cfg, resume=False, given=(), deadline=None, smoke=False):
             seen["cfg"], seen["resume"], seen["given"], seen["deadline"] = cfg, resume, given, deadline
+            seen["smoke"] = smoke
             return __import__("types").SimpleNamespace(stopped=None)
 
         @staticmethod
@@ -71,6 +77,7 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch):
         (str(records), str(out), "tiny_cnn", 5, "pcam", (0, 1), True)
     assert seen["resume"] is True and seen["deadline"] is None  # no --time-limit, no deadline
     assert set(seen["given"]) == {"records", "out", "epochs", "folds", "meta"}
+    assert seen["smoke"] is (smoke_env == "1")  # KIT_SMOKE is read by the command and handed down as smoke=
 
 
 def _cli_choices() -> dict[tuple[str, str], list]:
@@ -124,3 +131,79 @@ def test_a_value_outside_its_table_in_a_toml_file_is_one_line_naming_the_setting
     assert code == 1
     assert err == [f"kit train: error: {name}: expects {one_of(CHOICES[name])}, got {bad!r}"]
     assert not (tmp_path / "O").exists()
+
+
+def _train_parser():
+    import argparse
+
+    from kit.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return verbs.choices["train"]
+
+
+def test_every_train_flag_is_one_declared_setting_and_every_flagged_setting_one_flag():
+    import dataclasses
+
+    from kit.config import declaration, train_flags
+
+    verb_only = {"help", "config", "resume", "time_limit", "find_lr"}  # how to run, not what to train: not Config settings
+    parsed = [a.dest for a in _train_parser()._actions if a.dest not in verb_only]
+    declared = [f.name for f in dataclasses.fields(Config) if declaration(f).flag and not declaration(f).resolved]
+    assert sorted(parsed) == sorted(declared) == sorted(f.dest for f in train_flags())
+    assert len(parsed) == len(set(parsed)) == 26
+    assert not set(Config.resolved_names()) & set(parsed)  # what the records decide is never a flag
+    assert set(Config.requested_names()) | set(Config.resolved_names()) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_the_help_is_generated_from_the_declarations():
+    helps = {a.dest: a.help for a in _train_parser()._actions}
+    assert helps["batch"] == "batch size per replica (default 32)"
+    assert helps["epochs"] == "epochs per fold (default 10 with --weights, 15 from scratch)"
+    assert helps["folds"] == "folds to train, e.g. 0,1,2 (default: every fold in the records)"
+    assert helps["records"] == "folder written by `kit records`"  # required: no default to state
+    choices = {a.dest: a.choices for a in _train_parser()._actions if a.choices}
+    assert choices["loss"] == ("auto", "bce", "cce", "focal") and choices["verbose"] == (0, 1, 2)
+
+
+def test_adding_a_setting_is_one_declaration():
+    import argparse
+
+    from kit.config import CHOICES, check_choice, setting, train_flags
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(Config):
+        mixup: float = setting(0.0, help="mixup's alpha; 0 off")
+        sampler: str = setting("plain", choices=("plain", "balanced"), help="how batches are drawn")
+
+    flags = {f.dest: f for f in train_flags(Wider)}
+    assert set(flags) - {f.dest for f in train_flags()} == {"mixup", "sampler"}
+    parser = argparse.ArgumentParser()
+    for flag in flags.values():
+        parser.add_argument(*flag.names, **flag.options)
+    args = parser.parse_args(["--records", "R", "--out", "O", "--mixup", "0.4", "--sampler", "balanced"])
+    cfg = Wider.from_dict({k: v for k, v in vars(args).items() if v is not None})
+    assert (cfg.mixup, cfg.sampler) == (0.4, "balanced")
+    assert flags["mixup"].options["help"] == "mixup's alpha; 0 off (default 0)"
+    with pytest.raises(KitError, match=r"^sampler: expects plain or balanced, got 'odd'$"):
+        Wider(sampler="odd").check_choices()
+    assert "sampler" not in CHOICES  # the subclass's declaration stays its own
+    check_choice("loss", "focal")
+
+
+def test_import_kit_changes_no_environment_variable():
+    import subprocess
+    import sys
+
+    code = ("import os; before = dict(os.environ); import kit, kit.config, kit.records, kit.cli; "
+            "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_smoke_is_read_from_the_environment_given_only():
+    from kit.config import smoke_requested
+
+    assert [smoke_requested(e) for e in ({}, {"KIT_SMOKE": "0"}, {"KIT_SMOKE": ""}, {"KIT_SMOKE": "1"})] == \
+        [False, False, False, True]

@@ -215,6 +215,22 @@ def test_a_streamed_test_split_serves_the_pixels_ids_and_metadata_its_records_wo
             np.testing.assert_array_equal(np.concatenate([b[key] for b in direct]),
                                           np.concatenate([b[key] for b in via]))
     assert pipeline.record_table(stream)["image_name"].tolist() == pipeline.record_table(shards)["image_name"].tolist()
+    # one interface for both sources of images: a reader asks the source, never which kind it holds
+    files = records.as_images(shards)
+    assert type(files) is records.ShardFiles and records.as_images(stream) is stream and records.as_images(files) is files
+    assert stream.n_images == files.n_images == records.count_data_items(stream) == records.count_data_items(files) == 130
+    assert (stream.manifest.image_size, files.manifest.image_size) == (24, 24)
+    assert stream.ids().equals(files.ids())
+    assert stream.head(5).n_images == 5 and files.head(5) is files  # shards are read only as far as a reader takes
+
+
+def test_only_the_source_of_images_tells_a_stream_from_shard_files():
+    import re
+    from pathlib import Path
+
+    kit_dir = Path(records.__file__).parent
+    asking = sorted(p.name for p in kit_dir.glob("*.py") if re.search(r"isinstance\([^)]*ImageStream", p.read_text()))
+    assert asking == ["record_readers.py"]  # as_images, the one place that tells them apart
 
 
 def test_a_stream_carries_the_jpeg_its_record_would_whether_resized_or_passed_through(tmp_path):

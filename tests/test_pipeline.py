@@ -12,6 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kit import pipeline as P
+from kit import records
 from kit.config import Config
 from kit.errors import KitError
 from records_fixture import write_records
@@ -249,7 +250,7 @@ def test_jpeg_records_decode_to_the_pixels_pillow_gives(tmp_path):
     write_records(tmp_path, n_folds=2, per_fold=8, size=32, fmt="jpeg")
     paths = sorted(tmp_path.glob("*.tfrec"))
     cfg = Config(size=32, n_classes=2, batch=8, augment="none")
-    assert P._is_jpeg(P._manifest([str(p) for p in paths]))
+    assert P._is_jpeg(records.as_images([str(p) for p in paths]).manifest)
     inputs, target = next(iter(P.train_dataset(paths, cfg)))
     assert inputs["image"].shape == (8, 32, 32, 3) and inputs["image"].dtype == tf.uint8
     valid = np.concatenate([b[0]["image"].numpy() for b in P.valid_dataset(paths, cfg)])

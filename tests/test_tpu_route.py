@@ -56,9 +56,13 @@ def test_kit_train_on_a_tpu_vm_binary_and_multiclass(tmp_path):
             assert oof[columns].sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-2)
 
 
-def test_import_kit_picks_jax_on_a_tpu_vm_and_respects_the_users_choice():
+def test_the_kit_entry_picks_jax_on_a_tpu_vm_and_respects_the_users_choice():
+    # import kit sets nothing; the kit command's main and a notebook's notebook_paths() call runtime.prepare
     code = ("import os, sys, kit\n"
-            "print(os.environ.get('KERAS_BACKEND'), 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+            "plain = os.environ.get('KERAS_BACKEND')\n"
+            "from kit import runtime\n"
+            "runtime.prepare()\n"
+            "print(plain, os.environ.get('KERAS_BACKEND'), 'keras' in sys.modules, 'tensorflow' in sys.modules)")
 
     def run(**env):
         full = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "ISTPUVM")}
@@ -66,9 +70,9 @@ def test_import_kit_picks_jax_on_a_tpu_vm_and_respects_the_users_choice():
                              capture_output=True, text=True, check=True)
         return out.stdout.split()
 
-    assert run(ISTPUVM="1") == ["jax", "False", "False"]  # chosen, and nothing heavy imported
-    assert run(ISTPUVM="1", KERAS_BACKEND="tensorflow") == ["tensorflow", "False", "False"]
-    assert run() == ["None", "False", "False"]  # elsewhere Keras keeps its own default
+    assert run(ISTPUVM="1") == ["None", "jax", "False", "False"]  # chosen at the entry, and nothing heavy imported
+    assert run(ISTPUVM="1", KERAS_BACKEND="tensorflow") == ["tensorflow", "tensorflow", "False", "False"]
+    assert run() == ["None", "None", "False", "False"]  # elsewhere Keras keeps its own default
 
 
 def test_choose_backend_follows_the_strategy_until_keras_loads(monkeypatch):

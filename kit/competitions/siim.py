@@ -199,7 +199,7 @@ NOTEBOOK = NotebookParams(
           "Binary melanoma detection scored by ROC AUC. On Kaggle the notebook trains on the public "
           "SIIM-ISIC TFRecords (`cdeotte/melanoma-256x256`: folds already grouped by patient, fold = shard "
           "number); locally it writes kit's own records from the competition download.\n\n"
-          "Kaggle's TPU VM ships tensorflow-cpu: `import kit` sees `ISTPUVM=1` and starts Keras on JAX, "
+          "Kaggle's TPU VM ships tensorflow-cpu: `notebook_paths()` sees `ISTPUVM=1` and starts Keras on JAX, "
           "which trains over the 8 TPU cores (tf.data still feeds them from the host).",
     # the public TFRecords are 256 px: the image size must stay 256 to train on them
     competition="siim-isic-melanoma-classification", datasets=("cdeotte/melanoma-256x256",), locate="train.csv",
