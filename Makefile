@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/kit demo --out demo/$$(date +%Y%m%d-%H%M%S)
 
+# the layer contracts of docs/architecture.md first (seconds), then the tests
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -43,7 +43,7 @@ merged[["image_name", "target"]].to_csv(out, index=False)
 
 KIT = """
 import sys
-from kit.cli import main
+from kit.cli.app import main
 raise SystemExit(main(["blend", *sys.argv[1:-1], "--method", "rank", "--out", sys.argv[-1], "--force"]))
 """
 

@@ -5,11 +5,11 @@ per-step or per-epoch cost kit adds shows) and the same images:
 
 - plain: ``model.fit(x, y, batch_size=B)`` on a float32 NumPy array in memory, Adam + binary
   cross-entropy + AUC, no callbacks beyond the timer;
-- kit, in memory: kit's compiled model (``kit.train.build_and_compile``: its loss and metric) and every
+- kit, in memory: kit's compiled model (``kit.training.train.build_and_compile``: its loss and metric) and every
   callback a fold runs (per-epoch LR schedule, NaN guard, CSVLogger, best.keras on each improvement,
   last.keras + state.json after the first epoch and then at most every minute), fed the same tensors
   from memory: what kit's training loop costs on top of Keras;
-- kit, from records: the same, fed by ``kit.pipeline.train_dataset`` from JPEG records
+- kit, from records: the same, fed by ``kit.training.pipeline.train_dataset`` from JPEG records
   (augmentation off): kit's training as it runs.
 
 Epoch 1 (tracing) is left out; steps/s over the next epochs. Prints one JSON line;
@@ -38,8 +38,9 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kit import models, pipeline, records, sources, strategy, train  # noqa: E402
-from kit.config import Config  # noqa: E402
+from kit.training import models, pipeline, strategy, train
+from kit.data import records, sources  # noqa: E402
+from kit.training.config import Config  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -38,8 +38,10 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kit import pipeline, predict, records, synth, train  # noqa: E402
-from kit.config import Config  # noqa: E402
+from kit.training import pipeline, train
+from kit.ensemble import predict
+from kit.data import records, synth  # noqa: E402
+from kit.training.config import Config  # noqa: E402
 
 
 def _tiles(n: int, seed: int) -> list[bytes]:
@@ -59,7 +61,7 @@ def _tiles(n: int, seed: int) -> list[bytes]:
 
 
 def make_download(root: Path, n: int, n_test: int) -> None:
-    """An ISIC 2024-shaped download: the metadata CSVs from kit.synth's layout, the tiles in HDF5 files."""
+    """An ISIC 2024-shaped download: the metadata CSVs from kit.data.synth's layout, the tiles in HDF5 files."""
     synth.make_competition("isic2024", root, n_train=40, n_test=4, size=32, seed=0)  # the CSV columns
     train_meta = pd.read_csv(root / "train-metadata.csv")
     test_meta = pd.read_csv(root / "test-metadata.csv")

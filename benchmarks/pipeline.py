@@ -38,8 +38,9 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 
-from kit import pipeline, records  # noqa: E402
-from kit.config import Config  # noqa: E402
+from kit.training import pipeline
+from kit.data import records  # noqa: E402
+from kit.training.config import Config  # noqa: E402
 
 CLASSES = ["Benign", "Malignant"]
 

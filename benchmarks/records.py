@@ -2,7 +2,7 @@
 
 Both write the same 2,000 synthetic 256 px JPEGs as records of 128 px JPEGs (quality 95):
 
-- kit: ``kit.records.write_from_source`` end to end (read the layout, hash for duplicates, assign
+- kit: ``kit.data.records.write_from_source`` end to end (read the layout, hash for duplicates, assign
   folds, prepare images on every core, write shards, manifest); also on one process, to show how
   much of the gain is the cores and how much the per-image work;
 - serial: for each image, ``tf.io.read_file`` + ``decode_jpeg`` + ``tf.image.resize`` +
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import tensorflow as tf  # noqa: E402
 
-from kit import records, synth  # noqa: E402
+from kit.data import records, synth  # noqa: E402
 
 
 def serial_loop(files: list[Path], out: Path, size: int) -> None:

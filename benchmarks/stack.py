@@ -4,12 +4,12 @@
 The table: 400,000 rows, about 1,000 patients (as ISIC 2024's 401,059 images of 1,042 patients), 40 numeric
 metadata columns (5% missing) and 3 image runs' out-of-fold predictions, 0.1% positives, 5 folds.
 
-1. Features: ``kit.stack.group_features`` on the 43 columns against, per column, pandas'
+1. Features: ``kit.ensemble.stack.group_features`` on the 43 columns against, per column, pandas'
    ``groupby().transform("mean")``, ``transform("std", ddof=0)`` and ``groupby().rank(pct=True)`` (the z-score,
    ratio to the mean and rank kit computes; the two outputs are compared). Each side runs in its own child
    process, which loads the table from a .npz file and times only the features; its peak resident memory comes
    from ``os.wait4`` (tracemalloc misses C allocations). ``load_only_peak_mib`` is a child that only loads.
-2. Stack: ``kit.stack.stack`` (reads the 3 runs' oof.csv, checks them, builds every feature, fits 5 folds x
+2. Stack: ``kit.ensemble.stack.stack`` (reads the 3 runs' oof.csv, checks them, builds every feature, fits 5 folds x
    (an inner fit with early stopping + a refit), writes the run folder and plots) against the same
    ``lightgbm.train`` calls, same parameters, on the feature matrix kit built (built outside the timing).
    The records' table is handed over in memory (``tables=``): reading 400,000 TFRecords is the records
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 KIT_FEATURES = """
 import sys, time, numpy as np
-from kit.stack import group_features
+from kit.ensemble.stack import group_features
 d = np.load(sys.argv[1], allow_pickle=False)
 x, g = d["values"], d["group"]
 t0 = time.perf_counter()
@@ -154,7 +154,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="LightGBM threads, both sides (default 1: OpenMP threads spin badly on a shared machine)")
     args = ap.parse_args()
-    from kit import records, stack
+    from kit.data import records
+    from kit.ensemble import stack
 
     with tempfile.TemporaryDirectory(prefix="kit-stack-bench-") as tmp:
         tmp = Path(tmp)

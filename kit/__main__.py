@@ -1,5 +1,5 @@
 """``python -m kit`` is the ``kit`` command."""
 
-from kit.cli import main
+from kit.cli.app import main
 
 raise SystemExit(main())

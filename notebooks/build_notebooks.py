@@ -2,14 +2,14 @@
 
 Each notebook is thin: the kit install cell, its settings, then calls into kit (records, train,
 predict) and a submission.csv in the working folder. On Kaggle it reads the attached inputs; locally
-it reads KIT_INPUT (a competition download, e.g. one from kit.synth) and writes under KIT_WORKING;
+it reads KIT_INPUT (a competition download, e.g. one from kit.data.synth) and writes under KIT_WORKING;
 KIT_TINY=1 shrinks everything to a seconds-long rehearsal (a tiny model from scratch, no weights). The
 kernel settings `kit push` uses (title, slug, accelerator, competition, datasets, models) live in each
 notebook's ``metadata.kit``. Each notebook trains the keras-hub EfficientNet B0 preset from the public
-Kaggle Model PRETRAINED, found under /kaggle/input by kit.kernel.pretrained_weights.
+Kaggle Model PRETRAINED, found under /kaggle/input by kit.kaggle.kernel.pretrained_weights.
 
 What differs between notebooks is the competition's: each registered competition with ``notebook`` parameters
-(kit.competitions.NotebookParams: name, kernel title, inputs, image size, folds, epochs, batch, TTA, ...) gets
+(kit.data.competitions.NotebookParams: name, kernel title, inputs, image size, folds, epochs, batch, TTA, ...) gets
 notebooks/<name>.ipynb, written by the standard template below, or by the template of that name in TEMPLATES
 when its notebook is special (siim's public TFRecords, isic2024's code-competition submission).
 """
@@ -24,10 +24,10 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from kit import competitions  # noqa: E402
-from kit.competitions import PRETRAINED, PRETRAINED_NAME, Competition, NotebookParams  # noqa: E402
-from kit.kaggle import KERNELSPEC, install_cell  # noqa: E402
-from kit.kernel import SESSION_HOURS  # noqa: E402
+from kit.data import competitions  # noqa: E402
+from kit.data.competitions import PRETRAINED, PRETRAINED_NAME, Competition, NotebookParams  # noqa: E402
+from kit.kaggle.client import KERNELSPEC, install_cell  # noqa: E402
+from kit.kaggle.kernel import SESSION_HOURS  # noqa: E402
 
 md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
 
@@ -35,7 +35,7 @@ md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
 # folder, so the folders it reads and writes are given as absolute paths; `jupyter execute` keeps the
 # executed notebook only when told where (--output, whose folder must exist).
 REHEARSAL = (
-    "python -c \"from kit import synth; synth.make_competition('{layout}', 'data/synth-{layout}')\"\n"
+    "python -c \"from kit.data import synth; synth.make_competition('{layout}', 'data/synth-{layout}')\"\n"
     "mkdir -p runs/{name}\n"
     "KIT_INPUT=\"$PWD/data/synth-{layout}\" KIT_WORKING=\"$PWD/runs/{name}\" KIT_TINY=1 \\\n"
     "  jupyter execute notebooks/{name}.ipynb --output=\"$PWD/runs/{name}/{name}.ipynb\"\n"
@@ -55,13 +55,14 @@ LOCAL_RUN = (
 
 
 
-def _setup(extra_imports: str = "") -> str:
+def _setup(extra_imports: str = "", cli_imports: str = "") -> str:
     lines = [
         "import os",
         "import time",
         "",
-        "from kit import records",
-        "from kit.kernel import find_input, fold_args, locate, notebook_paths, pretrained_weights, run_kit" + extra_imports,
+        "from kit.data import records",
+        "from kit.cli import run_kit" + cli_imports,
+        "from kit.kaggle.kernel import find_input, fold_args, locate, notebook_paths, pretrained_weights" + extra_imports,
         "",
         "STARTED = time.time()  # the session's clock: training stops before Kaggle's limit (kit train --time-limit)",
         "paths = notebook_paths()  # /kaggle/input, /kaggle/working on Kaggle; KIT_INPUT, KIT_WORKING locally",
@@ -166,7 +167,7 @@ def _source(nb: NotebookParams) -> str:
 # submission.csv of a download without a test split: the out-of-fold probabilities, one column per class
 OOF_SUBMISSION = """import pandas as pd
 
-from kit import submission
+from kit.ensemble import submission
 
 SUBMISSION = paths.working / 'submission.csv'
 oof = pd.read_csv(RUN / 'oof.csv')
@@ -224,7 +225,7 @@ def isic2024_t4(comp: Competition) -> list:
         md(_intro(nb, comp.name)
            + " Locally (and with `KIT_TINY=1`) it first trains a tiny run on the synthetic download."),
         install_cell(),
-        code(_setup(", isic2024_run")),
+        code(_setup(cli_imports=", isic2024_run")),
         code(f"{_input_line(nb)}\n"
              f"RUN_DATASET = {nb.datasets[0]!r}  # a `kit train` run folder, attached as a dataset\n"
              "BUDGET_H, MARGIN_H = 12.0, 1.0  # Kaggle's limit, and what is kept back for safety\n"
@@ -236,7 +237,7 @@ def isic2024_t4(comp: Competition) -> list:
              + _source(nb) + "\n"
              "# Kaggle: the attached run; locally: a tiny run trained here on the synthetic download\n"
              "RUN = isic2024_run(RUN_DATASET, SOURCE, paths, tiny=TINY)"),
-        code("from kit import predict\n\n"
+        code("from kit.ensemble import predict\n\n"
              "estimate = predict.estimate_time(RUN, SOURCE, sample=SAMPLE, tta=TTA, batch=BATCH)\n"
              "left_s = (BUDGET_H - MARGIN_H) * 3600 - (time.time() - STARTED)\n"
              "print(estimate.describe(left_s))\n"

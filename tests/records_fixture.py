@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import imaging, records, sources
+from kit.data import imaging, records, sources
 
 
 def make_image(rng: np.random.Generator, size: int, target: int, n_classes: int, signal: float) -> np.ndarray:

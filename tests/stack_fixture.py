@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit import records, sources, synth
+from kit.data import records, sources, synth
 
 
 def siim_source(root: Path, *, n_train: int, n_test: int, seed: int, test: bool = False) -> sources.Source:
-    """A synthetic SIIM-ISIC download read by kit.sources, with metadata that carries signal.
+    """A synthetic SIIM-ISIC download read by kit.data.sources, with metadata that carries signal.
 
     Older patients and lesions on the head or neck are more often malignant (train), as in the real data.
     """
@@ -71,7 +71,7 @@ def write_run(run: Path, table: pd.DataFrame, preds: np.ndarray, *, classes: lis
     if fold_column:
         oof["fold"] = table["fold"].to_numpy()
     oof.to_csv(run / "oof.csv", index=False)
-    from kit import metrics
+    from kit.core import metrics
 
     y = table["target"].to_numpy()
     folds = sorted(table["fold"].unique())

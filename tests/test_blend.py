@@ -9,9 +9,9 @@ import pytest
 from scipy.stats import rankdata
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from kit import metrics
-from kit.blend import blend_arrays, fit_weights
-from kit.cli import main
+from kit.core import metrics
+from kit.ensemble.blend import blend_arrays, fit_weights
+from kit.cli.app import main
 
 N = 200
 
@@ -471,14 +471,14 @@ def test_bad_oof_count(binary_runs, tmp_path, capsys):
 
 
 def test_hash_collisions_fall_back_to_exact_ids(three, tmp_path, capsys, monkeypatch):
-    import kit.submission
+    import kit.ensemble.submission
 
     ids, preds, paths = three
     shuffled = tmp_path / "shuffled.csv"
     _read(paths[1]).sample(frac=1.0, random_state=3).to_csv(shuffled, index=False)
     assert _blend(capsys, paths[0], shuffled, "--out", tmp_path / "a.csv", "--method", "rank")[0] == 0
     # every id hashing to the same key: alignment and duplicate checks must still be exact
-    monkeypatch.setattr(kit.submission, "_hash_ids", lambda ids: np.zeros(len(ids), np.uint64))
+    monkeypatch.setattr(kit.ensemble.submission, "_hash_ids", lambda ids: np.zeros(len(ids), np.uint64))
     assert _blend(capsys, paths[0], shuffled, "--out", tmp_path / "b.csv", "--method", "rank")[0] == 0
     assert _read(tmp_path / "a.csv").equals(_read(tmp_path / "b.csv"))
     dup = _sub(tmp_path / "dup.csv", ids[:-1] + [ids[3]], preds[1])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from kit.cli import build_parser, main
+from kit.cli.app import build_parser, main
 
 VERBS = ["records", "train", "predict", "blend", "stack", "check", "push", "status", "output", "submit", "gather", "models",
          "convert-weights", "export-backbone", "demo", "runs", "report"]
@@ -20,7 +20,7 @@ def test_every_contract_verb_is_present():
 def test_help_does_not_import_tensorflow_or_keras():
     code = (
         "import sys\n"
-        "from kit.cli import main\n"
+        "from kit.cli.app import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))"
     )
@@ -46,7 +46,7 @@ def test_a_bad_time_limit_is_one_line_naming_the_flag(text, capsys):
 
 @pytest.mark.parametrize(("text", "seconds"), [("8.5h", 30600), ("30m", 1800), ("90s", 90), ("3600", 3600), ("1.5H", 5400)])
 def test_time_limit_takes_hours_minutes_seconds(text, seconds):
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     args = build_parser().parse_args(["train", "--records", "r", "--out", "o", "--time-limit", text])
     assert args.time_limit == seconds and args.time_limit.text == text

@@ -9,16 +9,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kit import competitions, synth
-from kit.cli import main
-from kit.records import Manifest
-from kit.submission import check_submission
+from kit.data import competitions, synth
+from kit.cli.app import main
+from kit.data.records import Manifest
+from kit.ensemble.submission import check_submission
 
 
 def test_every_competition_has_a_generator_a_layout_and_a_known_metric():
-    from kit import metrics, sources
-    from kit.kernel import SESSION_HOURS
-    from kit.pipeline import PRESETS
+    from kit.core import metrics
+    from kit.data import sources
+    from kit.kaggle.kernel import SESSION_HOURS
+    from kit.training.pipeline import PRESETS
 
     assert competitions.list_competitions() == list(synth.LAYOUTS)
     for name in competitions.list_competitions():

@@ -1,4 +1,4 @@
-"""kit.config: TOML round trip, checked keys and types, flags over file in `kit train`."""
+"""kit.training.config: TOML round trip, checked keys and types, flags over file in `kit train`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from kit.config import Config
-from kit.errors import KitError
+from kit.training.config import Config
+from kit.core.errors import KitError
 
 
 def test_toml_round_trip_keeps_every_field(tmp_path):
@@ -45,7 +45,7 @@ def test_unknown_key_and_wrong_type_name_the_setting(tmp_path):
 
 @pytest.mark.parametrize("smoke_env", ["", "1"])
 def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
-    from kit import cli
+    from kit.cli import app as cli
 
     seen = {}
     monkeypatch.setenv("KIT_SMOKE", smoke_env)
@@ -63,7 +63,7 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
 
     import kit
 
-    monkeypatch.setitem(__import__("sys").modules, "kit.train", FakeTrain)
+    monkeypatch.setitem(__import__("sys").modules, "kit.training.train", FakeTrain)
     monkeypatch.setattr(kit, "train", FakeTrain, raising=False)
     (tmp_path / "c.toml").write_text('model = "tiny_cnn"\nepochs = 3\naugment = "pcam"\n')
     records, out = tmp_path / "R", tmp_path / "O"
@@ -84,7 +84,7 @@ def _cli_choices() -> dict[tuple[str, str], list]:
     """(verb, option) -> the values every `kit` option with choices= accepts, read from the parser itself."""
     import argparse
 
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return {(verb, action.dest): list(action.choices)
@@ -92,8 +92,9 @@ def _cli_choices() -> dict[tuple[str, str], list]:
 
 
 def test_every_cli_choice_list_is_a_table_declared_once():
-    from kit import competitions, imaging, runs
-    from kit.config import BLEND_METHODS, CHOICES
+    from kit.data import competitions, imaging
+    from kit.runs import listing as runs
+    from kit.training.config import BLEND_METHODS, CHOICES
 
     declared = {("train", name): list(values) for name, values in CHOICES.items()}
     declared.update({
@@ -101,14 +102,16 @@ def test_every_cli_choice_list_is_a_table_declared_once():
         ("records", "resize"): list(imaging.RESIZE_POLICIES),
         ("blend", "method"): list(BLEND_METHODS),
         ("runs", "sort"): list(runs.SORT_KEYS),
-        ("push", "accelerator"): ["t4", "tpu", "cpu"],  # checked against kit.kaggle below
+        ("push", "accelerator"): ["t4", "tpu", "cpu"],  # checked against kit.kaggle.client below
     })
     assert _cli_choices() == declared  # a new choices= list fails here until its table is declared and listed above
 
 
 def test_the_tables_are_the_ones_the_library_checks():
-    from kit import blend, kaggle, strategy
-    from kit.config import BLEND_METHODS, CHOICES
+    from kit.ensemble import blend
+    from kit.kaggle import client as kaggle
+    from kit.training import strategy
+    from kit.training.config import BLEND_METHODS, CHOICES
 
     assert blend.METHODS is BLEND_METHODS
     assert CHOICES["strategy"] is strategy.KINDS
@@ -120,8 +123,8 @@ def test_the_tables_are_the_ones_the_library_checks():
 
 @pytest.mark.parametrize("name", ["augment_on", "lr_per", "class_weight", "loss", "strategy", "verbose"])
 def test_a_value_outside_its_table_in_a_toml_file_is_one_line_naming_the_setting(tmp_path, capsys, name):
-    from kit import cli
-    from kit.config import CHOICES, one_of
+    from kit.cli import app as cli
+    from kit.training.config import CHOICES, one_of
 
     bad = 7 if name == "verbose" else "bogus"
     (tmp_path / "c.toml").write_text(f"{name} = {bad!r}\n".replace("'", '"'))
@@ -136,7 +139,7 @@ def test_a_value_outside_its_table_in_a_toml_file_is_one_line_naming_the_setting
 def _train_parser():
     import argparse
 
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return verbs.choices["train"]
@@ -145,7 +148,7 @@ def _train_parser():
 def test_every_train_flag_is_one_declared_setting_and_every_flagged_setting_one_flag():
     import dataclasses
 
-    from kit.config import declaration, train_flags
+    from kit.training.config import declaration, train_flags
 
     verb_only = {"help", "config", "resume", "time_limit", "find_lr"}  # how to run, not what to train: not Config settings
     parsed = [a.dest for a in _train_parser()._actions if a.dest not in verb_only]
@@ -169,7 +172,7 @@ def test_the_help_is_generated_from_the_declarations():
 def test_adding_a_setting_is_one_declaration():
     import argparse
 
-    from kit.config import CHOICES, check_choice, setting, train_flags
+    from kit.training.config import CHOICES, check_choice, setting, train_flags
 
     @dataclasses.dataclass(frozen=True)
     class Wider(Config):
@@ -195,7 +198,7 @@ def test_import_kit_changes_no_environment_variable():
     import subprocess
     import sys
 
-    code = ("import os; before = dict(os.environ); import kit, kit.config, kit.records, kit.cli; "
+    code = ("import os; before = dict(os.environ); import kit, kit.training.config, kit.data.records, kit.cli.app; "
             "print(sorted(set(os.environ.items()) ^ set(before.items())))")
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -203,7 +206,7 @@ def test_import_kit_changes_no_environment_variable():
 
 
 def test_smoke_is_read_from_the_environment_given_only():
-    from kit.config import smoke_requested
+    from kit.training.config import smoke_requested
 
     assert [smoke_requested(e) for e in ({}, {"KIT_SMOKE": "0"}, {"KIT_SMOKE": ""}, {"KIT_SMOKE": "1"})] == \
         [False, False, False, True]

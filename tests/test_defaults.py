@@ -1,4 +1,4 @@
-"""What kit train chooses for the settings a user leaves out (kit.defaults), and how fast it refuses a typo."""
+"""What kit train chooses for the settings a user leaves out (kit.training.defaults), and how fast it refuses a typo."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import backbones, defaults
-from kit.errors import KitError
+from kit.training import backbones, defaults
+from kit.core.errors import KitError
 from records_fixture import write_records
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import real_images
-from kit.cli import main
+from kit.cli.app import main
 
 # small sizes, so that the three layouts train in a few minutes on two cores
 LAYOUTS = {

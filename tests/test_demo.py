@@ -8,7 +8,8 @@ import re
 import pandas as pd
 import pytest
 
-from kit import cli, demo, submission
+from kit.cli import app as cli, demo
+from kit.ensemble import submission
 
 
 @pytest.fixture(scope="module")

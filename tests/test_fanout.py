@@ -12,9 +12,10 @@ import nbformat
 import pytest
 
 from kaggle_stub import KaggleStub, KernelFarm, SimKernel, client_env, fake_credentials
-from kit import fanout, kaggle, kernel, kernel_deps, runs
-from kit.cli import main
-from kit.errors import KitError
+from kit.kaggle import fanout, client as kaggle, kernel, deps as kernel_deps
+from kit.runs import listing as runs
+from kit.cli.app import main
+from kit.core.errors import KitError
 
 USER, KEY = "alice", "k3y-0f-al1ce-d0-n0t-l3ak"
 QUOTA = {"gpuQuota": {"timeUsed": "18000s", "totalTimeAllowed": "108000s"},  # 5 of 30 hours used
@@ -49,7 +50,7 @@ def stub(home, monkeypatch, request):
 def notebook(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# Melanoma folds"),
-                nbformat.v4.new_code_cell("from kit.kernel import fold_args, run_kit\nprint(fold_args())")]
+                nbformat.v4.new_code_cell("from kit.cli import run_kit\nfrom kit.kaggle.kernel import fold_args\nprint(fold_args())")]
     path = tmp_path / "melanoma_folds.ipynb"
     nbformat.write(nb, str(path))
     return path
@@ -185,7 +186,7 @@ def test_bad_fan_out_flags_are_one_line(stub, notebook, capsys, argv, line):
     assert stub.calls("SaveKernel") == []
 
 
-# --- kit.kernel reads the group --------------------------------------------------------------
+# --- kit.kaggle.kernel reads the group --------------------------------------------------------------
 
 
 def test_fold_args_come_from_kit_folds_json(tmp_path):
@@ -212,7 +213,7 @@ def _wheel(folder: Path, name: str) -> Path:
 @pytest.fixture
 def stacking_notebook(tmp_path):
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("from kit.kernel import run_kit\nrun_kit('stack', '--runs', 'run')")]
+    nb.cells = [nbformat.v4.new_code_cell("from kit.cli import run_kit\nrun_kit('stack', '--runs', 'run')")]
     path = tmp_path / "stacker.ipynb"
     nbformat.write(nb, str(path))
     return path
@@ -266,7 +267,7 @@ def _run_files(folds: list[int]) -> dict[str, bytes]:
 
 @pytest.fixture
 def merged(monkeypatch):
-    """kit.runs.merge_runs recorded (the merge itself is kit runs merge's, tested there)."""
+    """kit.runs.listing.merge_runs recorded (the merge itself is kit runs merge's, tested there)."""
     calls = []
 
     def merge_runs(sources, out):
@@ -350,7 +351,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_rehearsal_fold_kernels_gathered_equal_one_local_train(stub, tmp_path, monkeypatch, capsys):
     from nbclient import NotebookClient
 
-    from kit import synth
+    from kit.data import synth
 
     comp = synth.make_competition("pcam", tmp_path / "comp", n_train=40, n_test=12, size=32)
     code, out, err = _run(capsys, "push", REPO / "notebooks" / "pcam_t4.ipynb", "--fan-out", "0", "1", "--dry-run",

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import folds, sources, synth
-from kit.errors import KitError
+from kit.data import folds, sources, synth
+from kit.core.errors import KitError
 
 
 def _table(n_groups=60, seed=0):

@@ -1,4 +1,4 @@
-"""kit.fsutil: atomic files and folders, and the clean-up of what killed writers leave."""
+"""kit.core.fsutil: atomic files and folders, and the clean-up of what killed writers leave."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kit import fsutil
+from kit.core import fsutil
 
 
 def _dead_pid() -> int:

@@ -19,9 +19,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import cli, fsutil, imaging, sources, synth
-from kit.config import Config
-from kit.errors import KitError
+from kit.cli import app as cli
+from kit.core import fsutil
+from kit.data import imaging, sources, synth
+from kit.training.config import Config
+from kit.core.errors import KitError
 
 
 def _run(capsys, *argv) -> tuple[int, list[str]]:
@@ -56,7 +58,7 @@ def test_16bit_and_float_tiffs_are_scaled_not_clipped(tmp_path):
     ramp = np.tile(np.linspace(0, 65535, 48).astype(np.uint16), (48, 1))
     Image.fromarray(ramp).save(root / "train" / f"{ids[0]}.tif", format="TIFF")
     Image.fromarray(np.full((48, 48), 0.5, np.float32)).save(root / "train" / f"{ids[1]}.tif", format="TIFF")
-    from kit import records
+    from kit.data import records
 
     records.write_from_source(root, tmp_path / "rec", size=32, n_folds=2, workers=1, progress=False)
     images = _stored_images(tmp_path / "rec")
@@ -188,7 +190,7 @@ def test_carriage_return_only_csv_is_one_line(tmp_path, capsys):
 
 
 def test_augment_options_types_are_checked():
-    from kit import pipeline
+    from kit.training import pipeline
 
     with pytest.raises(KitError, match=r"augment_options: setting 'rotation' expects float, got 'lots'"):
         pipeline.resolve_augment("default", {"rotation": "lots"})
@@ -253,7 +255,7 @@ def test_exif_orientation_is_applied():
 
 
 def test_resume_refuses_a_changed_setting():
-    from kit.train import resume_mismatch
+    from kit.training.train import resume_mismatch
 
     saved = Config(records="r", out="o", model="tiny_cnn", epochs=3)
     assert resume_mismatch(Config(records="x", out="o"), saved) is None
@@ -266,7 +268,7 @@ def test_resume_refuses_a_changed_setting():
 
 
 def test_resume_over_a_damaged_fold_restarts_it(tmp_path):
-    from kit import strategy, train
+    from kit.training import strategy, train
 
     lines = []
     (tmp_path / "state.json").write_text('{"epoch": 2, "be')
@@ -304,7 +306,7 @@ def test_blend_and_predict_refuse_an_existing_out_unless_forced(tmp_path, capsys
 
 
 def test_environment_failures_are_one_line_with_status_3(tmp_path, capsys, monkeypatch):
-    from kit import blend
+    from kit.ensemble import blend
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "o.csv"))
@@ -317,7 +319,7 @@ def test_environment_failures_are_one_line_with_status_3(tmp_path, capsys, monke
 
 
 def test_unexpected_errors_are_one_line_and_a_traceback_file(tmp_path, capsys, monkeypatch):
-    from kit import blend
+    from kit.ensemble import blend
 
     def bug(*args, **kwargs):
         raise ZeroDivisionError("division by zero\nsecond line")
@@ -427,7 +429,7 @@ def test_damaged_shards_fail_before_training_with_their_name(tmp_path, capsys, s
     assert not (tmp_path / "run").exists()
     shard.write_bytes(os.urandom(4000))
     with pytest.raises(KitError, match=r"damaged shard \(not TFRecord data at byte 0"):
-        __import__("kit.records").records.verify_shards([shard])
+        __import__("kit.data.records").records.verify_shards([shard])
 
 
 def test_predict_names_a_size_mismatch_a_duplicate_sample_id_and_a_damaged_model(tmp_path, capsys, small_run):
@@ -487,7 +489,7 @@ def test_record_writer_workers_die_with_a_killed_parent(tmp_path):
     import sys
     import time
 
-    script = ("import os, time\nfrom kit import imaging\npool = imaging.worker_pool(2)\n"
+    script = ("import os, time\nfrom kit.data import imaging\npool = imaging.worker_pool(2)\n"
               "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
               "print(*pids, flush=True)\ntime.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
@@ -542,7 +544,7 @@ def _notebook(path: Path, code: str) -> Path:
 def test_a_key_in_a_basic_auth_header_is_refused(tmp_path, kaggle_key):
     import base64
 
-    from kit import kaggle
+    from kit.kaggle import client as kaggle
 
     header = base64.b64encode(f"bob:{kaggle_key}".encode()).decode()
     nb = _notebook(tmp_path / "basic_auth.ipynb", f"headers = {{'Authorization': 'Basic {header}'}}")
@@ -552,7 +554,7 @@ def test_a_key_in_a_basic_auth_header_is_refused(tmp_path, kaggle_key):
 
 
 def test_a_key_planted_in_the_bundled_package_is_refused(tmp_path, kaggle_key, monkeypatch):
-    from kit import kaggle, kernel_folder
+    from kit.kaggle import client as kaggle, kernel_folder
 
     root = tmp_path / "checkout"
     (root / "kit").mkdir(parents=True)
@@ -569,7 +571,7 @@ def test_a_key_planted_in_the_bundled_package_is_refused(tmp_path, kaggle_key, m
 @pytest.mark.parametrize("text,why", [('{"split": ', "not valid JSON"), ("[1, 2]", "a JSON list, not an object"),
                                       ('{"split": "train"}', "no 'image_size'")])
 def test_a_damaged_manifest_is_one_line(tmp_path, text, why):
-    from kit import records
+    from kit.data import records
 
     (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(KitError, match=f"manifest.json: .*{why}"):

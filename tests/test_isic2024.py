@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import imaging, records, sources, synth, train
-from kit.cli import main
-from kit.config import Config
-from kit.errors import KitError
+from kit.data import imaging, records, sources, synth
+from kit.training import train
+from kit.cli.app import main
+from kit.training.config import Config
+from kit.core.errors import KitError
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_a_balanced_run_trains_on_the_oversampled_stream_and_scores_by_partial_a
 
 def test_a_streamed_test_split_serves_the_pixels_ids_and_metadata_its_records_would(tmp_path):
     """Workers decode the images they prepare; those pixels equal the records' JPEG as the pipeline decodes it."""
-    from kit import pipeline
+    from kit.training import pipeline
 
     dl = synth.make_competition("isic2024", tmp_path / "dl", n_train=40, n_test=130, size=32, seed=5)
     train_manifest = records.write_from_source(dl, tmp_path / "rec", n_folds=2, size=24, progress=False)

@@ -17,9 +17,9 @@ import nbformat
 import pytest
 
 from kaggle_stub import KaggleStub, client_env, fake_credentials
-from kit import kaggle
-from kit.cli import main
-from kit.errors import KitError
+from kit.kaggle import client as kaggle
+from kit.cli.app import main
+from kit.core.errors import KitError
 
 USER = "alice"
 KEY = "k3y-0f-al1ce-d0-n0t-l3ak"
@@ -115,7 +115,7 @@ def test_push_tpu_sends_the_save_kernel_request(stub, notebook, home, capsys):
     # The embedded wheel is the kit package itself, installable offline.
     (embedded,) = _embedded_wheels(install)
     wheel = zipfile.ZipFile(io.BytesIO(embedded))
-    assert {"kit/__init__.py", "kit/kaggle.py", "kit/cli.py"} <= set(wheel.namelist())
+    assert {"kit/__init__.py", "kit/kaggle/client.py", "kit/cli/app.py"} <= set(wheel.namelist())
     assert "kit-0.1.0.dist-info/METADATA" in wheel.namelist()
 
     folder = home.parent / "kernel"

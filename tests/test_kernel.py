@@ -1,4 +1,4 @@
-"""What runs inside a Kaggle kernel (kit.kernel): paths, attached inputs and Models, kit commands from a cell."""
+"""What runs inside a Kaggle kernel (kit.kaggle.kernel): paths, attached inputs and Models, kit commands from a cell."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kit import kernel
-from kit.errors import KitError
+from kit.kaggle import kernel
+from kit.core.errors import KitError
 
 REPO = Path(__file__).resolve().parent.parent
 COMPETITION = "siim-isic-melanoma-classification"
@@ -18,10 +18,10 @@ MODEL = "keras/efficientnet/keras/efficientnet_b0_ra_imagenet/2"
 
 
 def test_the_user_side_never_imports_the_cli_or_the_kernel_side_heavy_modules():
-    # kit.kaggle runs `kit push` / `kit status`; only the kernel side may call the CLI (run_kit). numpy is allowed:
-    # the run folder's column schema comes from kit.task, which computes with it (a tenth of a second to import)
-    code = ("import sys, kit.kaggle, kit.kernel; "
-            "print(sorted(m for m in sys.modules if m in {'kit.cli', 'pandas', 'tensorflow', 'keras'}))")
+    # kit.kaggle.client runs `kit push` / `kit status`; neither side imports the CLI (run_kit lives in kit.cli). numpy is allowed:
+    # the run folder's column schema comes from kit.core.task, which computes with it (a tenth of a second to import)
+    code = ("import sys, kit.kaggle.client, kit.kaggle.kernel; "
+            "print(sorted(m for m in sys.modules if m in {'kit.cli.app', 'pandas', 'tensorflow', 'keras'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
@@ -51,7 +51,7 @@ def test_pretrained_weights_attached_online_or_one_line(tmp_path):
     assert str(exc.value) == (f"{tmp_path}: the Kaggle Model {MODEL} is not attached and the kernel is offline: add "
                               f"it (Add Input > Models, or kit push --model-source {MODEL}) or turn internet on")
     online = kernel.pretrained_weights(MODEL, paths, online=lambda: True)
-    from kit import models
+    from kit.training import models
 
     assert online == f"kaggle://{MODEL}" and models.weights_route(online) == "preset"  # what keras-hub fetches
     mount = tmp_path / "m" / "keras" / "efficientnet" / "keras" / "efficientnet_b0_ra_imagenet" / "2"
@@ -103,8 +103,10 @@ def test_locate_and_link_shards(tmp_path):
 
 
 def test_run_kit_raises_when_the_command_fails(capsys):
+    from kit.cli import run_kit
+
     with pytest.raises(KitError, match="kit status failed with status 1"):
-        kernel.run_kit("status", "not-a-kernel")
+        run_kit("status", "not-a-kernel")
     assert capsys.readouterr().err.strip() == "kit status: error: kernel 'not-a-kernel' is not owner/slug (or owner/slug/version)"
 
 
@@ -133,3 +135,15 @@ def test_time_limit_is_the_session_less_the_margin_and_the_time_spent(monkeypatc
     assert int(kernel.time_limit(12, time.time() - 600)[:-1]) == pytest.approx(11.5 * 3600 - 600, abs=2)
     assert kernel.SESSION_HOURS["tpu"] == 9 and int(kernel.time_limit(9, time.time())[:-1]) == pytest.approx(8.5 * 3600, abs=2)
     assert kernel.time_limit(1, time.time() - 7200) == "1s"
+
+
+def test_the_old_module_path_still_gives_run_kit_with_a_warning():
+    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+            "try:\n    import kit.kernel\nexcept DeprecationWarning as w:\n    print(w)\n"
+            "warnings.simplefilter('ignore')\nfrom kit.kernel import run_kit, find_input\n"
+            "print(run_kit.__module__, find_input.__module__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["kit.kernel moved to kit.kaggle.kernel; the old name goes in the next release",
+                                        "kit.cli.notebook kit.kaggle.kernel"]

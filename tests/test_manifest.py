@@ -1,4 +1,4 @@
-"""kit.records.Manifest: the one definition of manifest.json, written and read through it, old files included."""
+"""kit.data.records.Manifest: the one definition of manifest.json, written and read through it, old files included."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from kit import records, synth
-from kit.errors import KitError
-from kit.records import ColumnStats, Encoding, FoldInfo, Manifest, MetadataColumns, TrainDuplicate
+from kit.data import records, synth
+from kit.core.errors import KitError
+from kit.data.records import ColumnStats, Encoding, FoldInfo, Manifest, MetadataColumns, TrainDuplicate
 
 # A manifest as kit's writer wrote it before it recorded competition, train-only columns, column statistics,
 # JPEG settings, duplicates, the kit version or the time (and with class counts as a list, in class order).
@@ -112,7 +112,7 @@ def test_write_encoded_keeps_the_callers_folds_and_writes_the_same_manifest(tmp_
     import pandas as pd
     from PIL import Image
 
-    from kit import imaging, sources
+    from kit.data import imaging, sources
 
     def png(v: int) -> bytes:
         out = io.BytesIO()

@@ -1,4 +1,4 @@
-"""kit.metrics against scikit-learn and against the ISIC challenge's own scorer, on the same predictions."""
+"""kit.core.metrics against scikit-learn and against the ISIC challenge's own scorer, on the same predictions."""
 
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import pytest
 from isic_challenge_scoring.classification import ClassificationMetric, ClassificationScore
 from sklearn import metrics as skm
 
-from kit import metrics
-from kit.errors import KitError
+from kit.core import metrics
+from kit.core.errors import KitError
 
 HAM = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
@@ -133,7 +133,7 @@ def test_bad_input_is_one_clear_line():
 
 
 def test_no_tensorflow_import():
-    code = ("import sys, kit.metrics; "
+    code = ("import sys, kit.core.metrics; "
             "print(any(m.split('.')[0] in ('tensorflow', 'keras', 'jax') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""kit.models: the registry, heads, metadata branch, local weights, EfficientNet conversion, JAX."""
+"""kit.training.models: the registry, heads, metadata branch, local weights, EfficientNet conversion, JAX."""
 
 import importlib.util
 import json
@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from kit import backbones, models
-from kit.errors import KitError
+from kit.training import backbones, models
+from kit.core.errors import KitError
 
 EXPECTED = {
     "efficientnet_b0": 224, "efficientnet_b1": 240, "efficientnet_b2": 260, "efficientnet_b3": 300,
@@ -57,7 +57,7 @@ def test_registry_names_and_default_sizes():
 
 
 def test_every_row_of_the_table_has_one_builder_and_every_builder_a_row():
-    # kit.backbones (no Keras, for `kit models`) and kit.models (the builders) describe the same backbones
+    # kit.training.backbones (no Keras, for `kit models`) and kit.training.models (the builders) describe the same backbones
     assert len(backbones._ROWS) == len(backbones.BACKBONES)  # no name twice
     assert sorted(models._BACKBONES) == backbones.list_models()
     for name, row in backbones.BACKBONES.items():
@@ -68,7 +68,7 @@ def test_every_row_of_the_table_has_one_builder_and_every_builder_a_row():
     with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'; known: compact_cnn, convnext_base, "):
         models.backbone_spec("resnet51")
     with pytest.raises(KitError, match=r"^model: unknown model 'resnet51'"):
-        models.register("resnet51")  # a builder needs its row in kit.backbones first
+        models.register("resnet51")  # a builder needs its row in kit.training.backbones first
 
 
 @pytest.mark.parametrize("name", sorted(CHEAP))
@@ -103,7 +103,7 @@ def test_head_stays_float32_under_mixed_precision():
 
 
 def test_kit_models_cli_prints_the_table_and_json(capsys):
-    from kit.cli import main
+    from kit.cli.app import main
 
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -196,7 +196,7 @@ def test_saved_model_reloads_and_predicts_the_same(tmp_path):
     x = {"image": _images(2, 32), "meta": np.ones((2, 2), "float32")}
     m.train_on_batch(x, np.array([0, 3]))  # builds the optimizer state that the file then carries
     m.save(tmp_path / "best.keras")
-    back = keras.saving.load_model(tmp_path / "best.keras")  # custom objects: `import kit.models`
+    back = keras.saving.load_model(tmp_path / "best.keras")  # custom objects: `import kit.training.models`
     np.testing.assert_allclose(_predict(back, x), _predict(m, x), rtol=1e-6)
     assert isinstance(back.optimizer._learning_rate, models.RampExpDecay)
     assert back.optimizer._learning_rate.get_config() == sched.get_config()
@@ -299,7 +299,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
     assert np.abs(ref).max() > 1e-2  # features are not all zero
 
     # the same conversion from the command line
-    from kit.cli import main
+    from kit.cli.app import main
 
     assert main(["convert-weights", str(src), "--model", "efficientnet_b0", "--out", str(tmp_path / "cli.weights.h5")]) == 0
     from_cli = models.build_model("efficientnet_b0", n_classes=2, size=size, weights=tmp_path / "cli.weights.h5")
@@ -307,7 +307,7 @@ def test_converted_efficientnet_package_weights_predict_the_same(tmp_path):
     assert main(["convert-weights", str(tmp_path / "none.h5"), "--model", "b0", "--out", str(tmp_path / "x.weights.h5")]) == 1
 
     with pytest.raises(KitError, match=r"package.h5: weights do not fit efficientnet_b0 at 64px .*"
-                                       "must first go through kit.models.convert_efficientnet_weights"):
+                                       "must first go through kit.training.models.convert_efficientnet_weights"):
         models.build_model("efficientnet_b0", n_classes=2, size=64, weights=src)
     with pytest.raises(KitError, match=r"block1b_dwconv.* of efficientnet_b1; is it another variant\?"):
         models.convert_efficientnet_weights(src, tmp_path / "b1.weights.h5", "efficientnet_b1")
@@ -320,8 +320,8 @@ _JAX_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     import keras
-    from kit import models
-    from kit.schedule import RampExpDecay
+    from kit.training import models
+    from kit.training.schedule import RampExpDecay
     out = {"backend": keras.backend.backend()}
     rng = np.random.default_rng(0)
     for name, k, n_meta in (("tiny_cnn", 2, 3), ("small_cnn", 7, 0)):
@@ -373,7 +373,7 @@ def test_cnns_and_keras_hub_presets_run_on_jax(tmp_path):
     assert r["tiny_cnn"]["shape"] == [None, 1] and r["small_cnn"]["shape"] == [None, 7]
     for name in ("tiny_cnn", "small_cnn"):
         assert np.isfinite(r[name]["loss"]) and r[name]["changed"], r
-    if args:  # a saved .keras needs only `import kit.models`, on either backend
+    if args:  # a saved .keras needs only `import kit.training.models`, on either backend
         np.testing.assert_allclose(r["saved_keras_hub"], expected, rtol=1e-4, atol=1e-5)
         assert r["hub_dinov2"]["shape"] == [None, 3] and np.isfinite(r["hub_dinov2"]["loss"])
 

@@ -17,7 +17,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from kit import kaggle
+from kit.kaggle import client as kaggle
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -37,7 +37,7 @@ def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list]]:
 
 def test_there_is_one_notebook_per_competition():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
-    from kit import competitions
+    from kit.data import competitions
 
     assert [c.name for c in build_notebooks.NOTEBOOKS.values()] == competitions.list_competitions()
     assert [competitions.get(name).notebook.name for name in competitions.list_competitions()] == NAMES
@@ -46,7 +46,7 @@ def test_there_is_one_notebook_per_competition():
 
 
 def test_the_notebook_settings_are_the_competitions_parameters():
-    from kit import competitions
+    from kit.data import competitions
 
     pcam = competitions.get("pcam").notebook
     text = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / "pcam_t4.ipynb", as_version=4).cells)
@@ -63,7 +63,7 @@ def test_the_notebook_settings_are_the_competitions_parameters():
 
 
 def test_the_docs_table_of_notebook_parameters_is_the_registry():
-    from kit import competitions
+    from kit.data import competitions
 
     section = (REPO / "docs" / "competitions.md").read_text().split("## Notebook parameters", 1)[1]
     rows = [[cell.strip(" `") for cell in line.strip("|").split("|")] for line in section.splitlines()
@@ -80,8 +80,8 @@ def test_the_docs_table_of_notebook_parameters_is_the_registry():
 def test_a_new_competition_gets_the_standard_notebook_from_its_parameters_alone():
     import dataclasses
 
-    from kit import competitions
-    from kit.competitions import NotebookParams
+    from kit.data import competitions
+    from kit.data.competitions import NotebookParams
 
     params = NotebookParams(name="tiles_t4", intro="# Tiles on two T4s\n\nBinary tiles.", title="Tiles T4",
                             slug="tiles-t4", datasets=("alice/tiles",), locate="train", submission="test",
@@ -108,7 +108,7 @@ def test_a_new_competition_gets_the_standard_notebook_from_its_parameters_alone(
 
 
 def test_notebook_parameters_refuse_an_unknown_submission_and_a_notebook_without_input():
-    from kit.competitions import NotebookParams
+    from kit.data.competitions import NotebookParams
 
     with pytest.raises(ValueError, match=r"^notebook 'x': submission 'csv' is not one of \('sample', 'test', 'oof'\)$"):
         NotebookParams(name="x", intro="", title="X", slug="x", competition="c", submission="csv")
@@ -138,8 +138,8 @@ def test_notebook_is_valid_thin_and_installs_kit_offline(name):
         assert call in text, call
     assert "submission.csv" in text
     assert "KAGGLE_KEY" not in text and "kaggle.json" not in text
-    # in the kernel a notebook uses kit.kernel only; kit.kaggle (the client's side) stays on the user's machine
-    assert "from kit.kernel import" in text and "kit.kaggle" not in text
+    # in the kernel a notebook uses kit.kaggle.kernel only; kit.kaggle.client (the client's side) stays on the user's machine
+    assert "from kit.kaggle.kernel import" in text and "kit.kaggle.client" not in text
     # thin: no function or class definitions; the logic is kit's
     assert "def " not in text and "class " not in text
 
@@ -182,9 +182,9 @@ def test_tpu_notebook_agrees_with_the_repository_kernel_metadata():
     assert root["model_sources"] == kit_meta["models"] == [build_notebooks.PRETRAINED]
 
 
-# --- execution: needs kit.train / kit.predict / kit.synth, which land separately ------------------
+# --- execution: needs kit.training.train / kit.ensemble.predict / kit.data.synth, which land separately ------------------
 
-_MISSING = [m for m in ("kit.synth", "kit.train", "kit.predict", "kit.submission") if importlib.util.find_spec(m) is None]
+_MISSING = [m for m in ("kit.data.synth", "kit.training.train", "kit.ensemble.predict", "kit.ensemble.submission") if importlib.util.find_spec(m) is None]
 needs_training = pytest.mark.skipif(bool(_MISSING), reason=f"{', '.join(_MISSING)} not importable yet: notebooks cannot run")
 
 EXPECTED_COLUMNS = {
@@ -199,7 +199,7 @@ EXPECTED_COLUMNS = {
 
 def _check_outputs(name: str, work: Path, n_train: int, n_test: int) -> dict:
     """Assert the submission and CV a notebook wrote under ``work``; returns the CV (cv.json)."""
-    from kit import synth
+    from kit.data import synth
 
     sub = pd.read_csv(work / "submission.csv")
     if name == "isic9_t4":
@@ -261,7 +261,7 @@ def test_readme_rehearsal_runs_as_printed_and_keeps_the_executed_notebook(tmp_pa
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     printed = ["".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == "stdout") for c in code]
     assert sum(bool(re.search(r"^train: 60 images, ", text, re.M)) for text in printed) == 1  # the records summary
-    cv = _check_outputs(name, work, n_train=60, n_test=20)  # kit.synth's default competition size
+    cv = _check_outputs(name, work, n_train=60, n_test=20)  # kit.data.synth's default competition size
     # the cell that prints the CV holds what it printed, and the submission's head as its result
     (result,) = [c for c in code if "print(json.loads((RUN / 'cv.json')" in c.source]
     assert ast.literal_eval(printed[code.index(result)].strip()) == cv
@@ -278,7 +278,7 @@ def test_readme_rehearsal_runs_as_printed_and_keeps_the_executed_notebook(tmp_pa
 def test_notebook_runs_top_to_bottom_on_a_tiny_synthetic_competition(name, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
-    from kit import synth
+    from kit.data import synth
 
     layout = build_notebooks.NOTEBOOKS[name].name
     comp = synth.make_competition(layout, tmp_path / "comp", n_train=40, n_test=12, size=32)

@@ -1,4 +1,4 @@
-"""kit.pipeline: shapes, dtypes, record order, switchable augmentation, PCam-safe preset, exact TTA views,
+"""kit.training.pipeline: shapes, dtypes, record order, switchable augmentation, PCam-safe preset, exact TTA views,
 oversampling."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from kit import pipeline as P
-from kit import records
-from kit.config import Config
-from kit.errors import KitError
+from kit.training import pipeline as P
+from kit.data import records
+from kit.training.config import Config
+from kit.core.errors import KitError
 from records_fixture import write_records
 
 

@@ -1,4 +1,4 @@
-"""Fast argument checks (kit.precheck) and quiet logs (kit.runtime): a typo fails before TensorFlow loads."""
+"""Fast argument checks (kit.data.precheck) and quiet logs (kit.core.runtime): a typo fails before TensorFlow loads."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kit import precheck, runtime
-from kit.errors import KitError
-from kit.runfolder import RunFolder
+from kit.data import precheck
+from kit.core import runtime
+from kit.core.errors import KitError
+from kit.runs.folder import RunFolder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +44,7 @@ def test_a_typo_in_kit_predict_fails_fast_too(tmp_path):
 
 def test_the_checks_import_neither_tensorflow_nor_pandas():
     code = ("import sys\n"
-            "from kit.cli import main\n"
+            "from kit.cli.app import main\n"
             "codes = [main(['train', '--records', '/nonexistent', '--out', 'x']),\n"
             "         main(['predict', '--run', '/nonexistent', '--records', '/x', '--out', 's.csv'])]\n"
             "print(codes, sorted(m for m in ('tensorflow', 'keras', 'jax', 'pandas') if m in sys.modules))")
@@ -128,7 +129,7 @@ def test_cli_verbose_shows_tensorflows_own_lines():
     # The oneDNN notice is an INFO line of TensorFlow's C++ logging; that it is hidden by default is
     # asserted by test_tpu_route, whose kit train processes start TensorFlow quietly.
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KIT_VERBOSE")}
-    loud = subprocess.run([sys.executable, "-c", "from kit.cli import main; main(['--verbose', 'check', 'a', "
+    loud = subprocess.run([sys.executable, "-c", "from kit.cli.app import main; main(['--verbose', 'check', 'a', "
                            "'--sample-submission', 'b']); import tensorflow"],
                           capture_output=True, text=True, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)})
     assert "oneDNN custom operations are on" in loud.stderr  # shown, and oneDNN itself stays on

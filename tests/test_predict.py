@@ -14,10 +14,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from kit import predict, records, sources  # noqa: E402
-from kit.cli import main  # noqa: E402
-from kit.errors import KitError  # noqa: E402
-from kit.submission import check_submission  # noqa: E402
+from kit.ensemble import predict
+from kit.data import records, sources  # noqa: E402
+from kit.cli.app import main  # noqa: E402
+from kit.core.errors import KitError  # noqa: E402
+from kit.ensemble.submission import check_submission  # noqa: E402
 
 SIZE = 16
 EXACT_VIEWS = ["identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose", "transverse"]
@@ -97,7 +98,7 @@ def _sigmoid(z):
 
 
 def test_tta_views_follow_the_runs_augmentation():
-    from kit.pipeline import Augment, PRESETS, tta_views
+    from kit.training.pipeline import Augment, PRESETS, tta_views
 
     # the default and pcam presets flip and turn: every exact view, then seeded draws of the preset
     assert tta_views(1, PRESETS["default"]) == (["identity"], None)
@@ -248,7 +249,7 @@ def test_multiclass_predict_without_sample_passes_check(tmp_path, capsys):
 def test_bad_run_and_flags(tmp_path, capsys):
     (tmp_path / "empty_run").mkdir()
     (tmp_path / "empty_run" / "config.toml").write_text(f"size = {SIZE}\n")
-    (tmp_path / "manifest.json").write_text(json.dumps({"split": "test"}))  # passes kit.precheck; never read here
+    (tmp_path / "manifest.json").write_text(json.dumps({"split": "test"}))  # passes kit.data.precheck; never read here
     base = ["predict", "--records", str(tmp_path), "--out", str(tmp_path / "s.csv")]
     assert main(base + ["--run", str(tmp_path / "empty_run")]) == 1
     assert capsys.readouterr().err.strip() == (

@@ -3,7 +3,7 @@ a bash block of any page parses with kit's real parser; docs/cli.md names every 
 resolves inside the repository and nothing cites a file the repository does not hold; the worked examples (the
 README's and docs/examples.md's, one per competition) need no weights file and run as written on a small synthetic
 download under KIT_SMOKE=1 (small images, few epochs, two folds, an ImageNet backbone or kit's own choice swapped
-for a tiny CNN: see kit.config.smoke_config); and "your own images on a laptop" prints what the README says."""
+for a tiny CNN: see kit.training.config.smoke_config); and "your own images on a laptop" prints what the README says."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from kit import synth
+from kit.data import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
-# the folder each example unzips its download into -> kit.synth's layout
+# the folder each example unzips its download into -> kit.data.synth's layout
 DOWNLOADS = {"siim": "siim", "ham": "ham10000", "pcam": "pcam", "isic9": "isic9", "mel10k": "melanoma10k",
              "isic2024": "isic2024"}
 # Lines that reach Kaggle (downloads, submissions) are replaced by the synthetic download or left out.
@@ -149,7 +149,7 @@ def _kit_argv(command: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_kit_command_parses_with_kits_parser(page, capsys):
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     parser = build_parser()
     for command in bash_commands(page.read_text()):
@@ -170,7 +170,7 @@ def test_the_pages_hold_commands_for_every_verb_the_readme_shows():
 def test_the_cli_reference_names_every_verb_and_flag():
     import argparse
 
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     text = (ROOT / "docs" / "cli.md").read_text()
     verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -184,7 +184,7 @@ def test_the_cli_reference_names_every_verb_and_flag():
 
 
 def test_the_cli_reference_says_what_folds_means_in_records_and_in_train():
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["records", "d", "--out", "r", "--n-folds", "3"]).folds == 3
@@ -196,7 +196,7 @@ def test_the_cli_reference_says_what_folds_means_in_records_and_in_train():
 # --- the worked examples ------------------------------------------------------------------------------------------
 
 def test_one_worked_example_per_competition():
-    from kit import competitions
+    from kit.data import competitions
 
     assert len(EXAMPLES) == len(competitions.list_competitions()), list(EXAMPLES)
     folders = sorted(_download_folder(commands) for commands in EXAMPLES.values())
@@ -209,7 +209,7 @@ def test_one_worked_example_per_competition():
 def test_worked_examples_need_no_weights_file():
     """They run as written wherever their download can be had: no --weights (no file to fetch first), and no
     --model that would be refused offline for want of ImageNet weights."""
-    from kit import defaults
+    from kit.training import defaults
 
     for heading, commands in EXAMPLES.items():
         for cmd in commands:
@@ -230,7 +230,7 @@ def _download_folder(commands: list[str]) -> str:
 def _run(cmd: str, cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
          smoke: bool = True) -> tuple[int, str]:
     """``cmd`` through kit's own entry point in this process (one TensorFlow start for all of them), in ``cwd``."""
-    from kit.cli import main
+    from kit.cli.app import main
 
     monkeypatch.chdir(cwd)
     if smoke:
@@ -271,7 +271,7 @@ def test_worked_example_runs_as_written(heading, tmp_path, monkeypatch, capsys):
 
 
 def _classes(run: Path) -> list[str]:
-    from kit.config import Config
+    from kit.training.config import Config
 
     return list(Config.load(run / "config.toml").classes)
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import imaging, records, sources, synth
-from kit.cli import main
-from kit.errors import KitError
+from kit.data import imaging, records, sources, synth
+from kit.cli.app import main
+from kit.core.errors import KitError
 
 SIZE = 16
 
@@ -267,7 +267,7 @@ def test_killed_write_leaves_no_complete_looking_folder(written, tmp_path):
 
     script = (
         "import sys, time\n"
-        "from kit import imaging, records\n"
+        "from kit.data import imaging, records\n"
         "real = imaging.make_records\n"
         "def slow(*a, **k):\n    time.sleep(0.4)\n    return real(*a, **k)\n"
         "imaging.make_records = slow\n"
@@ -372,7 +372,7 @@ def test_writing_records_never_imports_tensorflow(tmp_path):
     import sys
 
     src = synth.make_competition("melanoma10k", tmp_path / "src", n_train=30, n_test=0, size=32)
-    code = ("import sys\nfrom kit.cli import main\n"
+    code = ("import sys\nfrom kit.cli.app import main\n"
             f"assert main(['records', {str(src)!r}, '--out', {str(tmp_path / 'rec')!r}, '--size', '32']) == 0\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 import pytest
 import tensorflow as tf
 
-from kit import records
+from kit.data import records
 
 
 def test_shard_name_round_trip_and_count():

@@ -19,9 +19,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import records, report, sources, train
-from kit.cli import main
-from kit.config import Config
+from kit.data import records, sources
+from kit.ensemble import report
+from kit.training import train
+from kit.cli.app import main
+from kit.training.config import Config
 from records_fixture import write_records
 
 BINARY_SECTIONS = ["cv", "curves", "lr", "binary", "mistakes", "patients", "gradcam", "shakeup", "records", "config"]
@@ -194,7 +196,7 @@ def test_leaderboard_sizes_given_or_from_the_competition():
 
 
 def test_leaderboard_size_from_the_test_split_of_the_download(tmp_path):
-    from kit import sources, synth
+    from kit.data import sources, synth
 
     root = synth.make_competition("melanoma10k", tmp_path / "mel", n_train=12, n_test=9, size=16)
     count = len(sources.load_source(root, test=True).table)
@@ -298,7 +300,7 @@ def test_kit_train_writes_error_txt_when_a_fold_raises_and_removes_it_on_restart
     with pytest.raises(RuntimeError):
         train.train_folds(cfg, log=lambda _: None)
     assert (tmp_path / "run" / "error.txt").read_text() == "fold 0: RuntimeError: out of memory\n"
-    from kit import runs
+    from kit.runs import listing as runs
 
     assert runs.read_run(tmp_path / "run", now=1e12).state == "error"
     monkeypatch.setattr(train, "train_fold", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -316,7 +318,7 @@ def test_report_refuses_a_folder_without_cv_json(tmp_path, capsys):
 
 def _one_per_family() -> list[str]:
     """The smallest backbone of each family (keras-hub ones are built from presets below)."""
-    from kit import backbones
+    from kit.training import backbones
 
     first: dict[str, str] = {}
     for name, row in sorted(backbones.BACKBONES.items(), key=lambda kv: (kv[1].params or 0, kv[0])):
@@ -335,7 +337,7 @@ def _varied_heatmaps(heat: np.ndarray, n: int, size: int) -> None:
 @pytest.mark.parametrize("name", _one_per_family())
 def test_gradcam_works_for_every_backbone_family(name):
     """The registry drives it: a new family of backbones gets Grad-CAM checked as soon as it is registered."""
-    from kit import models
+    from kit.training import models
 
     size = 96 if name == "pcam_cnn" else 64  # the PCam CNN's valid convolutions need 96 px
     model = models.build_model(name, n_classes=3, size=size)
@@ -349,7 +351,7 @@ def test_gradcam_works_for_every_backbone_family(name):
 @pytest.fixture(scope="module")
 def convnext():
     """convnext_tiny from random weights at 96 px (a 3x3 last stage), built once for the module."""
-    from kit import models
+    from kit.training import models
 
     keras.utils.set_random_seed(0)
     return models.build_model("convnext_tiny", n_classes=2, size=96)
@@ -375,7 +377,7 @@ def presets(tmp_path_factory):
 
 @pytest.mark.parametrize("family", ["vit", "dinov2"])
 def test_gradcam_on_keras_hub_vision_transformers_lays_patch_tokens_on_their_grid(presets, family):
-    from kit import models
+    from kit.training import models
 
     preset = presets[family]  # ViT: 8 px patches (a 4x4 grid); DINOv2: 4 px patches (8x8)
     model = models.build_model(f"hub_{family}", n_classes=3, size=32, weights=preset)
@@ -545,7 +547,7 @@ def test_shakeup_work_is_bounded_by_flag(binary_run, tmp_path, capsys, flags, li
 
 
 def test_the_bounds_in_the_help_are_the_bounds_kit_report_keeps():
-    from kit.cli import build_parser
+    from kit.cli.app import build_parser
 
     text = build_parser()._subparsers._group_actions[0].choices["report"].format_help()
     assert f"{report.MAX_LEADERBOARD:,}" in " ".join(text.split()) and f"{report.MAX_DRAWS:,}" in text

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from kit import runs
-from kit.cli import main
+from kit.runs import listing as runs
+from kit.cli.app import main
 
 OLD = time.time() - 3 * 3600  # three hours ago: no longer running
 
 
 def _run(folder: Path, *, planned=(0, 1, 2), done=(), scores=None, model="tiny_cnn", mtime=OLD, error=None,
          active=None, records="records/siim-32", metric="auc", competition="") -> Path:
-    """A run folder as kit.train leaves it: config.toml, fold{k}/done.json for ``done``, cv.json when scored."""
+    """A run folder as kit.training.train leaves it: config.toml, fold{k}/done.json for ``done``, cv.json when scored."""
     folder.mkdir(parents=True)
     (folder / "config.toml").write_text(f'records = "{records}"\nmodel = "{model}"\nsize = 32\nepochs = 3\n'
                                         f'folds = {list(planned)}\nmetric = "{metric}"\ncompetition = "{competition}"\n')
@@ -135,7 +135,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
 def test_kit_runs_never_imports_tensorflow_keras_or_jax(runs_dir):
     code = (
         "import sys\n"
-        "from kit.cli import main\n"
+        "from kit.cli.app import main\n"
         f"assert main(['runs', {str(runs_dir)!r}, '--json']) == 0\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'pandas') if m in sys.modules))"
     )
@@ -385,8 +385,9 @@ def test_merged_partial_runs_equal_one_run_over_all_folds(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).parent))
     from records_fixture import write_records
 
-    from kit import blend, predict, train
-    from kit.config import Config
+    from kit.ensemble import blend, predict
+    from kit.training import train
+    from kit.training.config import Config
 
     write_records(tmp_path / "recs", n_folds=3, per_fold=16, size=32)
 

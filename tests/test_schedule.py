@@ -1,11 +1,11 @@
-"""kit.schedule: values against the hand formula, per-step vs per-epoch, config round trip, PNG."""
+"""kit.training.schedule: values against the hand formula, per-step vs per-epoch, config round trip, PNG."""
 
 import keras
 import numpy as np
 import pytest
 
-from kit.errors import KitError
-from kit.schedule import RampExpDecay, ScheduleArgumentError, plot_schedule, ramp_exp_decay
+from kit.core.errors import KitError
+from kit.training.schedule import RampExpDecay, ScheduleArgumentError, plot_schedule, ramp_exp_decay
 
 KW = dict(lr_start=1e-5, lr_max=4e-4, lr_min=1e-6, ramp_epochs=5, sustain_epochs=2, decay=0.8)
 SPE = 10

@@ -5,8 +5,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from kit import sources, synth
-from kit.errors import KitError
+from kit.data import sources, synth
+from kit.core.errors import KitError
 
 COLUMNS = ["image_name", "path", "target", "group"]
 

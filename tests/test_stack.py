@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 import stack_fixture as sf
-from kit import blend, metrics, records, stack, synth
-from kit.cli import main
-from kit.errors import KitError
+from kit.ensemble import blend, stack
+from kit.core import metrics
+from kit.data import records, synth
+from kit.cli.app import main
+from kit.core.errors import KitError
 
 FAST = ["--rounds", "400", "--early-stopping", "40", "--threads", "1"]
 
@@ -120,7 +122,7 @@ def stacked(comp):
     args = ["--records", comp["root"] / "rec_leak", "--runs", *comp["runs"], "--out", out,
             "--test-records", comp["root"] / "rec_test", "--predictions", *comp["subs"],
             "--sample-submission", comp["sample"], "--submission", comp["root"] / "stack_sub.csv", *FAST]
-    from kit.cli import build_parser, stack_config
+    from kit.cli.app import build_parser, stack_config
 
     res = stack.stack(stack_config(build_parser().parse_args(["stack", *map(str, args)])), log=lines.append)
     return res, lines
@@ -327,7 +329,7 @@ def test_documented_stack_commands_parse_with_kit_stack_flags():
     import re
     import shlex
 
-    from kit.cli import build_parser, stack_config
+    from kit.cli.app import build_parser, stack_config
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "stacking.md").read_text()
     section = text.split("## The second stage: `kit stack`", 1)[1].split("\n## ", 1)[0]

@@ -35,7 +35,7 @@ print(json.dumps([code, sorted(m for m in sys.modules if m in {sorted(WATCHED)!r
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """A small submission pair with its sample, an empty runs folder, a tiny download and a notebook."""
-    from kit import synth
+    from kit.data import synth
 
     root = tmp_path_factory.mktemp("startup")
     ids = [f"ISIC_{i:07d}" for i in range(50)]

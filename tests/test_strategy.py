@@ -1,4 +1,4 @@
-"""kit.strategy: the JAX DataParallel and MirroredStrategy rehearsals, each in its own process.
+"""kit.training.strategy: the JAX DataParallel and MirroredStrategy rehearsals, each in its own process.
 
 Backend and device layout are process-wide, so each route runs in a fresh interpreter that prints
 one JSON line of what it found; the test asserts on that.
@@ -13,13 +13,13 @@ import textwrap
 
 import pytest
 
-from kit.errors import KitError
+from kit.core.errors import KitError
 
 # One real training step under the chosen scope, with the batch split over the replicas.
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from kit.strategy import get_strategy
+    from kit.training.strategy import get_strategy
     acc = get_strategy(sys.argv[1])
     import keras
     with acc.scope():
@@ -89,7 +89,7 @@ def test_auto_on_cpu():
 def test_bad_kind_and_backend_clash(monkeypatch):
     import keras  # this test process runs Keras on TensorFlow
 
-    from kit.strategy import get_strategy
+    from kit.training.strategy import get_strategy
 
     assert keras.backend.backend() == "tensorflow"
     with pytest.raises(KitError, match="unknown kind 'tpuv3'; known: auto, tpu, mirrored, gpu, cpu"):

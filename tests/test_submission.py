@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.cli import main
-from kit.errors import KitError
-from kit.submission import (
+from kit.cli.app import main
+from kit.core.errors import KitError
+from kit.ensemble.submission import (
     check_submission,
     format_floats,
     make_submission,
@@ -318,7 +318,7 @@ def test_plain_numbers_read_as_pandas_reads_them_and_the_rest_goes_to_pandas(tmp
 def test_check_and_blend_do_not_import_tensorflow(tmp_path, good, sample):
     code = (
         "import sys\n"
-        "from kit.cli import main\n"
+        "from kit.cli.app import main\n"
         f"assert main(['check', {str(good)!r}, '--sample-submission', {str(sample)!r}]) == 0\n"
         f"assert main(['blend', {str(good)!r}, {str(sample)!r}, '--out', {str(tmp_path / 'b.csv')!r}]) == 0\n"
         "print(sorted(m for m in ('tensorflow', 'keras', 'jax', 'sklearn') if m in sys.modules))"

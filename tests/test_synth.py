@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from kit import synth
+from kit.data import synth
 
 
 def _tree_digest(root):

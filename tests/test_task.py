@@ -1,13 +1,13 @@
-"""The task spec (kit.task) and the metric table (kit.metrics.TABLE): what each declares, as its callers read it."""
+"""The task spec (kit.core.task) and the metric table (kit.core.metrics.TABLE): what each declares, as its callers read it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kit import metrics
-from kit.errors import KitError
-from kit.task import task_for, task_of_columns, task_of_width
+from kit.core import metrics
+from kit.core.errors import KitError
+from kit.core.task import task_for, task_of_columns, task_of_width
 
 
 def test_binary_and_multiclass_tasks_own_their_columns_head_and_loss():

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import competitions, sources, synth
-from kit.cli import main
-from kit.competitions import Competition, Layout, Source, SynthSpec
-from kit.competitions._draw import BINARY_STYLE, lesion_image, save_jpeg, skin_tone
-from kit.competitions._read import class_labels, find_images, read_csv, source_table
+from kit.data import competitions, sources, synth
+from kit.cli.app import main
+from kit.data.competitions import Competition, Layout, Source, SynthSpec
+from kit.data.competitions._draw import BINARY_STYLE, lesion_image, save_jpeg, skin_tone
+from kit.data.competitions._read import class_labels, find_images, read_csv, source_table
 
 CLASSES = ("calm", "angry")
 

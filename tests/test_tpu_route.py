@@ -60,7 +60,7 @@ def test_the_kit_entry_picks_jax_on_a_tpu_vm_and_respects_the_users_choice():
     # import kit sets nothing; the kit command's main and a notebook's notebook_paths() call runtime.prepare
     code = ("import os, sys, kit\n"
             "plain = os.environ.get('KERAS_BACKEND')\n"
-            "from kit import runtime\n"
+            "from kit.core import runtime\n"
             "runtime.prepare()\n"
             "print(plain, os.environ.get('KERAS_BACKEND'), 'keras' in sys.modules, 'tensorflow' in sys.modules)")
 
@@ -76,7 +76,7 @@ def test_the_kit_entry_picks_jax_on_a_tpu_vm_and_respects_the_users_choice():
 
 
 def test_choose_backend_follows_the_strategy_until_keras_loads(monkeypatch):
-    from kit import runtime
+    from kit.core import runtime
 
     monkeypatch.delenv("ISTPUVM", raising=False)
     monkeypatch.setattr(runtime, "loaded_backend", lambda: None)  # this test process already runs Keras

@@ -1,4 +1,4 @@
-"""kit.train: the run folder contract, metric-chosen checkpoints, resume, NaN stop, bad input."""
+"""kit.training.train: the run folder contract, metric-chosen checkpoints, resume, NaN stop, bad input."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit import metrics, train
-from kit.config import Config
-from kit.errors import KitError
+from kit.core import metrics
+from kit.training import train
+from kit.training.config import Config
+from kit.core.errors import KitError
 from records_fixture import write_records
 
 
@@ -59,7 +60,7 @@ def test_binary_run_writes_the_whole_run_folder(binary_recs, tmp_path):
     assert cv["overall"] == pytest.approx(metrics.score("auc", oof["target"], oof["pred"]))
     assert cv["overall"] == pytest.approx(res.scores[-1])
     assert {p.name for p in (run / "plots").iterdir()} == {"learning_curves.png", "roc.png", "lr.png"}
-    # best.keras loads with kit.models alone (no compile state), input 0..255 dict in, [B,1] out
+    # best.keras loads with kit.training.models alone (no compile state), input 0..255 dict in, [B,1] out
     model = keras.saving.load_model(run / "fold0" / "best.keras")
     assert model.output_shape == (None, 1)
     with pytest.raises(KitError, match="already holds a run"):
@@ -231,7 +232,7 @@ def test_bad_input_is_one_line_and_writes_nothing(binary_recs, tmp_path, change,
 
 
 def test_weights_that_do_not_fit_are_refused_before_the_run_starts(binary_recs, tmp_path):
-    from kit import models
+    from kit.training import models
 
     wrong = tmp_path / "small_cnn.weights.h5"
     models.build_model("small_cnn", n_classes=2, size=32).save_weights(wrong)
@@ -262,7 +263,7 @@ def test_balanced_accuracy_metric_and_sparse_loss_match_references():
 
 
 def test_trains_on_public_siim_tfrecords_with_metadata(tmp_path):
-    from kit import records, synth
+    from kit.data import records, synth
 
     shards = synth.write_public_siim_tfrecords(tmp_path / "public", n_images=30, n_shards=2, size=32)
     run = tmp_path / "run"
@@ -294,8 +295,8 @@ def _train_argv(recs, run, *more: str) -> list[str]:
 def test_time_limit_stops_in_time_and_resume_gives_the_uninterrupted_result(binary_recs, tmp_path, monkeypatch, capsys):
     import time
 
-    from kit import runs
-    from kit.cli import main
+    from kit.runs import listing as runs
+    from kit.cli.app import main
 
     started = time.monotonic()
     assert main(_train_argv(binary_recs, tmp_path / "straight")) == 0

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from kit import records, synth, train
-from kit.config import SCHEDULE_DEFAULTS, Config
-from kit.errors import KitError
+from kit.data import records, synth
+from kit.training import train
+from kit.training.config import SCHEDULE_DEFAULTS, Config
+from kit.core.errors import KitError
 from records_fixture import write_records
 
 
@@ -82,7 +83,7 @@ def test_schedule_defaults_follow_what_is_trained(recs, tmp_path):
     scratch, _ = train.resolve(_cfg(recs, tmp_path / "a", epochs=None))
     assert (scratch.lr_max, scratch.lr_start, scratch.epochs) == (1e-3, 1e-3, 15)
     weights = tmp_path / "tiny.weights.h5"
-    from kit import models
+    from kit.training import models
 
     models.build_model("tiny_cnn", n_classes=2, size=32).get_layer("backbone").save_weights(str(weights))
     tuned, _ = train.resolve(_cfg(recs, tmp_path / "b", weights=str(weights), epochs=None))
@@ -155,13 +156,13 @@ def test_training_phases_warm_up_the_head_then_train_everything():
 
 
 def _backbone_weights(model):
-    from kit import models
+    from kit.training import models
 
     return [np.array(w) for w in models.backbone_of(model).get_weights()]
 
 
 def test_frozen_warm_up_keeps_the_pretrained_backbone_and_its_batchnorm(recs, tmp_path):
-    from kit import models, pipeline, strategy
+    from kit.training import models, pipeline, strategy
 
     weights = tmp_path / "pre.weights.h5"
     pre = models.build_model("tiny_cnn", n_classes=2, size=32)
@@ -190,7 +191,7 @@ def test_frozen_warm_up_keeps_the_pretrained_backbone_and_its_batchnorm(recs, tm
 
 
 def test_the_backbone_steps_at_its_fraction_of_the_head_rate(recs, tmp_path):
-    from kit import models, pipeline, strategy
+    from kit.training import models, pipeline, strategy
 
     acc = strategy.get_strategy("cpu")
     moved = {}
@@ -211,7 +212,7 @@ def test_the_backbone_steps_at_its_fraction_of_the_head_rate(recs, tmp_path):
 
 
 def test_a_fine_tuning_run_draws_both_rates_and_says_when_the_backbone_joins(recs, tmp_path):
-    from kit import models
+    from kit.training import models
 
     weights = tmp_path / "pre.weights.h5"
     models.backbone_of(models.build_model("tiny_cnn", n_classes=2, size=32)).save_weights(str(weights))
@@ -233,7 +234,8 @@ def _plain_fit_cv(rec: Path, n_classes: int, settings: dict) -> float:
     exact metric on the held-out fold (checked after every epoch), averaged over the records' folds."""
     import keras
 
-    from kit import metrics, models, pipeline
+    from kit.core import metrics
+    from kit.training import models, pipeline
 
     paths = records.list_shards(rec, split="train")
     table = pipeline.record_table(paths)

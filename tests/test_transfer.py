@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from kit import models, records
-from kit.cli import main
-from kit.config import Config
+from kit.training import models
+from kit.data import records
+from kit.cli.app import main
+from kit.training.config import Config
 
 pytestmark = pytest.mark.slow
 SIZE = 32

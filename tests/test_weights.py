@@ -1,4 +1,4 @@
-"""kit.models weights routes: a file, imagenet (offline: one line), keras-hub presets; export for the next run."""
+"""kit.training.models weights routes: a file, imagenet (offline: one line), keras-hub presets; export for the next run."""
 
 import sys
 
@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from kit import models
-from kit.errors import KitError
+from kit.training import models
+from kit.core.errors import KitError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -175,12 +175,12 @@ def test_preset_backbone_keeps_the_converter_inside_and_round_trips(presets, tmp
     before = _predict(model, x)
     assert before.shape == (4, 3) and len(np.unique(before.round(5))) > 3
     model.save(tmp_path / "best.keras")
-    back = keras.saving.load_model(tmp_path / "best.keras")  # needs `import kit.models` only
+    back = keras.saving.load_model(tmp_path / "best.keras")  # needs `import kit.training.models` only
     np.testing.assert_allclose(_predict(back, x), before, rtol=1e-5, atol=1e-6)
 
 
 def test_grad_cam_reaches_the_feature_map_of_a_keras_hub_cnn(presets):
-    from kit import report
+    from kit.ensemble import report
 
     model = models.build_model("hub_efficientnet", n_classes=3, size=32, weights=presets["efficientnet"])
     heat, out = report.gradcam(model, _images(2, 32))
@@ -236,7 +236,7 @@ def test_presets_that_do_not_fit_are_one_line(presets, tmp_path, monkeypatch):
 # --- a run's backbone as weights for the next run -----------------------------------------------------------
 
 def test_export_backbone_file_and_preset_carry_the_weights(presets, tmp_path):
-    from kit.cli import main
+    from kit.cli.app import main
 
     x = _images(3, 32, seed=2)
     tiny = models.build_model("tiny_cnn", n_classes=7, size=32)
