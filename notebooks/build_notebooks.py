@@ -119,7 +119,8 @@ import pandas as pd
 
 if not STOPPED:
     print(json.loads((RUN / 'cv.json').read_text()))
-    display(pd.read_csv(SUBMISSION).head())"""
+# the cell's result: the submission's head, or why there is none yet
+pd.read_csv(SUBMISSION).head() if not STOPPED else 'stopped by the time limit: no submission yet'"""
 
 def _unless_stopped(source: str) -> str:
     """``source`` run only when training finished (not stopped by the time limit)."""
