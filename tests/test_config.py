@@ -61,10 +61,10 @@ def test_cli_flags_reach_the_config(tmp_path, monkeypatch, smoke_env):
         def format_result(result):
             return "done"
 
-    import kit
+    import kit.training
 
     monkeypatch.setitem(__import__("sys").modules, "kit.training.train", FakeTrain)
-    monkeypatch.setattr(kit, "train", FakeTrain, raising=False)
+    monkeypatch.setattr(kit.training, "train", FakeTrain, raising=False)
     (tmp_path / "c.toml").write_text('model = "tiny_cnn"\nepochs = 3\naugment = "pcam"\n')
     records, out = tmp_path / "R", tmp_path / "O"
     records.mkdir()

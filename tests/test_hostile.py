@@ -429,7 +429,7 @@ def test_damaged_shards_fail_before_training_with_their_name(tmp_path, capsys, s
     assert not (tmp_path / "run").exists()
     shard.write_bytes(os.urandom(4000))
     with pytest.raises(KitError, match=r"damaged shard \(not TFRecord data at byte 0"):
-        __import__("kit.data.records").records.verify_shards([shard])
+        __import__("kit.data.records").data.records.verify_shards([shard])
 
 
 def test_predict_names_a_size_mismatch_a_duplicate_sample_id_and_a_damaged_model(tmp_path, capsys, small_run):

@@ -482,7 +482,8 @@ def test_bundled_install_cell_installs_the_embedded_wheel_offline(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "kit 0.1.0"
-    assert (target / "kit" / "kaggle.py").read_text() == (REPO / "kit" / "kaggle.py").read_text()
+    for module in ("kaggle/client.py", "data/competitions/siim.py", "cli/app.py"):  # every package travels
+        assert (target / "kit" / module).read_text() == (REPO / "kit" / module).read_text()
     installed = {p.name for p in target.iterdir()}
     assert installed == {"kit", "kit-0.1.0.dist-info"} | ({"bin"} if (target / "bin").exists() else set())
 
