@@ -217,3 +217,10 @@ class KernelFarm:
         if kernel.log and start == 0:
             answer["log"] = kernel.log
         return answer
+
+
+def stop_and_check_loopback(server: KaggleStub) -> None:
+    """Stop the stand-in and check that every request reached it as plain HTTP for localhost (nothing else left)."""
+    server.stop()
+    for rec in server.requests:
+        assert rec.method != "CONNECT" and rec.url.startswith("http://localhost/"), rec.url

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kaggle_stub import KaggleStub, KernelFarm, SimKernel, client_env, fake_credentials
+from kaggle_stub import stop_and_check_loopback, KaggleStub, KernelFarm, SimKernel, client_env, fake_credentials
 from kit.kaggle import fanout, client as kaggle, kernel, deps as kernel_deps
 from kit.runs import listing as runs
 from kit.cli.app import main
@@ -41,9 +41,7 @@ def stub(home, monkeypatch, request):
                         lifetime=lifetime).start()
     client_env(monkeypatch, home, server)
     yield server
-    server.stop()
-    for rec in server.requests:
-        assert rec.method != "CONNECT" and rec.url.startswith("http://localhost/"), rec.url
+    stop_and_check_loopback(server)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kaggle_stub import KaggleStub, client_env, fake_credentials
+from kaggle_stub import stop_and_check_loopback, KaggleStub, client_env, fake_credentials
 from kit.kaggle import client as kaggle
 from kit.cli.app import main
 from kit.core.errors import KitError
@@ -50,10 +50,7 @@ def stub(home, monkeypatch):
     server = KaggleStub(responses={"SaveKernel": dict(SAVED)}).start()
     client_env(monkeypatch, home, server)
     yield server
-    server.stop()
-    # Only loopback traffic: every request reached the stub as plain HTTP for localhost.
-    for rec in server.requests:
-        assert rec.method != "CONNECT" and rec.url.startswith("http://localhost/"), rec.url
+    stop_and_check_loopback(server)
 
 
 @pytest.fixture
